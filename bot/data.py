@@ -1,0 +1,244 @@
+"""Training data: scores from music21's corpus or a folder of MIDI files, cached as JSON, split by piece."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import zlib
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from .encoding import Event, Piece, Vocabulary, group_notes
+from .errors import BadData, EtudeError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA = "chorales"
+CACHE_VERSION = 1
+VALIDATION_SHARE = 10  # one piece in ten, chosen by a hash of its name
+MIDI_SUFFIXES = {".mid", ".midi", ".smf"}
+SCORE_SUFFIXES = {".mxl", ".musicxml", ".xml", ".krn", ".abc"}
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("ETUDE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "etude"
+    )
+    path = Path(base)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# -- reading one score -----------------------------------------------------------------------------
+def piece_from_stream(score, name: str) -> Piece:
+    """Events of a music21 score: every pitched note, ties merged, grace notes left out."""
+    from music21 import tempo as m21tempo
+
+    flat = score.stripTies().flatten()
+    notes = []
+    for n in flat.notes:
+        if n.duration.isGrace or n.quarterLength <= 0:
+            continue
+        velocity = n.volume.velocity or 80
+        for p in getattr(n, "pitches", ()):
+            notes.append((float(n.offset), float(n.quarterLength), p.midi, velocity))
+    marks = list(flat.getElementsByClass(m21tempo.MetronomeMark))
+    bpm = marks[0].getQuarterBPM() if marks and marks[0].getQuarterBPM() else 100.0
+    return Piece(name, group_notes(notes), float(bpm))
+
+
+def _parse_corpus_work(name: str) -> Piece:
+    from music21 import corpus
+
+    return piece_from_stream(corpus.parse(name), name)
+
+
+def read_score_file(path: Path) -> Piece:
+    """A MIDI file through the safe reader, or a MusicXML/Humdrum/ABC file through music21."""
+    if path.suffix.lower() in MIDI_SUFFIXES:
+        from .midi import SeedLimits, read_midi_file
+
+        # Training files are the user's own and may be long: keep far more notes than a seed may have.
+        limits = SeedLimits(
+            max_bytes=32 * 1024 * 1024, max_notes=200_000, max_seconds=4 * 3600, parse_seconds=120.0
+        )
+        return read_midi_file(path, limits)
+    from music21 import converter
+
+    return piece_from_stream(converter.parse(str(path)), path.name)
+
+
+def _read_or_none(path: str) -> tuple[str, Piece | None, str]:
+    try:
+        return path, read_score_file(Path(path)), ""
+    except EtudeError as e:
+        return path, None, str(e)
+    except Exception as e:  # a corrupt training file must not stop training: say which one and go on
+        return path, None, f"{type(e).__name__}: {e}"
+
+
+# -- plain-JSON cache ------------------------------------------------------------------------------
+def _piece_to_json(p: Piece) -> dict:
+    return {
+        "name": p.name,
+        "tempo": p.tempo,
+        "events": [[e.onset, e.duration, list(e.pitches), e.velocity] for e in p.events],
+    }
+
+
+def _piece_from_json(d: dict) -> Piece:
+    return Piece(d["name"], [Event(on, du, tuple(ps), v) for on, du, ps, v in d["events"]], d["tempo"])
+
+
+def _load_cache(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if data.get("version") == CACHE_VERSION else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_cache(path: Path, entries: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"version": CACHE_VERSION, "entries": entries}))
+    tmp.replace(path)
+
+
+# -- sources ---------------------------------------------------------------------------------------
+def corpus_works(source: str) -> list[str]:
+    """music21 corpus work names for `chorales` (the 371 Bach chorales) or `corpus:<composer>`."""
+    from music21 import corpus
+
+    if source == "chorales":
+        return list(corpus.chorales.Iterator(returnType="filename"))
+    composer = source.split(":", 1)[1]
+    paths = [p for p in corpus.getComposer(composer) if p.suffix.lower() in SCORE_SUFFIXES]
+    if not paths:
+        raise BadData(f"music21's corpus has no scores for {composer!r}")
+    return [str(p) for p in paths]
+
+
+def load_pieces(source: str = DEFAULT_DATA, limit: int | None = None, workers: int = 2) -> list[Piece]:
+    """Pieces of a data source: `chorales`, `corpus:<composer>`, or a folder (or file) of scores.
+
+    Parsed pieces are cached as JSON keyed by the source, so a second run starts at once.
+    """
+    if source == "chorales" or source.startswith("corpus:"):
+        items = corpus_works(source)
+        parse = _parse_corpus_work
+        stamp = {name: "corpus" for name in items}
+    else:
+        root = Path(source).expanduser()
+        if not root.exists():
+            raise BadData(f"no such data folder: {source}")
+        files = (
+            [root]
+            if root.is_file()
+            else sorted(
+                p
+                for p in root.rglob("*")
+                if p.is_file() and p.suffix.lower() in MIDI_SUFFIXES | SCORE_SUFFIXES
+            )
+        )
+        if not files:
+            raise BadData(f"no MIDI or score files in {source}")
+        items = [str(p) for p in files]
+        parse = None
+        stamp = {str(p): f"{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files}
+    if limit:
+        items = items[:limit]
+
+    key = hashlib.sha1(source.encode()).hexdigest()[:12]
+    cache_path = cache_dir() / f"pieces-{key}.json"
+    cached = _load_cache(cache_path).get("entries", {})
+    pieces: dict[str, Piece | None] = {}
+    todo = []
+    for item in items:
+        entry = cached.get(item)
+        if entry is not None and entry.get("stamp") == stamp[item]:
+            pieces[item] = _piece_from_json(entry["piece"]) if entry.get("piece") else None
+        else:
+            todo.append(item)
+    if todo:
+        log.info("parsing %d scores from %s", len(todo), source)
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            if parse is not None:
+                for item, piece in zip(todo, pool.map(parse, todo, chunksize=8)):
+                    pieces[item] = piece
+            else:
+                for item, piece, why in pool.map(_read_or_none, todo, chunksize=4):
+                    if piece is None:
+                        log.warning("skipping %s: %s", item, why)
+                    pieces[item] = piece
+        for item in todo:
+            p = pieces[item]
+            cached[item] = {"stamp": stamp[item], "piece": _piece_to_json(p) if p else None}
+        _save_cache(cache_path, cached)
+    usable = [p for item in items if (p := pieces.get(item)) is not None and p.events]
+    if not usable:
+        raise BadData(f"no usable notes in {source}")
+    for p in usable:
+        p.name = Path(p.name).stem if "/" in p.name or "\\" in p.name else p.name
+    return usable
+
+
+# -- split and windows -----------------------------------------------------------------------------
+def is_validation(name: str) -> bool:
+    return zlib.crc32(name.encode()) % VALIDATION_SHARE == 0
+
+
+def split_by_piece(pieces: Sequence[Piece]) -> tuple[list[Piece], list[Piece]]:
+    """Training and validation pieces; a piece's windows never land on both sides.
+
+    The choice hangs on the piece's name alone, so it is stable when pieces are added. A tiny data set
+    still gets one validation piece and keeps at least one for training.
+    """
+    train = [p for p in pieces if not is_validation(p.name)]
+    val = [p for p in pieces if is_validation(p.name)]
+    if not val and len(train) > 1:
+        val = [train.pop(min(range(len(train)), key=lambda i: zlib.crc32(train[i].name.encode())))]
+    if not train:
+        raise BadData("need at least two pieces to hold one out for validation")
+    return train, val
+
+
+def encode_pieces(pieces: Sequence[Piece], vocab: Vocabulary) -> list[np.ndarray]:
+    return [np.asarray(vocab.encode(p.events), dtype=np.int32) for p in pieces]
+
+
+def windows(seqs: Sequence[np.ndarray], length: int, offset: int = 0) -> np.ndarray:
+    """Cut token sequences into windows of `length + 1` tokens (input plus the target shifted by one).
+
+    `offset` moves the cut points so that successive epochs see different windows; short tails are
+    padded with `<pad>` (id 0), which the loss ignores.
+    """
+    out = []
+    for seq in seqs:
+        start = offset % length if len(seq) > length + 1 else 0
+        starts = [0] + list(range(start, len(seq) - 1, length)) if start else range(0, len(seq) - 1, length)
+        for s in starts:
+            w = seq[s : s + length + 1]
+            if len(w) < 2:
+                continue
+            out.append(np.pad(w, (0, length + 1 - len(w))))
+    return np.stack(out).astype(np.int32) if out else np.zeros((0, length + 1), np.int32)
+
+
+def transpose_windows(
+    w: np.ndarray, vocab: Vocabulary, rng: np.random.Generator, span: int = 6
+) -> np.ndarray:
+    """Each window moved by a random interval in [-span, span - 1] semitones, as far as its range allows."""
+    w = w.copy()
+    is_pitch = (w >= vocab.pitch_base) & (w < vocab.duration_base)
+    lo = np.where(is_pitch, w, np.iinfo(np.int32).max).min(axis=1) - vocab.pitch_base
+    hi = np.where(is_pitch, w, -1).max(axis=1) - vocab.pitch_base
+    room_down = np.minimum(span, np.maximum(lo, 0))
+    room_up = np.minimum(span - 1, np.maximum(vocab.pitch_high - vocab.pitch_low - hi, 0))
+    k = np.floor(rng.random(len(w)) * (room_down + room_up + 1)).astype(np.int32) - room_down
+    k = np.where(hi < 0, 0, k)
+    return np.where(is_pitch, w + k[:, None], w)

@@ -1,0 +1,482 @@
+"""Standard MIDI Files in and out: seeds from untrusted users are read within limits, music is written.
+
+Reading uses a small parser of its own rather than mido's, so every limit (bytes, tracks, messages, notes,
+wall-clock time) is checked while reading, a damaged track still gives the notes read before the damage,
+and every way a file can be bad ends as one `BadSeed` with a message a user understands. Writing uses mido.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import struct
+import time
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import mido
+import numpy as np
+
+from bot.encoding import Event, Piece, group_notes
+from bot.errors import BadSeed
+
+log = logging.getLogger(__name__)
+
+TEMPO_LOW, TEMPO_HIGH = 20.0, 400.0  # quarter notes per minute; anything outside is clamped
+TICKS_PER_BEAT = 480  # what write_midi uses
+_DEFAULT_US_PER_BEAT = 500_000  # the standard's default tempo, 120 bpm, until a file sets one
+_DRUMS = 9  # channel 10, counted from 0
+_DATA_BYTES = {0x80: 2, 0x90: 2, 0xA0: 2, 0xB0: 2, 0xC0: 1, 0xD0: 1, 0xE0: 2}
+_CHECK_EVERY = 1024  # messages between deadline checks: often enough to keep it, rare enough to be cheap
+_MIB = 1024 * 1024
+# What a parser bug on a hostile file could raise; read_midi turns these into BadSeed, never lets them out.
+_PARSE_ERRORS = (
+    ZeroDivisionError,
+    IndexError,
+    struct.error,
+    EOFError,
+    OSError,
+    ValueError,
+    KeyError,
+    OverflowError,
+    FloatingPointError,
+)
+
+
+@dataclass(frozen=True)
+class SeedLimits:
+    """How much of an untrusted MIDI file the reader is willing to look at."""
+
+    max_bytes: int = 2 * _MIB  # bigger files are refused before parsing
+    max_tracks: int = 512
+    max_messages: int = 1_000_000  # raw MIDI messages across tracks; more -> refuse
+    max_notes: int = 4096  # when a file has more, the LAST ones are kept: the continuation follows the end
+    max_seconds: float = 20 * 60  # notes starting later than this (real time, tempo map applied) are dropped
+    max_note_seconds: float = 30.0  # a longer note (incl. one never released) is cut to this
+    parse_seconds: float = 5.0  # wall-clock deadline for the whole parse
+
+
+DEFAULT_LIMITS = SeedLimits()
+
+
+class _Damaged(Exception):
+    """A track stops making sense here; the notes read before it are kept."""
+
+
+@dataclass
+class _Track:
+    """One track's notes in ticks, its tempo changes, and the tick its last message is at."""
+
+    on: array = field(default_factory=lambda: array("q"))
+    off: array = field(default_factory=lambda: array("q"))
+    pitch: array = field(default_factory=lambda: array("B"))
+    velocity: array = field(default_factory=lambda: array("B"))
+    tempos: list[tuple[int, int]] = field(default_factory=list)  # (tick, microseconds per beat)
+    end: int = 0
+    name: str = ""
+
+
+def _size(n: int) -> str:
+    if n % _MIB == 0:
+        return f"{n // _MIB} MiB"
+    if n % 1024 == 0:
+        return f"{n // 1024} KiB"
+    return f"{n} bytes"
+
+
+def _text(raw: bytes) -> str:
+    # Names are for logs only: UTF-8 if they are, else Latin-1 (what mido writes), which decodes anything.
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    return "".join(c for c in text if c.isprintable()).strip()
+
+
+def _clamp_tempo(bpm: float) -> float:
+    if not math.isfinite(bpm):
+        return 100.0
+    return min(max(bpm, TEMPO_LOW), TEMPO_HIGH)
+
+
+def _clamp_us_per_beat(us: int) -> float:
+    # Clamping microseconds rather than bpm means a tempo of 0 microseconds never divides anything.
+    return min(max(float(us), 60e6 / TEMPO_HIGH), 60e6 / TEMPO_LOW)
+
+
+class _Reader:
+    """One parse of one file: the buffer, the limits, and what was counted on the way."""
+
+    def __init__(self, data: bytes, limits: SeedLimits) -> None:
+        self.buf = data
+        self.limits = limits
+        self.deadline = time.monotonic() + limits.parse_seconds
+        self.messages = 0
+        self.next_check = 0
+        self.drum_notes = 0
+        self.unreleased = 0
+        self.damage: list[str] = []
+
+    def check_time(self) -> None:
+        if time.monotonic() >= self.deadline:
+            raise BadSeed("the seed took too long to read")
+
+    # -- bytes -> tracks -----------------------------------------------------------------------------------
+    def header(self) -> tuple[int, int, int, int]:
+        """(format, declared tracks, division, offset of the first chunk after the header)."""
+        buf = self.buf
+        if buf[:4] == b"RIFF" and buf[8:12] == b"RMID":
+            # An RMID file is a Standard MIDI File wrapped in a RIFF "data" chunk.
+            start = buf.find(b"MThd", 12)
+            if start < 0:
+                raise BadSeed("the seed is not a MIDI file")
+            buf = self.buf = buf[start:]
+        if buf[:4] != b"MThd":
+            raise BadSeed("the seed is not a MIDI file")
+        if len(buf) < 14:
+            raise BadSeed("the seed MIDI file is damaged: it ends inside its header")
+        length, fmt, ntrks, division = struct.unpack(">IHHH", buf[4:14])
+        if length < 6:
+            raise BadSeed("the seed MIDI file is damaged: its header is too short")
+        first = 8 + length if 8 + length <= len(buf) else 14  # a lying header length: try right after it
+        return fmt, ntrks, division, first
+
+    def tracks(self, pos: int) -> list[_Track]:
+        """Every track chunk from `pos` on, parsed; found even when chunk lengths lie."""
+        buf, found = self.buf, []
+        while pos + 8 <= len(buf):
+            self.check_time()
+            cid = buf[pos : pos + 4]
+            length = int.from_bytes(buf[pos + 4 : pos + 8], "big")
+            if cid == b"MTrk":
+                if len(found) >= self.limits.max_tracks:
+                    raise BadSeed(f"the seed has more than {self.limits.max_tracks} tracks")
+                start = pos + 8
+                if start + length <= len(buf):
+                    found.append(self.track(start, start + length)[0])
+                    pos = start + length
+                else:
+                    # The length runs past the file: read to the track's end, then look for more tracks.
+                    self.damage.append("a track is shorter than its header says")
+                    track, pos = self.track(start, len(buf))
+                    found.append(track)
+            elif cid.isalpha() and pos + 8 + length <= len(buf):
+                pos += 8 + length  # a chunk type this reader does not know: skipped, as the standard asks
+            else:
+                # A chunk length lied and left us inside data: carry on at the next track header.
+                nxt = buf.find(b"MTrk", pos + 1)
+                if nxt < 0:
+                    if buf[pos:].strip(b"\0"):
+                        self.damage.append("it has stray bytes between tracks")
+                    break
+                self.damage.append("a chunk length is wrong")
+                pos = nxt
+        return found
+
+    def _vlq(self, pos: int, end: int) -> tuple[int, int]:
+        buf, value = self.buf, 0
+        for _ in range(4):
+            if pos >= end:
+                raise _Damaged("a track ends in the middle of a message")
+            b = buf[pos]
+            pos += 1
+            value = (value << 7) | (b & 0x7F)
+            if b < 0x80:
+                return value, pos
+        raise _Damaged("a time or length value is too long")
+
+    def track(self, pos: int, end: int) -> tuple[_Track, int]:
+        """One track chunk and where its parse stopped; damage stops it, keeping what came before."""
+        buf, limits, tr = self.buf, self.limits, _Track()
+        active: dict[int, tuple[int, int]] = {}  # channel << 7 | pitch -> (onset tick, velocity)
+        tick = status = 0
+
+        def close(key: int, at: int) -> None:
+            on, vel = active.pop(key)
+            tr.on.append(on)
+            tr.off.append(at)
+            tr.pitch.append(key & 0x7F)
+            tr.velocity.append(vel)
+
+        try:
+            while pos < end:
+                self.messages += 1
+                if self.messages > limits.max_messages:
+                    raise BadSeed(f"the seed has more than {limits.max_messages:,} MIDI messages")
+                if self.messages >= self.next_check:
+                    self.check_time()
+                    self.next_check = self.messages + _CHECK_EVERY
+                delta, pos = self._vlq(pos, end)
+                tick += delta
+                tr.end = tick
+                if pos >= end:
+                    raise _Damaged("a track ends in the middle of a message")
+                b = buf[pos]
+                if b == 0xFF:  # meta event
+                    if pos + 1 >= end:
+                        raise _Damaged("a track ends in the middle of a message")
+                    kind = buf[pos + 1]
+                    length, pos = self._vlq(pos + 2, end)
+                    if pos + length > end:
+                        raise _Damaged("a track ends in the middle of a message")
+                    payload = buf[pos : pos + length]
+                    pos += length
+                    if kind == 0x2F:
+                        break
+                    if kind == 0x51 and length >= 3:
+                        tr.tempos.append((tick, int.from_bytes(payload[:3], "big")))
+                    elif kind == 0x03 and not tr.name:
+                        tr.name = _text(payload[:64])
+                    continue
+                if b in (0xF0, 0xF7):  # sysex: skipped whole
+                    length, pos = self._vlq(pos + 1, end)
+                    if pos + length > end:
+                        raise _Damaged("a track ends in the middle of a message")
+                    pos += length
+                    continue
+                if b >= 0xF0:
+                    raise _Damaged(f"a track has an unexpected byte 0x{b:02X}")
+                if b >= 0x80:
+                    status = b
+                    pos += 1
+                elif not status:
+                    raise _Damaged("a track has data before any message")
+                n = _DATA_BYTES[status & 0xF0]
+                if pos + n > end:
+                    raise _Damaged("a track ends in the middle of a message")
+                data = buf[pos : pos + n]
+                pos += n
+                if max(data) >= 0x80:
+                    raise _Damaged("a message is cut short")
+                kind, channel = status & 0xF0, status & 0x0F
+                if kind not in (0x80, 0x90):
+                    continue
+                if channel == _DRUMS:
+                    self.drum_notes += int(kind == 0x90 and data[1] > 0)
+                    continue
+                key = channel << 7 | data[0]
+                if kind == 0x90 and data[1] > 0:
+                    if key in active:  # the same pitch again before its release: end the first one here
+                        close(key, tick)
+                    active[key] = (tick, data[1])
+                elif key in active:  # note-off, or note-on with velocity 0
+                    close(key, tick)
+        except _Damaged as err:
+            self.damage.append(str(err))
+        self.unreleased += len(active)
+        for key in list(active):
+            close(key, tr.end)
+        return tr, pos
+
+    # -- ticks -> seconds -> quarter notes -------------------------------------------------------------
+    @staticmethod
+    def seconds(ticks: np.ndarray, tempos: list[tuple[int, int]], ticks_per_beat: int) -> np.ndarray:
+        """Seconds at `ticks` under a tempo map of (tick, microseconds per beat) changes."""
+        changes: dict[int, float] = {0: float(_DEFAULT_US_PER_BEAT)}
+        for tick, us in sorted(tempos, key=lambda t: t[0]):  # stable: the last change at a tick wins
+            changes[tick] = _clamp_us_per_beat(us)
+        at = np.array(sorted(changes), dtype=np.float64)
+        per_tick = np.array([changes[t] for t in sorted(changes)]) / 1e6 / ticks_per_beat
+        start = np.concatenate([[0.0], np.cumsum(np.diff(at) * per_tick[:-1])])
+        i = np.searchsorted(at, ticks, side="right") - 1
+        return start[i] + (ticks - at[i]) * per_tick[i]
+
+    def piece(self, name: str) -> Piece:
+        limits = self.limits
+        fmt, declared, division, first = self.header()
+        if division & 0x8000:
+            # SMPTE: ticks are fractions of a frame, real time whatever the tempo says.
+            fps = 256 - (division >> 8)
+            per_frame = division & 0xFF
+            if per_frame == 0:
+                raise BadSeed("the seed MIDI file is damaged: its time division is 0")
+            ticks_per_second = (29.97 if fps == 29 else fps) * per_frame
+            ticks_per_beat = 0
+        else:
+            if division == 0:
+                raise BadSeed("the seed MIDI file is damaged: its time division is 0")
+            ticks_per_beat, ticks_per_second = division, 0.0
+
+        tracks = self.tracks(first)
+        self.check_time()
+        if not tracks:
+            raise BadSeed("the seed MIDI file has no tracks")
+        all_tempos = sorted((t for tr in tracks for t in tr.tempos), key=lambda t: t[0])
+
+        def to_seconds(ticks: np.ndarray, tempos: list[tuple[int, int]]) -> np.ndarray:
+            if ticks_per_beat:
+                return self.seconds(ticks, tempos, ticks_per_beat)
+            return ticks / ticks_per_second
+
+        ons, offs = [], []
+        if fmt == 2:
+            # Format 2 tracks are independent sequences (patterns, songs) with their own tempo maps:
+            # they are laid one after another, each starting where the previous one ended.
+            offset = 0.0
+            for tr in tracks:
+                times = to_seconds(np.array([*tr.on, *tr.off, tr.end], dtype=np.float64), tr.tempos)
+                n = len(tr.on)
+                ons.append(times[:n] + offset)
+                offs.append(times[n : 2 * n] + offset)
+                offset += float(times[-1])
+            first_tempo = next((tr.tempos[0][1] for tr in tracks if tr.tempos), None)
+        else:
+            # Formats 0 and 1 (and unknown ones, read leniently): tracks play together on one tempo map.
+            on = np.concatenate([np.frombuffer(tr.on, dtype=np.int64) for tr in tracks]).astype(np.float64)
+            off = np.concatenate([np.frombuffer(tr.off, dtype=np.int64) for tr in tracks]).astype(np.float64)
+            ons.append(to_seconds(on, all_tempos))
+            offs.append(to_seconds(off, all_tempos))
+            first_tempo = all_tempos[0][1] if all_tempos else None
+        on_s = np.concatenate(ons)
+        dur_s = np.concatenate(offs) - on_s
+        pitch = np.concatenate([np.frombuffer(tr.pitch, dtype=np.uint8) for tr in tracks]).astype(int)
+        velocity = np.concatenate([np.frombuffer(tr.velocity, dtype=np.uint8) for tr in tracks]).astype(int)
+        notes_read = len(on_s)
+
+        cut = int(np.count_nonzero(dur_s > limits.max_note_seconds))
+        dur_s = np.minimum(dur_s, limits.max_note_seconds)
+        keep = on_s <= limits.max_seconds
+        late = notes_read - int(np.count_nonzero(keep))
+        on_s, dur_s, pitch, velocity = on_s[keep], dur_s[keep], pitch[keep], velocity[keep]
+        order = np.lexsort((pitch, on_s))
+        over = max(0, len(order) - limits.max_notes)
+        order = order[over:]
+        on_s, dur_s, pitch, velocity = on_s[order], dur_s[order], pitch[order], velocity[order]
+
+        tempo = 120.0 if first_tempo is None else 60e6 / _clamp_us_per_beat(first_tempo)
+        on_q, dur_q = on_s * tempo / 60, dur_s * tempo / 60
+        shift = 0.0
+        if over and len(on_q):
+            # The kept notes start late in the file: move them to the front by whole 4/4 bars.
+            shift = math.floor(float(on_q[0]) / 4) * 4
+            on_q = on_q - shift
+        self.check_time()
+        events = group_notes(zip(on_q.tolist(), dur_q.tolist(), pitch.tolist(), velocity.tolist()))
+        meta = {
+            "format": fmt,
+            "tracks": len(tracks),
+            "declared_tracks": declared,
+            "ticks_per_beat": ticks_per_beat or None,
+            "smpte_ticks_per_second": ticks_per_second or None,
+            "file_tempo_us_per_beat": first_tempo,
+            "tempo_changes": len(all_tempos),
+            "messages": self.messages,
+            "notes_read": notes_read,
+            "drum_notes_ignored": self.drum_notes,
+            "notes_never_released": self.unreleased,
+            "notes_cut_long": cut,
+            "notes_dropped_late": late,
+            "notes_dropped_over_limit": over,
+            "quarters_removed_from_start": shift,
+            "damage": self.damage[:10],
+            "track_names": [tr.name for tr in tracks if tr.name][:16],
+        }
+        if not events:
+            if self.damage:
+                raise BadSeed(f"the seed MIDI file is damaged: {self.damage[0]}")
+            raise BadSeed("the seed has no notes (drums are ignored)")
+        return Piece(name, events, tempo, meta)
+
+
+def read_midi(data: bytes, name: str = "seed", limits: SeedLimits = DEFAULT_LIMITS) -> Piece:
+    """The notes of an untrusted Standard MIDI File; any problem raises `BadSeed`."""
+    if not data:
+        raise BadSeed("the seed file is empty")
+    if len(data) > limits.max_bytes:
+        raise BadSeed(f"the seed is larger than {_size(limits.max_bytes)}")
+    try:
+        return _Reader(bytes(data), limits).piece(name)
+    except BadSeed:
+        raise
+    except _PARSE_ERRORS as err:
+        # The parser is meant to catch all damage itself; this is the net under it.
+        log.warning("seed %r: unexpected %s: %s", name, type(err).__name__, err)
+        raise BadSeed("the seed MIDI file is damaged") from err
+
+
+def read_midi_file(path: Path, limits: SeedLimits = DEFAULT_LIMITS) -> Piece:
+    """`read_midi` on a file, refused by its size before it is read."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > limits.max_bytes:
+            raise BadSeed(f"the seed is larger than {_size(limits.max_bytes)}")
+        with path.open("rb") as f:
+            data = f.read(limits.max_bytes + 1)  # the file may have grown since stat
+    except OSError as err:
+        raise BadSeed("the seed file could not be read") from err
+    return read_midi(data, path.stem or "seed", limits)
+
+
+def _fold_pitch(pitch: int) -> int:
+    while pitch < 0:
+        pitch += 12
+    while pitch > 127:
+        pitch -= 12
+    return pitch
+
+
+def write_midi(
+    events: Sequence[Event],
+    out: Path | BinaryIO,
+    tempo: float = 100.0,
+    program: int = 0,
+    name: str = "Étude",
+) -> None:
+    """Write `events` as a type-1 MIDI file: a tempo track, then one note track on channel 0."""
+    tempo = _clamp_tempo(float(tempo))
+    # mido writes names as Latin-1; characters it cannot hold become "?" rather than an error.
+    name = name.encode("latin-1", "replace").decode("latin-1")
+    head = mido.MidiTrack(
+        [
+            mido.MetaMessage("track_name", name=name, time=0),
+            mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo), time=0),
+            mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0),
+        ]
+    )
+
+    # (on, off, pitch, velocity) in ticks; the longest wins when one pitch starts twice at one tick.
+    starts: dict[tuple[int, int], tuple[int, int]] = {}
+    for e in events:
+        on = max(0, round(e.onset * TICKS_PER_BEAT))
+        off = max(on + 1, round((e.onset + e.duration) * TICKS_PER_BEAT))
+        vel = min(max(int(e.velocity), 1), 127)
+        for p in e.pitches:
+            key = (on, _fold_pitch(int(p)))
+            if key not in starts or starts[key][0] < off:
+                starts[key] = (off, vel)
+    notes = sorted((on, off, pitch, vel) for (on, pitch), (off, vel) in starts.items())
+    # A pitch sounding again before it was released: end the earlier note there, so none is left stuck.
+    last: dict[int, int] = {}
+    for i, (on, _off, pitch, _vel) in enumerate(notes):
+        if pitch in last:
+            j = last[pitch]
+            notes[j] = (notes[j][0], min(notes[j][1], on), pitch, notes[j][3])
+        last[pitch] = i
+    # Releases sort before attacks at the same tick, so a repeated pitch is re-struck, not cut.
+    timeline = sorted(
+        [(off, 0, pitch, vel) for _, off, pitch, vel in notes]
+        + [(on, 1, pitch, vel) for on, _, pitch, vel in notes]
+    )
+    body = mido.MidiTrack([mido.MetaMessage("track_name", name=name, time=0)])
+    body.append(mido.Message("program_change", channel=0, program=min(max(int(program), 0), 127), time=0))
+    now = 0
+    for tick, attack, pitch, vel in timeline:
+        kind = "note_on" if attack else "note_off"
+        body.append(mido.Message(kind, channel=0, note=pitch, velocity=vel, time=tick - now))
+        now = tick
+    midi = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT, tracks=[head, body])
+    if isinstance(out, (str, Path)):
+        midi.save(filename=str(out))
+    else:
+        midi.save(file=out)
+
+
+def midi_bytes(events: Sequence[Event], tempo: float = 100.0, program: int = 0, name: str = "Étude") -> bytes:
+    """`write_midi` in memory."""
+    buf = io.BytesIO()
+    write_midi(events, buf, tempo, program, name)
+    return buf.getvalue()

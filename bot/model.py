@@ -1,0 +1,240 @@
+"""The network, its hyper-parameters, and the model folder that holds both.
+
+A model folder has everything sampling needs and nothing that is unpickled::
+
+    model.keras    weights and architecture, loaded in Keras safe mode
+    config.json    the `Config` below, rebuilt with `Config(**saved)`
+    vocab.json     the token vocabulary (see encoding.py)
+    card.json      data, size, training time, validation loss, the baselines' figures
+    README.md      the same card for people
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from .encoding import Vocabulary
+from .errors import ModelNotFound
+from .tf import quiet_import
+
+REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODEL = REPO_MODELS / "etude-chorales"
+
+
+@dataclass
+class Config:
+    """Hyper-parameters of one network, saved beside its weights."""
+
+    preset: str = "etude"
+    vocab_size: int = 0
+    input_mode: str = "embedding"  # "embedding" of token ids, or "scalar": id / vocabulary size (tutorial)
+    embed_dim: int = 96
+    hidden: int = 384
+    layers: int = 2
+    dropout: float = 0.2
+    recurrent_dropout: float = 0.0
+    head: str = (
+        "linear"  # "linear", or "tutorial": batch norm, dropout, Dense(256), ReLU, batch norm, dropout
+    )
+    targets: str = "every_step"  # "every_step", or "last": one target per window (tutorial)
+    seq_len: int = 192  # training window in tokens
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    optimizer: str = "adam"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Config:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+PRESETS: dict[str, Config] = {
+    "etude": Config(),
+    "small": Config(
+        preset="small", embed_dim=32, hidden=64, layers=1, dropout=0.0, seq_len=64, batch_size=16
+    ),
+    # The original tutorial's network: 3 x LSTM(512) over the token index scaled to [0, 1], one target
+    # per 100-token window, RMSprop.
+    "tutorial": Config(
+        preset="tutorial",
+        input_mode="scalar",
+        embed_dim=0,
+        hidden=512,
+        layers=3,
+        dropout=0.3,
+        recurrent_dropout=0.3,
+        head="tutorial",
+        targets="last",
+        seq_len=100,
+        batch_size=64,
+        learning_rate=1e-3,
+        optimizer="rmsprop",
+    ),
+}
+
+
+def preset(name: str, **overrides) -> Config:
+    if name not in PRESETS:
+        from .errors import BadOption
+
+        raise BadOption(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **overrides)
+
+
+def build(config: Config):
+    """A Keras model that maps token windows to next-token logits.
+
+    every_step: int ids (batch, time) -> logits (batch, time, vocab)
+    last:       scalars (batch, time, 1) -> logits (batch, vocab)
+    """
+    quiet_import()
+    import keras
+    from keras import layers
+
+    v = config.vocab_size
+    if config.input_mode == "embedding":
+        inputs = keras.Input((None,), dtype="int32", name="tokens")
+        x = layers.Embedding(v, config.embed_dim, name="embed")(inputs)
+    else:
+        inputs = keras.Input((None, 1), dtype="float32", name="scaled_tokens")
+        x = inputs
+    for i in range(config.layers):
+        last = i == config.layers - 1
+        x = layers.LSTM(
+            config.hidden,
+            return_sequences=config.targets == "every_step" or not last,
+            recurrent_dropout=config.recurrent_dropout,
+            name=f"lstm_{i}",
+        )(x)
+        if config.dropout and config.head == "linear":
+            x = layers.Dropout(config.dropout, name=f"drop_{i}")(x)
+    if config.head == "tutorial":
+        x = layers.BatchNormalization(name="head_norm_0")(x)
+        x = layers.Dropout(config.dropout, name="head_drop_0")(x)
+        x = layers.Dense(256, name="head_dense")(x)
+        x = layers.Activation("relu", name="head_relu")(x)
+        x = layers.BatchNormalization(name="head_norm_1")(x)
+        x = layers.Dropout(config.dropout, name="head_drop_1")(x)
+    logits = layers.Dense(v, name="logits")(x)
+    return keras.Model(inputs, logits, name=config.preset)
+
+
+def compile_model(model, config: Config) -> None:
+    import keras
+
+    opt = (keras.optimizers.RMSprop if config.optimizer == "rmsprop" else keras.optimizers.Adam)(
+        learning_rate=config.learning_rate, clipnorm=1.0
+    )
+    model.compile(
+        optimizer=opt,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        weighted_metrics=[] if config.targets == "every_step" else None,
+    )
+
+
+@dataclass
+class LoadedModel:
+    """A network with its config, vocabulary, card and folder."""
+
+    net: object
+    config: Config
+    vocab: Vocabulary
+    card: dict
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.card.get("name") or self.path.name
+
+
+def save(folder: Path, net, config: Config, vocab: Vocabulary, card: dict | None = None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    net.save(folder / "model.keras")
+    (folder / "config.json").write_text(json.dumps(asdict(config), indent=1))
+    vocab.save(folder / "vocab.json")
+    if card is not None:
+        write_card(folder, card)
+
+
+def load(folder: str | Path | None = None) -> LoadedModel:
+    """Load a model folder in Keras safe mode; a missing or incomplete folder is a `ModelNotFound`."""
+    folder = Path(folder) if folder else DEFAULT_MODEL
+    missing = [f for f in ("model.keras", "config.json", "vocab.json") if not (folder / f).is_file()]
+    if missing:
+        what = "no model folder" if not folder.is_dir() else f"model folder lacks {', '.join(missing)}"
+        raise ModelNotFound(f"{what}: {folder}")
+    quiet_import()
+    import keras
+
+    config = Config.from_dict(json.loads((folder / "config.json").read_text()))
+    vocab = Vocabulary.load(folder / "vocab.json")
+    net = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
+    card_path = folder / "card.json"
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    return LoadedModel(net, config, vocab, card, folder)
+
+
+def parameter_count(net) -> int:
+    return int(sum(int(w.numpy().size) for w in net.weights if w.trainable))
+
+
+def write_card(folder: Path, card: dict) -> None:
+    """`card.json` and a README.md that says the same in words."""
+    (folder / "card.json").write_text(json.dumps(card, indent=1))
+    (folder / "README.md").write_text(card_markdown(card))
+
+
+def card_markdown(card: dict) -> str:
+    data = card.get("data", {})
+    train = card.get("training", {})
+    lines = [f"# {card.get('name', 'model')}", "", card.get("summary", ""), "", "## Data", ""]
+    lines += [
+        f"- source: {data.get('source', '?')}",
+        f"- pieces: {data.get('train_pieces', '?')} for training, {data.get('val_pieces', '?')} "
+        "for validation (split by piece)",
+        f"- events (notes and chords): {data.get('train_events', '?')} training, "
+        f"{data.get('val_events', '?')} validation",
+        f"- augmentation: {data.get('augmentation', 'none')}",
+        "",
+    ]
+    lines += [
+        "## Network",
+        "",
+        f"- preset: {card.get('config', {}).get('preset', '?')}",
+        f"- parameters: {card.get('parameters', '?'):,}"
+        if isinstance(card.get("parameters"), int)
+        else "- parameters: ?",
+        f"- vocabulary: {card.get('vocab_size', '?')} tokens",
+        "",
+    ]
+    lines += [
+        "## Training",
+        "",
+        f"- time: {train.get('seconds', 0) / 60:.1f} minutes, "
+        f"{train.get('epochs', '?')} epochs, on {train.get('machine', '?')}",
+        f"- best validation loss: {train.get('best_val_loss', '?')} nats per token",
+        "",
+    ]
+    ev = card.get("evaluation")
+    if ev:
+        lines += [
+            "## Evaluation (validation pieces)",
+            "",
+            "| model | bits per note | token accuracy | notes scored |",
+            "| --- | --- | --- | --- |",
+        ]
+        rows = [("this model", ev["model"])] + list(ev.get("baselines", {}).items())
+        for name, r in rows:
+            lines.append(f"| {name} | {r['nll_bits_per_note']:.2f} | {r['accuracy']:.3f} | {r['notes']} |")
+        if "improvement_over_best_baseline" in ev:
+            lines += [
+                "",
+                f"{ev['improvement_over_best_baseline'] * 100:.1f}% fewer bits per note than the best "
+                "baseline.",
+            ]
+        lines.append("")
+    if card.get("listening_note"):
+        lines += ["## Listening note", "", card["listening_note"], ""]
+    return "\n".join(lines)

@@ -1,0 +1,41 @@
+"""Shared fixtures: a private cache folder and a few real chorales from music21's corpus."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Parsed-score caches go to a folder of this run, never the user's."""
+    old = os.environ.get("ETUDE_CACHE")
+    os.environ["ETUDE_CACHE"] = str(tmp_path_factory.mktemp("etude-cache"))
+    yield
+    if old is None:
+        os.environ.pop("ETUDE_CACHE", None)
+    else:
+        os.environ["ETUDE_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def chorales():
+    """Twelve Bach chorales from music21's corpus, parsed once per test run."""
+    from bot.data import load_pieces
+
+    return load_pieces("chorales", limit=12)
+
+
+@pytest.fixture(scope="session")
+def midi_folder(tmp_path_factory, chorales):
+    """A folder of MIDI files, as a user would point `etude train --data` at."""
+    from bot.midi import write_midi
+
+    folder = tmp_path_factory.mktemp("midi_songs")
+    for p in chorales:
+        write_midi(p.events, folder / f"{p.name}.mid", tempo=p.tempo)
+    return folder

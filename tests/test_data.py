@@ -1,0 +1,77 @@
+"""Training data: corpus and folders, the JSON cache, the split by piece, windows and transposition."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bot.data import cache_dir, encode_pieces, load_pieces, split_by_piece, transpose_windows, windows
+from bot.encoding import Piece, Vocabulary
+from bot.errors import BadData
+
+
+def test_split_is_by_piece_and_stable(chorales):
+    train, val = split_by_piece(chorales)
+    assert val and train
+    assert not {p.name for p in train} & {p.name for p in val}
+    assert len(train) + len(val) == len(chorales)
+    # Adding pieces never moves a piece from one side to the other.
+    more = chorales + [Piece(f"extra{i}", chorales[0].events) for i in range(30)]
+    train2, val2 = split_by_piece(more)
+    assert {p.name for p in val} <= {p.name for p in val2}
+    assert {p.name for p in train} <= {p.name for p in train2}
+
+
+def test_no_window_of_a_validation_piece_is_trained_on(chorales):
+    train, val = split_by_piece(chorales)
+    vocab = Vocabulary.fit(p.events for p in train)
+    train_w = {w.tobytes() for w in windows(encode_pieces(train, vocab), 32)}
+    val_w = {w.tobytes() for w in windows(encode_pieces(val, vocab), 32)}
+    assert train_w and val_w and not train_w & val_w
+
+
+def test_windows_cover_every_token(chorales):
+    vocab = Vocabulary.fit(p.events for p in chorales)
+    seqs = encode_pieces(chorales[:2], vocab)
+    w = windows(seqs, 50)
+    assert w.shape[1] == 51
+    # Non-overlapping windows: every target token appears once.
+    assert int((w[:, 1:] != 0).sum()) == sum(len(s) - 1 for s in seqs)
+
+
+def test_transposition_keeps_pitches_in_range(chorales):
+    vocab = Vocabulary.fit(p.events for p in chorales)
+    w = windows(encode_pieces(chorales, vocab), 64)
+    moved = transpose_windows(w, vocab, np.random.default_rng(1))
+    is_pitch = (w >= vocab.pitch_base) & (w < vocab.duration_base)
+    assert np.array_equal(moved[~is_pitch], w[~is_pitch])
+    assert moved[is_pitch].min() >= vocab.pitch_base and moved[is_pitch].max() < vocab.duration_base
+    assert (moved != w).any()
+
+
+def test_cache_is_plain_json(chorales):
+    files = list(cache_dir().glob("pieces-*.json"))
+    assert files
+    data = json.loads(files[0].read_text())
+    assert data["entries"]
+
+
+def test_folder_of_midi_files_with_a_corrupt_one(tmp_path, midi_folder, caplog):
+    folder = tmp_path / "songs"
+    folder.mkdir()
+    for f in sorted(midi_folder.glob("*.mid"))[:3]:
+        (folder / f.name).write_bytes(f.read_bytes())
+    (folder / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06garbage")
+    pieces = load_pieces(str(folder))
+    assert len(pieces) == 3
+    assert any("broken.mid" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("content", [None, b"not music at all"])
+def test_folder_without_music_is_an_error(tmp_path, content):
+    if content is not None:
+        (tmp_path / "junk.mid").write_bytes(content)
+    with pytest.raises(BadData):
+        load_pieces(str(tmp_path))

@@ -1,0 +1,118 @@
+"""Model folders, a tiny training run, resuming, evaluation and the command's errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bot import model as M
+from bot.errors import ModelNotFound
+from bot.evaluate import KneserNey, Unigram, evaluate
+from bot.train import train
+
+pytestmark = pytest.mark.timeout(600)
+TINY = {"hidden": 32, "embed_dim": 16, "seq_len": 48, "batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, midi_folder):
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    card = train(str(midi_folder), out, preset="small", epochs=6, patience=10, overrides=TINY, verbose=0)
+    return out, card
+
+
+def test_tiny_training_lowers_validation_loss(tiny_model):
+    out, card = tiny_model
+    history = card["training"]["history"]
+    assert len(history) == 6
+    assert card["training"]["best_val_loss"] < history[0]["val_loss"]
+    for name in ("model.keras", "config.json", "vocab.json", "card.json", "README.md"):
+        assert (out / name).is_file()
+    assert "validation" in (out / "README.md").read_text()
+
+
+def test_model_folder_round_trip(tiny_model):
+    out, card = tiny_model
+    m = M.load(out)
+    assert m.config == M.Config.from_dict(json.loads((out / "config.json").read_text()))
+    assert m.config.hidden == 32 and len(m.vocab) == m.config.vocab_size
+    x = np.array([[m.vocab.start, m.vocab.shift_base]])
+    again = M.load(out)
+    assert np.allclose(np.asarray(m.net(x)), np.asarray(again.net(x)))
+    assert m.card["parameters"] == M.parameter_count(m.net)
+
+
+def test_loading_refuses_a_missing_or_partial_folder(tmp_path):
+    with pytest.raises(ModelNotFound, match="no model folder"):
+        M.load(tmp_path / "nowhere")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelNotFound, match="lacks"):
+        M.load(tmp_path)
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path, midi_folder):
+    out = tmp_path / "resumable"
+    first = train(str(midi_folder), out, preset="small", epochs=2, overrides=TINY, verbose=0)
+    second = train(str(midi_folder), out, preset="small", epochs=3, overrides=TINY, verbose=0)
+    assert first["training"]["epochs"] == 2 and second["training"]["epochs"] == 3
+    assert [h["epoch"] for h in second["training"]["history"]] == [1, 2, 3]
+
+
+def test_kneser_ney_is_a_distribution_and_beats_unigram(chorales):
+    from bot.data import encode_pieces, split_by_piece
+    from bot.encoding import Vocabulary
+
+    train_p, val_p = split_by_piece(chorales)
+    vocab = Vocabulary.fit(p.events for p in train_p)
+    tr, va = encode_pieces(train_p, vocab), encode_pieces(val_p, vocab)
+    kn, uni = KneserNey(tr, len(vocab), order=4), Unigram(tr, len(vocab))
+    p = kn.probs(va[0])
+    assert np.allclose(p.sum(1), 1.0)
+    target = va[0][1:]
+    kn_bits = -np.log2(p[np.arange(len(target)), target]).sum()
+    uni_bits = -np.log2(uni.probs(va[0])[np.arange(len(target)), target]).sum()
+    assert kn_bits < uni_bits
+
+
+def test_evaluate_reports_model_and_baselines(tiny_model, tmp_path, midi_folder):
+    out, _ = tiny_model
+    tutorial = tmp_path / "tutorial"
+    train(
+        str(midi_folder),
+        tutorial,
+        preset="tutorial",
+        epochs=1,
+        steps_per_epoch=2,
+        verbose=0,
+        overrides={"hidden": 16, "layers": 1, "seq_len": 20, "batch_size": 8},
+    )
+    result = evaluate(str(out), tutorial=str(tutorial), tutorial_notes=200, write_card=True)
+    assert set(result["baselines"]) == {"unigram", "ngram", "tutorial"}
+    for r in [result["model"], *result["baselines"].values()]:
+        assert r["nll_bits_per_note"] > 0 and 0 <= r["accuracy"] <= 1 and r["notes"] > 0
+    assert (
+        result["baselines"]["ngram"]["nll_bits_per_note"]
+        < result["baselines"]["unigram"]["nll_bits_per_note"]
+    )
+    assert json.loads((out / "card.json").read_text())["evaluation"]["model"] == result["model"]
+
+
+def run_etude(*args, **kw):
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args], capture_output=True, text=True, timeout=300, **kw
+    )
+
+
+def test_cli_empty_folder_is_one_line_error(tmp_path):
+    r = run_etude("train", "--data", str(tmp_path), "--out", str(tmp_path / "m"))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [f"error: no MIDI or score files in {tmp_path}"]
+
+
+def test_cli_eval_json_on_a_missing_model(tmp_path):
+    r = run_etude("eval", "--model", str(tmp_path / "none"), "--json")
+    assert r.returncode == 2 and r.stderr.startswith("error: no model folder") and "Traceback" not in r.stderr
