@@ -30,6 +30,79 @@ def _positive_minutes(s: str) -> float:
     return v
 
 
+def _int_range(lo: int, hi: int):
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}")
+        return v
+
+    return parse
+
+
+def _float_range(lo: float, hi: float, lo_open: bool = False):
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
+        if not (lo < v if lo_open else lo <= v) or not v <= hi or v != v:
+            raise argparse.ArgumentTypeError(
+                f"must be {'more than' if lo_open else 'at least'} {lo} and at most {hi}"
+            )
+        return v
+
+    return parse
+
+
+def cmd_compose(args) -> int:
+    from .compose import Composer, Options, parse_instrument, write_outputs
+    from .midi import read_midi_file
+    from .render import find_soundfont, fluidsynth_path
+    from .settings import get_settings
+
+    settings = get_settings()
+    soundfont = args.soundfont or settings.soundfont
+    # Everything a user can get wrong is checked before the model loads.
+    options = Options(
+        length=args.length,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        tempo=args.tempo,
+        instrument=parse_instrument(args.instrument),
+        rng_seed=args.rng_seed,
+        include_seed=args.include_seed,
+    ).check()
+    fluidsynth_path()
+    find_soundfont(soundfont)
+    seed_bytes = None
+    if args.seed:
+        seed_path = Path(args.seed)
+        read_midi_file(seed_path, settings.seed_limits())  # refuse a bad seed before loading the model
+        seed_bytes = seed_path.read_bytes()
+    composer = Composer(args.model or settings.model_dir)
+    seed = composer.seed(seed_bytes, Path(args.seed).stem, settings.seed_limits()) if seed_bytes else None
+    piece = composer.compose_one(options, seed)
+    out = write_outputs(piece, Path(args.out), max_bytes=args.max_bytes, soundfont=soundfont)
+    for path in (out.midi, out.wav, out.png):
+        print(path)
+    note = f"{len(piece.events) - piece.seed_events} notes, {piece.key}, {piece.tempo:.0f} bpm, rng seed {options.rng_seed}"
+    if out.audio.shortened:
+        note += f"; the audio was cut to {out.audio.seconds:.0f} s to fit {args.max_bytes} bytes"
+    print(note, file=sys.stderr)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+
+    run_bench(args)
+    return 0
+
+
 def cmd_train(args) -> int:
     from .train import train
 
@@ -92,6 +165,43 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--limit", type=int, help="use only the first N pieces")
     t.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
     t.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("compose", help="compose a piece: writes .mid, .wav and .png, prints their paths")
+    c.add_argument("--length", type=_int_range(1, 2000), default=500, help="notes and chords to add (1-2000)")
+    c.add_argument("--seed", help="a MIDI file to continue")
+    c.add_argument(
+        "--temperature", type=_float_range(0.05, 5.0), default=1.0, help="below 1 safer, above 1 wilder"
+    )
+    c.add_argument(
+        "--top-p",
+        type=_float_range(0.0, 1.0, lo_open=True),
+        default=0.95,
+        help="sample from the smallest set of tokens holding this much probability",
+    )
+    c.add_argument(
+        "--tempo", type=_float_range(20, 400), help="beats per minute (default: the seed's, or 100)"
+    )
+    c.add_argument(
+        "--instrument", default="piano", help="General MIDI program number or a name (piano, organ, …)"
+    )
+    c.add_argument("--rng-seed", type=_int_range(0, 2**63 - 1), help="make the same piece again")
+    c.add_argument("--model", help="model folder (default: MODEL_DIR or the shipped model)")
+    c.add_argument("--out", default="out", help="folder for the three files")
+    c.add_argument(
+        "--max-bytes",
+        type=_int_range(64 * 1024, 2**40),
+        default=10 * 1024 * 1024,
+        help="largest .wav to write (default 10 MiB, Discord's upload limit)",
+    )
+    c.add_argument("--include-seed", action="store_true", help="start the output with the seed itself")
+    c.add_argument("--soundfont", help="General MIDI soundfont (default: SOUNDFONT or the system's)")
+    c.set_defaults(func=cmd_compose)
+
+    b = sub.add_parser("bench", help="measure sampling speed, throughput, stage timings and memory")
+    b.add_argument("--model", help="model folder (default: the shipped model)")
+    b.add_argument("--quick", action="store_true", help="fewer notes and repeats, for a smoke test")
+    b.add_argument("--redis", help="also measure throughput through Redis workers at this URL")
+    b.set_defaults(func=cmd_bench)
 
     e = sub.add_parser("eval", help="score a model and its baselines on the validation pieces")
     e.add_argument("--model", default=None, help="model folder (default: the shipped model)")

@@ -39,3 +39,28 @@ def midi_folder(tmp_path_factory, chorales):
     for p in chorales:
         write_midi(p.events, folder / f"{p.name}.mid", tempo=p.tempo)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, midi_folder):
+    """A small network trained for a few seconds: real weights, real folder, fast to sample."""
+    from bot.train import train
+
+    out = tmp_path_factory.mktemp("models") / "tiny-shared"
+    train(
+        str(midi_folder),
+        out,
+        preset="small",
+        epochs=3,
+        patience=10,
+        verbose=0,
+        overrides={"hidden": 48, "embed_dim": 16, "seq_len": 64, "batch_size": 8},
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def composer(tiny_model_dir):
+    from bot.compose import Composer
+
+    return Composer(tiny_model_dir)

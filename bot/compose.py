@@ -1,0 +1,293 @@
+"""The composing pipeline as a library call: seed -> primer -> sampler -> events -> .mid, .wav, .png.
+
+`etude compose`, `etude bench`, the bot's worker and the Redis workers all go through `Composer`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .encoding import PIANO_HIGH, PIANO_LOW, Event, Piece, Vocabulary, transpose
+from .errors import BadOption
+from .midi import DEFAULT_LIMITS, SeedLimits, midi_bytes, read_midi
+from .model import LoadedModel
+from .model import load as load_model
+from .sample import MAX_LENGTH, Request, Sampler
+
+log = logging.getLogger(__name__)
+
+# General MIDI programs offered by name (any number 0-127 works too).
+INSTRUMENTS: dict[str, int] = {
+    "piano": 0,
+    "harpsichord": 6,
+    "celesta": 8,
+    "vibraphone": 11,
+    "marimba": 12,
+    "organ": 19,
+    "guitar": 24,
+    "strings": 48,
+    "choir": 52,
+    "trumpet": 56,
+    "clarinet": 71,
+    "flute": 73,
+}
+DEFAULT_TEMPO = 100.0
+
+
+def parse_instrument(value: str | int) -> int:
+    """A General MIDI program from a number (0-127) or one of `INSTRUMENTS`."""
+    text = str(value).strip().lower()
+    if text.isdigit() and 0 <= int(text) <= 127:
+        return int(text)
+    if text in INSTRUMENTS:
+        return INSTRUMENTS[text]
+    raise BadOption(f"unknown instrument {value!r}: use 0-127 or one of {', '.join(INSTRUMENTS)}")
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a user may ask for; `check()` turns anything out of range into a `BadOption`."""
+
+    length: int = 500
+    temperature: float = 1.0
+    top_p: float = 0.95
+    tempo: float | None = None  # None: the seed's tempo, or DEFAULT_TEMPO
+    instrument: int = 0
+    rng_seed: int | None = None  # None: a fresh one, reported back so the piece can be made again
+    include_seed: bool = False
+
+    def check(self) -> Options:
+        if not 1 <= self.length <= MAX_LENGTH:
+            raise BadOption(f"length must be between 1 and {MAX_LENGTH} notes")
+        if not 0.05 <= self.temperature <= 5.0:
+            raise BadOption("temperature must be between 0.05 and 5")
+        if not 0.0 < self.top_p <= 1.0:
+            raise BadOption("top-p must be more than 0 and at most 1")
+        if self.tempo is not None and not 20 <= self.tempo <= 400:
+            raise BadOption("tempo must be between 20 and 400 beats per minute")
+        if not 0 <= self.instrument <= 127:
+            raise BadOption("instrument must be a General MIDI program, 0-127")
+        if self.rng_seed is not None and not 0 <= self.rng_seed < 2**63:
+            raise BadOption("rng seed must be a whole number from 0")
+        return self if self.rng_seed is not None else replace(self, rng_seed=random.randrange(2**31))
+
+
+@dataclass
+class Seed:
+    """A seed file made ready for the model: its primer tokens and how it was moved."""
+
+    piece: Piece
+    events: list[Event]  # in the piano range, as the user will hear them
+    primer: tuple[int, ...]
+    shift: int  # semitones the seed was moved to fit the model; the output is moved back
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class Composition:
+    """A finished piece with everything a reply needs to describe it."""
+
+    name: str
+    events: list[Event]  # what the .mid holds, seed first when it was included
+    seed_events: int  # how many of `events` are the seed
+    tempo: float
+    options: Options
+    model: str
+    key: str
+    timings: dict[str, float]
+    seed_meta: dict = field(default_factory=dict)
+
+    def midi(self) -> bytes:
+        return midi_bytes(self.events, tempo=self.tempo, program=self.options.instrument, name=self.name)
+
+    @property
+    def seconds(self) -> float:
+        end = max((e.onset + e.duration for e in self.events), default=0.0)
+        return end * 60.0 / self.tempo
+
+
+# -- seeds --------------------------------------------------------------------------------------------------
+def to_piano_range(events: Sequence[Event]) -> tuple[list[Event], int]:
+    """Pitches outside A0-C8 moved by octaves into it; returns the events and how many pitches moved."""
+    moved = 0
+    out = []
+    for e in events:
+        ps = []
+        for p in e.pitches:
+            q = p
+            while q < PIANO_LOW:
+                q += 12
+            while q > PIANO_HIGH:
+                q -= 12
+            moved += q != p
+            ps.append(q)
+        out.append(Event(e.onset, e.duration, tuple(sorted(set(ps))), e.velocity))
+    return out, moved
+
+
+def fit_shift(events: Sequence[Event], vocab: Vocabulary) -> int:
+    """The whole-octave move that brings most of the seed's pitches into the model's range."""
+    pitches = np.array([p for e in events for p in e.pitches])
+    best, best_in = 0, -1
+    for k in (0, -12, 12, -24, 24, -36, 36):
+        inside = int(((pitches + k >= vocab.pitch_low) & (pitches + k <= vocab.pitch_high)).sum())
+        if inside > best_in:
+            best, best_in = k, inside
+    return best
+
+
+def prepare_seed(
+    data: bytes, vocab: Vocabulary, name: str = "seed", limits: SeedLimits = DEFAULT_LIMITS
+) -> Seed:
+    """Parse an untrusted seed under `limits`, move it into the model's range, and tokenise it."""
+    piece = read_midi(data, name, limits)
+    events, moved = to_piano_range(piece.events)
+    shift = fit_shift(events, vocab)
+    inside = transpose(events, shift)
+    # encode() maps pitches still outside the range by octaves and times to the nearest known value.
+    primer = tuple(vocab.encode(inside))
+    outside = sum(1 for e in inside for p in e.pitches if not vocab.pitch_low <= p <= vocab.pitch_high)
+    meta = {
+        **piece.meta,
+        "pitches_moved_to_piano_range": moved,
+        "pitches_folded_into_model_range": outside,
+        "transposed": shift,
+    }
+    return Seed(piece, events, primer, shift, meta)
+
+
+# -- key, for the reply ---------------------------------------------------------------------------------------
+_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+_NAMES = ["C", "C#", "D", "E-", "E", "F", "F#", "G", "A-", "A", "B-", "B"]
+
+
+def estimate_key(events: Sequence[Event]) -> str:
+    """Krumhansl-Schmuckler: the key whose profile best matches the duration-weighted pitch classes."""
+    hist = np.zeros(12)
+    for e in events:
+        for p in e.pitches:
+            hist[p % 12] += e.duration
+    if not hist.any():
+        return "unknown"
+    best, name = -2.0, "unknown"
+    for tonic in range(12):
+        for profile, mode in ((_MAJOR, "major"), (_MINOR, "minor")):
+            r = np.corrcoef(hist, np.roll(profile, tonic))[0, 1]
+            if r > best:
+                best, name = r, f"{_NAMES[tonic]} {mode}"
+    return name
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")[:60] or "etude"
+
+
+# -- the composer -------------------------------------------------------------------------------------------
+class Composer:
+    """A loaded model and its compiled sampler; compose many requests in one batched call."""
+
+    def __init__(self, model: LoadedModel | str | Path | None = None, jit: bool = True):
+        t0 = time.perf_counter()
+        self.model = model if isinstance(model, LoadedModel) else load_model(model)
+        self.sampler = Sampler(self.model, jit=jit)
+        self.load_seconds = time.perf_counter() - t0
+
+    @property
+    def vocab(self) -> Vocabulary:
+        return self.model.vocab
+
+    def seed(self, data: bytes, name: str = "seed", limits: SeedLimits = DEFAULT_LIMITS) -> Seed:
+        return prepare_seed(data, self.vocab, name, limits)
+
+    def compose(self, jobs: Sequence[tuple[Options, Seed | None]]) -> list[Composition]:
+        """Sample every job in one batch; each result is what it would be alone with the same options."""
+        jobs = [(o.check(), s) for o, s in jobs]
+        requests = [
+            Request(s.primer if s else (self.vocab.start,), o.length, o.temperature, o.top_p, o.rng_seed)
+            for o, s in jobs
+        ]
+        t0 = time.perf_counter()
+        streams = self.sampler.sample(requests)
+        sample_s = time.perf_counter() - t0
+        out = []
+        for (opts, seed), tokens in zip(jobs, streams):
+            t1 = time.perf_counter()
+            new = self.vocab.decode(tokens)
+            if seed is not None:
+                new = transpose(new, -seed.shift)
+                start = seed.events[-1].onset if seed.events else 0.0
+                # The continuation's first shift counts from the seed's last onset.
+                new = [Event(e.onset + start, e.duration, e.pitches, e.velocity) for e in new]
+                new, _ = to_piano_range(new)
+                if not opts.include_seed:
+                    first = new[0].onset if new else 0.0
+                    new = [Event(e.onset - first, e.duration, e.pitches, e.velocity) for e in new]
+            events = (seed.events + new) if (seed and opts.include_seed) else new
+            tempo = opts.tempo or (seed.piece.tempo if seed else DEFAULT_TEMPO)
+            name = (
+                f"etude-{opts.rng_seed}"
+                if seed is None
+                else f"etude-{safe_name(seed.piece.name)}-{opts.rng_seed}"
+            )
+            out.append(
+                Composition(
+                    name=name,
+                    events=events,
+                    seed_events=len(seed.events) if seed and opts.include_seed else 0,
+                    tempo=float(tempo),
+                    options=opts,
+                    model=self.model.name,
+                    key=estimate_key(events),
+                    timings={"sample": sample_s, "decode": time.perf_counter() - t1},
+                    seed_meta=seed.meta if seed else {},
+                )
+            )
+        return out
+
+    def compose_one(self, options: Options, seed: Seed | None = None) -> Composition:
+        return self.compose([(options, seed)])[0]
+
+
+@dataclass
+class Outputs:
+    midi: Path
+    wav: Path
+    png: Path
+    audio: object  # render.AudioInfo
+
+
+def write_outputs(
+    piece: Composition, out_dir: Path, max_bytes: int = 10 * 1024 * 1024, soundfont: str | None = None
+) -> Outputs:
+    """Write `<name>.mid`, `.wav` (fitted to `max_bytes`) and `.png`; stage timings go into `piece.timings`."""
+    from .render import draw_piano_roll, find_soundfont, render_wav
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sf = find_soundfont(soundfont)  # before any work: a missing soundfont is the user's to fix
+    t = time.perf_counter()
+    midi_path = out_dir / f"{piece.name}.mid"
+    midi_path.write_bytes(piece.midi())
+    piece.timings["write_midi"] = time.perf_counter() - t
+    t = time.perf_counter()
+    audio = render_wav(midi_path, out_dir / f"{piece.name}.wav", max_bytes, soundfont=sf)
+    piece.timings["render_wav"] = time.perf_counter() - t
+    t = time.perf_counter()
+    title = f"{piece.name} · {piece.key} · {piece.tempo:.0f} bpm · {piece.model}"
+    png = draw_piano_roll(
+        piece.events,
+        out_dir / f"{piece.name}.png",
+        seed_events=piece.seed_events,
+        tempo=piece.tempo,
+        title=title,
+    )
+    piece.timings["draw_png"] = time.perf_counter() - t
+    return Outputs(midi_path, audio.path, png, audio)

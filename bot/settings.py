@@ -1,0 +1,54 @@
+"""Settings: the one place that reads the environment (and `.env`). Every field is in `.env.example`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .midi import SeedLimits
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        env_ignore_empty=True,
+        protected_namespaces=(),
+    )
+
+    discord_token: SecretStr | None = None
+    discord_guild_id: int | None = None
+    discord_api_base: str | None = None
+    discord_gateway_url: str | None = None
+    redis_url: str | None = None
+    model_dir: str | None = None
+    soundfont: str | None = None
+
+    seed_max_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    seed_max_notes: int = Field(4096, ge=16)
+    seed_max_seconds: float = Field(20 * 60, gt=0)
+    seed_parse_seconds: float = Field(5.0, gt=0)
+    max_length: int = Field(2000, ge=1, le=2000)
+    queue_max: int = Field(50, ge=1)
+    user_max_running: int = Field(1, ge=1)
+    user_max_waiting: int = Field(2, ge=0)
+    batch_size: int = Field(16, ge=1)
+    batch_wait_ms: int = Field(20, ge=0)
+    job_timeout_seconds: float = Field(600, gt=0)
+    health_port: int | None = None
+
+    def seed_limits(self) -> SeedLimits:
+        return SeedLimits(
+            max_bytes=self.seed_max_bytes,
+            max_notes=self.seed_max_notes,
+            max_seconds=self.seed_max_seconds,
+            parse_seconds=self.seed_parse_seconds,
+        )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,205 @@
+"""The sampler and the compose pipeline: reproducible, batch-independent, guarded, fitted to the limits."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.compose import Options, estimate_key, parse_instrument, write_outputs
+from bot.encoding import Event
+from bot.errors import BadOption, BadSeed
+from bot.midi import midi_bytes, read_midi
+from bot.sample import MAX_RUN, Request
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def test_length_counts_notes_and_chords(composer):
+    for n in (1, 7, 120):
+        piece = composer.compose_one(Options(length=n, rng_seed=3))
+        assert len(piece.events) == n
+
+
+def test_same_seed_gives_identical_midi(composer):
+    a = composer.compose_one(Options(length=80, rng_seed=42, temperature=1.1)).midi()
+    b = composer.compose_one(Options(length=80, rng_seed=42, temperature=1.1)).midi()
+    c = composer.compose_one(Options(length=80, rng_seed=43, temperature=1.1)).midi()
+    assert a == b and a != c
+
+
+def test_batch_equals_each_request_alone(composer, chorales):
+    seed = composer.seed(midi_bytes(chorales[0].events[:40], tempo=90), "bach")
+    jobs = [
+        (Options(length=60, rng_seed=1), None),
+        (Options(length=25, rng_seed=2, temperature=0.7, top_p=0.8), seed),
+        (Options(length=90, rng_seed=3, temperature=1.4), None),
+        (Options(length=40, rng_seed=4, include_seed=True), seed),
+    ]
+    together = composer.compose(jobs)
+    for (opts, s), piece in zip(jobs, together):
+        alone = composer.compose_one(opts, s)
+        assert alone.midi() == piece.midi()
+        assert len(piece.events) - piece.seed_events == opts.length
+
+
+def test_sampler_output_follows_the_grammar(composer):
+    vocab = composer.vocab
+    allowed = vocab.grammar()
+    reqs = [Request((vocab.start,), 100, 1.5, 1.0, s) for s in range(4)]
+    for tokens in composer.sampler.sample(reqs):
+        stream = [vocab.start, *tokens]
+        assert all(allowed[a, b] for a, b in zip(stream, stream[1:]))
+        assert vocab.count_events(tokens) == 100
+
+
+def test_no_event_repeats_more_than_the_guard_allows(composer):
+    # Near-argmax sampling is what made the tutorial repeat one note for the rest of the piece.
+    vocab = composer.vocab
+    for seed in range(3):
+        tokens = composer.sampler.sample([Request((vocab.start,), 300, 0.05, 1.0, seed)])[0]
+        # Identical events = identical token groups (shift, pitches, duration).
+        groups, cur = [], []
+        for t in tokens:
+            cur.append(t)
+            if vocab.is_duration(t):
+                groups.append(tuple(cur))
+                cur = []
+        longest = run = 1
+        for a, b in zip(groups, groups[1:]):
+            run = run + 1 if a == b else 1
+            longest = max(longest, run)
+        assert longest <= MAX_RUN
+
+
+def test_seed_is_continued_and_can_be_included(composer, chorales):
+    events = chorales[1].events[:30]
+    seed = composer.seed(midi_bytes(events, tempo=72), "chorale")
+    cont = composer.compose_one(Options(length=20, rng_seed=5), seed)
+    assert cont.seed_events == 0 and cont.tempo == pytest.approx(72, abs=0.5)
+    assert cont.events[0].onset == 0.0
+    both = composer.compose_one(Options(length=20, rng_seed=5, include_seed=True), seed)
+    assert both.seed_events == len(seed.events)
+    assert [e.pitches for e in both.events[: both.seed_events]] == [e.pitches for e in seed.events]
+    assert both.events[both.seed_events].onset >= both.events[both.seed_events - 1].onset
+
+
+def test_seed_outside_the_model_range_moves_and_comes_back(composer):
+    vocab = composer.vocab
+    high = [Event(i * 0.5, 0.5, (min(108, vocab.pitch_high + 14 + i % 3),)) for i in range(24)]
+    seed = composer.seed(midi_bytes(high), "high")
+    assert seed.shift < 0
+    assert all(vocab.pitch_low <= p - 0 for e in seed.events for p in e.pitches)
+    piece = composer.compose_one(Options(length=30, rng_seed=1, include_seed=True), seed)
+    new = piece.events[piece.seed_events :]
+    # Moved back by the same octaves: the continuation sits near the seed, not in the model's range.
+    assert np.mean([p for e in new for p in e.pitches]) > vocab.pitch_high - 24
+
+
+def test_hostile_seeds_end_in_music_or_one_error(composer):
+    cases = {
+        "empty": b"",
+        "random": bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8)),
+        "wav": b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(40),
+        "no notes": b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x00\x60MTrk\x00\x00\x00\x04\x00\xff\x2f\x00",
+    }
+    for name, data in cases.items():
+        with pytest.raises(BadSeed) as err:
+            composer.seed(data, name)
+        assert "\n" not in str(err.value)
+    extremes = midi_bytes([Event(0.0, 1.0, (0, 127)), Event(1.0, 1.0, (1, 126))])
+    piece = composer.compose_one(Options(length=10, rng_seed=1, include_seed=True), composer.seed(extremes))
+    assert all(21 <= p <= 108 for e in piece.events for p in e.pitches)
+
+
+def test_outputs_fit_max_bytes(composer, tmp_path):
+    piece = composer.compose_one(Options(length=150, rng_seed=9, tempo=60))
+    out = write_outputs(piece, tmp_path, max_bytes=400_000)
+    assert out.wav.stat().st_size <= 400_000
+    with wave.open(str(out.wav)) as w:
+        assert w.getnframes() > 0
+    assert out.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert read_midi(out.midi.read_bytes()).events
+
+
+def test_options_are_checked():
+    for bad in (dict(length=0), dict(length=2001), dict(temperature=-1), dict(top_p=0), dict(tempo=1000)):
+        with pytest.raises(BadOption):
+            Options(**bad).check()
+    assert Options().check().rng_seed is not None
+    assert parse_instrument("organ") == 19 and parse_instrument("40") == 40
+    with pytest.raises(BadOption):
+        parse_instrument("kazoo")
+
+
+def test_key_of_a_c_major_scale():
+    scale = [Event(i, 1.0, (p,)) for i, p in enumerate([60, 62, 64, 65, 67, 69, 71, 72, 67, 64, 60])]
+    assert estimate_key(scale) == "C major"
+
+
+# -- the command line --------------------------------------------------------------------------------------
+def etude(*args, env=None, timeout=240):
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def one_error_line(r):
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    return lines[0]
+
+
+def test_compose_command_writes_three_files(tiny_model_dir, tmp_path, chorales):
+    seed = tmp_path / "song.mid"
+    seed.write_bytes(midi_bytes(chorales[2].events[:20]))
+    r = etude(
+        "compose",
+        "--model",
+        str(tiny_model_dir),
+        "--length",
+        "40",
+        "--seed",
+        str(seed),
+        "--rng-seed",
+        "1",
+        "--out",
+        str(tmp_path / "out"),
+        "--instrument",
+        "organ",
+    )
+    assert r.returncode == 0, r.stderr
+    paths = [Path(p) for p in r.stdout.split()]
+    assert [p.suffix for p in paths] == [".mid", ".wav", ".png"] and all(p.is_file() for p in paths)
+
+
+@pytest.mark.parametrize(
+    "args,env,expect",
+    [
+        (["--length", "0"], {}, "length"),
+        (["--temperature", "-1"], {}, "temperature"),
+        (["--model", "/nonexistent/model"], {}, "no model folder"),
+        (["--seed", "/nonexistent/seed.mid"], {}, "seed"),
+        ([], {"SOUNDFONT": "/nonexistent/font.sf2"}, "soundfont"),
+        ([], {"PATH": "/nonexistent"}, "FluidSynth"),
+    ],
+)
+def test_bad_options_get_one_error_line(tmp_path, args, env, expect):
+    line = one_error_line(etude("compose", "--out", str(tmp_path), *args, env=env, timeout=60))
+    assert expect.lower() in line.lower()
+
+
+def test_bad_seed_file_gets_one_error_line(tmp_path):
+    seed = tmp_path / "fake.mid"
+    seed.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(40))
+    assert "not a MIDI file" in one_error_line(etude("compose", "--seed", str(seed), "--out", str(tmp_path)))
