@@ -103,6 +103,21 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_bot(args) -> int:
+    import asyncio
+
+    from .client import run_bot
+    from .settings import get_settings
+
+    logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("discord").setLevel(logging.WARNING if not args.verbose else logging.INFO)
+    try:
+        asyncio.run(run_bot(get_settings()))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def cmd_train(args) -> int:
     from .train import train
 
@@ -202,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="fewer notes and repeats, for a smoke test")
     b.add_argument("--redis", help="also measure throughput through Redis workers at this URL")
     b.set_defaults(func=cmd_bench)
+
+    d = sub.add_parser("bot", help="run the Discord bot (needs DISCORD_TOKEN)")
+    d.set_defaults(func=cmd_bot)
 
     e = sub.add_parser("eval", help="score a model and its baselines on the validation pieces")
     e.add_argument("--model", default=None, help="model folder (default: the shipped model)")

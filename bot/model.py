@@ -176,6 +176,15 @@ def load(folder: str | Path | None = None) -> LoadedModel:
     return LoadedModel(net, config, vocab, card, folder)
 
 
+def load_card(folder: str | Path | None = None) -> dict:
+    """A model's card without loading the network; empty when there is none."""
+    path = Path(folder or DEFAULT_MODEL) / "card.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def parameter_count(net) -> int:
     return int(sum(int(w.numpy().size) for w in net.weights if w.trainable))
 

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     model_dir: str | None = None
     soundfont: str | None = None
+    state_dir: str | None = None
 
     seed_max_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     seed_max_notes: int = Field(4096, ge=16)

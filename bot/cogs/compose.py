@@ -1,0 +1,353 @@
+"""`/compose`, `/help` and the re-roll / continue buttons."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from dataclasses import asdict
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from ..compose import INSTRUMENTS, Options
+from ..errors import BadSeed, EtudeError
+from ..jobs import JobResult, JobSpec
+from ..midi import read_midi
+from ..reply import (
+    CUSTOM_ID,
+    SeedStore,
+    button_id,
+    help_embed,
+    options_from_id,
+    progress_line,
+    result_embed,
+    result_files,
+)
+
+log = logging.getLogger(__name__)
+
+FOLLOWUP_WINDOW = 15 * 60 - 30  # seconds: Discord's interaction tokens last 15 minutes; keep a margin
+PROGRESS_EVERY = 2.0  # seconds between edits of the deferred message
+SEED_SUFFIXES = (".mid", ".midi")
+INSTRUMENT_CHOICES = [app_commands.Choice(name=name, value=program) for name, program in INSTRUMENTS.items()]
+
+
+class PieceButton(discord.ui.DynamicItem[discord.ui.Button], template=CUSTOM_ID.pattern):
+    """🔁 re-roll and ➕ continue: everything they need is in the custom id, so they outlive the bot."""
+
+    def __init__(self, custom_id: str):
+        match = CUSTOM_ID.fullmatch(custom_id)
+        assert match is not None
+        action = match["action"]
+        super().__init__(
+            discord.ui.Button(
+                label="re-roll" if action == "reroll" else "continue",
+                emoji="🔁" if action == "reroll" else "➕",
+                style=discord.ButtonStyle.secondary,
+                custom_id=custom_id,
+            )
+        )
+        self.match = match
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match):
+        return cls(item.custom_id)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        cog: ComposeCog | None = interaction.client.get_cog("ComposeCog")  # type: ignore[union-attr]
+        if cog is not None:
+            await cog.on_button(interaction, self.match)
+
+
+def piece_view(options: Options, seed_key: str | None) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(PieceButton(button_id("reroll", options, seed_key)))
+    view.add_item(PieceButton(button_id("continue", options, None)))
+    return view
+
+
+class ComposeCog(commands.Cog):
+    def __init__(self, bot):
+        self.bot = bot
+        self.settings = bot.settings
+        self.seeds = SeedStore(self.settings.state_dir)
+        self.active: set[asyncio.Task] = set()
+
+    @property
+    def scheduler(self):
+        return self.bot.runtime.scheduler
+
+    # -- commands ----------------------------------------------------------------------------------------------
+    @app_commands.command(name="compose")
+    @app_commands.describe(
+        length="How many notes and chords to write (1-2000)",
+        seed="A MIDI file for the piece to continue",
+        temperature="Lower is safer, higher is wilder (0.1-2)",
+        instrument="The General MIDI sound to play it with",
+        tempo="Beats per minute (default: the seed's, or 100)",
+        rng_seed="The number under a shared piece: the same options and number make it again",
+    )
+    @app_commands.choices(instrument=INSTRUMENT_CHOICES)
+    async def compose(
+        self,
+        interaction: discord.Interaction,
+        length: app_commands.Range[int, 1, 2000] = 500,
+        seed: discord.Attachment | None = None,
+        temperature: app_commands.Range[float, 0.1, 2.0] = 1.0,
+        instrument: app_commands.Choice[int] | None = None,
+        tempo: app_commands.Range[int, 20, 300] | None = None,
+        rng_seed: app_commands.Range[int, 0, 2**31 - 1] | None = None,
+    ) -> None:
+        """Compose a piece of music, optionally continuing a MIDI file you attach."""
+        if length > self.settings.max_length:
+            await self._refuse(interaction, f"length can be at most {self.settings.max_length} notes here")
+            return
+        if seed is not None:
+            # The declared name and size are checked before anything is downloaded.
+            if not seed.filename.lower().endswith(SEED_SUFFIXES):
+                await self._refuse(interaction, "the seed must be a MIDI file (.mid or .midi)")
+                return
+            if seed.size > self.settings.seed_max_bytes:
+                await self._refuse(
+                    interaction, f"the seed is larger than {self.settings.seed_max_bytes // 1024} KiB"
+                )
+                return
+        options = Options(
+            length=length,
+            temperature=float(temperature),
+            tempo=tempo,
+            instrument=instrument.value if instrument else 0,
+            rng_seed=rng_seed,
+        ).check()
+        await self.start(interaction, options, seed_attachment=seed, kind="compose")
+
+    @app_commands.command(name="help")
+    async def help(self, interaction: discord.Interaction) -> None:
+        """What Étude does, its options and limits, and the model behind it."""
+        runtime = self.bot.runtime
+        card = runtime.worker.composer.model.card if runtime.worker and runtime.worker.composer else {}
+        if not card:
+            from ..model import DEFAULT_MODEL, load_card
+
+            card = load_card(self.settings.model_dir or DEFAULT_MODEL)
+        await interaction.response.send_message(
+            embed=help_embed(card, self.settings.max_length), ephemeral=True
+        )
+
+    # -- buttons ------------------------------------------------------------------------------------------------
+    async def on_button(self, interaction: discord.Interaction, match: re.Match) -> None:
+        options, seed_key = options_from_id(match)
+        if match["action"] == "reroll":
+            seed_bytes = None
+            if seed_key:
+                seed_bytes = self.seeds.get(seed_key)
+                if seed_bytes is None:
+                    await self._refuse(
+                        interaction, "the seed of this piece is no longer kept; use /compose with it again"
+                    )
+                    return
+            await self.start(
+                interaction, options.check(), seed_bytes=seed_bytes, seed_name="seed", kind="reroll"
+            )
+            return
+        # Continue: the piece's own .mid, attached to the message the button sits on, seeds the next part.
+        midi = next(
+            (
+                a
+                for a in (interaction.message.attachments if interaction.message else [])
+                if a.filename.lower().endswith(SEED_SUFFIXES)
+            ),
+            None,
+        )
+        if midi is None or midi.size > self.settings.seed_max_bytes:
+            await self._refuse(interaction, "this message has no MIDI file to continue")
+            return
+        await self.start(interaction, options.check(), seed_attachment=midi, kind="continue")
+
+    # -- the life of a job -------------------------------------------------------------------------------------
+    async def _refuse(self, interaction: discord.Interaction, message: str) -> None:
+        text = message[0].upper() + message[1:] if message else "Something went wrong"
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+
+    async def start(
+        self,
+        interaction: discord.Interaction,
+        options: Options,
+        *,
+        seed_attachment: discord.Attachment | None = None,
+        seed_bytes: bytes | None = None,
+        seed_name: str = "seed",
+        kind: str = "compose",
+    ) -> None:
+        spec = JobSpec(
+            options=asdict(options),
+            user_id=interaction.user.id,
+            user_name=str(interaction.user),
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            application_id=interaction.application_id,
+            interaction_token=interaction.token,
+            interaction_created=interaction.created_at.timestamp(),
+            attachment_limit=interaction.filesize_limit,
+            kind=kind,
+        )
+        try:
+            place = self.scheduler.admit(spec)
+        except EtudeError as e:
+            await self._refuse(interaction, str(e))
+            return
+        try:
+            await interaction.response.defer(thinking=True)
+            if seed_attachment is not None:
+                seed_bytes = await seed_attachment.read()
+                seed_name = seed_attachment.filename.rsplit(".", 1)[0]
+            seed_key = None
+            if seed_bytes is not None:
+                # A quick check here answers a bad seed at once instead of after the queue.
+                await asyncio.to_thread(read_midi, seed_bytes, seed_name, self.settings.seed_limits())
+                spec.with_seed(seed_bytes, seed_name)
+                seed_key = self.seeds.put(seed_bytes) if kind != "continue" else None
+            spec.submitted = time.time()
+        except (BadSeed, discord.HTTPException) as e:
+            self.scheduler._finished(spec.job_id)
+            message = (
+                str(e) if isinstance(e, BadSeed) else "I couldn't download the seed file; please try again"
+            )
+            await self._say_privately(interaction, message)
+            return
+        except BaseException:
+            self.scheduler._finished(spec.job_id)
+            raise
+        await self._edit(interaction, progress_line({"stage": "queued", "place": place}))
+        await self.follow(interaction, spec, options, seed_key)
+
+    async def follow(
+        self, interaction: discord.Interaction, spec: JobSpec, options: Options, seed_key: str | None
+    ) -> None:
+        """Run the job, keep the deferred message up to date, and deliver the result."""
+        latest: dict = {"stage": "queued", "place": self.scheduler.place(spec.job_id)}
+        changed = asyncio.Event()
+
+        async def on_progress(event: dict) -> None:
+            latest.clear()
+            latest.update(event if event.get("stage") != "started" else {**event, "stage": "started"})
+            changed.set()
+
+        async def edits() -> None:
+            shown = progress_line(latest)
+            while True:
+                await asyncio.sleep(PROGRESS_EVERY)
+                place = self.scheduler.place(spec.job_id)
+                if place:
+                    latest.update({"stage": "queued", "place": place})
+                line = progress_line(latest)
+                if line != shown and time.time() - spec.interaction_created < FOLLOWUP_WINDOW:
+                    shown = line
+                    await self._edit(interaction, line)
+
+        editor = asyncio.create_task(edits())
+        try:
+            result = await self.scheduler.run(spec, on_progress)
+        finally:
+            editor.cancel()
+            await asyncio.gather(editor, return_exceptions=True)
+        await self.deliver(spec, result, options, seed_key, interaction)
+
+    async def deliver(
+        self,
+        spec: JobSpec,
+        result: JobResult,
+        options: Options | None = None,
+        seed_key: str | None = None,
+        interaction: discord.Interaction | None = None,
+    ) -> None:
+        """Answer the user: a follow-up while the token lives, else a message in the channel that mentions them."""
+        mention = f"<@{spec.user_id}>"
+        fresh = time.time() - spec.interaction_created < FOLLOWUP_WINDOW
+        webhook = None
+        if interaction is not None:
+            webhook = interaction.followup
+        elif spec.application_id and spec.interaction_token:
+            webhook = discord.Webhook.partial(spec.application_id, spec.interaction_token, client=self.bot)
+        if not result.ok:
+            if fresh and webhook is not None:
+                try:
+                    await self._clear_original(webhook)
+                    await webhook.send(result.error or "something went wrong", ephemeral=True)
+                    return
+                except discord.HTTPException:
+                    log.warning("could not answer job %s by follow-up", spec.job_id)
+            await self._to_channel(spec, f"{mention} {result.error}")
+            return
+        opts = options or Options(**spec.options)
+        embed = result_embed(result, mention)
+        view = piece_view(opts, seed_key)
+        if fresh and webhook is not None:
+            try:
+                await webhook.send(embed=embed, files=result_files(result), view=view)
+                await self._edit_webhook(webhook, f"✅ Done: {result.info.get('name')}")
+                return
+            except discord.NotFound:
+                log.info("interaction of job %s expired; posting in the channel", spec.job_id)
+            except discord.HTTPException as e:
+                if e.code not in (50027, 10015):
+                    raise
+                log.info("interaction of job %s expired; posting in the channel", spec.job_id)
+        await self._to_channel(
+            spec, f"{mention} your piece is ready.", embed=embed, files=result_files(result), view=view
+        )
+
+    # -- small helpers ----------------------------------------------------------------------------------------
+    async def _edit(self, interaction: discord.Interaction, content: str) -> None:
+        try:
+            await interaction.edit_original_response(content=content)
+        except discord.HTTPException as e:  # a progress line is not worth failing a job over
+            log.debug("progress edit failed: %s", e)
+
+    async def _edit_webhook(self, webhook: discord.Webhook, content: str) -> None:
+        try:
+            await webhook.edit_message("@original", content=content)
+        except (discord.HTTPException, ValueError) as e:
+            log.debug("final edit failed: %s", e)
+
+    async def _clear_original(self, webhook: discord.Webhook) -> None:
+        try:
+            await webhook.delete_message("@original")
+        except (discord.HTTPException, ValueError):
+            pass
+
+    async def _say_privately(self, interaction: discord.Interaction, message: str) -> None:
+        try:
+            await interaction.delete_original_response()
+        except discord.HTTPException:
+            pass
+        await interaction.followup.send(message[0].upper() + message[1:], ephemeral=True)
+
+    async def _to_channel(self, spec: JobSpec, content: str, **kw) -> None:
+        if spec.channel_id is None:
+            log.error("job %s has no channel to post in", spec.job_id)
+            return
+        channel = self.bot.get_channel(spec.channel_id) or await self.bot.fetch_channel(spec.channel_id)
+        await channel.send(content, allowed_mentions=discord.AllowedMentions(users=True), **kw)
+
+    async def cog_app_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ):
+        original = getattr(error, "original", error)
+        if isinstance(original, EtudeError):
+            message = str(original)
+        else:
+            ref = uuid.uuid4().hex[:8]
+            log.error("command failed (ref %s)", ref, exc_info=original)
+            message = f"something went wrong (ref {ref})"
+        try:
+            await self._refuse(interaction, message)
+        except discord.HTTPException:
+            log.warning("could not tell the user about an error")

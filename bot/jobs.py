@@ -1,0 +1,132 @@
+"""Jobs: what travels from the bot to a worker and back, and the taskiq broker that carries it.
+
+A job is plain JSON (no pickle of anything a user sent): the options, the seed as base64, and the
+interaction's token so that whoever finishes the job can answer the user. With `REDIS_URL` unset the
+broker is taskiq's in-memory broker inside the bot process; with it set, a Redis streams broker with a
+result backend feeds `etude worker` processes. The task code is the same either way.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .compose import Options
+
+TASK_NAME = "etude.compose"
+RESULT_TTL_SECONDS = 3600
+
+
+@dataclass
+class JobSpec:
+    """One request to compose, as JSON-friendly fields."""
+
+    options: dict
+    user_id: int = 0
+    user_name: str = ""
+    guild_id: int | None = None
+    channel_id: int | None = None
+    application_id: int | None = None
+    interaction_token: str | None = None
+    interaction_created: float = 0.0  # epoch seconds; follow-ups work for 15 minutes after this
+    attachment_limit: int = 10 * 1024 * 1024
+    kind: str = "compose"  # compose, reroll or continue
+    seed_b64: str | None = None
+    seed_name: str = "seed"
+    job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    submitted: float = field(default_factory=time.time)
+
+    @property
+    def seed(self) -> bytes | None:
+        return base64.b64decode(self.seed_b64) if self.seed_b64 else None
+
+    def with_seed(self, data: bytes | None, name: str = "seed") -> JobSpec:
+        self.seed_b64 = base64.b64encode(data).decode() if data else None
+        self.seed_name = name
+        return self
+
+    def compose_options(self) -> Options:
+        return Options(**self.options)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> JobSpec:
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class ResultFile:
+    name: str
+    data: bytes
+    content_type: str
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "b64": base64.b64encode(self.data).decode(),
+            "content_type": self.content_type,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> ResultFile:
+        return cls(d["name"], base64.b64decode(d["b64"]), d["content_type"])
+
+
+@dataclass
+class JobResult:
+    """A finished job: files and a description, or an error whose text is safe to show the user."""
+
+    job_id: str
+    ok: bool
+    error: str | None = None
+    files: list[ResultFile] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    worker: str = ""
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["files"] = [f.to_json() for f in self.files]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> JobResult:
+        return cls(
+            d["job_id"],
+            d["ok"],
+            d.get("error"),
+            [ResultFile.from_json(f) for f in d.get("files", [])],
+            d.get("info", {}),
+            d.get("timings", {}),
+            d.get("worker", ""),
+        )
+
+
+def make_broker(redis_url: str | None = None):
+    """taskiq's in-memory broker, or a Redis streams broker (acknowledged) with a Redis result backend."""
+    if not redis_url:
+        from taskiq import InMemoryBroker
+
+        return InMemoryBroker(max_async_tasks=256)
+    from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
+
+    backend = RedisAsyncResultBackend(redis_url, result_ex_time=RESULT_TTL_SECONDS)
+    return RedisStreamBroker(
+        redis_url, queue_name="etude:jobs", consumer_group_name="etude-workers"
+    ).with_result_backend(backend)
+
+
+def register(broker, run_job) -> Any:
+    """Register the compose task on `broker`; `run_job(spec_json) -> result_json` does the work."""
+
+    @broker.task(task_name=TASK_NAME)
+    async def compose_task(spec: dict) -> dict:
+        return await run_job(spec)
+
+    return compose_task

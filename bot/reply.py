@@ -1,0 +1,145 @@
+"""What the bot says: progress lines, the result embed, the help text. No network here, so it is easy to test."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from pathlib import Path
+
+import discord
+
+from .compose import INSTRUMENTS, Options
+from .jobs import JobResult
+
+PROGRAM_NAMES = {v: k for k, v in INSTRUMENTS.items()}
+CUSTOM_ID = re.compile(
+    r"etude:(?P<action>reroll|continue):(?P<length>\d+):(?P<temperature>[0-9.]+):(?P<top_p>[0-9.]+):"
+    r"(?P<tempo>\d+):(?P<instrument>\d+):(?P<seed>[0-9a-f]{16}|-)"
+)
+
+
+def progress_line(event: dict) -> str:
+    """One line for the deferred message: the place in the queue, then the stage and percent done."""
+    stage = event.get("stage", "queued")
+    if stage == "queued":
+        place = event.get("place", 0)
+        ahead = max(place - 1, 0)
+        return "🎼 Queued: " + (
+            "you're next." if ahead == 0 else f"{ahead} piece{'s' if ahead != 1 else ''} ahead of yours."
+        )
+    labels = {
+        "started": "Starting",
+        "composing": "Composing",
+        "rendering": "Rendering audio",
+        "uploading": "Uploading",
+    }
+    return f"🎹 {labels.get(stage, stage.capitalize())}… {event.get('percent', 0)}%"
+
+
+def button_id(action: str, options: Options, seed_key: str | None) -> str:
+    """A custom id that carries everything a button needs, so it works after a restart."""
+    return (
+        f"etude:{action}:{options.length}:{options.temperature:g}:{options.top_p:g}:{int(options.tempo or 0)}:"
+        f"{options.instrument}:{seed_key or '-'}"
+    )
+
+
+def options_from_id(match: re.Match) -> tuple[Options, str | None]:
+    tempo = int(match["tempo"])
+    opts = Options(
+        length=int(match["length"]),
+        temperature=float(match["temperature"]),
+        top_p=float(match["top_p"]),
+        tempo=tempo or None,
+        instrument=int(match["instrument"]),
+    )
+    return opts, None if match["seed"] == "-" else match["seed"]
+
+
+def result_embed(result: JobResult, user_mention: str) -> discord.Embed:
+    info = result.info
+    title = info.get("name", "Étude")
+    desc = f"Composed for {user_mention}"
+    if info.get("seed_name"):
+        desc += f", continuing **{discord.utils.escape_markdown(str(info['seed_name']))}**"
+    embed = discord.Embed(title=title, description=desc + ".", colour=discord.Colour.blurple())
+    embed.add_field(name="Length", value=f"{info.get('length')} notes · {info.get('seconds', 0):.0f} s")
+    embed.add_field(name="Key", value=str(info.get("key", "?")))
+    embed.add_field(name="Tempo", value=f"{info.get('tempo')} bpm")
+    embed.add_field(name="Temperature", value=f"{info.get('temperature')}")
+    embed.add_field(
+        name="Instrument",
+        value=PROGRAM_NAMES.get(info.get("instrument"), f"program {info.get('instrument')}"),
+    )
+    embed.add_field(name="RNG seed", value=f"`{info.get('rng_seed')}`")
+    embed.add_field(name="Model", value=str(info.get("model", "?")))
+    if info.get("note"):
+        embed.set_footer(text=info["note"])
+    return embed
+
+
+def result_files(result: JobResult) -> list[discord.File]:
+    return [discord.File(io.BytesIO(f.data), filename=f.name) for f in result.files]
+
+
+def help_embed(card: dict, max_length: int) -> discord.Embed:
+    embed = discord.Embed(
+        title="Étude composes music",
+        description=(
+            "`/compose` writes a new piece with an LSTM trained on real scores and sends back a `.mid`, "
+            "a `.wav` and a piano-roll picture. Attach a MIDI file as `seed` and it continues your music.\n"
+            "🔁 **re-roll** makes another piece with the same options; ➕ **continue** extends a piece."
+        ),
+        colour=discord.Colour.blurple(),
+    )
+    embed.add_field(
+        name="length", value=f"notes and chords to write, 1-{max_length} (default 500)", inline=False
+    )
+    embed.add_field(
+        name="seed", value="a MIDI file to continue (up to 2 MiB; drums are ignored)", inline=False
+    )
+    embed.add_field(
+        name="temperature", value="0.1-2: lower is safer, higher is wilder (default 1)", inline=False
+    )
+    embed.add_field(name="instrument, tempo", value="the sound and speed of the result", inline=False)
+    embed.add_field(
+        name="rng_seed",
+        value="the number shown under a piece: the same options and seed make it again",
+        inline=False,
+    )
+    ev = card.get("evaluation", {})
+    data = card.get("data", {})
+    lines = [f"**{card.get('name', 'model')}**: {card.get('summary', '')}"]
+    if data:
+        lines.append(f"Trained on {data.get('train_pieces')} pieces ({data.get('source')}).")
+    if ev.get("model"):
+        best = min(ev["baselines"].items(), key=lambda kv: kv[1]["nll_bits_per_note"])
+        lines.append(
+            f"{ev['model']['nll_bits_per_note']:.2f} bits per note on unseen pieces, against "
+            f"{best[1]['nll_bits_per_note']:.2f} for the best baseline ({best[0]})."
+        )
+    embed.add_field(name="The model", value="\n".join(lines)[:1024], inline=False)
+    return embed
+
+
+class SeedStore:
+    """Seeds kept on disk by content hash, so a re-roll button can find its seed after a restart."""
+
+    def __init__(self, state_dir: str | Path | None = None):
+        base = Path(state_dir) if state_dir else Path.home() / ".cache" / "etude"
+        self.folder = base / "seeds"
+
+    def put(self, data: bytes) -> str:
+        key = hashlib.sha256(data).hexdigest()[:16]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{key}.mid"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        return key
+
+    def get(self, key: str) -> bytes | None:
+        path = self.folder / f"{key}.mid"
+        return path.read_bytes() if re.fullmatch(r"[0-9a-f]{16}", key) and path.is_file() else None

@@ -1,0 +1,149 @@
+"""The bot's side of the queue: admission limits, place in the queue, progress, waiting for results."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Awaitable, Callable
+
+from taskiq.exceptions import TaskiqResultTimeoutError
+
+from .errors import EtudeError
+from .jobs import JobResult, JobSpec
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(EtudeError):
+    """Too many jobs in all."""
+
+
+class UserLimit(EtudeError):
+    """Too many jobs from one user."""
+
+
+class LocalProgress:
+    """In-process progress events: what a worker publishes, the job's waiter receives."""
+
+    def __init__(self) -> None:
+        self.subscribers: dict[str, list[asyncio.Queue]] = defaultdict(list)
+
+    async def publish(self, job_id: str, event: dict) -> None:
+        for q in self.subscribers.get(job_id, []):
+            q.put_nowait(event)
+
+    def subscribe(self, job_id: str) -> asyncio.Queue:
+        q: asyncio.Queue = asyncio.Queue()
+        self.subscribers[job_id].append(q)
+        return q
+
+    def unsubscribe(self, job_id: str, q: asyncio.Queue) -> None:
+        subs = self.subscribers.get(job_id, [])
+        if q in subs:
+            subs.remove(q)
+        if not subs:
+            self.subscribers.pop(job_id, None)
+
+    async def close(self) -> None:
+        return None
+
+
+Progress = Callable[[dict], Awaitable[None]]
+
+
+class Scheduler:
+    """Admits jobs under the limits, hands them to the broker and waits for their results.
+
+    `place` counts the jobs admitted before this one that no worker has started yet.
+    """
+
+    def __init__(
+        self,
+        task,
+        progress,
+        *,
+        queue_max: int = 50,
+        user_running: int = 1,
+        user_waiting: int = 2,
+        timeout: float = 600.0,
+    ):
+        self.task = task  # the taskiq task: `await task.kiq(spec_json)`
+        self.progress = progress
+        self.queue_max, self.user_running, self.user_waiting = queue_max, user_running, user_waiting
+        self.timeout = timeout
+        self.waiting: OrderedDict[str, JobSpec] = OrderedDict()
+        self.running: dict[str, JobSpec] = {}
+        self.waits: list[float] = []  # recent seconds from admission to start
+
+    # -- admission, without I/O so the interaction can be answered at once ---------------------------------
+    def admit(self, spec: JobSpec) -> int:
+        """Take the job or raise `QueueFull` / `UserLimit`; returns its place in the queue."""
+        total = len(self.waiting) + len(self.running)
+        if total >= self.queue_max:
+            raise QueueFull(
+                f"I'm busy right now ({total} pieces in the queue). Please try again in a few minutes."
+            )
+        mine = [s for s in (*self.waiting.values(), *self.running.values()) if s.user_id == spec.user_id]
+        if len(mine) >= self.user_running + self.user_waiting:
+            raise UserLimit(
+                f"You already have {len(mine)} pieces on the way; you can have {self.user_running + self.user_waiting} "
+                "at once. Try again when one has arrived."
+            )
+        self.waiting[spec.job_id] = spec
+        return len(self.waiting)
+
+    def place(self, job_id: str) -> int:
+        for i, key in enumerate(self.waiting):
+            if key == job_id:
+                return i + 1
+        return 0
+
+    def median_wait(self) -> float | None:
+        recent = sorted(self.waits[-50:])
+        return recent[len(recent) // 2] if recent else None
+
+    def _started(self, job_id: str) -> None:
+        spec = self.waiting.pop(job_id, None)
+        if spec is not None:
+            self.running[job_id] = spec
+            self.waits.append(time.time() - spec.submitted)
+
+    def _finished(self, job_id: str) -> None:
+        self.waiting.pop(job_id, None)
+        self.running.pop(job_id, None)
+
+    # -- running ----------------------------------------------------------------------------------------------
+    async def run(self, spec: JobSpec, on_progress: Progress | None = None) -> JobResult:
+        """Kick an admitted job and wait for its result, passing progress events on as they come."""
+        events = self.progress.subscribe(spec.job_id)
+
+        async def pump() -> None:
+            while True:
+                event = await events.get()
+                if event.get("stage") == "started":
+                    self._started(spec.job_id)
+                if on_progress:
+                    try:
+                        await on_progress({**event, "place": self.place(spec.job_id)})
+                    except Exception:  # progress is a courtesy: never let it sink the job
+                        log.exception("progress update for job %s failed", spec.job_id)
+
+        pumping = asyncio.create_task(pump())
+        try:
+            handle = await self.task.kiq(spec.to_json())
+            result = await handle.wait_result(timeout=self.timeout, check_interval=0.1)
+            if result.is_err:
+                log.error("job %s raised in the worker: %s", spec.job_id, result.error)
+                return JobResult(spec.job_id, False, error="something went wrong (ref %s)" % spec.job_id[:8])
+            return JobResult.from_json(result.return_value)
+        except (TimeoutError, TaskiqResultTimeoutError):
+            return JobResult(
+                spec.job_id, False, error="this piece took too long to compose; please try again"
+            )
+        finally:
+            pumping.cancel()
+            await asyncio.gather(pumping, return_exceptions=True)
+            self.progress.unsubscribe(spec.job_id, events)
+            self._finished(spec.job_id)
