@@ -136,7 +136,7 @@ class Scheduler:
             result = await handle.wait_result(timeout=self.timeout, check_interval=0.1)
             if result.is_err:
                 log.error("job %s raised in the worker: %s", spec.job_id, result.error)
-                return JobResult(spec.job_id, False, error="something went wrong (ref %s)" % spec.job_id[:8])
+                return JobResult(spec.job_id, False, error=f"something went wrong (ref {spec.job_id[:8]})")
             return JobResult.from_json(result.return_value)
         except (TimeoutError, TaskiqResultTimeoutError):
             return JobResult(
