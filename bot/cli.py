@@ -118,6 +118,17 @@ def cmd_bot(args) -> int:
     return 0
 
 
+def cmd_worker(args) -> int:
+    import asyncio
+
+    from .settings import get_settings
+    from .worker import serve_worker
+
+    logging.getLogger().setLevel(logging.INFO)
+    asyncio.run(serve_worker(get_settings()))
+    return 0
+
+
 def cmd_train(args) -> int:
     from .train import train
 
@@ -220,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("bot", help="run the Discord bot (needs DISCORD_TOKEN)")
     d.set_defaults(func=cmd_bot)
+
+    w = sub.add_parser("worker", help="sample jobs from the Redis queue (REDIS_URL); one per GPU")
+    w.set_defaults(func=cmd_worker)
 
     e = sub.add_parser("eval", help="score a model and its baselines on the validation pieces")
     e.add_argument("--model", default=None, help="model folder (default: the shipped model)")

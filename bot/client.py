@@ -10,6 +10,7 @@ import discord
 from discord.ext import commands
 
 from .errors import BadOption
+from .health import Metrics, serve
 from .jobs import make_broker, register
 from .scheduler import LocalProgress, Scheduler
 from .settings import Settings
@@ -30,12 +31,14 @@ class Runtime:
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
-        broker = make_broker(settings.redis_url)
+        broker = make_broker(settings.redis_url, settings.reclaim_seconds, settings.batch_size)
         worker = None
+        journal = None
         if settings.redis_url:
-            from .redis_progress import RedisProgress
+            from .redis_queue import RedisJournal, RedisProgress
 
             progress = RedisProgress(settings.redis_url)
+            journal = RedisJournal(settings.redis_url)
             task = register(broker, _remote_only)
         else:
             progress = LocalProgress()
@@ -56,11 +59,36 @@ class Runtime:
             user_running=settings.user_max_running,
             user_waiting=settings.user_max_waiting,
             timeout=settings.job_timeout_seconds,
+            journal=journal,
         )
         runtime = cls(broker, progress, scheduler, worker)
         if worker is not None:  # the model loads in the background; jobs wait for it
             runtime.worker_task = asyncio.create_task(worker.start(), name="etude-worker-start")
         return runtime
+
+    async def status(self) -> tuple[int, int]:
+        """Jobs waiting or running, and workers online."""
+        sched = self.scheduler
+        if self.worker is not None:
+            return len(sched.waiting) + len(sched.running), int(self.worker.ready.is_set())
+        from .redis_queue import queue_depth, workers_online
+
+        redis = self.progress.redis
+        try:
+            return await queue_depth(redis), len(await workers_online(redis))
+        except Exception:  # Redis away: say what the bot itself knows
+            return len(sched.waiting) + len(sched.running), 0
+
+    async def status_depth(self) -> int:
+        return (await self.status())[0]
+
+    async def healthy(self) -> bool:
+        if self.worker is not None:
+            return self.worker.ready.is_set()
+        try:
+            return bool(await self.progress.redis.ping())
+        except Exception:
+            return False
 
     async def close(self) -> None:
         if self.worker_task:
@@ -69,6 +97,8 @@ class Runtime:
         if self.worker:
             await self.worker.close()
         await self.progress.close()
+        if hasattr(self.scheduler.journal, "close"):
+            await self.scheduler.journal.close()
         await self.broker.shutdown()
 
 
@@ -79,18 +109,28 @@ async def _remote_only(spec: dict) -> dict:  # pragma: no cover - in Redis mode 
 class EtudeBot(commands.Bot):
     """The bot: slash commands in cogs, buttons that survive restarts, jobs through `Runtime`."""
 
-    def __init__(self, settings: Settings, runtime: Runtime | None = None):
+    def __init__(self, settings: Settings, runtime: Runtime | None = None, **options):
         intents = discord.Intents.default()
-        super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None)
+        super().__init__(
+            command_prefix=commands.when_mentioned, intents=intents, help_command=None, **options
+        )
         self.settings = settings
         self.runtime = runtime
         self._own_runtime = runtime is None
+        self.metrics = Metrics("bot")
+        self.health = None
 
     async def setup_hook(self) -> None:
         from .cogs.compose import ComposeCog, PieceButton
 
         if self.runtime is None:
             self.runtime = await Runtime.start(self.settings)
+        self.metrics.gauges["queue_depth"] = lambda: self.runtime.status_depth()
+        if self.runtime.worker is not None:  # the embedded worker's batches are the bot's
+            self.metrics.batches = self.runtime.worker.metrics.batches
+            self.metrics.gauges["notes_sampled"] = lambda: self.runtime.worker.metrics.notes
+        if self.settings.health_port:
+            self.health = await serve(self.settings.health_port, self.metrics, self._healthy)
         await self.add_cog(ComposeCog(self))
         self.add_dynamic_items(PieceButton)
         if self.settings.discord_guild_id:
@@ -105,8 +145,13 @@ class EtudeBot(commands.Bot):
             "logged in as %s (%s) in %d servers", self.user, getattr(self.user, "id", "?"), len(self.guilds)
         )
 
+    async def _healthy(self) -> bool:
+        return not self.is_closed() and self.runtime is not None and await self.runtime.healthy()
+
     async def close(self) -> None:
         await super().close()
+        if self.health is not None:
+            await self.health.cleanup()
         if self.runtime is not None and self._own_runtime:
             await self.runtime.close()
 

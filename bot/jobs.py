@@ -108,18 +108,15 @@ class JobResult:
         )
 
 
-def make_broker(redis_url: str | None = None):
+def make_broker(redis_url: str | None = None, reclaim_seconds: float = 15.0, fetch: int = 8):
     """taskiq's in-memory broker, or a Redis streams broker (acknowledged) with a Redis result backend."""
     if not redis_url:
         from taskiq import InMemoryBroker
 
         return InMemoryBroker(max_async_tasks=256)
-    from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
+    from .redis_queue import make_redis_broker
 
-    backend = RedisAsyncResultBackend(redis_url, result_ex_time=RESULT_TTL_SECONDS)
-    return RedisStreamBroker(
-        redis_url, queue_name="etude:jobs", consumer_group_name="etude-workers"
-    ).with_result_backend(backend)
+    return make_redis_broker(redis_url, reclaim_seconds, fetch, RESULT_TTL_SECONDS)
 
 
 def register(broker, run_job) -> Any:

@@ -50,6 +50,22 @@ class LocalProgress:
         return None
 
 
+class LocalJournal:
+    """Jobs in flight, kept only in memory: the embedded queue dies with the bot anyway."""
+
+    async def add(self, spec: JobSpec) -> None:
+        return None
+
+    async def remove(self, job_id: str) -> None:
+        return None
+
+    async def claim_delivery(self, job_id: str) -> bool:
+        return True
+
+    async def pending(self) -> list[JobSpec]:
+        return []
+
+
 Progress = Callable[[dict], Awaitable[None]]
 
 
@@ -68,9 +84,11 @@ class Scheduler:
         user_running: int = 1,
         user_waiting: int = 2,
         timeout: float = 600.0,
+        journal=None,
     ):
         self.task = task  # the taskiq task: `await task.kiq(spec_json)`
         self.progress = progress
+        self.journal = journal or LocalJournal()
         self.queue_max, self.user_running, self.user_waiting = queue_max, user_running, user_waiting
         self.timeout = timeout
         self.waiting: OrderedDict[str, JobSpec] = OrderedDict()
@@ -132,7 +150,9 @@ class Scheduler:
 
         pumping = asyncio.create_task(pump())
         try:
-            handle = await self.task.kiq(spec.to_json())
+            await self.journal.add(spec)
+            # The job id is the task id: a job delivered twice by the queue has one result, answered once.
+            handle = await self.task.kicker().with_task_id(spec.job_id).kiq(spec.to_json())
             result = await handle.wait_result(timeout=self.timeout, check_interval=0.1)
             if result.is_err:
                 log.error("job %s raised in the worker: %s", spec.job_id, result.error)
@@ -147,3 +167,18 @@ class Scheduler:
             await asyncio.gather(pumping, return_exceptions=True)
             self.progress.unsubscribe(spec.job_id, events)
             self._finished(spec.job_id)
+
+    async def recover(self, spec: JobSpec) -> JobResult:
+        """Wait for the result of a job kicked before a restart of the bot."""
+        from taskiq import AsyncTaskiqTask
+
+        handle = AsyncTaskiqTask(spec.job_id, self.task.broker.result_backend)
+        try:
+            result = await handle.wait_result(timeout=self.timeout, check_interval=0.5)
+        except (TimeoutError, TaskiqResultTimeoutError):
+            return JobResult(
+                spec.job_id, False, error="this piece took too long to compose; please try again"
+            )
+        if result.is_err:
+            return JobResult(spec.job_id, False, error=f"something went wrong (ref {spec.job_id[:8]})")
+        return JobResult.from_json(result.return_value)

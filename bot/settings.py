@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(16, ge=1)
     batch_wait_ms: int = Field(20, ge=0)
     job_timeout_seconds: float = Field(600, gt=0)
+    reclaim_seconds: float = Field(15.0, gt=0)
     health_port: int | None = None
 
     def seed_limits(self) -> SeedLimits:

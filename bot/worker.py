@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from .compose import Composer, Composition, Options, Seed, write_outputs
-from .errors import EtudeError
+from .errors import BadOption, EtudeError
+from .health import Metrics
 from .jobs import JobResult, JobSpec, ResultFile
 from .midi import SeedLimits
 
@@ -34,11 +35,18 @@ class Batcher:
     The first request waits at most `wait_ms` for company; a batch holds at most `size` requests.
     """
 
-    def __init__(self, compose: Callable[[list], list], size: int = 16, wait_ms: float = 20):
+    def __init__(
+        self,
+        compose: Callable[[list], list],
+        size: int = 16,
+        wait_ms: float = 20,
+        on_batch: Callable[[int], None] | None = None,
+    ):
         self.compose, self.size, self.wait = compose, size, wait_ms / 1000
         self.queue: asyncio.Queue = asyncio.Queue()
         self.task: asyncio.Task | None = None
         self.sizes: Counter[int] = Counter()
+        self.on_batch = on_batch
 
     async def submit(self, options: Options, seed: Seed | None) -> Composition:
         if self.task is None or self.task.done():
@@ -67,6 +75,8 @@ class Batcher:
             if not batch:
                 continue
             self.sizes[len(batch)] += 1
+            if self.on_batch:
+                self.on_batch(len(batch))
             try:
                 pieces = await asyncio.to_thread(self.compose, [(o, s) for o, s, _ in batch])
             except Exception as e:  # every request of the batch learns of it; the loop goes on
@@ -149,10 +159,7 @@ class Worker:
         self.composer: Composer | None = None
         self.batcher: Batcher | None = None
         self.batch_size, self.batch_wait_ms = batch_size, batch_wait_ms
-        self.done = self.failed = 0
-        self.notes = 0
-        self.sample_seconds = 0.0
-        self.latencies: list[float] = []
+        self.metrics = Metrics("worker")
         self.ready = asyncio.Event()
 
     async def start(self) -> None:
@@ -160,7 +167,9 @@ class Worker:
         t0 = time.perf_counter()
         self.composer = await asyncio.to_thread(Composer, self.model_dir)
         await asyncio.to_thread(self.composer.compose_one, Options(length=1, rng_seed=0))
-        self.batcher = Batcher(self.composer.compose, self.batch_size, self.batch_wait_ms)
+        self.batcher = Batcher(
+            self.composer.compose, self.batch_size, self.batch_wait_ms, on_batch=self.metrics.batches.observe
+        )
         self.ready.set()
         log.info(
             "worker %s ready: model %s in %.1f s",
@@ -198,8 +207,8 @@ class Worker:
             )
             timings["render"] = time.perf_counter() - t
             await self.publish(spec.job_id, {"stage": "uploading", "percent": 95})
-            self.notes += options.length
-            self.sample_seconds += piece.timings["sample"]
+            self.metrics.notes += options.length
+            self.metrics.sample_seconds += piece.timings["sample"]
             info = {
                 "name": piece.name,
                 "length": options.length,
@@ -216,10 +225,10 @@ class Worker:
                 "note": note,
             }
             result = JobResult(spec.job_id, True, files=files, info=info)
-            self.done += 1
+            self.metrics.done += 1
         except EtudeError as e:
             result = JobResult(spec.job_id, False, error=str(e))
-            self.failed += 1
+            self.metrics.failed += 1
         except Exception:
             ref = uuid.uuid4().hex[:8]
             log.exception("job %s failed (ref %s)", spec.job_id, ref)
@@ -230,7 +239,7 @@ class Worker:
         timings["total"] = time.perf_counter() - t0
         result.timings = {k: round(v, 3) for k, v in timings.items()}
         result.worker = self.name
-        self.latencies.append(time.time() - spec.submitted)
+        self.metrics.latency.observe(time.time() - spec.submitted)
         log.info(
             "job %s %s user=%s kind=%s length=%s %s",
             spec.job_id[:12],
@@ -241,3 +250,93 @@ class Worker:
             " ".join(f"{k}={v:.2f}s" for k, v in result.timings.items()),
         )
         return result.to_json()
+
+
+async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
+    """`etude worker`: consume the Redis queue until SIGTERM/SIGINT (or `stop`), then finish what it holds.
+
+    One process per GPU (`CUDA_VISIBLE_DEVICES`); each loads the model once.
+    """
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    from taskiq.acks import AcknowledgeType
+    from taskiq.receiver import Receiver
+
+    from .health import serve
+    from .jobs import make_broker, register
+    from .redis_queue import WORKERS, RedisProgress, queue_depth
+
+    if not settings.redis_url:
+        raise BadOption(
+            "REDIS_URL is not set: `etude worker` serves a Redis queue (without one the bot runs its own worker)"
+        )
+    stop = stop or asyncio.Event()
+    progress = RedisProgress(settings.redis_url)
+    worker = Worker(
+        settings.model_dir,
+        batch_size=settings.batch_size,
+        batch_wait_ms=settings.batch_wait_ms,
+        seed_limits=settings.seed_limits(),
+        soundfont=settings.soundfont,
+        publish=progress.publish,
+    )
+    broker = make_broker(settings.redis_url, settings.reclaim_seconds, settings.batch_size)
+    register(broker, worker.run)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (
+            NotImplementedError,
+            RuntimeError,
+        ):  # not the main thread (tests): `stop` is set by the caller
+            pass
+    await worker.start()
+    await broker.startup()
+
+    async def heartbeat() -> None:
+        while True:
+            try:
+                await progress.redis.hset(WORKERS, worker.name, time.time())
+            except Exception:  # Redis restarting: the next beat will do
+                pass
+            await asyncio.sleep(5)
+
+    async def healthy() -> bool:
+        return worker.ready.is_set() and not stop.is_set()
+
+    worker.metrics.gauges["queue_depth"] = lambda: queue_depth(progress.redis)
+    beats = asyncio.create_task(heartbeat())
+    health = None
+    if settings.health_port:
+        health = await serve(settings.health_port, worker.metrics, healthy)
+    log.info("worker %s consuming %s", worker.name, "etude:jobs")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        # At most a batch of jobs at a time: more would only wait here while another worker sits idle.
+        receiver = Receiver(
+            broker,
+            pool,
+            max_async_tasks=settings.batch_size,
+            max_prefetch=0,
+            ack_type=AcknowledgeType.WHEN_SAVED,
+            run_startup=False,
+        )
+        finish = asyncio.Event()
+        listening = asyncio.create_task(receiver.listen(finish))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({listening, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        log.info("worker %s stopping: finishing the jobs it holds", worker.name)
+        finish.set()
+        await asyncio.gather(listening, return_exceptions=True)
+    beats.cancel()
+    try:
+        await progress.redis.hdel(WORKERS, worker.name)
+    except Exception:
+        pass
+    if health is not None:
+        await health.cleanup()
+    await worker.close()
+    await broker.shutdown()
+    await progress.close()
+    log.info("worker %s stopped", worker.name)

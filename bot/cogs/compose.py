@@ -125,6 +125,18 @@ class ComposeCog(commands.Cog):
         ).check()
         await self.start(interaction, options, seed_attachment=seed, kind="compose")
 
+    @app_commands.command(name="status")
+    async def status(self, interaction: discord.Interaction) -> None:
+        """How busy Étude is: pieces in the queue, workers online, the recent wait."""
+        queued, workers = await self.bot.runtime.status()
+        wait = self.scheduler.median_wait()
+        lines = [
+            f"**Queue:** {queued} piece{'s' if queued != 1 else ''} waiting or composing",
+            f"**Workers online:** {workers}",
+            f"**Recent median wait:** {f'{wait:.1f} s' if wait is not None else 'no pieces yet'}",
+        ]
+        await interaction.response.send_message("\n".join(lines), ephemeral=True)
+
     @app_commands.command(name="help")
     async def help(self, interaction: discord.Interaction) -> None:
         """What Étude does, its options and limits, and the model behind it."""
@@ -258,7 +270,61 @@ class ComposeCog(commands.Cog):
         finally:
             editor.cancel()
             await asyncio.gather(editor, return_exceptions=True)
-        await self.deliver(spec, result, options, seed_key, interaction)
+        await self.finish(spec, result, options, seed_key, interaction)
+
+    async def finish(
+        self,
+        spec: JobSpec,
+        result: JobResult,
+        options: Options | None = None,
+        seed_key: str | None = None,
+        interaction: discord.Interaction | None = None,
+    ) -> None:
+        """Count the result and answer the user, exactly once even when a job ran twice."""
+        metrics = self.bot.metrics
+        metrics.latency.observe(time.time() - spec.submitted)
+        if result.ok:
+            metrics.done += 1
+        else:
+            metrics.failed += 1
+        journal = self.scheduler.journal
+        try:
+            if await journal.claim_delivery(spec.job_id):
+                await self.deliver(spec, result, options, seed_key, interaction)
+            else:
+                log.info("job %s was answered already; this result is dropped", spec.job_id)
+        finally:
+            await journal.remove(spec.job_id)
+
+    async def cog_load(self) -> None:
+        self.recovery = asyncio.create_task(self.recover_pending(), name="etude-recover")
+
+    async def cog_unload(self) -> None:
+        self.recovery.cancel()
+        for task in list(self.active):
+            task.cancel()
+
+    async def recover_pending(self) -> None:
+        """Jobs queued before a restart of the bot: wait for their results and answer them."""
+        await self.bot.wait_until_ready()
+        pending = await self.scheduler.journal.pending()
+        if pending:
+            log.info("answering %d jobs queued before the restart", len(pending))
+        for spec in pending:
+            task = asyncio.create_task(self._recover(spec))
+            self.active.add(task)
+            task.add_done_callback(self.active.discard)
+
+    async def _recover(self, spec: JobSpec) -> None:
+        self.scheduler.running[spec.job_id] = spec  # counts against the limits until it is answered
+        try:
+            result = await self.scheduler.recover(spec)
+            seed_key = self.seeds.put(spec.seed) if spec.seed_b64 and spec.kind != "continue" else None
+            await self.finish(spec, result, None, seed_key)
+        except Exception:
+            log.exception("could not answer recovered job %s", spec.job_id)
+        finally:
+            self.scheduler._finished(spec.job_id)
 
     async def deliver(
         self,

@@ -1,0 +1,243 @@
+"""End to end: the real discord.py client, the bot and its embedded worker, against the fake Discord."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+import pytest_asyncio
+from fakediscord import FakeDiscord
+
+from bot.client import EtudeBot, Runtime
+from bot.discord_endpoints import apply_endpoints, current_endpoints
+from bot.midi import midi_bytes
+from bot.settings import Settings
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.asyncio(loop_scope="module")]
+EPHEMERAL = 64
+
+
+def settings_for(fake: FakeDiscord | None, model_dir, state_dir, **kw) -> Settings:
+    return Settings(
+        _env_file=None,
+        discord_token=fake.token if fake else "x",
+        discord_api_base=fake.api_base if fake else None,
+        discord_gateway_url=fake.gateway_url if fake else None,
+        model_dir=str(model_dir),
+        state_dir=str(state_dir),
+        **kw,
+    )
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def runtime(tiny_model_dir, tmp_path_factory):
+    """One embedded queue and worker for the module: a restarted bot gets it back, as a process would."""
+    state = tmp_path_factory.mktemp("state")
+    rt = await Runtime.start(settings_for(None, tiny_model_dir, state, queue_max=50, batch_size=16))
+    await rt.worker.ready.wait()
+    rt.state_dir = state
+    yield rt
+    await rt.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def fake():
+    saved = current_endpoints()
+    async with FakeDiscord() as f:
+        yield f
+    apply_endpoints(*saved)
+
+
+class Running:
+    """A started bot; `restart()` closes it and logs in a new one on the same queue."""
+
+    def __init__(self, fake, runtime, tiny_model_dir):
+        self.fake, self.runtime, self.model_dir = fake, runtime, tiny_model_dir
+        self.bot = None
+        self.task = None
+
+    async def start(self) -> EtudeBot:
+        apply_endpoints(self.fake.api_base, self.fake.gateway_url)
+        s = settings_for(self.fake, self.model_dir, self.runtime.state_dir)
+        self.bot = EtudeBot(s, runtime=self.runtime, guild_ready_timeout=0.05)
+        self.task = asyncio.create_task(self.bot.start(self.fake.token))
+        ready = asyncio.create_task(self.bot.wait_until_ready())
+        done, _ = await asyncio.wait({self.task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        if self.task in done:
+            self.task.result()
+        assert ready in done, self.fake.format_log()
+        return self.bot
+
+    async def stop(self) -> None:
+        if self.bot is not None:
+            await self.bot.close()
+            await asyncio.wait_for(self.task, 10)
+
+    async def restart(self) -> EtudeBot:
+        await self.stop()
+        return await self.start()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def running(fake, runtime, tiny_model_dir):
+    r = Running(fake, runtime, tiny_model_dir)
+    await r.start()
+    yield r
+    await r.stop()
+
+
+def file_sizes(entry: dict) -> dict[str, int]:
+    return {f["filename"].rsplit(".", 1)[1]: f["size"] for f in entry.get("files", [])}
+
+
+def embed_of(entry: dict) -> dict:
+    return (entry["body"].get("embeds") or [{}])[0]
+
+
+async def test_login_and_command_sync(fake, running):
+    compose = fake.registered_command("compose")
+    options = {o["name"]: o for o in compose["options"]}
+    assert compose["description"].startswith("Compose a piece of music")
+    assert (options["length"]["type"], options["length"]["min_value"], options["length"]["max_value"]) == (
+        4,
+        1,
+        2000,
+    )
+    assert options["seed"]["type"] == 11 and not options["seed"].get("required")
+    assert (options["temperature"]["type"], options["temperature"]["min_value"]) == (10, 0.1)
+    assert {c["name"] for c in options["instrument"]["choices"]} >= {"piano", "organ", "strings"}
+    assert options["tempo"]["min_value"] == 20 and options["rng_seed"]["type"] == 4
+    assert all(o.get("description") for o in compose["options"])
+    assert all(fake.registered_command(name) for name in ("compose", "help", "status"))
+    assert not fake.unhandled
+
+
+async def test_compose_defers_reports_progress_and_replies_with_files(fake, running):
+    inter = await fake.send_command("compose", {"length": 40, "rng_seed": 11}, user=fake.user(1))
+    reply = await inter.wait_for_followup(timeout=120)
+    callback = inter.callback
+    assert callback["body"]["type"] == 5 and callback["time"] - inter.created < 3.0
+    edits = [e for e in inter.events if e["kind"] == "edit" and e["status"] < 300]
+    assert edits and "Queued" in (edits[0]["body"].get("content") or "")
+    sizes = file_sizes(reply)
+    assert set(sizes) == {"mid", "wav", "png"}
+    assert all(0 < s <= inter.attachment_size_limit for s in sizes.values())
+    embed = embed_of(reply)
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert fields["RNG seed"] == "`11`" and fields["Length"].startswith("40 notes")
+    assert {"Key", "Tempo", "Temperature", "Model"} <= set(fields)
+    assert f"<@{fake.user(1)['user']['id']}>" in embed["description"]
+    buttons = [c["custom_id"] for row in reply["body"]["components"] for c in row["components"]]
+    assert buttons[0].startswith("etude:reroll:40:") and buttons[1].startswith("etude:continue:40:")
+    await asyncio.sleep(0.2)
+    assert len(inter.followups) == 1
+
+
+async def test_compose_with_a_seed(fake, running, chorales, capsys):
+    seed = fake.add_attachment("chorale.mid", midi_bytes(chorales[0].events[:24], tempo=80))
+    inter = await fake.send_command("compose", {"length": 30, "rng_seed": 5}, attachment=seed)
+    reply = await inter.wait_for_followup(timeout=120)
+    assert fake.downloads and "chorale" in embed_of(reply)["description"]
+    assert "80 bpm" in json.dumps(embed_of(reply))
+    with capsys.disabled():
+        print("\n" + fake.format_log(inter))
+
+
+async def test_small_upload_limit_forces_the_fallback(fake, running):
+    limit = 120_000
+    inter = await fake.send_command(
+        "compose", {"length": 200, "rng_seed": 3, "tempo": 40}, attachment_size_limit=limit
+    )
+    reply = await inter.wait_for_followup(timeout=180)
+    sizes = file_sizes(reply)
+    assert "mid" in sizes and all(s <= limit for s in sizes.values())
+    footer = embed_of(reply).get("footer", {}).get("text", "")
+    assert "upload limit" in footer
+
+
+async def test_bad_seed_gets_a_private_message(fake, running):
+    seed = fake.add_attachment("song.mid", b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(40))
+    inter = await fake.send_command("compose", {"length": 30}, attachment=seed)
+    msg = await inter.wait_for(lambda e: e["kind"] == "followup" and e["status"] < 300, timeout=30)
+    assert msg["body"]["content"] == "The seed is not a MIDI file"
+    assert int(msg["body"]["flags"]) & EPHEMERAL
+    assert not msg.get("files")
+
+
+async def test_wrong_seed_type_is_refused_before_download(fake, running):
+    seed = fake.add_attachment("song.mp3", b"ID3" + bytes(100), content_type="audio/mpeg")
+    inter = await fake.send_command("compose", {"length": 30}, attachment=seed)
+    answer = await inter.wait_for_callback(timeout=10)
+    assert answer["body"]["type"] == 4 and answer["body"]["data"]["flags"] & EPHEMERAL
+    assert "MIDI" in answer["body"]["data"]["content"] and not fake.downloads
+
+
+async def test_reroll_and_continue_buttons_also_after_a_restart(fake, running):
+    inter = await fake.send_command("compose", {"length": 25, "rng_seed": 7})
+    reply = await inter.wait_for_followup(timeout=120)
+    message = fake.message(reply["message_id"])
+    reroll, cont = [c["custom_id"] for row in message["components"] for c in row["components"]]
+
+    again = await fake.click(message, reroll)
+    second = await again.wait_for_followup(timeout=120)
+    assert embed_of(second)["fields"][5]["value"] != "`7`"  # a new RNG seed
+    assert file_sizes(second).keys() == {"mid", "wav", "png"}
+
+    await running.restart()
+    more = await fake.click(message, cont)
+    third = await more.wait_for_followup(timeout=120)
+    assert "continuing" in embed_of(third)["description"]
+    assert file_sizes(third).keys() == {"mid", "wav", "png"}
+
+
+async def test_expired_interaction_posts_in_the_channel(fake, running):
+    inter = await fake.send_command("compose", {"length": 30, "rng_seed": 2}, user=fake.user(3))
+    await inter.wait_for_callback(timeout=10)
+    inter.expire()
+    posted = await fake.wait_for(lambda e: e["kind"] == "channel_message" and e["status"] < 300, timeout=120)
+    assert f"<@{fake.user(3)['user']['id']}>" in posted["body"]["content"]
+    assert file_sizes(posted).keys() == {"mid", "wav", "png"}
+
+
+async def test_rate_limited_follow_up_is_retried(fake, running):
+    fake.rate_limit_next("POST /api/v10/webhooks", retry_after=0.3)
+    inter = await fake.send_command("compose", {"length": 20, "rng_seed": 4})
+    reply = await inter.wait_for_followup(timeout=120)
+    statuses = [e["status"] for e in inter.events if e["kind"] == "followup"]
+    assert statuses[0] == 429 and reply["status"] < 300
+
+
+async def test_help_and_status(fake, running):
+    inter = await fake.send_command("help")
+    answer = await inter.wait_for_callback(timeout=10)
+    assert "/compose" in answer["body"]["data"]["embeds"][0]["description"]
+    inter = await fake.send_command("status")
+    answer = await inter.wait_for_callback(timeout=10)
+    assert "Workers online:** 1" in answer["body"]["data"]["content"]
+
+
+async def test_twenty_users_three_requests_each(fake, running):
+    users = [fake.user(100 + i) for i in range(20)]
+    inters = await asyncio.gather(
+        *(
+            fake.send_command("compose", {"length": 12, "rng_seed": i * 3 + k}, user=u)
+            for i, u in enumerate(users)
+            for k in range(3)
+        )
+    )
+    callbacks = await asyncio.gather(*(i.wait_for_callback(timeout=10) for i in inters))
+    assert all(cb["time"] - i.created < 3.0 for cb, i in zip(callbacks, inters))
+    accepted = [i for i, cb in zip(inters, callbacks) if cb["body"]["type"] == 5]
+    refused = [cb for cb in callbacks if cb["body"]["type"] == 4]
+    assert len(accepted) == 50 and len(refused) == 10  # queue_max 50
+    for cb in refused:
+        assert cb["body"]["data"]["flags"] & EPHEMERAL
+        assert "busy" in cb["body"]["data"]["content"].lower()
+    t0 = time.monotonic()
+    await asyncio.gather(*(i.wait_for_followup(timeout=200) for i in accepted))
+    await asyncio.sleep(0.5)
+    assert all(len(i.followups) == 1 for i in accepted)
+    assert all(file_sizes(i.followups[0]).keys() == {"mid", "wav", "png"} for i in accepted)
+    assert time.monotonic() - t0 < 200
