@@ -223,9 +223,10 @@ def card_markdown(card: dict) -> str:
         "",
         f"- time: {train.get('seconds', 0) / 60:.1f} minutes, "
         f"{train.get('epochs', '?')} epochs, on {train.get('machine', '?')}",
-        f"- best validation loss: {train.get('best_val_loss', '?')} nats per token",
-        "",
+        f"- best validation loss: {train.get('best_val_loss', '?')} nats per token (192-token windows)",
     ]
+    lines += [f"- {key}: {train[key]}" for key in ("command", "note") if train.get(key)]
+    lines.append("")
     ev = card.get("evaluation")
     if ev:
         lines += [
@@ -237,6 +238,19 @@ def card_markdown(card: dict) -> str:
         rows = [("this model", ev["model"])] + list(ev.get("baselines", {}).items())
         for name, r in rows:
             lines.append(f"| {name} | {r['nll_bits_per_note']:.2f} | {r['accuracy']:.3f} | {r['notes']} |")
+        lines += [
+            "",
+            "Bits per note: the negative log-likelihood of whole validation pieces, summed over the tokens "
+            "of each note or chord. The n-gram is an interpolated Kneser-Ney model fitted on the same "
+            "training pieces and transpositions.",
+        ]
+        tut = ev.get("baselines", {}).get("tutorial")
+        if tut and "model_on_same_notes" in tut:
+            lines.append(
+                f"The tutorial network needs a 100-token pass per token, so it is scored on the first "
+                f"{tut['notes']} validation notes; this model scores {tut['model_on_same_notes']:.2f} "
+                "bits per note on those same notes."
+            )
         if "improvement_over_best_baseline" in ev:
             lines += [
                 "",

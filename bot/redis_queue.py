@@ -51,8 +51,10 @@ class EtudeStreamBroker(RedisStreamBroker):
         ack = super()._ack_generator(id, queue_name)
 
         async def _ack() -> None:
-            await ack()
-            self.inflight.discard(id)
+            try:
+                await _retry(ack)
+            finally:
+                self.inflight.discard(id)
 
         return _ack
 
@@ -149,8 +151,15 @@ class EtudeStreamBroker(RedisStreamBroker):
                 await asyncio.sleep(0.2)
 
 
+class PatientResultBackend(RedisAsyncResultBackend):
+    """Stores a finished job's result even if Redis is restarting at that moment, rather than redo the job."""
+
+    async def set_result(self, task_id, result) -> None:
+        await _retry(lambda: super(PatientResultBackend, self).set_result(task_id, result), attempts=300)
+
+
 def make_redis_broker(url: str, reclaim_seconds: float = 15.0, fetch: int = 8, result_ttl: int = 3600):
-    backend = RedisAsyncResultBackend(url, result_ex_time=result_ttl)
+    backend = PatientResultBackend(url, result_ex_time=result_ttl)
     return EtudeStreamBroker(url, reclaim_seconds=reclaim_seconds, fetch=fetch).with_result_backend(backend)
 
 

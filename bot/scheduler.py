@@ -69,6 +69,23 @@ class LocalJournal:
 Progress = Callable[[dict], Awaitable[None]]
 
 
+async def wait_for_result(handle, timeout: float, interval: float):
+    """Poll for a task's result; a result store that is briefly unreachable (Redis restarting) is waited out."""
+    deadline = time.monotonic() + timeout
+    warned = False
+    while True:
+        try:
+            if await handle.is_ready():
+                return await handle.get_result()
+        except Exception as e:  # taskiq wraps the connection error; the job itself is safe in the queue
+            if not warned:
+                log.warning("result store unreachable while waiting for job %s: %s", handle.task_id, e)
+                warned = True
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no result for {handle.task_id} in {timeout:.0f} s")
+        await asyncio.sleep(interval)
+
+
 class Scheduler:
     """Admits jobs under the limits, hands them to the broker and waits for their results.
 
@@ -153,7 +170,7 @@ class Scheduler:
             await self.journal.add(spec)
             # The job id is the task id: a job delivered twice by the queue has one result, answered once.
             handle = await self.task.kicker().with_task_id(spec.job_id).kiq(spec.to_json())
-            result = await handle.wait_result(timeout=self.timeout, check_interval=0.1)
+            result = await wait_for_result(handle, self.timeout, 0.1)
             if result.is_err:
                 log.error("job %s raised in the worker: %s", spec.job_id, result.error)
                 return JobResult(spec.job_id, False, error=f"something went wrong (ref {spec.job_id[:8]})")
@@ -174,7 +191,7 @@ class Scheduler:
 
         handle = AsyncTaskiqTask(spec.job_id, self.task.broker.result_backend)
         try:
-            result = await handle.wait_result(timeout=self.timeout, check_interval=0.5)
+            result = await wait_for_result(handle, self.timeout, 0.5)
         except (TimeoutError, TaskiqResultTimeoutError):
             return JobResult(
                 spec.job_id, False, error="this piece took too long to compose; please try again"

@@ -212,7 +212,8 @@ def train(
             callbacks=[Checkpoint(), budget_callback(budget_s, state["seconds"])],
         )
 
-    best = keras.saving.load_model(best_path, safe_mode=True) if best_path.is_file() else net
+    # Loaded without its optimizer, so the shipped file holds the weights alone (a third of the size).
+    best = keras.saving.load_model(best_path, safe_mode=True, compile=False) if best_path.is_file() else net
     card = {
         "name": out.name,
         "summary": f"An LSTM ({config.layers} x {config.hidden}) over note/chord tokens, trained on {data}.",

@@ -1,0 +1,291 @@
+"""Redis mode with a real redis-server and real `etude worker` processes: nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from bot.compose import Options
+from bot.jobs import JobSpec, make_broker, register
+from bot.redis_queue import RedisJournal, RedisProgress
+from bot.scheduler import Scheduler
+
+pytestmark = [
+    pytest.mark.timeout(400),
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed"),
+]
+RECLAIM = 3.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server on loopback with AOF persistence, restartable on the same port and data."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port = folder, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+class Workers:
+    """`etude worker` processes, each with its own health port."""
+
+    def __init__(self, url: str, model_dir: Path, log_dir: Path):
+        self.url, self.model_dir, self.log_dir = url, model_dir, log_dir
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.ports: dict[str, int] = {}
+
+    def start(self, name: str) -> None:
+        port = free_port()
+        env = {
+            **os.environ,
+            "REDIS_URL": self.url,
+            "MODEL_DIR": str(self.model_dir),
+            "HEALTH_PORT": str(port),
+            "RECLAIM_SECONDS": str(RECLAIM),
+            "BATCH_SIZE": "8",
+            "BATCH_WAIT_MS": "50",
+        }
+        log = open(self.log_dir / f"{name}.log", "w")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "bot", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.ports[name] = port
+
+    def wait_healthy(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        for name, port in self.ports.items():
+            while True:
+                assert self.procs[name].poll() is None, (self.log_dir / f"{name}.log").read_text()
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, f"worker {name} not healthy"
+                time.sleep(0.2)
+
+    def metrics(self, name: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[name]}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def pid(self, name: str) -> int:
+        return self.procs[name].pid
+
+    def stop_all(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        self.procs.clear()
+        self.ports.clear()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def workers(redis_server, tiny_model_dir, tmp_path):
+    w = Workers(redis_server.url, tiny_model_dir, tmp_path)
+    yield w
+    w.stop_all()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def client(redis_server):
+    """The bot's side of the queue, without Discord: broker, progress, journal, scheduler."""
+    broker = make_broker(redis_server.url, RECLAIM, 8)
+    task = register(broker, None)
+    await broker.startup()
+    progress, journal = RedisProgress(redis_server.url), RedisJournal(redis_server.url)
+    sched = Scheduler(
+        task, progress, queue_max=200, user_running=100, user_waiting=100, timeout=300, journal=journal
+    )
+    yield sched
+    await progress.close()
+    await journal.close()
+    await broker.shutdown()
+
+
+def spec(i: int, length: int = 120) -> JobSpec:
+    return JobSpec(options=asdict(Options(length=length, rng_seed=1000 + i, tempo=200)), user_id=i)
+
+
+async def run_all(sched: Scheduler, specs, on_event=None):
+    for s in specs:
+        sched.admit(s)
+
+    async def one(s):
+        async def progress(e):
+            if on_event:
+                await on_event(s, e)
+
+        return await sched.run(s, progress)
+
+    return await asyncio.gather(*(one(s) for s in specs))
+
+
+def midi_of(result) -> bytes:
+    return next(f.data for f in result.files if f.name.endswith(".mid"))
+
+
+async def test_a_killed_worker_loses_no_job(workers, client, capsys):
+    workers.start("a")
+    workers.start("b")
+    workers.wait_healthy()
+    pids = {workers.pid("a"): "a", workers.pid("b"): "b"}
+    started_on: dict[str, str] = {}
+    killed = asyncio.Event()
+    kill_time = 0.0
+
+    async def on_event(s, e):
+        nonlocal kill_time
+        if e.get("stage") == "started":
+            started_on.setdefault(s.job_id, pids.get(int(e["worker"].rsplit(":", 1)[1]), "?"))
+        if e.get("stage") == "composing" and started_on.get(s.job_id) == "a" and not killed.is_set():
+            os.kill(workers.pid("a"), signal.SIGKILL)
+            kill_time = time.monotonic()
+            killed.set()
+
+    specs = [spec(i) for i in range(20)]
+    results = await run_all(client, specs, on_event)
+    done = time.monotonic()
+    assert killed.is_set()
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert len({r.job_id for r in results}) == 20
+    # Every job is answered once: the journal hands out one delivery per job.
+    claims = [await client.journal.claim_delivery(r.job_id) for r in results]
+    again = [await client.journal.claim_delivery(r.job_id) for r in results]
+    assert all(claims) and not any(again)
+    moved = [
+        r for r in results if started_on.get(r.job_id) == "a" and r.worker.endswith(str(workers.pid("b")))
+    ]
+    assert moved, "no job of the killed worker was finished by the other"
+    with capsys.disabled():
+        print(
+            f"\nworker killed mid-job: its {len(moved)} job(s) finished on the other worker "
+            f"{done - kill_time:.1f} s after the kill (RECLAIM_SECONDS={RECLAIM:g})"
+        )
+
+
+async def test_redis_restart_mid_run(workers, client, redis_server):
+    workers.start("a")
+    workers.wait_healthy()
+    specs = [spec(i, length=200) for i in range(100, 110)]
+    restarted = asyncio.Event()
+
+    async def on_event(s, e):
+        if e.get("stage") == "rendering" and not restarted.is_set():
+            restarted.set()
+            await asyncio.to_thread(redis_server.stop)
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(redis_server.start)
+
+    results = await run_all(client, specs, on_event)
+    assert restarted.is_set()
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert len({r.job_id for r in results}) == 10
+
+
+async def test_sigterm_finishes_the_batch_then_exits(workers, client):
+    workers.start("a")
+    workers.wait_healthy()
+    specs = [spec(i, length=150) for i in range(200, 206)]
+    sent = asyncio.Event()
+    started_on_a: set[str] = set()
+    pid_a = workers.pid("a")
+
+    async def on_event(s, e):
+        if e.get("stage") == "started" and e["worker"].endswith(f":{pid_a}"):
+            started_on_a.add(s.job_id)
+        if e.get("stage") == "composing" and not sent.is_set():
+            sent.set()
+            workers.procs["a"].send_signal(signal.SIGTERM)
+            workers.start("b")  # takes what the stopping worker no longer will
+
+    results = await run_all(client, specs, on_event)
+    assert sent.is_set() and all(r.ok for r in results), [r.error for r in results]
+    assert await asyncio.to_thread(workers.procs["a"].wait, 60) == 0
+    # What the stopping worker had started, it finished itself.
+    assert started_on_a and all(r.worker.endswith(f":{pid_a}") for r in results if r.job_id in started_on_a)
+
+
+async def test_batched_equals_single_and_metrics_count(workers, client):
+    workers.start("a")
+    workers.wait_healthy()
+    (alone,) = await run_all(client, [spec(300)])
+    crowd = [
+        spec(301),
+        spec(302),
+        JobSpec(options=asdict(Options(length=120, rng_seed=1300, tempo=200)), user_id=9),
+        spec(303),
+    ]
+    together = await run_all(client, crowd)
+    assert midi_of(alone) == midi_of(together[2])
+    metrics = workers.metrics("a")
+    assert "etude_jobs_done_total 5" in metrics
+    batches = int(
+        next(line.split()[1] for line in metrics.splitlines() if line.startswith("etude_batch_size_count"))
+    )
+    assert batches < 5  # the crowd came in fewer batches than jobs
+    assert "etude_job_latency_seconds_count 5" in metrics
