@@ -65,6 +65,18 @@ class Sampler:
         net = model.net
         cfg = model.config
         self.cells = [net.get_layer(f"lstm_{i}").cell for i in range(cfg.layers)]
+        # One matrix per layer for [input, state] -> gates: a single matmul per layer and step. Keras's own
+        # cell makes eight when the layer was trained with recurrent dropout, as the tutorial's was.
+        tf = self.tf
+        self.fused = [
+            (
+                tf.Variable(tf.concat([c.kernel, c.recurrent_kernel], 0), trainable=False),
+                tf.Variable(c.bias if c.use_bias else tf.zeros(4 * c.units), trainable=False),
+                c.activation,
+                c.recurrent_activation,
+            )
+            for c in self.cells
+        ]
         self.embed = net.get_layer("embed") if cfg.input_mode == "embedding" else None
         last_lstm = net.layers.index(net.get_layer(f"lstm_{cfg.layers - 1}"))
         self.head = [
@@ -89,8 +101,12 @@ class Sampler:
         else:  # the tutorial's input: the token index divided by the vocabulary size
             x = tf.cast(tokens, tf.float32)[:, None] / self.scale
         new_states = []
-        for cell, (h, c) in zip(self.cells, states):
-            x, (h, c) = cell(x, [h, c], training=False)
+        for (w, b, act, gate), (h, c) in zip(self.fused, states):
+            z = tf.matmul(tf.concat([x, h], 1), w) + b
+            i, f, g, o = tf.split(z, 4, axis=1)  # Keras's gate order
+            c = gate(f) * c + gate(i) * act(g)
+            h = gate(o) * act(c)
+            x = h
             new_states.append((h, c))
         for layer in self.head:
             x = layer(x, training=False)
