@@ -115,7 +115,9 @@ def run_bench(args) -> None:
     _say(
         f"TensorFlow {tf.__version__}, devices: {', '.join(d.device_type for d in tf.config.list_physical_devices())}"
     )
-    model_dir = Path(args.model) if args.model else DEFAULT_MODEL
+    from .settings import get_settings
+
+    model_dir = Path(args.model or get_settings().model_dir or DEFAULT_MODEL)
 
     _say("\n(a, b) the tutorial's generation loop against this sampler")
     tutorial_dir = REPO_MODELS / "baselines" / "tutorial-chorales"

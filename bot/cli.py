@@ -154,9 +154,10 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from .evaluate import evaluate
+    from .settings import get_settings
 
     result = evaluate(
-        args.model,
+        args.model or get_settings().model_dir,
         data=args.data,
         tutorial=args.tutorial,
         write_card=args.write_card,

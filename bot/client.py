@@ -149,6 +149,9 @@ class EtudeBot(commands.Bot):
         return not self.is_closed() and self.runtime is not None and await self.runtime.healthy()
 
     async def close(self) -> None:
+        cog = self.get_cog("ComposeCog")
+        if cog is not None:
+            await cog.stop_waiting()
         await super().close()
         if self.health is not None:
             await self.health.cleanup()

@@ -241,3 +241,14 @@ async def test_twenty_users_three_requests_each(fake, running):
     assert all(len(i.followups) == 1 for i in accepted)
     assert all(file_sizes(i.followups[0]).keys() == {"mid", "wav", "png"} for i in accepted)
     assert time.monotonic() - t0 < 200
+
+
+async def test_a_rejected_token_is_a_clear_error(fake, tiny_model_dir, tmp_path, caplog):
+    from bot.client import run_bot
+    from bot.errors import BadOption
+
+    settings = settings_for(fake, tiny_model_dir, tmp_path)
+    settings.discord_token = type(settings.discord_token)("not-the-token")
+    with pytest.raises(BadOption, match="rejected the token"):
+        await run_bot(settings)
+    assert "not-the-token" not in caplog.text

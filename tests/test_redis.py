@@ -289,3 +289,69 @@ async def test_batched_equals_single_and_metrics_count(workers, client):
     )
     assert batches < 5  # the crowd came in fewer batches than jobs
     assert "etude_job_latency_seconds_count 5" in metrics
+
+
+async def test_bot_restart_still_answers_queued_jobs(workers, redis_server, tiny_model_dir, tmp_path):
+    """Jobs queued when the bot stops are answered by the next bot: a follow-up, or in the channel once the
+    interaction has expired; each exactly once."""
+    from fakediscord import FakeDiscord
+
+    from bot.client import EtudeBot
+    from bot.discord_endpoints import apply_endpoints, current_endpoints
+    from bot.redis_queue import PENDING, RedisJournal
+    from bot.settings import Settings
+
+    saved = current_endpoints()
+    async with FakeDiscord() as fake:
+        apply_endpoints(fake.api_base, fake.gateway_url)
+        settings = Settings(
+            _env_file=None,
+            discord_token=fake.token,
+            discord_api_base=fake.api_base,
+            discord_gateway_url=fake.gateway_url,
+            redis_url=redis_server.url,
+            model_dir=str(tiny_model_dir),
+            state_dir=str(tmp_path),
+            reclaim_seconds=RECLAIM,
+        )
+
+        async def start_bot() -> tuple[EtudeBot, asyncio.Task]:
+            bot = EtudeBot(settings, guild_ready_timeout=0.05)
+            task = asyncio.create_task(bot.start(fake.token))
+            await asyncio.wait_for(bot.wait_until_ready(), 30)
+            return bot, task
+
+        bot, task = await start_bot()
+        inters = [
+            await fake.send_command("compose", {"length": 30, "rng_seed": i}, user=fake.user(i))
+            for i in range(3)
+        ]
+        for inter in inters:
+            await inter.wait_for_callback(timeout=10)
+        journal = RedisJournal(redis_server.url)
+        for _ in range(100):  # no worker yet: the jobs wait in Redis
+            if await journal.redis.hlen(PENDING) == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert await journal.redis.hlen(PENDING) == 3
+        await bot.close()
+        await asyncio.wait_for(task, 10)
+
+        inters[2].expire()  # this one's 15 minutes are over by the time it is done
+        workers.start("a")
+        bot, task = await start_bot()
+        try:
+            for inter in inters[:2]:
+                reply = await inter.wait_for_followup(timeout=120)
+                assert {f["filename"].rsplit(".", 1)[1] for f in reply["files"]} == {"mid", "wav", "png"}
+            posted = await fake.wait_for(lambda e: e["kind"] == "channel_message" and e["status"] < 300, 120)
+            assert f"<@{fake.user(2)['user']['id']}>" in posted["body"]["content"]
+            await asyncio.sleep(0.5)
+            assert [len(i.followups) for i in inters[:2]] == [1, 1]
+            assert sum(e["kind"] == "channel_message" for e in fake.log) == 1
+            assert await journal.redis.hlen(PENDING) == 0
+        finally:
+            await bot.close()
+            await asyncio.wait_for(task, 10)
+            await journal.close()
+            apply_endpoints(*saved)

@@ -198,6 +198,10 @@ class ComposeCog(commands.Cog):
         seed_name: str = "seed",
         kind: str = "compose",
     ) -> None:
+        task = asyncio.current_task()
+        if task is not None:  # so that closing the bot stops waiting; the job itself stays queued
+            self.active.add(task)
+            task.add_done_callback(self.active.discard)
         spec = JobSpec(
             options=asdict(options),
             user_id=interaction.user.id,
@@ -300,9 +304,15 @@ class ComposeCog(commands.Cog):
         self.recovery = asyncio.create_task(self.recover_pending(), name="etude-recover")
 
     async def cog_unload(self) -> None:
-        self.recovery.cancel()
-        for task in list(self.active):
-            task.cancel()
+        await self.stop_waiting()
+
+    async def stop_waiting(self) -> None:
+        """Stop waiting on jobs (the bot is closing); their results are answered by the next start."""
+        tasks = [self.recovery, *self.active] if hasattr(self, "recovery") else list(self.active)
+        for task in tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def recover_pending(self) -> None:
         """Jobs queued before a restart of the bot: wait for their results and answer them."""
