@@ -203,3 +203,52 @@ def test_bad_seed_file_gets_one_error_line(tmp_path):
     seed = tmp_path / "fake.mid"
     seed.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(40))
     assert "not a MIDI file" in one_error_line(etude("compose", "--seed", str(seed), "--out", str(tmp_path)))
+
+
+def hostile_seeds() -> dict[str, bytes]:
+    """The issue's odd seeds, built with the byte-level helpers of test_midi."""
+    from test_midi import ev, melody, meta, note, smf, tempo
+
+    return {
+        "pitches 0 and 127": smf([note(0, 96) + note(127, 96)]),
+        "never released": smf([ev(0, 0x90, 60, 80) + ev(96, 0x90, 64, 80) + meta(0x01, b"end", delta=192)]),
+        "absurd tempo": smf([tempo(1) + melody(8)]),
+        "note hours long": smf([ev(0, 0x90, 60, 80) + ev(96 * 2 * 3600 * 5, 0x80, 60, 0) + note(62, 96)]),
+        "hundreds of tracks": smf([note(30 + i % 90, 96, rest=96 * i) for i in range(300)]),
+        "tens of thousands of notes": smf(
+            [tempo(250_000) + b"".join(note(20 + i % 100, 8) for i in range(30_000))]
+        ),
+        "format 2": smf([tempo(500_000) + melody(4), tempo(1_000_000) + melody(4, first=80)], fmt=2),
+        "smpte": smf(
+            [tempo(250_000) + note(60, 1000) + note(62, 500, rest=1000)], division=(256 - 25) << 8 | 40
+        ),
+        "sysex and odd names": smf(
+            [
+                meta(0x03, b"\xff\xfe\x80 bad")
+                + ev(0, 0xF0, 5, 0x7E, 0x7F, 9, 1, 0xF7)
+                + meta(0x05, b"la\x00la\xff")
+                + melody(4)
+            ]
+        ),
+        "time division 0": smf([melody(4)], division=0),
+        "drums only": smf([b"".join(note(36 + i % 10, 48, channel=9) for i in range(50))]),
+        "cut in half": smf([melody(40)])[:200],
+    }
+
+
+@pytest.mark.timeout(120)
+def test_odd_seeds_become_music_or_one_error(composer):
+    import time
+
+    for name, data in hostile_seeds().items():
+        t0 = time.monotonic()
+        try:
+            seed = composer.seed(data, name)
+        except BadSeed as e:
+            assert "\n" not in str(e) and str(e), name
+            continue
+        piece = composer.compose_one(Options(length=16, rng_seed=1, include_seed=True), seed)
+        assert len(piece.events) - piece.seed_events == 16, name
+        assert all(21 <= p <= 108 for e in piece.events for p in e.pitches), name
+        assert read_midi(piece.midi()).events, name
+        assert time.monotonic() - t0 < 30, name

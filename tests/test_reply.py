@@ -1,0 +1,86 @@
+"""What the bot says and the state its buttons carry, apart from the network."""
+
+from __future__ import annotations
+
+from bot.compose import Options
+from bot.jobs import JobResult
+from bot.reply import (
+    CUSTOM_ID,
+    SeedStore,
+    button_id,
+    help_embed,
+    options_from_id,
+    progress_line,
+    result_embed,
+)
+
+
+def test_progress_lines():
+    assert progress_line({"stage": "queued", "place": 1}) == "🎼 Queued: you're next."
+    assert progress_line({"stage": "queued", "place": 4}) == "🎼 Queued: 3 pieces ahead of yours."
+    assert progress_line({"stage": "rendering", "percent": 60}) == "🎹 Rendering audio… 60%"
+
+
+def test_button_ids_carry_the_options_within_discords_limit():
+    opts = Options(length=2000, temperature=1.25, top_p=0.9, tempo=240, instrument=127, rng_seed=5)
+    for action in ("reroll", "continue"):
+        cid = button_id(action, opts, "0123456789abcdef")
+        assert len(cid) <= 100
+        match = CUSTOM_ID.fullmatch(cid)
+        back, seed = options_from_id(match)
+        assert (back.length, back.temperature, back.top_p, back.tempo, back.instrument) == (
+            2000,
+            1.25,
+            0.9,
+            240,
+            127,
+        )
+        assert seed == "0123456789abcdef" and back.rng_seed is None  # a re-roll draws a new seed
+    assert options_from_id(CUSTOM_ID.fullmatch(button_id("reroll", Options(), None)))[1] is None
+
+
+def test_result_embed_names_everything_a_listener_asks():
+    result = JobResult(
+        "j",
+        True,
+        info={
+            "name": "etude-7",
+            "length": 500,
+            "seconds": 181.0,
+            "key": "D minor",
+            "tempo": 90,
+            "temperature": 1.0,
+            "instrument": 19,
+            "rng_seed": 7,
+            "model": "etude-chorales",
+            "seed_name": "my*song",
+            "note": "mono",
+        },
+    )
+    embed = result_embed(result, "<@42>").to_dict()
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert fields["Length"] == "500 notes · 181 s" and fields["Instrument"] == "organ"
+    assert fields["RNG seed"] == "`7`" and fields["Key"] == "D minor" and fields["Model"] == "etude-chorales"
+    assert "<@42>" in embed["description"] and "my\\*song" in embed["description"]
+    assert embed["footer"]["text"] == "mono"
+
+
+def test_help_summarises_the_model_card():
+    card = {
+        "name": "m",
+        "summary": "an LSTM",
+        "data": {"train_pieces": 325, "source": "chorales"},
+        "evaluation": {
+            "model": {"nll_bits_per_note": 7.45},
+            "baselines": {"ngram": {"nll_bits_per_note": 10.24}, "unigram": {"nll_bits_per_note": 19.9}},
+        },
+    }
+    text = str(help_embed(card, 2000).to_dict())
+    assert "7.45 bits per note" in text and "10.24 for the best baseline (ngram)" in text and "1-2000" in text
+
+
+def test_seed_store_round_trip(tmp_path):
+    store = SeedStore(tmp_path)
+    key = store.put(b"MThd seed")
+    assert store.get(key) == b"MThd seed" and store.put(b"MThd seed") == key
+    assert store.get("../../etc/passwd") is None and store.get("0" * 16) is None
