@@ -219,13 +219,11 @@ def windows(seqs: Sequence[np.ndarray], length: int, offset: int = 0) -> np.ndar
     """
     out = []
     for seq in seqs:
-        start = offset % length if len(seq) > length + 1 else 0
-        starts = [0] + list(range(start, len(seq) - 1, length)) if start else range(0, len(seq) - 1, length)
-        for s in starts:
-            w = seq[s : s + length + 1]
-            if len(w) < 2:
-                continue
-            out.append(np.pad(w, (0, length + 1 - len(w))))
+        first = offset % length if len(seq) > length + 1 else 0
+        cuts = [0] + list(range(first or length, len(seq) - 1, length)) + [len(seq) - 1]
+        for a, b in zip(cuts, cuts[1:]):  # each target token lands in exactly one window
+            if b > a:
+                out.append(np.pad(seq[a : b + 1], (0, length + 1 - (b + 1 - a))))
     return np.stack(out).astype(np.int32) if out else np.zeros((0, length + 1), np.int32)
 
 

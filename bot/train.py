@@ -70,7 +70,7 @@ def make_datasets(
         return Steps(train_seqs, True), Steps(val_seqs, False)
 
     # The tutorial's scheme: every position is a window of seq_len scaled tokens and one target.
-    def pairs(seqs, rng, augment, limit=None):
+    def pairs(seqs, rng, limit=None):
         idx = [(i, t) for i, s in enumerate(seqs) for t in range(1, len(s))]
         order = rng.permutation(len(idx))
         if limit:
@@ -82,7 +82,7 @@ def make_datasets(
             super().__init__()
             self.seqs, self.augment = seqs, augment
             self.rng = np.random.default_rng(seed)
-            self.idx = pairs(seqs, self.rng, augment, limit)
+            self.idx = pairs(seqs, self.rng, limit)
 
         def __len__(self):
             return max(1, -(-len(self.idx) // config.batch_size))

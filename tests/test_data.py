@@ -75,3 +75,11 @@ def test_folder_without_music_is_an_error(tmp_path, content):
         (tmp_path / "junk.mid").write_bytes(content)
     with pytest.raises(BadData):
         load_pieces(str(tmp_path))
+
+
+def test_shifted_windows_still_cover_every_token_once(chorales):
+    vocab = Vocabulary.fit(p.events for p in chorales)
+    seqs = encode_pieces(chorales[:3], vocab)
+    for offset in (0, 7, 49):
+        w = windows(seqs, 50, offset)
+        assert int((w[:, 1:] != 0).sum()) == sum(len(s) - 1 for s in seqs)

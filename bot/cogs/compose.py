@@ -253,7 +253,7 @@ class ComposeCog(commands.Cog):
 
         async def on_progress(event: dict) -> None:
             latest.clear()
-            latest.update(event if event.get("stage") != "started" else {**event, "stage": "started"})
+            latest.update(event)
             changed.set()
 
         async def edits() -> None:
