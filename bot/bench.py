@@ -142,7 +142,7 @@ def run_bench(args) -> None:
     composer = Composer(shipped)
     one = None
     for batch in (1, 4) if quick else (1, 4, 16, 64):
-        notes_s, _, secs = sampler_rate(composer.sampler, batch, length, repeats=1 if batch >= 16 else 2)
+        notes_s, _, secs = sampler_rate(composer.sampler, batch, length, repeats=3)
         one = one or notes_s
         _say(
             f"  {batch:3d} requests: {secs:6.2f} s, {notes_s:8.0f} notes/s, {notes_s / one:5.1f}x one request"
