@@ -42,14 +42,7 @@ class Runtime:
             task = register(broker, _remote_only)
         else:
             progress = LocalProgress()
-            worker = Worker(
-                settings.model_dir,
-                batch_size=settings.batch_size,
-                batch_wait_ms=settings.batch_wait_ms,
-                seed_limits=settings.seed_limits(),
-                soundfont=settings.soundfont,
-                publish=progress.publish,
-            )
+            worker = Worker.from_settings(settings, progress.publish)
             task = register(broker, worker.run)
         await broker.startup()
         scheduler = Scheduler(

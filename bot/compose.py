@@ -20,7 +20,7 @@ from .errors import BadOption
 from .midi import DEFAULT_LIMITS, SeedLimits, midi_bytes, read_midi
 from .model import LoadedModel
 from .model import load as load_model
-from .sample import MAX_LENGTH, Request, Sampler
+from .sample import Request, Sampler, check_sampling
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,7 @@ class Options:
     include_seed: bool = False
 
     def check(self) -> Options:
-        if not 1 <= self.length <= MAX_LENGTH:
-            raise BadOption(f"length must be between 1 and {MAX_LENGTH} notes")
-        if not 0.05 <= self.temperature <= 5.0:
-            raise BadOption("temperature must be between 0.05 and 5")
-        if not 0.0 < self.top_p <= 1.0:
-            raise BadOption("top-p must be more than 0 and at most 1")
+        check_sampling(self.length, self.temperature, self.top_p)
         if self.tempo is not None and not 20 <= self.tempo <= 400:
             raise BadOption("tempo must be between 20 and 400 beats per minute")
         if not 0 <= self.instrument <= 127:

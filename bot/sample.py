@@ -19,6 +19,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -37,6 +38,35 @@ MIN_SHARD = 4  # smallest batch worth a thread of its own on a CPU
 TOKENS_PER_EVENT_CAP = 1 + MAX_SHIFT_CHAIN + MAX_CHORD  # upper bound used to size the output buffer
 
 
+def check_sampling(length: int, temperature: float, top_p: float) -> None:
+    """Raise `BadOption` for a length, temperature or top-p the sampler does not take."""
+    if not 1 <= length <= MAX_LENGTH:
+        raise BadOption(f"length must be between 1 and {MAX_LENGTH} notes")
+    if not 0.05 <= temperature <= 5.0:
+        raise BadOption("temperature must be between 0.05 and 5")
+    if not 0.0 < top_p <= 1.0:
+        raise BadOption("top-p must be more than 0 and at most 1")
+
+
+class _Loop(NamedTuple):
+    """What the sampling loop carries from one step to the next; all but `t` and `out` per request."""
+
+    t: object  # step
+    tok: object  # the token just written, input to this step
+    states: object  # LSTM (h, c) per layer
+    out: object  # TensorArray of the stream so far
+    events: object  # events written after the primer
+    done: object
+    steps: object  # stream length once done
+    run: object  # how many times in a row the last event has repeated
+    cur_hash: object  # hash of the event being written
+    prev_hash: object  # hash of the last complete event
+    cur_first: object  # first pitch of the event being written
+    prev_first: object  # first pitch of the last complete event
+    chord: object  # pitches in the event being written
+    shifts: object  # consecutive shift tokens
+
+
 @dataclass(frozen=True)
 class Request:
     """One piece to sample: `length` new events after `primer` (token ids, starting with `<start>`)."""
@@ -48,12 +78,7 @@ class Request:
     rng_seed: int = 0
 
     def check(self) -> None:
-        if not 1 <= self.length <= MAX_LENGTH:
-            raise BadOption(f"length must be between 1 and {MAX_LENGTH} notes")
-        if not 0.05 <= self.temperature <= 5.0:
-            raise BadOption("temperature must be between 0.05 and 5")
-        if not 0.0 < self.top_p <= 1.0:
-            raise BadOption("top-p must be more than 0 and at most 1")
+        check_sampling(self.length, self.temperature, self.top_p)
         if not self.primer:
             raise BadOption("a request needs a primer (at least the start token)")
 
@@ -133,33 +158,18 @@ class Sampler:
         kinds = self.kinds
         big = tf.constant(2**31 - 1, tf.int64)
 
-        def body(
-            t,
-            tok,
-            states,
-            out,
-            events,
-            done,
-            steps,
-            run,
-            cur_hash,
-            prev_hash,
-            cur_first,
-            prev_first,
-            chord,
-            shifts,
-        ):
-            logits, states = self._logits(tok, states)
+        def body(s: _Loop) -> tuple[_Loop]:
+            logits, states = self._logits(s.tok, s.states)
             logits = tf.cast(logits, tf.float32)
-            kind = tf.gather(kinds, tok)
+            kind = tf.gather(kinds, s.tok)
             # Grammar: only tokens that may follow the previous one, within the chord and rest caps.
-            ok = tf.gather(self.allowed, tok)
+            ok = tf.gather(self.allowed, s.tok)
             next_kind = kinds[None, :]
-            ok &= ~((next_kind == 2) & (chord[:, None] >= MAX_CHORD))
-            ok &= ~((next_kind == 1) & (shifts[:, None] >= MAX_SHIFT_CHAIN) & (kind[:, None] == 1))
+            ok &= ~((next_kind == 2) & (s.chord[:, None] >= MAX_CHORD))
+            ok &= ~((next_kind == 1) & (s.shifts[:, None] >= MAX_SHIFT_CHAIN) & (kind[:, None] == 1))
             # Repetition guard: after MAX_RUN equal events the next one may not start on the same pitch.
-            stuck = (run >= MAX_RUN) & (kind == 1)
-            ok &= ~(stuck[:, None] & (pitch_ids[None, :] == prev_first[:, None]))
+            stuck = (s.run >= MAX_RUN) & (kind == 1)
+            ok &= ~(stuck[:, None] & (pitch_ids[None, :] == s.prev_first[:, None]))
             scaled = logits / temperature[:, None]
             scaled = tf.where(ok, scaled, tf.fill(tf.shape(scaled), -1e9))
             probs = tf.nn.softmax(scaled)
@@ -169,75 +179,67 @@ class Sampler:
             before = tf.cumsum(sorted_p, axis=1, exclusive=True)
             sorted_p = tf.where(before < top_p[:, None], sorted_p, 0.0)
             cdf = tf.cumsum(sorted_p, axis=1)
-            u = uniforms[:, t] * cdf[:, -1]
+            u = uniforms[:, s.t] * cdf[:, -1]
             pick = tf.minimum(tf.reduce_sum(tf.cast(cdf <= u[:, None], tf.int32), axis=1), v - 1)
             sampled = tf.gather(order, pick[:, None], batch_dims=1)[:, 0]
             # Inside the primer the next token is given; done requests repeat <pad>.
-            in_primer = t + 1 < primer_len
-            given = tf.gather(primers, tf.minimum(t + 1, tf.shape(primers)[1] - 1), axis=1)
+            in_primer = s.t + 1 < primer_len
+            given = tf.gather(primers, tf.minimum(s.t + 1, tf.shape(primers)[1] - 1), axis=1)
             nxt = tf.where(in_primer, given, sampled)
-            nxt = tf.where(done, tf.zeros_like(nxt), nxt)
-            out = out.write(t + 1, nxt)
+            nxt = tf.where(s.done, tf.zeros_like(nxt), nxt)
 
             # Book-keeping for the caps and the repetition guard.
             nk = tf.gather(kinds, nxt)
             starts_event = (nk == 1) & (kind != 1)
             h = tf.cast(nxt, tf.int64)
-            cur_hash = tf.where(starts_event, h, (cur_hash * 1000003 + h) % big)
-            cur_first = tf.where((nk == 2) & (kind == 1), nxt, cur_first)
-            chord = tf.where(nk == 2, chord + 1, tf.where(nk == 1, 0, chord))
-            shifts = tf.where(nk == 1, tf.where(kind == 1, shifts + 1, 1), 0)
-            closes = (nk == 3) & ~done
-            run = tf.where(closes, tf.where(cur_hash == prev_hash, run + 1, 1), run)
-            prev_hash = tf.where(closes, cur_hash, prev_hash)
-            prev_first = tf.where(closes, cur_first, prev_first)
-            events = events + tf.cast(closes & ~in_primer, tf.int32)
-            finished = (events >= lengths) & ~in_primer & ~done
-            steps = tf.where(finished, t + 2, steps)
-            done = done | finished
+            cur_hash = tf.where(starts_event, h, (s.cur_hash * 1000003 + h) % big)
+            cur_first = tf.where((nk == 2) & (kind == 1), nxt, s.cur_first)
+            closes = (nk == 3) & ~s.done
+            events = s.events + tf.cast(closes & ~in_primer, tf.int32)
+            finished = (events >= lengths) & ~in_primer & ~s.done
             return (
-                t + 1,
-                nxt,
-                states,
-                out,
-                events,
-                done,
-                steps,
-                run,
-                cur_hash,
-                prev_hash,
-                cur_first,
-                prev_first,
-                chord,
-                shifts,
+                _Loop(
+                    t=s.t + 1,
+                    tok=nxt,
+                    states=states,
+                    out=s.out.write(s.t + 1, nxt),
+                    events=events,
+                    done=s.done | finished,
+                    steps=tf.where(finished, s.t + 2, s.steps),
+                    run=tf.where(closes, tf.where(cur_hash == s.prev_hash, s.run + 1, 1), s.run),
+                    cur_hash=cur_hash,
+                    prev_hash=tf.where(closes, cur_hash, s.prev_hash),
+                    cur_first=cur_first,
+                    prev_first=tf.where(closes, cur_first, s.prev_first),
+                    chord=tf.where(nk == 2, s.chord + 1, tf.where(nk == 1, 0, s.chord)),
+                    shifts=tf.where(nk == 1, tf.where(kind == 1, s.shifts + 1, 1), 0),
+                ),
             )
 
-        def cond(t, tok, states, out, events, done, *rest):
-            return (t + 1 < max_steps) & ~tf.reduce_all(done)
+        def cond(s: _Loop):
+            return (s.t + 1 < max_steps) & ~tf.reduce_all(s.done)
 
         out = tf.TensorArray(tf.int32, size=max_steps, element_shape=tf.TensorShape([None]))
-        out = out.write(0, primers[:, 0])
         izeros = tf.zeros((b,), tf.int32)
-        hzeros = tf.fill((b,), tf.constant(-1, tf.int64))
-        loop_vars = (
-            tf.constant(0),
-            primers[:, 0],
-            states,
-            out,
-            izeros,
-            tf.zeros((b,), tf.bool),
-            tf.fill((b,), max_steps),
-            izeros,
-            hzeros,
-            hzeros - 1,
-            izeros,
-            izeros - 1,
-            izeros,
-            izeros,
+        no_hash = tf.fill((b,), tf.constant(-1, tf.int64))
+        start = _Loop(
+            t=tf.constant(0),
+            tok=primers[:, 0],
+            states=states,
+            out=out.write(0, primers[:, 0]),
+            events=izeros,
+            done=tf.zeros((b,), tf.bool),
+            steps=tf.fill((b,), max_steps),
+            run=izeros,
+            cur_hash=no_hash,
+            prev_hash=no_hash - 1,  # never equal to the first event's hash
+            cur_first=izeros,
+            prev_first=izeros - 1,
+            chord=izeros,
+            shifts=izeros,
         )
-        result = tf.while_loop(cond, body, loop_vars, maximum_iterations=max_steps - 1)
-        tokens = tf.transpose(result[3].stack())
-        return tokens, result[6]
+        (end,) = tf.while_loop(cond, body, (start,), maximum_iterations=max_steps - 1)
+        return tf.transpose(end.out.stack()), end.steps
 
     # -- the public call ------------------------------------------------------------------------------------------
     def sample(self, requests: list[Request]) -> list[list[int]]:

@@ -162,6 +162,17 @@ class Worker:
         self.metrics = Metrics("worker")
         self.ready = asyncio.Event()
 
+    @classmethod
+    def from_settings(cls, settings, publish: Publish | None = None) -> Worker:
+        return cls(
+            settings.model_dir,
+            batch_size=settings.batch_size,
+            batch_wait_ms=settings.batch_wait_ms,
+            seed_limits=settings.seed_limits(),
+            soundfont=settings.soundfont,
+            publish=publish,
+        )
+
     async def start(self) -> None:
         """Load the model (on a thread: it takes seconds) and compile the sampler with a tiny warm-up."""
         t0 = time.perf_counter()
@@ -273,14 +284,7 @@ async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
         )
     stop = stop or asyncio.Event()
     progress = RedisProgress(settings.redis_url)
-    worker = Worker(
-        settings.model_dir,
-        batch_size=settings.batch_size,
-        batch_wait_ms=settings.batch_wait_ms,
-        seed_limits=settings.seed_limits(),
-        soundfont=settings.soundfont,
-        publish=progress.publish,
-    )
+    worker = Worker.from_settings(settings, progress.publish)
     broker = make_broker(settings.redis_url, settings.reclaim_seconds, settings.batch_size)
     register(broker, worker.run)
     loop = asyncio.get_running_loop()
