@@ -246,7 +246,7 @@ class Worker:
             result = JobResult(
                 spec.job_id, False, error=f"something went wrong (ref {ref})", info={"ref": ref}
             )
-            self.failed += 1
+            self.metrics.failed += 1
         timings["total"] = time.perf_counter() - t0
         result.timings = {k: round(v, 3) for k, v in timings.items()}
         result.worker = self.name

@@ -252,3 +252,31 @@ async def test_a_rejected_token_is_a_clear_error(fake, tiny_model_dir, tmp_path,
     with pytest.raises(BadOption, match="rejected the token"):
         await run_bot(settings)
     assert "not-the-token" not in caplog.text
+
+
+async def test_server_errors_are_retried(fake, running):
+    fake.fail_next("POST /api/v10/webhooks", status=502)
+    inter = await fake.send_command("compose", {"length": 20, "rng_seed": 8})
+    reply = await inter.wait_for_followup(timeout=120)
+    statuses = [e["status"] for e in inter.events if e["kind"] == "followup"]
+    assert statuses[0] == 502 and reply["status"] < 300
+
+
+async def test_unexpected_failure_is_logged_and_answered_with_a_reference(fake, running, monkeypatch, caplog):
+    import bot.worker
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(bot.worker, "render_for_limit", broken)
+    inter = await fake.send_command("compose", {"length": 20, "rng_seed": 9})
+    msg = await inter.wait_for(lambda e: e["kind"] == "followup" and e["status"] < 300, timeout=60)
+    content = msg["body"]["content"]
+    assert content.startswith("Something went wrong (ref ") and int(msg["body"]["flags"]) & EPHEMERAL
+    ref = content.split("ref ")[1].rstrip(")")
+    record = next(r for r in caplog.records if ref in r.getMessage())
+    assert record.exc_info and "disk on fire" in str(record.exc_info[1])
+    # The bot is still up: the next request is served.
+    monkeypatch.undo()
+    again = await fake.send_command("compose", {"length": 20, "rng_seed": 10})
+    assert file_sizes(await again.wait_for_followup(timeout=120)).keys() == {"mid", "wav", "png"}

@@ -63,6 +63,12 @@ class PieceButton(discord.ui.DynamicItem[discord.ui.Button], template=CUSTOM_ID.
             await cog.on_button(interaction, self.match)
 
 
+def sentence(message: str | None) -> str:
+    """An error message as the user reads it: starting with a capital."""
+    message = message or "something went wrong"
+    return message[0].upper() + message[1:]
+
+
 def piece_view(options: Options, seed_key: str | None) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(PieceButton(button_id("reroll", options, seed_key)))
@@ -182,7 +188,7 @@ class ComposeCog(commands.Cog):
 
     # -- the life of a job -------------------------------------------------------------------------------------
     async def _refuse(self, interaction: discord.Interaction, message: str) -> None:
-        text = message[0].upper() + message[1:] if message else "Something went wrong"
+        text = sentence(message)
         if interaction.response.is_done():
             await interaction.followup.send(text, ephemeral=True)
         else:
@@ -356,7 +362,7 @@ class ComposeCog(commands.Cog):
             if fresh and webhook is not None:
                 try:
                     await self._clear_original(webhook)
-                    await webhook.send(result.error or "something went wrong", ephemeral=True)
+                    await webhook.send(sentence(result.error), ephemeral=True)
                     return
                 except discord.HTTPException:
                     log.warning("could not answer job %s by follow-up", spec.job_id)
@@ -404,7 +410,7 @@ class ComposeCog(commands.Cog):
             await interaction.delete_original_response()
         except discord.HTTPException:
             pass
-        await interaction.followup.send(message[0].upper() + message[1:], ephemeral=True)
+        await interaction.followup.send(sentence(message), ephemeral=True)
 
     async def _to_channel(self, spec: JobSpec, content: str, **kw) -> None:
         if spec.channel_id is None:
