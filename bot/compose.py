@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .encoding import PIANO_HIGH, PIANO_LOW, Event, Piece, Vocabulary, transpose
+from .encoding import PIANO_HIGH, PIANO_LOW, Event, Piece, Vocabulary, fold_pitch, transpose
 from .errors import BadOption
 from .midi import DEFAULT_LIMITS, SeedLimits, midi_bytes, read_midi
 from .model import LoadedModel
@@ -98,7 +98,6 @@ class Composition:
     model: str
     key: str
     timings: dict[str, float]
-    seed_meta: dict = field(default_factory=dict)
 
     def midi(self) -> bytes:
         return midi_bytes(self.events, tempo=self.tempo, program=self.options.instrument, name=self.name)
@@ -115,15 +114,8 @@ def to_piano_range(events: Sequence[Event]) -> tuple[list[Event], int]:
     moved = 0
     out = []
     for e in events:
-        ps = []
-        for p in e.pitches:
-            q = p
-            while q < PIANO_LOW:
-                q += 12
-            while q > PIANO_HIGH:
-                q -= 12
-            moved += q != p
-            ps.append(q)
+        ps = [fold_pitch(p, PIANO_LOW, PIANO_HIGH) for p in e.pitches]
+        moved += sum(q != p for p, q in zip(e.pitches, ps))
         out.append(Event(e.onset, e.duration, tuple(sorted(set(ps))), e.velocity))
     return out, moved
 
@@ -243,7 +235,6 @@ class Composer:
                     model=self.model.name,
                     key=estimate_key(events),
                     timings={"sample": sample_s, "decode": time.perf_counter() - t1},
-                    seed_meta=seed.meta if seed else {},
                 )
             )
         return out

@@ -67,6 +67,15 @@ def group_notes(notes: Iterable[tuple[float, float, int, int]]) -> list[Event]:
     return events
 
 
+def fold_pitch(pitch: int, low: int, high: int) -> int:
+    """Move a pitch by octaves into [low, high], keeping its pitch class; clamp if the range is too narrow."""
+    while pitch < low:
+        pitch += 12
+    while pitch > high:
+        pitch -= 12
+    return min(max(pitch, low), high)
+
+
 def transpose(events: Sequence[Event], semitones: int) -> list[Event]:
     return [Event(e.onset, e.duration, tuple(p + semitones for p in e.pitches), e.velocity) for e in events]
 
@@ -180,12 +189,8 @@ class Vocabulary:
 
     # -- events <-> tokens -------------------------------------------------------------------------
     def fit_pitch(self, pitch: int) -> int:
-        """Move a pitch into range by octaves (keeping its pitch class), clamping as a last resort."""
-        while pitch < self.pitch_low:
-            pitch += 12
-        while pitch > self.pitch_high:
-            pitch -= 12
-        return min(max(pitch, self.pitch_low), self.pitch_high)
+        """Move a pitch into the vocabulary's range by octaves."""
+        return fold_pitch(pitch, self.pitch_low, self.pitch_high)
 
     def encode(self, events: Sequence[Event], start: bool = True) -> list[int]:
         """Token ids for `events`; unknown shifts and durations map to the nearest known one."""

@@ -21,8 +21,8 @@ from typing import BinaryIO
 import mido
 import numpy as np
 
-from bot.encoding import Event, Piece, group_notes
-from bot.errors import BadSeed
+from .encoding import Event, Piece, fold_pitch, group_notes
+from .errors import BadSeed
 
 log = logging.getLogger(__name__)
 
@@ -411,14 +411,6 @@ def read_midi_file(path: Path, limits: SeedLimits = DEFAULT_LIMITS) -> Piece:
     return read_midi(data, path.stem or "seed", limits)
 
 
-def _fold_pitch(pitch: int) -> int:
-    while pitch < 0:
-        pitch += 12
-    while pitch > 127:
-        pitch -= 12
-    return pitch
-
-
 def write_midi(
     events: Sequence[Event],
     out: Path | BinaryIO,
@@ -445,7 +437,7 @@ def write_midi(
         off = max(on + 1, round((e.onset + e.duration) * TICKS_PER_BEAT))
         vel = min(max(int(e.velocity), 1), 127)
         for p in e.pitches:
-            key = (on, _fold_pitch(int(p)))
+            key = (on, fold_pitch(int(p), 0, 127))
             if key not in starts or starts[key][0] < off:
                 starts[key] = (off, vel)
     notes = sorted((on, off, pitch, vel) for (on, pitch), (off, vel) in starts.items())

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 STREAM = "etude:jobs"
 GROUP = "etude-workers"
-PENDING = "etude:pending"  # hash job_id -> {"spec": ..., "task_id": ...}, kept by the bot
+PENDING = "etude:pending"  # hash job_id -> job spec JSON, kept by the bot until the user is answered
+KICKED = "etude:kicked"  # hash job_id -> 1 once the job is in the stream
 DELIVERED = "etude:delivered:"  # SET NX marker: a job is answered once, whoever answers it
 PROGRESS = "etude:progress:"
 WORKERS = "etude:workers"  # hash worker name -> last heartbeat (epoch seconds)
@@ -238,18 +239,24 @@ class RedisJournal:
     async def add(self, spec) -> None:
         await _retry(lambda: self.redis.hset(PENDING, spec.job_id, json.dumps(spec.to_json())))
 
+    async def mark_kicked(self, job_id: str) -> None:
+        await _retry(lambda: self.redis.hset(KICKED, job_id, 1))
+
     async def remove(self, job_id: str) -> None:
         await _retry(lambda: self.redis.hdel(PENDING, job_id))
+        await _retry(lambda: self.redis.hdel(KICKED, job_id))
 
     async def claim_delivery(self, job_id: str) -> bool:
         """True for the first caller only: whoever gets it answers the user."""
         return bool(await _retry(lambda: self.redis.set(DELIVERED + job_id, 1, nx=True, ex=7 * 86400)))
 
     async def pending(self) -> list:
+        """(spec, kicked) for every job not yet answered."""
         from .jobs import JobSpec
 
         raw = await _retry(lambda: self.redis.hgetall(PENDING))
-        return [JobSpec.from_json(json.loads(v)) for v in raw.values()]
+        kicked = await _retry(lambda: self.redis.hgetall(KICKED))
+        return [(JobSpec.from_json(json.loads(v)), k in kicked) for k, v in raw.items()]
 
     async def close(self) -> None:
         await self.redis.aclose()

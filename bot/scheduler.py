@@ -56,13 +56,16 @@ class LocalJournal:
     async def add(self, spec: JobSpec) -> None:
         return None
 
+    async def mark_kicked(self, job_id: str) -> None:
+        return None
+
     async def remove(self, job_id: str) -> None:
         return None
 
     async def claim_delivery(self, job_id: str) -> bool:
         return True
 
-    async def pending(self) -> list[JobSpec]:
+    async def pending(self) -> list[tuple[JobSpec, bool]]:
         return []
 
 
@@ -167,9 +170,9 @@ class Scheduler:
 
         pumping = asyncio.create_task(pump())
         try:
+            # Journal first, then the queue: a bot that stops between the two kicks the job when it is back.
             await self.journal.add(spec)
-            # The job id is the task id: a job delivered twice by the queue has one result, answered once.
-            handle = await self.task.kicker().with_task_id(spec.job_id).kiq(spec.to_json())
+            handle = await self.kick(spec)
             result = await wait_for_result(handle, self.timeout, 0.1)
             if result.is_err:
                 log.error("job %s raised in the worker: %s", spec.job_id, result.error)
@@ -185,10 +188,18 @@ class Scheduler:
             self.progress.unsubscribe(spec.job_id, events)
             self._finished(spec.job_id)
 
-    async def recover(self, spec: JobSpec) -> JobResult:
-        """Wait for the result of a job kicked before a restart of the bot."""
+    async def kick(self, spec: JobSpec):
+        # The job id is the task id: a job delivered twice by the queue has one result, answered once.
+        handle = await self.task.kicker().with_task_id(spec.job_id).kiq(spec.to_json())
+        await self.journal.mark_kicked(spec.job_id)
+        return handle
+
+    async def recover(self, spec: JobSpec, kicked: bool = True) -> JobResult:
+        """Wait for the result of a job admitted before a restart of the bot, kicking it if it never was."""
         from taskiq import AsyncTaskiqTask
 
+        if not kicked:
+            await self.kick(spec)
         handle = AsyncTaskiqTask(spec.job_id, self.task.broker.result_backend)
         try:
             result = await wait_for_result(handle, self.timeout, 0.5)

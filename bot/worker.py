@@ -208,6 +208,7 @@ class Worker:
                 t = time.perf_counter()
                 seed = await asyncio.to_thread(self.composer.seed, spec.seed, spec.seed_name, self.limits)
                 timings["parse_seed"] = time.perf_counter() - t
+                log.debug("job %s seed: %s", spec.job_id[:12], seed.meta)
             await self.publish(spec.job_id, {"stage": "composing", "percent": 15})
             piece = await self.batcher.submit(options, seed)
             timings["sample"] = piece.timings["sample"]

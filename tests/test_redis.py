@@ -359,3 +359,17 @@ async def test_bot_restart_still_answers_queued_jobs(workers, redis_server, tiny
             await asyncio.wait_for(task, 10)
             await journal.close()
             apply_endpoints(*saved)
+
+
+async def test_a_job_journaled_but_never_queued_is_queued_on_recovery(workers, client):
+    """A bot that stopped between writing its journal and queueing the job still gets it done."""
+    workers.start("a")
+    workers.wait_healthy()
+    lost = spec(400)
+    await client.journal.add(lost)
+    assert [(s.job_id, kicked) for s, kicked in await client.journal.pending()] == [(lost.job_id, False)]
+    result = await client.recover(lost, kicked=False)
+    assert result.ok and result.job_id == lost.job_id
+    assert [kicked for _, kicked in await client.journal.pending()] == [True]
+    await client.journal.remove(lost.job_id)
+    assert await client.journal.pending() == []

@@ -162,7 +162,7 @@ class ComposeCog(commands.Cog):
         if match["action"] == "reroll":
             seed_bytes = None
             if seed_key:
-                seed_bytes = self.seeds.get(seed_key)
+                seed_bytes = await asyncio.to_thread(self.seeds.get, seed_key)
                 if seed_bytes is None:
                     await self._refuse(
                         interaction, "the seed of this piece is no longer kept; use /compose with it again"
@@ -235,7 +235,7 @@ class ComposeCog(commands.Cog):
                 # A quick check here answers a bad seed at once instead of after the queue.
                 await asyncio.to_thread(read_midi, seed_bytes, seed_name, self.settings.seed_limits())
                 spec.with_seed(seed_bytes, seed_name)
-                seed_key = self.seeds.put(seed_bytes) if kind != "continue" else None
+                seed_key = await asyncio.to_thread(self.seeds.put, seed_bytes) if kind != "continue" else None
             spec.submitted = time.time()
         except (BadSeed, discord.HTTPException) as e:
             self.scheduler._finished(spec.job_id)
@@ -326,16 +326,17 @@ class ComposeCog(commands.Cog):
         pending = await self.scheduler.journal.pending()
         if pending:
             log.info("answering %d jobs queued before the restart", len(pending))
-        for spec in pending:
-            task = asyncio.create_task(self._recover(spec))
+        for spec, kicked in pending:
+            task = asyncio.create_task(self._recover(spec, kicked))
             self.active.add(task)
             task.add_done_callback(self.active.discard)
 
-    async def _recover(self, spec: JobSpec) -> None:
+    async def _recover(self, spec: JobSpec, kicked: bool) -> None:
         self.scheduler.running[spec.job_id] = spec  # counts against the limits until it is answered
         try:
-            result = await self.scheduler.recover(spec)
-            seed_key = self.seeds.put(spec.seed) if spec.seed_b64 and spec.kind != "continue" else None
+            result = await self.scheduler.recover(spec, kicked)
+            keep = spec.seed_b64 and spec.kind != "continue"
+            seed_key = await asyncio.to_thread(self.seeds.put, spec.seed) if keep else None
             await self.finish(spec, result, None, seed_key)
         except Exception:
             log.exception("could not answer recovered job %s", spec.job_id)
