@@ -18,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .compose import Composer, Options, write_outputs
-from .model import DEFAULT_MODEL, REPO_MODELS
-from .model import load as load_model
-from .sample import Request, Sampler
-from .train import machine_name
+from bot.model.composer import Composer
+from bot.model.network import DEFAULT_MODEL, REPO_MODELS
+from bot.model.network import load as load_model
+from bot.model.sample import Request, Sampler
+from bot.model.train import machine_name
+from bot.options import Options
+from bot.render.files import write_outputs
 
 
 def _say(text: str = "") -> None:
@@ -93,7 +95,7 @@ def cold_start(model_dir: Path) -> tuple[float, float]:
     """Seconds from process start to the first sampled note, and that process's peak RSS in MiB."""
     code = (
         "import time, resource; t0 = time.time()\n"
-        "from bot.compose import Composer, Options\n"
+        "from bot.model.composer import Composer\nfrom bot.options import Options\n"
         f"c = Composer({str(model_dir)!r})\n"
         "c.compose_one(Options(length=1, rng_seed=1))\n"
         "print(time.time(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
@@ -115,7 +117,7 @@ def run_bench(args) -> None:
     _say(
         f"TensorFlow {tf.__version__}, devices: {', '.join(d.device_type for d in tf.config.list_physical_devices())}"
     )
-    from .settings import get_settings
+    from bot.settings import get_settings
 
     model_dir = Path(args.model or get_settings().model_dir or DEFAULT_MODEL)
 
@@ -232,9 +234,10 @@ async def bench_redis(url: str, model_dir: Path, length: int, jobs: int = 32) ->
     """Throughput of `jobs` requests through one and then two worker processes on this machine."""
     from dataclasses import asdict
 
-    from .jobs import JobSpec, make_broker, register
-    from .redis_queue import RedisJournal, RedisProgress
-    from .scheduler import Scheduler
+    from bot.queue.broker import make_broker, register
+    from bot.queue.jobs import JobSpec
+    from bot.queue.redis_broker import RedisJournal, RedisProgress
+    from bot.queue.scheduler import Scheduler
 
     broker = make_broker(url)
     task = register(broker, None)

@@ -12,7 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import EtudeError
+from bot.errors import EtudeError
+from bot.options import INSTRUMENT_HELP, INSTRUMENTS, SEED_HELP, SPECS
 
 log = logging.getLogger("etude")
 
@@ -30,39 +31,47 @@ def _positive_minutes(s: str) -> float:
     return v
 
 
-def _int_range(lo: int, hi: int):
-    def parse(s: str) -> int:
+def _option(name: str):
+    """An argparse type that checks a value against the option's one definition in `bot.options`."""
+    spec = SPECS[name]
+
+    def parse(text: str):
         try:
-            v = int(s)
+            value = int(text) if spec.kind is int else float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}")
-        return v
+            kind = "a whole number" if spec.kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not {kind}") from None
+        try:
+            return spec.check(value)
+        except EtudeError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
 
     return parse
 
 
-def _float_range(lo: float, hi: float, lo_open: bool = False):
-    def parse(s: str) -> float:
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
-        if not (lo < v if lo_open else lo <= v) or not v <= hi or v != v:
-            raise argparse.ArgumentTypeError(
-                f"must be {'more than' if lo_open else 'at least'} {lo} and at most {hi}"
-            )
-        return v
+def _help(name: str) -> str:
+    spec = SPECS[name]
+    default = "" if spec.default is None else f"; default {spec.default:g}"
+    return f"{spec.help} ({spec.range_text()}{default})"
 
-    return parse
+
+def _byte_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number") from None
+    if not 64 * 1024 <= value <= 2**40:
+        raise argparse.ArgumentTypeError("must be between 65536 and 2**40 bytes")
+    return value
 
 
 def cmd_compose(args) -> int:
-    from .compose import Composer, Options, parse_instrument, write_outputs
-    from .midi import read_midi_file
-    from .render import find_soundfont, fluidsynth_path
-    from .settings import get_settings
+    from bot.model.composer import Composer
+    from bot.music.midi import read_midi_file
+    from bot.options import Options, parse_instrument
+    from bot.render.audio import find_soundfont, fluidsynth_path
+    from bot.render.files import write_outputs
+    from bot.settings import get_settings
 
     settings = get_settings()
     soundfont = args.soundfont or settings.soundfont
@@ -97,7 +106,7 @@ def cmd_compose(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_bench
+    from bot.bench import run_bench
 
     run_bench(args)
     return 0
@@ -106,8 +115,8 @@ def cmd_bench(args) -> int:
 def cmd_bot(args) -> int:
     import asyncio
 
-    from .client import run_bot
-    from .settings import get_settings
+    from bot.chat.client import run_bot
+    from bot.settings import get_settings
 
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("discord").setLevel(logging.WARNING if not args.verbose else logging.INFO)
@@ -121,8 +130,8 @@ def cmd_bot(args) -> int:
 def cmd_worker(args) -> int:
     import asyncio
 
-    from .settings import get_settings
-    from .worker import serve_worker
+    from bot.queue.worker import serve_worker
+    from bot.settings import get_settings
 
     logging.getLogger().setLevel(logging.INFO)
     asyncio.run(serve_worker(get_settings()))
@@ -130,7 +139,7 @@ def cmd_worker(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .train import train
+    from bot.model.train import train
 
     card = train(
         args.data,
@@ -153,8 +162,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import evaluate
-    from .settings import get_settings
+    from bot.model.evaluate import evaluate
+    from bot.settings import get_settings
 
     result = evaluate(
         args.model or get_settings().model_dir,
@@ -166,7 +175,7 @@ def cmd_eval(args) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        from .evaluate import table
+        from bot.model.evaluate import table
 
         print(table(result))
     return 0
@@ -194,29 +203,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("compose", help="compose a piece: writes .mid, .wav and .png, prints their paths")
-    c.add_argument("--length", type=_int_range(1, 2000), default=500, help="notes and chords to add (1-2000)")
-    c.add_argument("--seed", help="a MIDI file to continue")
+    c.add_argument("--length", type=_option("length"), default=SPECS["length"].default, help=_help("length"))
+    c.add_argument("--seed", help=SEED_HELP)
     c.add_argument(
-        "--temperature", type=_float_range(0.05, 5.0), default=1.0, help="below 1 safer, above 1 wilder"
+        "--temperature",
+        type=_option("temperature"),
+        default=SPECS["temperature"].default,
+        help=_help("temperature"),
     )
+    c.add_argument("--top-p", type=_option("top_p"), default=SPECS["top_p"].default, help=_help("top_p"))
+    c.add_argument("--tempo", type=_option("tempo"), help=_help("tempo"))
     c.add_argument(
-        "--top-p",
-        type=_float_range(0.0, 1.0, lo_open=True),
-        default=0.95,
-        help="sample from the smallest set of tokens holding this much probability",
+        "--instrument", default="piano", help=f"{INSTRUMENT_HELP}: 0-127 or a name ({', '.join(INSTRUMENTS)})"
     )
-    c.add_argument(
-        "--tempo", type=_float_range(20, 400), help="beats per minute (default: the seed's, or 100)"
-    )
-    c.add_argument(
-        "--instrument", default="piano", help="General MIDI program number or a name (piano, organ, …)"
-    )
-    c.add_argument("--rng-seed", type=_int_range(0, 2**63 - 1), help="make the same piece again")
+    c.add_argument("--rng-seed", type=_option("rng_seed"), help=_help("rng_seed"))
     c.add_argument("--model", help="model folder (default: MODEL_DIR or the shipped model)")
     c.add_argument("--out", default="out", help="folder for the three files")
     c.add_argument(
         "--max-bytes",
-        type=_int_range(64 * 1024, 2**40),
+        type=_byte_count,
         default=10 * 1024 * 1024,
         help="largest .wav to write (default 10 MiB, Discord's upload limit)",
     )

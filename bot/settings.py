@@ -7,7 +7,8 @@ from functools import lru_cache
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .midi import SeedLimits
+from bot.music.midi import SeedLimits
+from bot.options import MAX_LENGTH
 
 
 class Settings(BaseSettings):
@@ -32,7 +33,7 @@ class Settings(BaseSettings):
     seed_max_notes: int = Field(4096, ge=16)
     seed_max_seconds: float = Field(20 * 60, gt=0)
     seed_parse_seconds: float = Field(5.0, gt=0)
-    max_length: int = Field(2000, ge=1, le=2000)
+    max_length: int = Field(MAX_LENGTH, ge=1, le=MAX_LENGTH)
     queue_max: int = Field(50, ge=1)
     user_max_running: int = Field(1, ge=1)
     user_max_waiting: int = Field(2, ge=0)

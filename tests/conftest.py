@@ -25,7 +25,7 @@ def _private_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def chorales():
     """Twelve Bach chorales from music21's corpus, parsed once per test run."""
-    from bot.data import load_pieces
+    from bot.music.corpus import load_pieces
 
     return load_pieces("chorales", limit=12)
 
@@ -33,7 +33,7 @@ def chorales():
 @pytest.fixture(scope="session")
 def midi_folder(tmp_path_factory, chorales):
     """A folder of MIDI files, as a user would point `etude train --data` at."""
-    from bot.midi import write_midi
+    from bot.music.midi import write_midi
 
     folder = tmp_path_factory.mktemp("midi_songs")
     for p in chorales:
@@ -44,7 +44,7 @@ def midi_folder(tmp_path_factory, chorales):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, midi_folder):
     """A small network trained for a few seconds: real weights, real folder, fast to sample."""
-    from bot.train import train
+    from bot.model.train import train
 
     out = tmp_path_factory.mktemp("models") / "tiny-shared"
     train(
@@ -61,6 +61,6 @@ def tiny_model_dir(tmp_path_factory, midi_folder):
 
 @pytest.fixture(scope="session")
 def composer(tiny_model_dir):
-    from bot.compose import Composer
+    from bot.model.composer import Composer
 
     return Composer(tiny_model_dir)

@@ -10,9 +10,10 @@ import pytest
 import pytest_asyncio
 from fakediscord import FakeDiscord
 
-from bot.client import EtudeBot, Runtime
-from bot.discord_endpoints import apply_endpoints, current_endpoints
-from bot.midi import midi_bytes
+from bot.chat.client import EtudeBot, Runtime
+from bot.chat.endpoints import apply_endpoints, current_endpoints
+from bot.music.midi import midi_bytes
+from bot.options import SPECS
 from bot.settings import Settings
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.asyncio(loop_scope="module")]
@@ -106,7 +107,11 @@ async def test_login_and_command_sync(fake, running):
         2000,
     )
     assert options["seed"]["type"] == 11 and not options["seed"].get("required")
-    assert (options["temperature"]["type"], options["temperature"]["min_value"]) == (10, 0.1)
+    assert (options["temperature"]["type"], options["temperature"]["min_value"]) == (
+        10,
+        SPECS["temperature"].lo,
+    )
+    assert options["top_p"]["type"] == 10 and options["top_p"]["max_value"] == 1
     assert {c["name"] for c in options["instrument"]["choices"]} >= {"piano", "organ", "strings"}
     assert options["tempo"]["min_value"] == 20 and options["rng_seed"]["type"] == 4
     assert all(o.get("description") for o in compose["options"])
@@ -244,7 +249,7 @@ async def test_twenty_users_three_requests_each(fake, running):
 
 
 async def test_a_rejected_token_is_a_clear_error(fake, tiny_model_dir, tmp_path, caplog):
-    from bot.client import run_bot
+    from bot.chat.client import run_bot
     from bot.errors import BadOption
 
     settings = settings_for(fake, tiny_model_dir, tmp_path)
@@ -263,12 +268,12 @@ async def test_server_errors_are_retried(fake, running):
 
 
 async def test_unexpected_failure_is_logged_and_answered_with_a_reference(fake, running, monkeypatch, caplog):
-    import bot.worker
+    import bot.queue.worker
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(bot.worker, "render_for_limit", broken)
+    monkeypatch.setattr(bot.queue.worker, "render_for_limit", broken)
     inter = await fake.send_command("compose", {"length": 20, "rng_seed": 9})
     msg = await inter.wait_for(lambda e: e["kind"] == "followup" and e["status"] < 300, timeout=60)
     content = msg["body"]["content"]

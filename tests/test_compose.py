@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.compose import Options, estimate_key, parse_instrument, write_outputs
-from bot.encoding import Event
 from bot.errors import BadOption, BadSeed
-from bot.midi import midi_bytes, read_midi
-from bot.sample import MAX_RUN, Request
+from bot.model.composer import estimate_key
+from bot.model.sample import MAX_RUN, Request
+from bot.music.encoding import Event
+from bot.music.midi import midi_bytes, read_midi
+from bot.options import Options, parse_instrument
+from bot.render.files import write_outputs
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -131,7 +133,10 @@ def test_options_are_checked():
     for bad in (dict(length=0), dict(length=2001), dict(temperature=-1), dict(top_p=0), dict(tempo=1000)):
         with pytest.raises(BadOption):
             Options(**bad).check()
-    assert Options().check().rng_seed is not None
+    assert Options().check().rng_seed is None  # checking draws nothing
+    assert (
+        Options().with_rng_seed().rng_seed is not None and Options(rng_seed=7).with_rng_seed().rng_seed == 7
+    )
     assert parse_instrument("organ") == 19 and parse_instrument("40") == 40
     with pytest.raises(BadOption):
         parse_instrument("kazoo")

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from bot.data import cache_dir, encode_pieces, load_pieces, split_by_piece, transpose_windows, windows
-from bot.encoding import Piece, Vocabulary
 from bot.errors import BadData
+from bot.music.corpus import cache_dir, encode_pieces, load_pieces, split_by_piece, transpose_windows, windows
+from bot.music.encoding import Piece, Vocabulary
 
 
 def test_split_is_by_piece_and_stable(chorales):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bot.encoding import GRID, MAX_DURATION, MAX_SHIFT, Event, Vocabulary, group_notes, transpose
+from bot.music.encoding import GRID, MAX_DURATION, MAX_SHIFT, Event, Vocabulary, group_notes, transpose
 
 
 def as_tuples(events, cap=MAX_DURATION / GRID):

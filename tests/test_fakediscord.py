@@ -15,7 +15,7 @@ from discord.ext import commands
 from discord.utils import _ActiveDecompressionContext
 from fakediscord import FakeDiscord
 
-from bot.discord_endpoints import (
+from bot.chat.endpoints import (
     DISCORD_API_BASE,
     DISCORD_GATEWAY_URL,
     apply_endpoints,

@@ -7,11 +7,12 @@ from dataclasses import asdict
 
 import pytest
 
-from bot.compose import Options
-from bot.jobs import JobResult, JobSpec, make_broker, register
-from bot.midi import midi_bytes
-from bot.scheduler import LocalProgress, QueueFull, Scheduler, UserLimit
-from bot.worker import Batcher, Worker, render_for_limit
+from bot.music.midi import midi_bytes
+from bot.options import Options
+from bot.queue.broker import make_broker, register
+from bot.queue.jobs import JobResult, JobSpec
+from bot.queue.scheduler import LocalProgress, QueueFull, Scheduler, UserLimit
+from bot.queue.worker import Batcher, Worker, render_for_limit
 
 pytestmark = pytest.mark.timeout(300)
 

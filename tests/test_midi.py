@@ -11,9 +11,9 @@ from pathlib import Path
 import mido
 import pytest
 
-from bot.encoding import GRID, Event, Piece
 from bot.errors import BadSeed, EtudeError
-from bot.midi import (
+from bot.music.encoding import GRID, Event, Piece
+from bot.music.midi import (
     DEFAULT_LIMITS,
     SeedLimits,
     midi_bytes,

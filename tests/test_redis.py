@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from bot.compose import Options
-from bot.jobs import JobSpec, make_broker, register
-from bot.redis_queue import RedisJournal, RedisProgress
-from bot.scheduler import Scheduler
+from bot.options import Options
+from bot.queue.broker import make_broker, register
+from bot.queue.jobs import JobSpec
+from bot.queue.redis_broker import RedisJournal, RedisProgress
+from bot.queue.scheduler import Scheduler
 
 pytestmark = [
     pytest.mark.timeout(400),
@@ -300,9 +301,9 @@ async def test_bot_restart_still_answers_queued_jobs(workers, redis_server, tiny
     interaction has expired; each exactly once."""
     from fakediscord import FakeDiscord
 
-    from bot.client import EtudeBot
-    from bot.discord_endpoints import apply_endpoints, current_endpoints
-    from bot.redis_queue import PENDING, RedisJournal
+    from bot.chat.client import EtudeBot
+    from bot.chat.endpoints import apply_endpoints, current_endpoints
+    from bot.queue.redis_broker import PENDING, RedisJournal
     from bot.settings import Settings
 
     saved = current_endpoints()

@@ -12,18 +12,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bot.encoding import Event
 from bot.errors import RenderError
-from bot.render import (
+from bot.music.encoding import Event
+from bot.render.audio import (
     SOUNDFONT_CANDIDATES,
     AudioInfo,
-    draw_piano_roll,
     find_soundfont,
     fluidsynth_path,
     render_ogg,
     render_wav,
     supports_ogg,
 )
+from bot.render.pianoroll import draw_piano_roll
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -99,7 +99,7 @@ def test_find_soundfont_missing_explicit_names_it(tmp_path: Path) -> None:
 
 
 def test_find_soundfont_none_anywhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr("bot.render.SOUNDFONT_CANDIDATES", (tmp_path / "a.sf2", tmp_path / "b.sf2"))
+    monkeypatch.setattr("bot.render.audio.SOUNDFONT_CANDIDATES", (tmp_path / "a.sf2", tmp_path / "b.sf2"))
     with pytest.raises(RenderError, match="fluid-soundfont-gm"):
         find_soundfont()
 

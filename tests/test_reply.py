@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from bot.compose import Options
-from bot.jobs import JobResult
-from bot.reply import (
+from bot.chat.reply import (
     CUSTOM_ID,
     SeedStore,
     button_id,
@@ -13,6 +11,8 @@ from bot.reply import (
     progress_line,
     result_embed,
 )
+from bot.options import Options
+from bot.queue.jobs import JobResult
 
 
 def test_progress_lines():
@@ -75,8 +75,9 @@ def test_help_summarises_the_model_card():
             "baselines": {"ngram": {"nll_bits_per_note": 10.24}, "unigram": {"nll_bits_per_note": 19.9}},
         },
     }
-    text = str(help_embed(card, 2000).to_dict())
-    assert "7.45 bits per note" in text and "10.24 for the best baseline (ngram)" in text and "1-2000" in text
+    text = str(help_embed(card, 1200, 2 * 1024 * 1024).to_dict())
+    assert "1 to 1200" in text and "2 MiB" in text
+    assert "7.45 bits per note" in text and "10.24 for the best baseline (ngram)" in text
 
 
 def test_seed_store_round_trip(tmp_path):

@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from bot import model as M
 from bot.errors import ModelNotFound
-from bot.evaluate import KneserNey, Unigram, evaluate
-from bot.train import train
+from bot.model import network as M
+from bot.model.evaluate import KneserNey, Unigram, evaluate
+from bot.model.train import train
 
 pytestmark = pytest.mark.timeout(600)
 TINY = {"hidden": 32, "embed_dim": 16, "seq_len": 48, "batch_size": 8}
@@ -63,8 +63,8 @@ def test_resume_continues_from_the_checkpoint(tmp_path, midi_folder):
 
 
 def test_kneser_ney_is_a_distribution_and_beats_unigram(chorales):
-    from bot.data import encode_pieces, split_by_piece
-    from bot.encoding import Vocabulary
+    from bot.music.corpus import encode_pieces, split_by_piece
+    from bot.music.encoding import Vocabulary
 
     train_p, val_p = split_by_piece(chorales)
     vocab = Vocabulary.fit(p.events for p in train_p)

@@ -252,7 +252,7 @@ class RedisJournal:
 
     async def pending(self) -> list:
         """(spec, kicked) for every job not yet answered."""
-        from .jobs import JobSpec
+        from bot.queue.jobs import JobSpec
 
         raw = await _retry(lambda: self.redis.hgetall(PENDING))
         kicked = await _retry(lambda: self.redis.hgetall(KICKED))

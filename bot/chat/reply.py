@@ -9,10 +9,9 @@ from pathlib import Path
 
 import discord
 
-from .compose import INSTRUMENTS, Options
-from .jobs import JobResult
+from bot.options import PROGRAM_NAMES, SPECS, Options
+from bot.queue.jobs import JobResult
 
-PROGRAM_NAMES = {v: k for k, v in INSTRUMENTS.items()}
 CUSTOM_ID = re.compile(
     r"etude:(?P<action>reroll|continue):(?P<length>\d+):(?P<temperature>[0-9.]+):(?P<top_p>[0-9.]+):"
     r"(?P<tempo>\d+):(?P<instrument>\d+):(?P<seed>[0-9a-f]{16}|-)"
@@ -83,7 +82,11 @@ def result_files(result: JobResult) -> list[discord.File]:
     return [discord.File(io.BytesIO(f.data), filename=f.name) for f in result.files]
 
 
-def help_embed(card: dict, max_length: int) -> discord.Embed:
+def _size(n: int) -> str:
+    return f"{n / 1024 / 1024:g} MiB" if n >= 1024 * 1024 else f"{n // 1024} KiB"
+
+
+def help_embed(card: dict, max_length: int, seed_max_bytes: int) -> discord.Embed:
     embed = discord.Embed(
         title="Étude composes music",
         description=(
@@ -93,21 +96,19 @@ def help_embed(card: dict, max_length: int) -> discord.Embed:
         ),
         colour=discord.Colour.blurple(),
     )
+    for name in ("length", "temperature", "top_p", "tempo"):
+        spec = SPECS[name]
+        hi = max_length if name == "length" else spec.hi
+        default = "" if spec.default is None else f" (default {spec.default:g})"
+        low = f"more than {spec.lo:g}" if spec.lo_open else f"{spec.lo:g}"
+        embed.add_field(name=name, value=f"{spec.help}: {low} to {hi:g}{default}", inline=False)
     embed.add_field(
-        name="length", value=f"notes and chords to write, 1-{max_length} (default 500)", inline=False
-    )
-    embed.add_field(
-        name="seed", value="a MIDI file to continue (up to 2 MiB; drums are ignored)", inline=False
-    )
-    embed.add_field(
-        name="temperature", value="0.1-2: lower is safer, higher is wilder (default 1)", inline=False
-    )
-    embed.add_field(name="instrument, tempo", value="the sound and speed of the result", inline=False)
-    embed.add_field(
-        name="rng_seed",
-        value="the number shown under a piece: the same options and seed make it again",
+        name="seed",
+        value=f"A MIDI file to continue (up to {_size(seed_max_bytes)}; drums are ignored)",
         inline=False,
     )
+    embed.add_field(name="instrument", value="The General MIDI sound to play it with", inline=False)
+    embed.add_field(name="rng_seed", value=SPECS["rng_seed"].help, inline=False)
     ev = card.get("evaluation", {})
     data = card.get("data", {})
     lines = [f"**{card.get('name', 'model')}**: {card.get('summary', '')}"]

@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import discord
 from discord.ext import commands
 
-from .errors import BadOption
-from .health import Metrics, serve
-from .jobs import make_broker, register
-from .scheduler import LocalProgress, Scheduler
-from .settings import Settings
-from .worker import Worker
+from bot.errors import BadOption
+from bot.health import Metrics, serve
+from bot.queue.broker import make_broker, register
+from bot.queue.scheduler import LocalProgress, Scheduler
+from bot.settings import Settings
+
+if TYPE_CHECKING:
+    from bot.queue.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +38,15 @@ class Runtime:
         worker = None
         journal = None
         if settings.redis_url:
-            from .redis_queue import RedisJournal, RedisProgress
+            from bot.queue.redis_broker import RedisJournal, RedisProgress
 
             progress = RedisProgress(settings.redis_url)
             journal = RedisJournal(settings.redis_url)
             task = register(broker, _remote_only)
         else:
             progress = LocalProgress()
+            from bot.queue.worker import Worker  # the model layer loads only in embedded mode
+
             worker = Worker.from_settings(settings, progress.publish)
             task = register(broker, worker.run)
         await broker.startup()
@@ -64,7 +69,7 @@ class Runtime:
         sched = self.scheduler
         if self.worker is not None:
             return len(sched.waiting) + len(sched.running), int(self.worker.ready.is_set())
-        from .redis_queue import queue_depth, workers_online
+        from bot.queue.redis_broker import queue_depth, workers_online
 
         redis = self.progress.redis
         try:
@@ -114,7 +119,7 @@ class EtudeBot(commands.Bot):
         self.health = None
 
     async def setup_hook(self) -> None:
-        from .cogs.compose import ComposeCog, PieceButton
+        from bot.chat.commands import ComposeCog, PieceButton
 
         if self.runtime is None:
             self.runtime = await Runtime.start(self.settings)
@@ -154,7 +159,7 @@ class EtudeBot(commands.Bot):
 
 async def run_bot(settings: Settings) -> None:
     """Log in and serve until stopped; a missing or rejected token is a one-line error."""
-    from .discord_endpoints import apply_endpoints
+    from bot.chat.endpoints import apply_endpoints
 
     if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
         raise BadOption("DISCORD_TOKEN is not set: put the bot's token in the environment or .env")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import model as M
-from .data import encode_pieces, load_pieces, split_by_piece
-from .encoding import Vocabulary
-from .errors import ModelNotFound
+from bot.errors import ModelNotFound
+from bot.model import network as M
+from bot.music.corpus import encode_pieces, load_pieces, split_by_piece
+from bot.music.encoding import Vocabulary
 
 LOG2E = 1 / math.log(2)
 
@@ -144,7 +144,7 @@ def network_probs(net, seqs: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 def tutorial_probs(net, config: M.Config, seq: np.ndarray, vocab_size: int, batch: int = 512) -> np.ndarray:
     """The tutorial's way: each next token predicted from the 100 scaled tokens before it."""
-    from .train import tutorial_window
+    from bot.model.train import tutorial_window
 
     w = np.stack([tutorial_window(seq, t, config.seq_len) for t in range(1, len(seq))])
     x = (w[..., None] / float(vocab_size)).astype("float32")

@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 
 from taskiq.exceptions import TaskiqResultTimeoutError
 
-from .errors import EtudeError
-from .jobs import JobResult, JobSpec
+from bot.errors import EtudeError
+from bot.queue.jobs import JobResult, JobSpec
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import BadOption
-from .model import LoadedModel
-from .tf import quiet_import
+from bot.errors import BadOption
+from bot.model.backend import quiet_import
+from bot.model.network import LoadedModel
+from bot.options import SPECS
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +34,15 @@ MAX_RUN = 4  # an event may repeat at most this many times in a row: the tutoria
 MAX_CHORD = 10  # pitches in one event
 MAX_SHIFT_CHAIN = 4  # consecutive shift tokens (a rest of up to 16 beats)
 MAX_PRIMER_TOKENS = 768  # how much of a long seed warms the state; the LSTM's memory is shorter anyway
-MAX_LENGTH = 2000
 MIN_SHARD = 4  # smallest batch worth a thread of its own on a CPU
 TOKENS_PER_EVENT_CAP = 1 + MAX_SHIFT_CHAIN + MAX_CHORD  # upper bound used to size the output buffer
 
 
 def check_sampling(length: int, temperature: float, top_p: float) -> None:
     """Raise `BadOption` for a length, temperature or top-p the sampler does not take."""
-    if not 1 <= length <= MAX_LENGTH:
-        raise BadOption(f"length must be between 1 and {MAX_LENGTH} notes")
-    if not 0.05 <= temperature <= 5.0:
-        raise BadOption("temperature must be between 0.05 and 5")
-    if not 0.0 < top_p <= 1.0:
-        raise BadOption("top-p must be more than 0 and at most 1")
+    SPECS["length"].check(length)
+    SPECS["temperature"].check(temperature)
+    SPECS["top_p"].check(top_p)
 
 
 class _Loop(NamedTuple):

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .compose import Options
+from bot.options import Options
 
 TASK_NAME = "etude.compose"
 RESULT_TTL_SECONDS = 3600
@@ -106,24 +106,3 @@ class JobResult:
             d.get("timings", {}),
             d.get("worker", ""),
         )
-
-
-def make_broker(redis_url: str | None = None, reclaim_seconds: float = 15.0, fetch: int = 8):
-    """taskiq's in-memory broker, or a Redis streams broker (acknowledged) with a Redis result backend."""
-    if not redis_url:
-        from taskiq import InMemoryBroker
-
-        return InMemoryBroker(max_async_tasks=256)
-    from .redis_queue import make_redis_broker
-
-    return make_redis_broker(redis_url, reclaim_seconds, fetch, RESULT_TTL_SECONDS)
-
-
-def register(broker, run_job) -> Any:
-    """Register the compose task on `broker`; `run_job(spec_json) -> result_json` does the work."""
-
-    @broker.task(task_name=TASK_NAME)
-    async def compose_task(spec: dict) -> dict:
-        return await run_job(spec)
-
-    return compose_task

@@ -14,11 +14,13 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from .compose import Composer, Composition, Options, Seed, write_outputs
-from .errors import BadOption, EtudeError
-from .health import Metrics
-from .jobs import JobResult, JobSpec, ResultFile
-from .midi import SeedLimits
+from bot.errors import BadOption, EtudeError
+from bot.health import Metrics
+from bot.model.composer import Composer, Composition, Seed
+from bot.music.midi import SeedLimits
+from bot.options import Options
+from bot.queue.jobs import JobResult, JobSpec, ResultFile
+from bot.render.files import write_outputs
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +104,7 @@ def render_for_limit(
     The WAV is resampled or made mono to fit; where even that would cut the piece short, a compressed
     .ogg takes its place if it fits whole, and failing that the WAV holds as much as fits.
     """
-    from .render import render_ogg
+    from bot.render.audio import render_ogg
 
     with tempfile.TemporaryDirectory(prefix="etude-") as tmp:
         out = write_outputs(piece, Path(tmp), max_bytes=limit, soundfont=soundfont)
@@ -275,9 +277,9 @@ async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
     from taskiq.acks import AcknowledgeType
     from taskiq.receiver import Receiver
 
-    from .health import serve
-    from .jobs import make_broker, register
-    from .redis_queue import WORKERS, RedisProgress, queue_depth
+    from bot.health import serve
+    from bot.queue.broker import make_broker, register
+    from bot.queue.redis_broker import WORKERS, RedisProgress, queue_depth
 
     if not settings.redis_url:
         raise BadOption(

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .encoding import Event, Piece, Vocabulary, group_notes
-from .errors import BadData, EtudeError
+from bot.errors import BadData, EtudeError
+from bot.music.encoding import Event, Piece, Vocabulary, group_notes
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def _parse_corpus_work(name: str) -> Piece:
 def read_score_file(path: Path) -> Piece:
     """A MIDI file through the safe reader, or a MusicXML/Humdrum/ABC file through music21."""
     if path.suffix.lower() in MIDI_SUFFIXES:
-        from .midi import SeedLimits, read_midi_file
+        from bot.music.midi import SeedLimits, read_midi_file
 
         # Training files are the user's own and may be long: keep far more notes than a seed may have.
         limits = SeedLimits(

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import model as M
-from .data import encode_pieces, load_pieces, split_by_piece, transpose_windows, windows
-from .encoding import Vocabulary
+from bot.model import network as M
+from bot.music.corpus import encode_pieces, load_pieces, split_by_piece, transpose_windows, windows
+from bot.music.encoding import Vocabulary
 
 log = logging.getLogger(__name__)
 

@@ -6,73 +6,22 @@
 from __future__ import annotations
 
 import logging
-import random
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .encoding import PIANO_HIGH, PIANO_LOW, Event, Piece, Vocabulary, fold_pitch, transpose
-from .errors import BadOption
-from .midi import DEFAULT_LIMITS, SeedLimits, midi_bytes, read_midi
-from .model import LoadedModel
-from .model import load as load_model
-from .sample import Request, Sampler, check_sampling
+from bot.model.network import LoadedModel
+from bot.model.network import load as load_model
+from bot.model.sample import Request, Sampler
+from bot.music.encoding import PIANO_HIGH, PIANO_LOW, Event, Piece, Vocabulary, fold_pitch, transpose
+from bot.music.midi import DEFAULT_LIMITS, SeedLimits, midi_bytes, read_midi
+from bot.options import DEFAULT_TEMPO, Options
 
 log = logging.getLogger(__name__)
-
-# General MIDI programs offered by name (any number 0-127 works too).
-INSTRUMENTS: dict[str, int] = {
-    "piano": 0,
-    "harpsichord": 6,
-    "celesta": 8,
-    "vibraphone": 11,
-    "marimba": 12,
-    "organ": 19,
-    "guitar": 24,
-    "strings": 48,
-    "choir": 52,
-    "trumpet": 56,
-    "clarinet": 71,
-    "flute": 73,
-}
-DEFAULT_TEMPO = 100.0
-
-
-def parse_instrument(value: str | int) -> int:
-    """A General MIDI program from a number (0-127) or one of `INSTRUMENTS`."""
-    text = str(value).strip().lower()
-    if text.isdigit() and 0 <= int(text) <= 127:
-        return int(text)
-    if text in INSTRUMENTS:
-        return INSTRUMENTS[text]
-    raise BadOption(f"unknown instrument {value!r}: use 0-127 or one of {', '.join(INSTRUMENTS)}")
-
-
-@dataclass(frozen=True)
-class Options:
-    """What a user may ask for; `check()` turns anything out of range into a `BadOption`."""
-
-    length: int = 500
-    temperature: float = 1.0
-    top_p: float = 0.95
-    tempo: float | None = None  # None: the seed's tempo, or DEFAULT_TEMPO
-    instrument: int = 0
-    rng_seed: int | None = None  # None: a fresh one, reported back so the piece can be made again
-    include_seed: bool = False
-
-    def check(self) -> Options:
-        check_sampling(self.length, self.temperature, self.top_p)
-        if self.tempo is not None and not 20 <= self.tempo <= 400:
-            raise BadOption("tempo must be between 20 and 400 beats per minute")
-        if not 0 <= self.instrument <= 127:
-            raise BadOption("instrument must be a General MIDI program, 0-127")
-        if self.rng_seed is not None and not 0 <= self.rng_seed < 2**63:
-            raise BadOption("rng seed must be a whole number from 0")
-        return self if self.rng_seed is not None else replace(self, rng_seed=random.randrange(2**31))
 
 
 @dataclass
@@ -197,7 +146,7 @@ class Composer:
 
     def compose(self, jobs: Sequence[tuple[Options, Seed | None]]) -> list[Composition]:
         """Sample every job in one batch; each result is what it would be alone with the same options."""
-        jobs = [(o.check(), s) for o, s in jobs]
+        jobs = [(o.check().with_rng_seed(), s) for o, s in jobs]
         requests = [
             Request(s.primer if s else (self.vocab.start,), o.length, o.temperature, o.top_p, o.rng_seed)
             for o, s in jobs
@@ -241,39 +190,3 @@ class Composer:
 
     def compose_one(self, options: Options, seed: Seed | None = None) -> Composition:
         return self.compose([(options, seed)])[0]
-
-
-@dataclass
-class Outputs:
-    midi: Path
-    wav: Path
-    png: Path
-    audio: object  # render.AudioInfo
-
-
-def write_outputs(
-    piece: Composition, out_dir: Path, max_bytes: int = 10 * 1024 * 1024, soundfont: str | None = None
-) -> Outputs:
-    """Write `<name>.mid`, `.wav` (fitted to `max_bytes`) and `.png`; stage timings go into `piece.timings`."""
-    from .render import draw_piano_roll, find_soundfont, render_wav
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sf = find_soundfont(soundfont)  # before any work: a missing soundfont is the user's to fix
-    t = time.perf_counter()
-    midi_path = out_dir / f"{piece.name}.mid"
-    midi_path.write_bytes(piece.midi())
-    piece.timings["write_midi"] = time.perf_counter() - t
-    t = time.perf_counter()
-    audio = render_wav(midi_path, out_dir / f"{piece.name}.wav", max_bytes, soundfont=sf)
-    piece.timings["render_wav"] = time.perf_counter() - t
-    t = time.perf_counter()
-    title = f"{piece.name} · {piece.key} · {piece.tempo:.0f} bpm · {piece.model}"
-    png = draw_piano_roll(
-        piece.events,
-        out_dir / f"{piece.name}.png",
-        seed_events=piece.seed_events,
-        tempo=piece.tempo,
-        title=title,
-    )
-    piece.timings["draw_png"] = time.perf_counter() - t
-    return Outputs(midi_path, audio.path, png, audio)

@@ -15,12 +15,10 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from .encoding import Vocabulary
-from .errors import ModelNotFound
-from .tf import quiet_import
-
-REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
-DEFAULT_MODEL = REPO_MODELS / "etude-chorales"
+from bot.cards import DEFAULT_MODEL, REPO_MODELS, load_card  # noqa: F401  (re-exported)
+from bot.errors import ModelNotFound
+from bot.model.backend import quiet_import
+from bot.music.encoding import Vocabulary
 
 
 @dataclass
@@ -77,7 +75,7 @@ PRESETS: dict[str, Config] = {
 
 def preset(name: str, **overrides) -> Config:
     if name not in PRESETS:
-        from .errors import BadOption
+        from bot.errors import BadOption
 
         raise BadOption(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return replace(PRESETS[name], **overrides)
@@ -174,15 +172,6 @@ def load(folder: str | Path | None = None) -> LoadedModel:
     card_path = folder / "card.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
     return LoadedModel(net, config, vocab, card, folder)
-
-
-def load_card(folder: str | Path | None = None) -> dict:
-    """A model's card without loading the network; empty when there is none."""
-    path = Path(folder or DEFAULT_MODEL) / "card.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def parameter_count(net) -> int:

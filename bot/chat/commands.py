@@ -13,11 +13,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from ..compose import INSTRUMENTS, Options
-from ..errors import BadSeed, EtudeError
-from ..jobs import JobResult, JobSpec
-from ..midi import read_midi
-from ..reply import (
+from bot.cards import DEFAULT_MODEL, load_card
+from bot.chat.reply import (
     CUSTOM_ID,
     SeedStore,
     button_id,
@@ -27,6 +24,10 @@ from ..reply import (
     result_embed,
     result_files,
 )
+from bot.errors import BadSeed, EtudeError
+from bot.music.midi import read_midi
+from bot.options import INSTRUMENT_HELP, INSTRUMENTS, SEED_HELP, SPECS, Options
+from bot.queue.jobs import JobResult, JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,24 @@ FOLLOWUP_WINDOW = 15 * 60 - 30  # seconds: Discord's interaction tokens last 15 
 PROGRESS_EVERY = 2.0  # seconds between edits of the deferred message
 SEED_SUFFIXES = (".mid", ".midi")
 INSTRUMENT_CHOICES = [app_commands.Choice(name=name, value=program) for name, program in INSTRUMENTS.items()]
+
+
+def _range(name: str):
+    """The option's range from `bot.options`, for Discord to enforce in the client."""
+    spec = SPECS[name]
+    return app_commands.Range[spec.kind, spec.lo, spec.hi]
+
+
+def _describe(name: str) -> str:
+    spec = SPECS[name]
+    return f"{spec.help} ({spec.range_text()})"[:100]
+
+
+Length = _range("length")
+Temperature = _range("temperature")
+TopP = _range("top_p")
+Tempo = _range("tempo")
+RngSeed = _range("rng_seed")
 
 
 class PieceButton(discord.ui.DynamicItem[discord.ui.Button], template=CUSTOM_ID.pattern):
@@ -90,28 +109,27 @@ class ComposeCog(commands.Cog):
     # -- commands ----------------------------------------------------------------------------------------------
     @app_commands.command(name="compose")
     @app_commands.describe(
-        length="How many notes and chords to write (1-2000)",
-        seed="A MIDI file for the piece to continue",
-        temperature="Lower is safer, higher is wilder (0.1-2)",
-        instrument="The General MIDI sound to play it with",
-        tempo="Beats per minute (default: the seed's, or 100)",
-        rng_seed="The number under a shared piece: the same options and number make it again",
+        length=_describe("length"),
+        seed=SEED_HELP,
+        temperature=_describe("temperature"),
+        top_p=_describe("top_p"),
+        instrument=INSTRUMENT_HELP,
+        tempo=_describe("tempo"),
+        rng_seed=SPECS["rng_seed"].help,
     )
     @app_commands.choices(instrument=INSTRUMENT_CHOICES)
     async def compose(
         self,
         interaction: discord.Interaction,
-        length: app_commands.Range[int, 1, 2000] = 500,
+        length: Length = SPECS["length"].default,
         seed: discord.Attachment | None = None,
-        temperature: app_commands.Range[float, 0.1, 2.0] = 1.0,
+        temperature: Temperature = SPECS["temperature"].default,
+        top_p: TopP = SPECS["top_p"].default,
         instrument: app_commands.Choice[int] | None = None,
-        tempo: app_commands.Range[int, 20, 300] | None = None,
-        rng_seed: app_commands.Range[int, 0, 2**31 - 1] | None = None,
+        tempo: Tempo | None = None,
+        rng_seed: RngSeed | None = None,
     ) -> None:
         """Compose a piece of music, optionally continuing a MIDI file you attach."""
-        if length > self.settings.max_length:
-            await self._refuse(interaction, f"length can be at most {self.settings.max_length} notes here")
-            return
         if seed is not None:
             # The declared name and size are checked before anything is downloaded.
             if not seed.filename.lower().endswith(SEED_SUFFIXES):
@@ -125,10 +143,11 @@ class ComposeCog(commands.Cog):
         options = Options(
             length=length,
             temperature=float(temperature),
+            top_p=float(top_p),
             tempo=tempo,
             instrument=instrument.value if instrument else 0,
             rng_seed=rng_seed,
-        ).check()
+        ).check(self.settings.max_length)
         await self.start(interaction, options, seed_attachment=seed, kind="compose")
 
     @app_commands.command(name="status")
@@ -149,11 +168,9 @@ class ComposeCog(commands.Cog):
         runtime = self.bot.runtime
         card = runtime.worker.composer.model.card if runtime.worker and runtime.worker.composer else {}
         if not card:
-            from ..model import DEFAULT_MODEL, load_card
-
             card = load_card(self.settings.model_dir or DEFAULT_MODEL)
         await interaction.response.send_message(
-            embed=help_embed(card, self.settings.max_length), ephemeral=True
+            embed=help_embed(card, self.settings.max_length, self.settings.seed_max_bytes), ephemeral=True
         )
 
     # -- buttons ------------------------------------------------------------------------------------------------
@@ -169,7 +186,11 @@ class ComposeCog(commands.Cog):
                     )
                     return
             await self.start(
-                interaction, options.check(), seed_bytes=seed_bytes, seed_name="seed", kind="reroll"
+                interaction,
+                options.check(self.settings.max_length),
+                seed_bytes=seed_bytes,
+                seed_name="seed",
+                kind="reroll",
             )
             return
         # Continue: the piece's own .mid, attached to the message the button sits on, seeds the next part.
@@ -184,7 +205,9 @@ class ComposeCog(commands.Cog):
         if midi is None or midi.size > self.settings.seed_max_bytes:
             await self._refuse(interaction, "this message has no MIDI file to continue")
             return
-        await self.start(interaction, options.check(), seed_attachment=midi, kind="continue")
+        await self.start(
+            interaction, options.check(self.settings.max_length), seed_attachment=midi, kind="continue"
+        )
 
     # -- the life of a job -------------------------------------------------------------------------------------
     async def _refuse(self, interaction: discord.Interaction, message: str) -> None:

@@ -21,8 +21,8 @@ from typing import BinaryIO
 import mido
 import numpy as np
 
-from .encoding import Event, Piece, fold_pitch, group_notes
-from .errors import BadSeed
+from bot.errors import BadSeed
+from bot.music.encoding import Event, Piece, fold_pitch, group_notes
 
 log = logging.getLogger(__name__)
 

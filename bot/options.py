@@ -1,0 +1,167 @@
+"""Every option a user can set and every limit on it, defined once.
+
+The slash commands, the command line, the sampler, `/help` and the README's table read their ranges,
+defaults and descriptions from `SPECS`; `tests/test_options.py` holds them to it. This module imports
+nothing heavier than the standard library, so the chat and queue layers can use it freely.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, replace
+
+from bot.errors import BadOption
+
+# General MIDI programs offered by name (any number 0-127 works too).
+INSTRUMENTS: dict[str, int] = {
+    "piano": 0,
+    "harpsichord": 6,
+    "celesta": 8,
+    "vibraphone": 11,
+    "marimba": 12,
+    "organ": 19,
+    "guitar": 24,
+    "strings": 48,
+    "choir": 52,
+    "trumpet": 56,
+    "clarinet": 71,
+    "flute": 73,
+}
+PROGRAM_NAMES = {program: name for name, program in INSTRUMENTS.items()}
+
+MAX_LENGTH = 2000  # the sampler's hard cap; an operator may lower it with MAX_LENGTH
+DEFAULT_TEMPO = 100.0
+RNG_SEED_MAX = 2**31 - 1  # Discord integers are doubles: keep the number exact everywhere
+
+
+def _number(value: int | float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One numeric option: its range (inclusive unless `lo_open`), its default and what it means."""
+
+    name: str
+    kind: type
+    default: int | float | None
+    lo: int | float
+    hi: int | float
+    help: str
+    lo_open: bool = False
+    unit: str = ""
+
+    def range_text(self) -> str:
+        """The range as a reader writes it: `1-2000`, or `more than 0, up to 1`."""
+        lo, hi = _number(self.lo), _number(self.hi)
+        return f"more than {lo}, up to {hi}" if self.lo_open else f"{lo}-{hi}"
+
+    def check(self, value: int | float | None) -> int | float | None:
+        """`value` itself when it is in range (None is always allowed for an option whose default is None)."""
+        if value is None and self.default is None:
+            return None
+        label = self.name.replace("_", " ")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise BadOption(f"{label} must be a number")
+        if self.kind is int and (isinstance(value, float) and not value.is_integer()):
+            raise BadOption(f"{label} must be a whole number")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BadOption(f"{label} must be a finite number")
+        low_ok = value > self.lo if self.lo_open else value >= self.lo
+        if not low_ok or value > self.hi:
+            lo, hi = _number(self.lo), _number(self.hi)
+            if self.lo_open:
+                raise BadOption(f"{label} must be more than {lo} and at most {hi}")
+            raise BadOption(f"{label} must be between {lo} and {hi}{self.unit}")
+        return self.kind(value)
+
+
+SPECS: dict[str, Spec] = {
+    s.name: s
+    for s in (
+        Spec("length", int, 500, 1, MAX_LENGTH, "How many notes and chords to write", unit=" notes"),
+        Spec("temperature", float, 1.0, 0.05, 2.0, "Lower is safer, higher is wilder"),
+        Spec(
+            "top_p",
+            float,
+            0.95,
+            0.0,
+            1.0,
+            "Sample only from the likeliest choices holding this share of the probability",
+            lo_open=True,
+        ),
+        Spec(
+            "tempo",
+            float,
+            None,
+            20,
+            400,
+            "Beats per minute; without it, the seed's tempo or 100",
+            unit=" bpm",
+        ),
+        Spec(
+            "rng_seed",
+            int,
+            None,
+            0,
+            RNG_SEED_MAX,
+            "The number under a shared piece: the same options and number make it again",
+        ),
+    )
+}
+INSTRUMENT_HELP = "The General MIDI sound to play it with"
+SEED_HELP = "A MIDI file for the piece to continue"
+
+
+def parse_instrument(value: str | int) -> int:
+    """A General MIDI program from a number (0-127) or one of `INSTRUMENTS`."""
+    text = str(value).strip().lower()
+    if text.isascii() and text.isdigit() and 0 <= int(text) <= 127:
+        return int(text)
+    if text in INSTRUMENTS:
+        return INSTRUMENTS[text]
+    shown = str(value)[:40]
+    raise BadOption(f"unknown instrument {shown!r}: use 0-127 or one of {', '.join(INSTRUMENTS)}")
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a user may ask for; `check()` turns anything out of range into a `BadOption`."""
+
+    length: int = SPECS["length"].default
+    temperature: float = SPECS["temperature"].default
+    top_p: float = SPECS["top_p"].default
+    tempo: float | None = None  # None: the seed's tempo, or DEFAULT_TEMPO
+    instrument: int = 0
+    rng_seed: int | None = (
+        None  # None: drawn by `with_rng_seed()`, reported back so the piece can be made again
+    )
+    include_seed: bool = False
+
+    def check(self, max_length: int = MAX_LENGTH) -> Options:
+        """This same object when every field is in range; `max_length` is an operator's lower cap."""
+        for name, spec in SPECS.items():
+            spec.check(getattr(self, name))
+        if self.length > max_length:
+            raise BadOption(f"length can be at most {max_length} notes here")
+        if isinstance(self.instrument, bool) or not isinstance(self.instrument, int):
+            raise BadOption("instrument must be a General MIDI program, 0-127")
+        if not 0 <= self.instrument <= 127:
+            raise BadOption("instrument must be a General MIDI program, 0-127")
+        return self
+
+    def with_rng_seed(self) -> Options:
+        """These options with an RNG seed: the given one, or a fresh random one."""
+        return self if self.rng_seed is not None else replace(self, rng_seed=random.randrange(RNG_SEED_MAX))
+
+
+def markdown_table() -> str:
+    """The options as the README's table, so the README can be checked against this module."""
+    rows = ["| option | range | default | what it does |", "| --- | --- | --- | --- |"]
+    for spec in SPECS.values():
+        default = "—" if spec.default is None else _number(spec.default)
+        rows.append(f"| `{spec.name}` | {spec.range_text()} | {default} | {spec.help} |")
+    rows.append(f"| `instrument` | 0-127 or a name | piano | {INSTRUMENT_HELP}: {', '.join(INSTRUMENTS)} |")
+    rows.append(f"| `seed` | a `.mid` file | — | {SEED_HELP} |")
+    return "\n".join(rows)

@@ -1,0 +1,28 @@
+"""The queue's broker: taskiq in memory (the embedded mode) or on Redis streams, and the one task on it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.queue.jobs import RESULT_TTL_SECONDS, TASK_NAME
+
+
+def make_broker(redis_url: str | None = None, reclaim_seconds: float = 15.0, fetch: int = 8):
+    """taskiq's in-memory broker, or a Redis streams broker (acknowledged) with a Redis result backend."""
+    if not redis_url:
+        from taskiq import InMemoryBroker
+
+        return InMemoryBroker(max_async_tasks=256)
+    from bot.queue.redis_broker import make_redis_broker
+
+    return make_redis_broker(redis_url, reclaim_seconds, fetch, RESULT_TTL_SECONDS)
+
+
+def register(broker, run_job) -> Any:
+    """Register the compose task on `broker`; `run_job(spec_json) -> result_json` does the work."""
+
+    @broker.task(task_name=TASK_NAME)
+    async def compose_task(spec: dict) -> dict:
+        return await run_job(spec)
+
+    return compose_task

@@ -1,0 +1,117 @@
+"""The package's imports run one way: chat → queue → model → music, render → music; no cycles."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "bot"
+
+# Which layers each layer may import (directly, at any depth inside functions too).
+ALLOWED = {
+    "chat": {"chat", "queue", "music", "top"},
+    "queue": {"queue", "model", "render", "music", "top"},
+    "model": {"model", "music", "top"},
+    "render": {"render", "music", "top"},
+    "music": {"music", "top"},
+    "top": {"top", "chat", "queue", "model", "render", "music"},
+}
+TOP_LEAVES = {
+    "bot.options",
+    "bot.errors",
+    "bot.settings",
+    "bot.cards",
+}  # shared by every layer; they import no layer
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 and (PACKAGE / parts[1]).is_dir() else "top"
+
+
+def imports() -> dict[str, set[str]]:
+    """Every module of `bot` and the `bot` modules it imports anywhere in its body."""
+    found: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = module_name(path)
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if node.module.startswith("bot"):
+                    targets.add(node.module)
+                    for alias in node.names:  # `from bot.model import network`
+                        if (
+                            PACKAGE / node.module.removeprefix("bot.").replace(".", "/") / alias.name
+                        ).exists():
+                            targets.add(f"{node.module}.{alias.name}")
+                        elif (
+                            PACKAGE / f"{node.module.removeprefix('bot.').replace('.', '/')}/{alias.name}.py"
+                        ).exists():
+                            targets.add(f"{node.module}.{alias.name}")
+            elif isinstance(node, ast.ImportFrom) and node.level:
+                pytest.fail(f"{name}: use absolute imports (bot.…), found a relative one")
+            elif isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names if a.name.startswith("bot")}
+        found[name] = targets - {name}
+    return found
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    graph = imports()
+    cycles = []
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    for module in graph:
+        if module in reach(module):
+            cycles.append(module)
+    assert not cycles, f"import cycles through: {sorted(cycles)}"
+
+
+def test_layers_import_one_way():
+    wrong = []
+    for module, targets in imports().items():
+        for target in targets:
+            if target in TOP_LEAVES or target == "bot":
+                continue
+            if layer(target) not in ALLOWED[layer(module)]:
+                wrong.append(f"{module} → {target}")
+    assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_top_leaves_import_no_layer_above_music():
+    graph = imports()
+    for leaf in TOP_LEAVES:
+        assert all(layer(t) in {"top", "music"} for t in graph[leaf]), (leaf, graph[leaf])
+
+
+def test_bot_in_redis_mode_loads_neither_tensorflow_nor_the_sampler():
+    """What the Discord side imports to run in Redis mode: the client, its cog, the Redis queue."""
+    code = (
+        "import sys\n"
+        "import bot.chat.client, bot.chat.commands, bot.chat.reply, bot.queue.redis_broker, bot.queue.scheduler\n"
+        "bad = [m for m in ('tensorflow', 'keras', 'jax', 'bot.model.sample', 'bot.model.network') if m in sys.modules]\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"loaded: {out.stdout.strip()}"
