@@ -66,7 +66,7 @@ def sampler_rate(sampler: Sampler, batch: int, length: int, repeats: int = 2) ->
 
 
 def compare_with_tutorial_loop(model, label: str, tutorial_tokens: int, length: int) -> None:
-    sampler = Sampler(model, jit=True)
+    sampler = Sampler(model)
     notes_s, tokens_s, _ = sampler_rate(sampler, 1, length)
     per_note = tokens_s / notes_s
     tut_tokens_s = tutorial_loop_tokens_per_second(model, tutorial_tokens)
@@ -112,11 +112,9 @@ def run_bench(args) -> None:
     quick = args.quick
     length = 100 if quick else 500
     _say(f"etude bench on {machine_name()}, {platform.python_implementation()} {platform.python_version()}")
-    import tensorflow as tf
+    from bot.model import backend
 
-    _say(
-        f"TensorFlow {tf.__version__}, devices: {', '.join(d.device_type for d in tf.config.list_physical_devices())}"
-    )
+    _say(backend.describe())
     from bot.settings import get_settings
 
     model_dir = Path(args.model or get_settings().model_dir or DEFAULT_MODEL)

@@ -131,10 +131,10 @@ def safe_name(text: str) -> str:
 class Composer:
     """A loaded model and its compiled sampler; compose many requests in one batched call."""
 
-    def __init__(self, model: LoadedModel | str | Path | None = None, jit: bool = True):
+    def __init__(self, model: LoadedModel | str | Path | None = None):
         t0 = time.perf_counter()
         self.model = model if isinstance(model, LoadedModel) else load_model(model)
-        self.sampler = Sampler(self.model, jit=jit)
+        self.sampler = Sampler(self.model)
         self.load_seconds = time.perf_counter() - t0
 
     @property

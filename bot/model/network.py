@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bot.cards import DEFAULT_MODEL, REPO_MODELS, load_card  # noqa: F401  (re-exported)
 from bot.errors import ModelNotFound
-from bot.model.backend import quiet_import
+from bot.model import backend
 from bot.music.encoding import Vocabulary
 
 
@@ -87,8 +87,7 @@ def build(config: Config):
     every_step: int ids (batch, time) -> logits (batch, time, vocab)
     last:       scalars (batch, time, 1) -> logits (batch, vocab)
     """
-    quiet_import()
-    import keras
+    keras = backend.keras()
     from keras import layers
 
     v = config.vocab_size
@@ -120,7 +119,7 @@ def build(config: Config):
 
 
 def compile_model(model, config: Config) -> None:
-    import keras
+    keras = backend.keras()
 
     opt = (keras.optimizers.RMSprop if config.optimizer == "rmsprop" else keras.optimizers.Adam)(
         learning_rate=config.learning_rate, clipnorm=1.0
@@ -163,9 +162,7 @@ def load(folder: str | Path | None = None) -> LoadedModel:
     if missing:
         what = "no model folder" if not folder.is_dir() else f"model folder lacks {', '.join(missing)}"
         raise ModelNotFound(f"{what}: {folder}")
-    quiet_import()
-    import keras
-
+    keras = backend.keras()
     config = Config.from_dict(json.loads((folder / "config.json").read_text()))
     vocab = Vocabulary.load(folder / "vocab.json")
     net = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bot.model import backend
 from bot.model import network as M
 from bot.music.corpus import encode_pieces, load_pieces, split_by_piece, transpose_windows, windows
 from bot.music.encoding import Vocabulary
@@ -137,8 +138,7 @@ def train(
 
     A run that stops (budget, Ctrl-C, a crash) resumes from `out/checkpoint` unless `fresh`.
     """
-    M.quiet_import()
-    import keras
+    keras = backend.keras()
 
     t_start = time.monotonic()
     pieces = load_pieces(data, limit=limit)
