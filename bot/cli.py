@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from bot.errors import EtudeError
-from bot.options import INSTRUMENT_HELP, INSTRUMENTS, SEED_HELP, SPECS
+from bot.options import INSTRUMENT_HELP, INSTRUMENTS, KEY_HELP, SEED_HELP, SPECS
 
 log = logging.getLogger("etude")
 
@@ -65,6 +65,15 @@ def _help(name: str) -> str:
     return f"{spec.help} ({spec.range_text()}{default})"
 
 
+def _key(text: str) -> str:
+    from bot.options import parse_key
+
+    try:
+        return parse_key(text)
+    except EtudeError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _byte_count(text: str) -> int:
     try:
         value = int(text)
@@ -94,6 +103,7 @@ def cmd_compose(args) -> int:
         instrument=parse_instrument(args.instrument),
         rng_seed=args.rng_seed,
         include_seed=args.include_seed,
+        key=args.key,
     ).check()
     fluidsynth_path()
     find_soundfont(soundfont)
@@ -108,7 +118,7 @@ def cmd_compose(args) -> int:
     out = write_outputs(piece, Path(args.out), max_bytes=args.max_bytes, soundfont=soundfont)
     for path in (out.midi, out.wav, out.png):
         print(path)
-    note = f"{len(piece.events) - piece.seed_events} notes, {piece.key}, {piece.tempo:.0f} bpm, rng seed {options.rng_seed}"
+    note = f"{piece.onsets} notes and chords, {piece.key_text}, {piece.tempo:.0f} bpm, rng seed {options.rng_seed}"
     if out.audio.shortened:
         note += f"; the audio was cut to {out.audio.seconds:.0f} s to fit {args.max_bytes} bytes"
     print(note, file=sys.stderr)
@@ -156,7 +166,7 @@ def cmd_train(args) -> int:
     if args.export_tokens:
         if args.tokens:
             raise EtudeError("--export-tokens writes a tokens file from --data; it cannot read --tokens")
-        data = corpus_tokens(args.data or "chorales", limit=args.limit)
+        data = corpus_tokens(args.data or "chorales", limit=args.limit, keys=args.keys)
         save_tokens(Path(args.export_tokens), data)
         tokens = sum(len(s) for s in data.train + data.valid)
         print(
@@ -177,6 +187,7 @@ def cmd_train(args) -> int:
         overrides={"batch_size": args.batch_size} if args.batch_size else None,
         verbose=1 if sys.stdout.isatty() else 2,
         tokens=args.tokens,
+        keys=args.keys,
     )
     t = card["training"]
     print(
@@ -214,14 +225,22 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model on music21's corpus or a folder of MIDI files")
     t.add_argument(
         "--data",
-        help="'chorales' (371 Bach chorales, bundled with music21; the default), 'corpus:<composer>', "
-        "or a folder of MIDI files",
+        help="'chorales' (371 Bach chorales, bundled with music21; the default), 'music21' (the chorales "
+        "with music21's Palestrina, Monteverdi, Josquin and Haydn, Mozart, Beethoven quartets, each with a "
+        "style token), 'corpus:<composer>', a folder of MIDI files, or several joined by '+'",
     )
     t.add_argument("--tokens", help="train from a tokens file (.npz) written by --export-tokens; no music21")
     t.add_argument(
         "--export-tokens",
         metavar="FILE",
         help="encode --data into a tokens file (.npz) for another machine, and stop",
+    )
+    t.add_argument(
+        "--keys",
+        choices=["reference", "transpose"],
+        default="reference",
+        help="'reference': learn every piece in C major / A minor (the default); 'transpose': in its own "
+        "key, moved at random every epoch",
     )
     t.add_argument("--out", default="models/etude-chorales", help="model folder to write (and resume from)")
     t.add_argument("--preset", default="etude", help="network preset: etude, small, or tutorial")
@@ -253,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--instrument", default="piano", help=f"{INSTRUMENT_HELP}: 0-127 or a name ({', '.join(INSTRUMENTS)})"
     )
     c.add_argument("--rng-seed", type=_option("rng_seed"), help=_help("rng_seed"))
+    c.add_argument(
+        "--key", type=_key, help=f"{KEY_HELP}: e.g. 'E minor', 'Eb major' (the 24 major and minor keys)"
+    )
     c.add_argument("--model", help="model folder (default: MODEL_DIR or the shipped model)")
     c.add_argument("--out", default="out", help="folder for the three files")
     c.add_argument(

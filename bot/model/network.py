@@ -164,7 +164,10 @@ def load(folder: str | Path | None = None) -> LoadedModel:
         raise ModelNotFound(f"{what}: {folder}")
     keras = backend.keras()
     config = Config.from_dict(json.loads((folder / "config.json").read_text()))
-    vocab = Vocabulary.load(folder / "vocab.json")
+    try:
+        vocab = Vocabulary.load(folder / "vocab.json")
+    except ValueError as e:  # a model of an older token encoding: as good as missing to this code
+        raise ModelNotFound(f"{folder}: {e}") from None
     net = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
     card_path = folder / "card.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
@@ -181,6 +184,15 @@ def write_card(folder: Path, card: dict) -> None:
     (folder / "README.md").write_text(card_markdown(card))
 
 
+_DATA_LINES = (
+    ("train_onsets", "onsets (notes and chords) for training"),
+    ("val_onsets", "onsets for validation"),
+    ("styles", "training pieces by style token"),
+    ("keys", "keys"),
+    ("regularization", "regularization"),
+)
+
+
 def card_markdown(card: dict) -> str:
     data = card.get("data", {})
     train = card.get("training", {})
@@ -192,8 +204,11 @@ def card_markdown(card: dict) -> str:
         f"- events (notes and chords): {data.get('train_events', '?')} training, "
         f"{data.get('val_events', '?')} validation",
         f"- augmentation: {data.get('augmentation', 'none')}",
-        "",
     ]
+    lines += [f"- {label}: {data[key]}" for key, label in _DATA_LINES if data.get(key)]
+    lines.append("")
+    if card.get("encoding"):
+        lines += ["## Encoding", "", card["encoding"], ""]
     lines += [
         "## Network",
         "",

@@ -28,16 +28,18 @@ from bot.errors import BadOption
 from bot.model import backend
 from bot.model.network import LoadedModel
 from bot.music.encoding import Vocabulary
-from bot.options import SPECS
+from bot.options import SPECS, cadence_margin
 
 log = logging.getLogger(__name__)
 
-MAX_RUN = 4  # an event may repeat at most this many times in a row: the tutorial's loop got stuck on one
-MAX_CHORD = 10  # pitches in one event
+MAX_RUN = 4  # a frame may repeat at most this many times in a row: the tutorial's loop got stuck on one
+MAX_CHORD = 10  # pitches in one frame, held ones included
 MAX_SHIFT_CHAIN = 4  # consecutive shift tokens (a rest of up to 16 beats)
+MAX_QUIET = 3  # frames in a row that attack nothing (releases, rests) before one must start a note
 MAX_PRIMER_TOKENS = 768  # how much of a long seed warms the state; the LSTM's memory is shorter anyway
 MIN_SHARD = 4  # smallest batch worth a thread of its own on a CPU
-TOKENS_PER_EVENT_CAP = 1 + MAX_SHIFT_CHAIN + MAX_CHORD  # upper bound used to size the output buffer
+# Upper bound on the tokens of one onset (the quiet frames before it and its own), to size the buffer.
+TOKENS_PER_ONSET_CAP = (1 + MAX_QUIET) * (MAX_SHIFT_CHAIN + MAX_CHORD + 1)
 
 
 def check_sampling(length: int, temperature: float, top_p: float) -> None:
@@ -54,7 +56,9 @@ class _Loop(NamedTuple):
     tok: object  # the token just written, input to this step
     states: object  # LSTM (h, c) per layer
     out: object  # (batch, steps) the stream so far, a fixed-size buffer written one column per step
-    events: object  # events written after the primer
+    events: object  # onsets (frames that start a note) written after the primer
+    attacked: object  # whether the frame being written has started a note yet
+    quiet: object  # frames in a row that started no note
     done: object
     steps: object  # stream length once done
     run: object  # how many times in a row the last event has repeated
@@ -68,7 +72,8 @@ class _Loop(NamedTuple):
 
 @dataclass(frozen=True)
 class Request:
-    """One piece to sample: `length` new events after `primer` (token ids, starting with `<start>`)."""
+    """One piece to sample: `length` notes and chords (onsets) after `primer` (token ids, from `<start>`),
+    then as many more as the model takes to end the piece, at most `cadence_margin(length)`."""
 
     primer: tuple[int, ...]
     length: int = 500
@@ -120,6 +125,7 @@ class Sampler:
             "head": [_weights(layer) for layer in self.head],
             "allowed": v.grammar(),
             "kinds": _kinds(v),
+            "attack": np.array([v.is_attack(t) for t in range(len(v))]),
         }
         self._loop = backend.compile_loop(self._generate, params)
         self.on_gpu = backend.accelerator() is not None
@@ -144,10 +150,13 @@ class Sampler:
         return ops.cast(x, "float32"), new_states
 
     # -- the loop, compiled once per batch shape ----------------------------------------------------------
-    def _generate(self, params, primers, primer_len, lengths, temperature, top_p, uniforms, max_steps):
+    def _generate(
+        self, params, primers, primer_len, lengths, limits, temperature, top_p, uniforms, max_steps
+    ):
         """Sample a batch.
 
-        primers (B, P) int32, right-padded; primer_len (B,); lengths (B,) events to add; temperature, top_p
+        primers (B, P) int32, right-padded; primer_len (B,); lengths (B,) onsets to add before the model may
+        end the piece, limits (B,) the most onsets it may add before it must end; temperature, top_p
         (B,) float32; uniforms (B, S) float32 in [0, 1); max_steps = S, a Python int (a static size for
         the compiler). Returns tokens (B, S) int32: the whole stream, primer included, and the number of
         steps each request took (B,).
@@ -155,8 +164,10 @@ class Sampler:
         ops = self.ops
         b = ops.shape(primers)[0]
         v = len(self.vocab)
-        kinds, allowed = params["kinds"], params["allowed"]
+        kinds, allowed, attack = params["kinds"], params["allowed"], params["attack"]
         pitch_ids = ops.arange(v, dtype="int32")
+        end_id = self.vocab.end
+        is_end = pitch_ids == end_id
         # Events are compared by a polynomial hash in base v that never leaves int32 (JAX's default
         # integer): two different events collide with a chance of about v / 2**31.
         hash_mod = (2**31 - 1) // v
@@ -172,6 +183,12 @@ class Sampler:
             # Repetition guard: after MAX_RUN equal events the next one may not start on the same pitch.
             stuck = (s.run >= MAX_RUN) & (kind == 1)
             ok &= ~(stuck[:, None] & (pitch_ids[None, :] == s.prev_first[:, None]))
+            # The end: not before `length` onsets; once `limits` are written, the next shift is the last.
+            ok &= ~(is_end[None, :] & (s.events < lengths)[:, None])
+            must_end = (s.events >= limits) & (kind == 1)
+            ok &= ~must_end[:, None] | is_end[None, :]
+            # After MAX_QUIET frames without a new note, this frame must start one before it closes.
+            ok &= ~((next_kind == 3) & ((s.quiet >= MAX_QUIET) & ~s.attacked)[:, None])
             scaled = ops.where(ok, logits / temperature[:, None], -1e9)
             probs = ops.softmax(scaled, axis=-1)
             # Nucleus: keep the most likely tokens whose mass reaches top_p (always at least one). top_k
@@ -198,14 +215,17 @@ class Sampler:
             cur_hash = ops.where(starts_event, nxt, (s.cur_hash * v + nxt) % hash_mod)
             cur_first = ops.where((nk == 2) & (kind == 1), nxt, s.cur_first)
             closes = (nk == 3) & ~s.done
-            events = s.events + ops.cast(closes & ~in_primer, "int32")
-            finished = (events >= lengths) & ~in_primer & ~s.done
+            attacked = ops.where(nk == 1, False, s.attacked | ops.take(attack, nxt))
+            events = s.events + ops.cast(closes & attacked & ~in_primer, "int32")
+            finished = (nxt == end_id) & ~in_primer & ~s.done
             return _Loop(
                 t=s.t + 1,
                 tok=nxt,
                 states=states,
                 out=ops.slice_update(s.out, (0, s.t + 1), nxt[:, None]),
                 events=events,
+                attacked=attacked,
+                quiet=ops.where(closes, ops.where(attacked, 0, s.quiet + 1), s.quiet),
                 done=s.done | finished,
                 steps=ops.where(finished, s.t + 2, s.steps),
                 run=ops.where(closes, ops.where(cur_hash == s.prev_hash, s.run + 1, 1), s.run),
@@ -228,6 +248,8 @@ class Sampler:
             states=[(zeros, zeros) for _ in self.activations],
             out=ops.slice_update(ops.zeros((b, max_steps), "int32"), (0, 0), primers[:, :1]),
             events=izeros,
+            attacked=ops.zeros((b,), "bool"),
+            quiet=izeros,
             done=ops.zeros((b,), "bool"),
             steps=izeros + max_steps,
             run=izeros,
@@ -243,7 +265,8 @@ class Sampler:
 
     # -- the public call ------------------------------------------------------------------------------------------
     def sample(self, requests: list[Request]) -> list[list[int]]:
-        """The new tokens of each request (without its primer), each ending with a complete event.
+        """The new tokens of each request (without its primer), each ending with `<end>` (unless its buffer
+        ran out first, which the caps make all but impossible).
 
         On a CPU a large batch is cut into one shard per core, sampled side by side: two half batches on
         two threads do about 1.6 times the work of one whole batch, whose matmuls leave a core idle
@@ -267,7 +290,12 @@ class Sampler:
         primers = [p if p[0] == self.vocab.start else [self.vocab.start, *p] for p in primers]
         plen = np.array([len(p) for p in primers], np.int32)
         width = int(plen.max())
-        steps = int(max(len(p) + r.length * TOKENS_PER_EVENT_CAP for p, r in zip(primers, requests)))
+        steps = int(
+            max(
+                len(p) + (cadence_margin(r.length) + r.length + 1) * TOKENS_PER_ONSET_CAP
+                for p, r in zip(primers, requests)
+            )
+        )
         # Round the shapes up, so a server sees few distinct shapes and reuses the compiled loop.
         width = 1 << max(4, (width - 1).bit_length())
         steps = 1 << max(8, (steps - 1).bit_length())
@@ -280,6 +308,7 @@ class Sampler:
             padded,
             plen,
             np.array([r.length for r in requests], np.int32),
+            np.array([r.length + cadence_margin(r.length) for r in requests], np.int32),
             np.array([r.temperature for r in requests], np.float32),
             np.array([r.top_p for r in requests], np.float32),
             uniforms,

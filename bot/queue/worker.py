@@ -230,8 +230,8 @@ class Worker:
             self.metrics.sample_seconds += piece.timings["sample"]
             info = {
                 "name": piece.name,
-                "length": options.length,
-                "key": piece.key,
+                "length": piece.onsets,
+                "key": piece.key_text,
                 "tempo": round(piece.tempo),
                 "temperature": options.temperature,
                 "top_p": options.top_p,
