@@ -2,7 +2,7 @@
 # Measure the sampler and training on a bare GPU machine: its python3 has numpy, JAX (with CUDA), h5py,
 # ml-dtypes, rich and absl-py, and nothing of this project's other dependencies (no music21, mido,
 # pydantic, discord or TensorFlow). What it lacks travels beside the source:
-#   .whl/                    keras, namex, optree (one per Python version), typing_extensions wheels
+#   .whl/                    keras, namex, optree (one per Python version), packaging, typing_extensions
 #   runs/chorales-tokens.npz the training data, from `etude train --export-tokens runs/chorales-tokens.npz`
 # Usage: scripts/bench-gpu.sh OUT_DIR      (TOKENS=FILE picks another tokens file; BENCH_ARGS=--quick
 #        shortens the bench, for a trial on a CPU)
@@ -23,7 +23,7 @@ site=/tmp/site
     python3 --version
     # pip picks, among the optree wheels, the one for this python3.
     python3 -m pip install -q --no-index --no-deps --no-compile --find-links .whl --target "$site" \
-        keras namex optree typing_extensions
+        keras namex optree packaging typing_extensions
     export PYTHONPATH="$site:$PWD" KERAS_BACKEND=jax
     python3 -c "import jax, keras; print('jax', jax.__version__, jax.devices(), '| keras', keras.__version__)"
 
@@ -33,9 +33,9 @@ site=/tmp/site
     python3 -m bot bench --sections sampler,train --tokens "$tokens" ${BENCH_ARGS:-}
     echo "(bench took $((SECONDS - start)) s)"
 
-    echo; echo "== etude train: one minute from $tokens, batch 256"
+    echo; echo "== etude train: half a minute from $tokens, batch 256"
     start=$SECONDS
-    python3 -m bot train --tokens "$tokens" --out "$out/model" --fresh --minutes 1 --batch-size 256 --epochs 40
+    python3 -m bot train --tokens "$tokens" --out "$out/model" --fresh --minutes 0.5 --batch-size 256 --epochs 40
     echo "(training took $((SECONDS - start)) s)"
 } 2>&1 | tee "$log"
 echo "written: $log"

@@ -121,6 +121,16 @@ def test_a_model_trained_on_either_backend_samples_on_the_other(tmp_path, choral
     assert sample_here(there_dir)[0][:100] == again[0][:100]
 
 
+def test_the_tutorial_network_samples_too():
+    # Its head (batch norm, dense, relu) runs as the model's own layers inside the compiled loop.
+    m = M.load(M.REPO_MODELS / "baselines" / "tutorial-chorales")
+    allowed = m.vocab.grammar()
+    (tokens,) = Sampler(m).sample([Request((m.vocab.start,), 12, 1.0, 0.95, 3)])
+    stream = [m.vocab.start, *tokens]
+    assert all(allowed[a, b] for a, b in zip(stream, stream[1:]))
+    assert m.vocab.count_events(tokens) == 12
+
+
 def test_tokens_file_round_trip_and_refusals(tmp_path, chorales):
     from bot.music.corpus import encode_pieces, split_by_piece
     from bot.music.encoding import Vocabulary

@@ -15,6 +15,7 @@ its result does not depend on which other requests share the batch.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
@@ -119,6 +120,11 @@ class Sampler:
         self.head = [
             layer for layer in net.layers[last_lstm + 1 :] if not layer.name.startswith(("drop", "head_drop"))
         ]
+        # `training=False` (batch norm on its moving averages) for the layers whose call takes it.
+        self.head_kwargs = [
+            {"training": False} if "training" in inspect.signature(layer.call).parameters else {}
+            for layer in self.head
+        ]
         params = {
             "lstm": lstm,
             "embed": _weights(self.embed) if self.embed is not None else ([], []),
@@ -145,8 +151,8 @@ class Sampler:
             h = gate(o) * act(c)
             x = h
             new_states.append((h, c))
-        for layer, weights in zip(self.head, params["head"]):
-            x, _ = layer.stateless_call(*weights, x, training=False)
+        for layer, weights, kwargs in zip(self.head, params["head"], self.head_kwargs):
+            x, _ = layer.stateless_call(*weights, x, **kwargs)
         return ops.cast(x, "float32"), new_states
 
     # -- the loop, compiled once per batch shape ----------------------------------------------------------
