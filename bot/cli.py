@@ -184,7 +184,16 @@ def cmd_train(args) -> int:
         limit=args.limit,
         fresh=args.fresh,
         steps_per_epoch=args.steps_per_epoch,
-        overrides={"batch_size": args.batch_size} if args.batch_size else None,
+        overrides={
+            k: v
+            for k, v in {
+                "batch_size": args.batch_size,
+                "dropout": args.dropout,
+                "learning_rate": args.learning_rate,
+            }.items()
+            if v is not None
+        }
+        or None,
         verbose=1 if sys.stdout.isatty() else 2,
         tokens=args.tokens,
         keys=args.keys,
@@ -253,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         help="windows per training step (default: the preset's; a GPU wants hundreds)",
     )
+    t.add_argument("--dropout", type=float, help="dropout after each LSTM layer (default: the preset's)")
+    t.add_argument("--learning-rate", type=float, help="the optimizer's step size (default: the preset's)")
     t.add_argument("--limit", type=int, help="use only the first N pieces")
     t.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
     t.set_defaults(func=cmd_train)
