@@ -209,3 +209,95 @@ def test_real_chorales_sound_like_chorales(chorales) -> None:
     assert 2 < summary["notes_per_onset"]["median"] < 4
     assert summary["ends_with_cadence"]["share"] >= 0.5
     assert np.isfinite(S.distance(summary, summary))
+
+
+# -- the musical section of `etude eval` ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model_copy(tiny_model_dir, tmp_path_factory):
+    """The shared tiny model in a folder of its own, so writing its card touches no other test's model."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("music-model") / "tiny"
+    shutil.copytree(tiny_model_dir, out)
+    return out
+
+
+@pytest.mark.timeout(300)
+def test_eval_music_section_and_card(model_copy) -> None:
+    from bot.model import evaluate as EV
+
+    result = EV.evaluate_music(str(model_copy), quick=True, write_card=True)
+    music = result["music"]
+    assert music["pieces"] == EV.QUICK_PIECES and music["length"] == EV.QUICK_LENGTH
+    for s in S.STATISTICS:
+        assert music["reference"][s.key]["n"] > 0, s.key
+        assert s.key in music["generated"]
+    assert music["generated"]["notes_per_onset"]["n"] == EV.QUICK_PIECES
+    assert 0 <= music["distance"] < 100
+    key = result["key_fidelity"]
+    assert key["seeds"] > 0 and 0 <= key["share_within_one_fifth"] <= 1
+    assert key["bach_second_halves"] > 0.5  # real music mostly stays near its key
+    card = read_card(model_copy)
+    assert card["music"]["generated"] == music["generated"]
+    readme = (model_copy / "README.md").read_text()
+    assert "## Music" in readme and "pitch-class entropy" in readme and "Seed key fidelity" in readme
+    text = EV.music_table(music, key)
+    assert all(s.label in text for s in S.STATISTICS)
+
+
+def read_card(folder) -> dict:
+    import json
+
+    return json.loads((folder / "card.json").read_text())
+
+
+@pytest.mark.timeout(300)
+def test_samples_are_the_same_every_run_and_the_sweep_ranks_settings(composer, chorales) -> None:
+    from bot.model import evaluate as EV
+    from bot.music.corpus import split_by_piece
+
+    train_p, val_p = split_by_piece(chorales)
+    one = EV.music_section(composer, train_p, val_p, pieces=2, length=40)
+    two = EV.music_section(composer, train_p, val_p, pieces=2, length=40)
+    assert one["generated"] == two["generated"]
+    sweep = EV.music_sweep(
+        composer, train_p, val_p, temperatures=(0.3, 1.5), top_ps=(0.9, 1.0), pieces=2, length=40
+    )
+    rows = sweep["settings"]
+    assert sorted((r["temperature"], r["top_p"]) for r in rows) == [
+        (0.3, 0.9),
+        (0.3, 1.0),
+        (1.5, 0.9),
+        (1.5, 1.0),
+    ]
+    assert [r["distance"] for r in rows] == sorted(r["distance"] for r in rows)
+    text = EV.sweep_table(sweep)
+    assert "validation" in text and "1.5" in text
+
+
+@pytest.mark.timeout(300)
+def test_cli_eval_music_only_json(model_copy) -> None:
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bot",
+            "eval",
+            "--model",
+            str(model_copy),
+            "--music-only",
+            "--quick",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert "baselines" not in result and result["music"]["pieces"] == 8
+    assert result["key_fidelity"]["seeds"] > 0

@@ -17,8 +17,10 @@ import numpy as np
 
 from bot.errors import ModelNotFound
 from bot.model import network as M
+from bot.music import stats as S
 from bot.music.corpus import encode_pieces, load_pieces, split_by_piece
 from bot.music.encoding import Vocabulary
+from bot.options import Options
 
 LOG2E = 1 / math.log(2)
 
@@ -233,3 +235,277 @@ def table(result: dict) -> str:
     ]
     lines.append(f"improvement over the best baseline: {result['improvement_over_best_baseline'] * 100:.1f}%")
     return "\n".join(lines)
+
+
+# -- music: what the samples sound like beside the validation pieces ------------------------------------
+# Piece i of a run is sampled with RNG seed MUSIC_RNG_SEED + i, so every run hears the same pieces.
+MUSIC_RNG_SEED = 1000
+MUSIC_PIECES, MUSIC_LENGTH = 24, 500
+QUICK_PIECES, QUICK_LENGTH = 8, 200
+SWEEP_TEMPERATURES = (0.7, 0.85, 1.0)
+SWEEP_TOP_PS = (0.9, 0.95, 1.0)
+KEY_SEEDS_QUICK = 16  # validation pieces whose halves seed the key-fidelity measurement with --quick
+
+
+def _music_data(m, data: str | None) -> tuple[list, list]:
+    source = data or m.card.get("data", {}).get("source", "chorales")
+    return split_by_piece(load_pieces(source))
+
+
+def reference_music(train_p: Sequence, val_p: Sequence) -> tuple[dict, np.ndarray]:
+    """The validation pieces' statistics, and the training pieces' duration histogram to measure against."""
+    ref_durations = S.pooled_duration_histogram([p.events for p in train_p])
+    per = [S.piece_statistics(p.events, ref_durations) for p in val_p]
+    return S.summarize(per), ref_durations
+
+
+def sample_music(composer, settings: Sequence[tuple[float, float]], pieces: int, length: int) -> list[list]:
+    """`pieces` unseeded pieces of `length` notes for each (temperature, top-p), in one batched call."""
+    jobs = [
+        (Options(length=length, temperature=t, top_p=p, rng_seed=MUSIC_RNG_SEED + i), None)
+        for t, p in settings
+        for i in range(pieces)
+    ]
+    done = composer.compose(jobs)
+    return [[c.events for c in done[k * pieces : (k + 1) * pieces]] for k in range(len(settings))]
+
+
+def music_section(
+    composer,
+    train_p: Sequence,
+    val_p: Sequence,
+    pieces: int = MUSIC_PIECES,
+    length: int = MUSIC_LENGTH,
+    temperature: float | None = None,
+    top_p: float | None = None,
+) -> dict:
+    """The musical statistics of pieces sampled at one setting (the defaults unless given), beside the
+    validation pieces' (whole pieces: each is shorter than a sample)."""
+    t0 = time.monotonic()
+    defaults = Options()
+    temperature = defaults.temperature if temperature is None else temperature
+    top_p = defaults.top_p if top_p is None else top_p
+    reference, ref_durations = reference_music(train_p, val_p)
+    (samples,) = sample_music(composer, [(temperature, top_p)], pieces, length)
+    generated = S.summarize([S.piece_statistics(ev, ref_durations) for ev in samples])
+    return {
+        "temperature": temperature,
+        "top_p": top_p,
+        "pieces": pieces,
+        "length": length,
+        "rng_seeds": [MUSIC_RNG_SEED, MUSIC_RNG_SEED + pieces - 1],
+        "reference_pieces": len(val_p),
+        "generated": generated,
+        "reference": reference,
+        "distance": S.distance(generated, reference),
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+
+
+def music_sweep(
+    composer,
+    train_p: Sequence,
+    val_p: Sequence,
+    temperatures: Sequence[float] = SWEEP_TEMPERATURES,
+    top_ps: Sequence[float] = SWEEP_TOP_PS,
+    pieces: int = MUSIC_PIECES,
+    length: int = MUSIC_LENGTH,
+) -> dict:
+    """The statistics for every temperature x top-p, each with its distance to the validation pieces
+    (`stats.distance`: 0 when every median sits on the chorales'), best first."""
+    t0 = time.monotonic()
+    reference, ref_durations = reference_music(train_p, val_p)
+    settings = [(t, p) for t in temperatures for p in top_ps]
+    samples = sample_music(composer, settings, pieces, length)
+    rows = []
+    for (t, p), group in zip(settings, samples):
+        generated = S.summarize([S.piece_statistics(ev, ref_durations) for ev in group])
+        rows.append(
+            {
+                "temperature": t,
+                "top_p": p,
+                "distance": S.distance(generated, reference),
+                "generated": generated,
+            }
+        )
+    rows.sort(key=lambda r: r["distance"])
+    return {
+        "pieces": pieces,
+        "length": length,
+        "reference": reference,
+        "reference_pieces": len(val_p),
+        "settings": rows,
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+
+
+def key_fidelity(composer, val_p: Sequence, length: int = 200, seeds: int | None = None) -> dict:
+    """Share of seeds whose continuation stays within one fifth of the seed's key.
+
+    Each validation piece is cut in half at its middle onset; the first half, written as a MIDI file and
+    read back like any user's seed, is continued for `length` notes at the defaults. The seed's key and
+    the continuation's are estimated apart (Krumhansl-Schmuckler) and compared on the circle of fifths:
+    within one step (the same key, its relative, its dominant or subdominant side) the continuation
+    stayed. Bach's own second half, measured the same way, is the reference.
+    """
+    from bot.music.midi import midi_bytes
+
+    t0 = time.monotonic()
+    chosen = sorted(val_p, key=lambda p: p.name)[: seeds or len(val_p)]
+    jobs, keys, own, skipped = [], [], [], 0
+    for i, p in enumerate(chosen):
+        onsets = sorted({e.onset for e in p.events})
+        if len(onsets) < 8:
+            skipped += 1
+            continue
+        cut = onsets[len(onsets) // 2]
+        first = [e for e in p.events if e.onset < cut]
+        second = [e for e in p.events if e.onset >= cut]
+        key = S.estimate_key(first)
+        if key is None:
+            skipped += 1
+            continue
+        seed = composer.seed(midi_bytes(first, tempo=p.tempo), p.name)
+        jobs.append((Options(length=length, rng_seed=MUSIC_RNG_SEED + i), seed))
+        keys.append(key)
+        own_key = S.estimate_key(second)
+        own.append(own_key is not None and S.fifths_distance(key, own_key) <= 1)
+    done = composer.compose(jobs)
+    stays = []
+    for key, c in zip(keys, done):
+        k = S.estimate_key(c.events)
+        stays.append(k is not None and S.fifths_distance(key, k) <= 1)
+    return {
+        "seeds": len(jobs),
+        "skipped": skipped,
+        "length": length,
+        "share_within_one_fifth": round(float(np.mean(stays)), 4) if stays else None,
+        "bach_second_halves": round(float(np.mean(own)), 4) if own else None,
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+
+
+def evaluate_music(
+    model_dir: str | None = None,
+    data: str | None = None,
+    quick: bool = False,
+    sweep: bool = False,
+    write_card: bool = False,
+) -> dict:
+    """The musical section of `etude eval` (or, with `sweep`, the temperature x top-p sweep alone)."""
+    from bot.model.composer import Composer
+
+    m = M.load(model_dir)
+    train_p, val_p = _music_data(m, data)
+    composer = Composer(m)
+    pieces, length = (QUICK_PIECES, QUICK_LENGTH) if quick else (MUSIC_PIECES, MUSIC_LENGTH)
+    if sweep:
+        return {"model": m.name, "sweep": music_sweep(composer, train_p, val_p, pieces=pieces, length=length)}
+    result = {
+        "model": m.name,
+        "music": music_section(composer, train_p, val_p, pieces, length),
+        "key_fidelity": key_fidelity(
+            composer, val_p, length=length // 2, seeds=KEY_SEEDS_QUICK if quick else None
+        ),
+    }
+    if write_card:
+        card = dict(M.load_card(m.path))  # as written now: the loss part may have just updated it
+        card["music"] = {**result["music"], "key_fidelity": result["key_fidelity"]}
+        M.write_card(m.path, card)
+    return result
+
+
+def _cell(stat: S.Statistic, summary: dict, spread: bool) -> str:
+    return S.fmt(stat, summary, spread=spread)
+
+
+def _inside(stat: S.Statistic, generated: dict, reference: dict) -> str:
+    """Whether the generated median lies inside the reference's 5th-95th percentile."""
+    if stat.share or not generated.get("n") or not reference.get("n"):
+        return ""
+    return "yes" if reference["p5"] <= generated["median"] <= reference["p95"] else "no"
+
+
+def music_table(music: dict, key: dict | None = None) -> str:
+    lines = [
+        f"music: {music['pieces']} pieces of {music['length']} notes at temperature {music['temperature']:g}, "
+        f"top-p {music['top_p']:g} (rng seeds {music['rng_seeds'][0]}-{music['rng_seeds'][1]}), beside "
+        f"{music['reference_pieces']} validation pieces",
+        f"{'':46} {'validation: median [5th, 95th]':>31} {'model':>8} {'inside':>6}",
+    ]
+    for s in S.STATISTICS:
+        g, r = music["generated"][s.key], music["reference"][s.key]
+        lines.append(f"{s.label:46} {_cell(s, r, True):>31} {_cell(s, g, False):>8} {_inside(s, g, r):>6}")
+    lines.append(f"distance to the validation pieces: {music['distance']:.3f} (0: every median on theirs)")
+    if key:
+        lines.append(_key_line(key))
+    return "\n".join(lines)
+
+
+def _key_line(key: dict) -> str:
+    share = key["share_within_one_fifth"]
+    own = key["bach_second_halves"]
+    return (
+        f"seed key fidelity: {share * 100:.0f}% of {key['seeds']} seeds (first halves of validation pieces) "
+        f"continue within one fifth of their key; the pieces' own second halves: {own * 100:.0f}%"
+        if share is not None and own is not None
+        else "seed key fidelity: no seeds"
+    )
+
+
+def sweep_table(sweep: dict) -> str:
+    shown = [
+        s
+        for s in S.STATISTICS
+        if s.key
+        in (
+            "pitch_class_entropy",
+            "scale_consistency",
+            "parallels_per_change",
+            "soprano_steps",
+            "ends_with_cadence",
+        )
+    ]
+    head = f"{'temp':>5} {'top-p':>5} {'distance':>8} " + " ".join(f"{s.key[:12]:>12}" for s in shown)
+    ref = sweep["reference"]
+    lines = [
+        f"sweep: {sweep['pieces']} pieces of {sweep['length']} notes per setting, best first "
+        f"({sweep['seconds']:.0f} s)",
+        head,
+        f"{'validation':>11} {'':>8} " + " ".join(f"{_cell(s, ref[s.key], False):>12}" for s in shown),
+    ]
+    for row in sweep["settings"]:
+        g = row["generated"]
+        lines.append(
+            f"{row['temperature']:>5g} {row['top_p']:>5g} {row['distance']:>8.3f} "
+            + " ".join(f"{_cell(s, g[s.key], False):>12}" for s in shown)
+        )
+    return "\n".join(lines)
+
+
+def music_markdown(section: dict) -> list[str]:
+    """The model card's musical section: the table, what each figure means, and key fidelity."""
+    lines = [
+        "## Music (samples beside the validation pieces)",
+        "",
+        f"{section['pieces']} pieces of {section['length']} notes sampled at temperature "
+        f"{section['temperature']:g} and top-p {section['top_p']:g} (RNG seeds {section['rng_seeds'][0]}-"
+        f"{section['rng_seeds'][1]}), beside the {section['reference_pieces']} validation pieces; figures "
+        "are medians over pieces, [5th, 95th percentile] for the validation pieces, or a share of pieces.",
+        "",
+        "| what a listener hears | validation pieces | this model |",
+        "| --- | --- | --- |",
+    ]
+    for s in S.STATISTICS:
+        g, r = section["generated"][s.key], section["reference"][s.key]
+        lines.append(f"| {s.label} | {_cell(s, r, True)} | {_cell(s, g, False)} |")
+    lines += [
+        "",
+        f"Distance to the validation pieces: {section['distance']:.3f} (the mean gap of a statistic, in "
+        "units of the validation pieces' 5th-95th percentile range; 0 when every median sits on theirs). "
+        "Each statistic is defined in `bot/music/stats.py`.",
+    ]
+    if section.get("key_fidelity"):
+        lines += ["", _key_line(section["key_fidelity"]).capitalize() + "."]
+    lines.append("")
+    return lines

@@ -247,6 +247,10 @@ def card_markdown(card: dict) -> str:
                 "baseline.",
             ]
         lines.append("")
+    if card.get("music"):
+        from bot.model.evaluate import music_markdown  # evaluate imports this module: import when needed
+
+        lines += music_markdown(card["music"])
     if card.get("listening_note"):
         lines += ["## Listening note", "", card["listening_note"], ""]
     return "\n".join(lines)
