@@ -180,7 +180,11 @@ def cmd_eval(args) -> int:
             tutorial_notes=args.tutorial_notes,
         )
     if not args.no_music:
-        result.update(evaluate_music(model, data=args.data, quick=args.quick, write_card=args.write_card))
+        result.update(
+            evaluate_music(
+                model, data=args.data, quick=args.quick, write_card=args.write_card, key_seeds=args.key_seeds
+            )
+        )
     if args.json:
         print(json.dumps(result))
     else:
@@ -273,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help="musical section on 8 pieces of 200 notes and 16 seeds (default 24 of 500 and every piece)",
+    )
+    e.add_argument(
+        "--key-seeds",
+        help="also measure seed key fidelity on this data source (a folder of MIDI files, corpus:<composer>)",
     )
     e.add_argument("--music-only", action="store_true", help="only the musical section, not bits per note")
     e.add_argument("--no-music", action="store_true", help="only bits per note, not the musical section")

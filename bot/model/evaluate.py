@@ -244,7 +244,8 @@ MUSIC_PIECES, MUSIC_LENGTH = 24, 500
 QUICK_PIECES, QUICK_LENGTH = 8, 200
 SWEEP_TEMPERATURES = (0.7, 0.85, 1.0)
 SWEEP_TOP_PS = (0.9, 0.95, 1.0)
-KEY_SEEDS_QUICK = 16  # validation pieces whose halves seed the key-fidelity measurement with --quick
+KEY_SEEDS_QUICK = 16  # pieces whose first parts seed the key-fidelity measurement with --quick
+KEY_SEED_ONSETS = 96  # a seed is at most this many onsets of a piece, at most half of it
 
 
 def _music_data(m, data: str | None) -> tuple[list, list]:
@@ -339,38 +340,40 @@ def music_sweep(
     }
 
 
-def key_fidelity(composer, val_p: Sequence, length: int = 200, seeds: int | None = None) -> dict:
+def key_fidelity(composer, pieces: Sequence, length: int = 200, seeds: int | None = None) -> dict:
     """Share of seeds whose continuation stays within one fifth of the seed's key.
 
-    Each validation piece is cut in half at its middle onset; the first half, written as a MIDI file and
-    read back like any user's seed, is continued for `length` notes at the defaults. The seed's key and
-    the continuation's are estimated apart (Krumhansl-Schmuckler) and compared on the circle of fifths:
-    within one step (the same key, its relative, its dominant or subdominant side) the continuation
-    stayed. Bach's own second half, measured the same way, is the reference.
+    Each piece is cut at its middle onset (or after its first `KEY_SEED_ONSETS` onsets, whichever comes
+    first); the part before, written as a MIDI file and read back like any user's seed, is continued for
+    `length` notes at the defaults. The seed's key and the continuation's are estimated apart
+    (Krumhansl-Schmuckler) and compared on the circle of fifths: within one step (the same key, its
+    relative, or a key a fifth either side) the continuation stayed. The piece's own next part, measured
+    the same way, is the reference.
     """
     from bot.music.midi import midi_bytes
 
     t0 = time.monotonic()
-    chosen = sorted(val_p, key=lambda p: p.name)[: seeds or len(val_p)]
+    chosen = sorted(pieces, key=lambda p: p.name)[: seeds or len(pieces)]
     jobs, keys, own, skipped = [], [], [], 0
     for i, p in enumerate(chosen):
         onsets = sorted({e.onset for e in p.events})
         if len(onsets) < 8:
             skipped += 1
             continue
-        cut = onsets[len(onsets) // 2]
+        half = min(len(onsets) // 2, KEY_SEED_ONSETS)
+        cut, stop = onsets[half], onsets[min(2 * half, len(onsets) - 1)]
         first = [e for e in p.events if e.onset < cut]
-        second = [e for e in p.events if e.onset >= cut]
+        after = [e for e in p.events if cut <= e.onset <= stop]
         key = S.estimate_key(first)
         if key is None:
-            skipped += 1
+            skipped += 1  # a seed without a key (one repeated pitch) says nothing here
             continue
         seed = composer.seed(midi_bytes(first, tempo=p.tempo), p.name)
         jobs.append((Options(length=length, rng_seed=MUSIC_RNG_SEED + i), seed))
         keys.append(key)
-        own_key = S.estimate_key(second)
+        own_key = S.estimate_key(after)
         own.append(own_key is not None and S.fifths_distance(key, own_key) <= 1)
-    done = composer.compose(jobs)
+    done = composer.compose(jobs) if jobs else []
     stays = []
     for key, c in zip(keys, done):
         k = S.estimate_key(c.events)
@@ -380,7 +383,7 @@ def key_fidelity(composer, val_p: Sequence, length: int = 200, seeds: int | None
         "skipped": skipped,
         "length": length,
         "share_within_one_fifth": round(float(np.mean(stays)), 4) if stays else None,
-        "bach_second_halves": round(float(np.mean(own)), 4) if own else None,
+        "own_continuation": round(float(np.mean(own)), 4) if own else None,
         "seconds": round(time.monotonic() - t0, 1),
     }
 
@@ -391,22 +394,32 @@ def evaluate_music(
     quick: bool = False,
     sweep: bool = False,
     write_card: bool = False,
+    key_seeds: str | None = None,
 ) -> dict:
-    """The musical section of `etude eval` (or, with `sweep`, the temperature x top-p sweep alone)."""
+    """The musical section of `etude eval` (or, with `sweep`, the temperature x top-p sweep alone).
+
+    Seed key fidelity is measured on the validation pieces and, with `key_seeds`, on the pieces of
+    another data source (a folder of MIDI files, `corpus:<composer>`): music the model did not learn.
+    """
     from bot.model.composer import Composer
 
     m = M.load(model_dir)
     train_p, val_p = _music_data(m, data)
+    other = load_pieces(key_seeds) if key_seeds and not sweep else None  # a bad source fails before sampling
     composer = Composer(m)
     pieces, length = (QUICK_PIECES, QUICK_LENGTH) if quick else (MUSIC_PIECES, MUSIC_LENGTH)
     if sweep:
         return {"model": m.name, "sweep": music_sweep(composer, train_p, val_p, pieces=pieces, length=length)}
+    n_seeds = KEY_SEEDS_QUICK if quick else None
+    fidelity = {"validation pieces": key_fidelity(composer, val_p, length=length // 2, seeds=n_seeds)}
+    if key_seeds:
+        fidelity[key_seeds] = key_fidelity(
+            composer, load_pieces(key_seeds), length=length // 2, seeds=n_seeds
+        )
     result = {
         "model": m.name,
         "music": music_section(composer, train_p, val_p, pieces, length),
-        "key_fidelity": key_fidelity(
-            composer, val_p, length=length // 2, seeds=KEY_SEEDS_QUICK if quick else None
-        ),
+        "key_fidelity": fidelity,
     }
     if write_card:
         card = dict(M.load_card(m.path))  # as written now: the loss part may have just updated it
@@ -426,7 +439,7 @@ def _inside(stat: S.Statistic, generated: dict, reference: dict) -> str:
     return "yes" if reference["p5"] <= generated["median"] <= reference["p95"] else "no"
 
 
-def music_table(music: dict, key: dict | None = None) -> str:
+def music_table(music: dict, fidelity: dict | None = None) -> str:
     lines = [
         f"music: {music['pieces']} pieces of {music['length']} notes at temperature {music['temperature']:g}, "
         f"top-p {music['top_p']:g} (rng seeds {music['rng_seeds'][0]}-{music['rng_seeds'][1]}), beside "
@@ -437,19 +450,17 @@ def music_table(music: dict, key: dict | None = None) -> str:
         g, r = music["generated"][s.key], music["reference"][s.key]
         lines.append(f"{s.label:46} {_cell(s, r, True):>31} {_cell(s, g, False):>8} {_inside(s, g, r):>6}")
     lines.append(f"distance to the validation pieces: {music['distance']:.3f} (0: every median on theirs)")
-    if key:
-        lines.append(_key_line(key))
+    lines += [_key_line(source, k) for source, k in (fidelity or {}).items()]
     return "\n".join(lines)
 
 
-def _key_line(key: dict) -> str:
-    share = key["share_within_one_fifth"]
-    own = key["bach_second_halves"]
+def _key_line(source: str, key: dict) -> str:
+    share, own = key["share_within_one_fifth"], key["own_continuation"]
+    if share is None or own is None:
+        return f"seed key fidelity ({source}): no seeds with a key"
     return (
-        f"seed key fidelity: {share * 100:.0f}% of {key['seeds']} seeds (first halves of validation pieces) "
-        f"continue within one fifth of their key; the pieces' own second halves: {own * 100:.0f}%"
-        if share is not None and own is not None
-        else "seed key fidelity: no seeds"
+        f"seed key fidelity ({source}): {share * 100:.0f}% of {key['seeds']} seeds continue within one "
+        f"fifth of their key (the pieces' own continuations: {own * 100:.0f}%)"
     )
 
 
@@ -505,7 +516,8 @@ def music_markdown(section: dict) -> list[str]:
         "units of the validation pieces' 5th-95th percentile range; 0 when every median sits on theirs). "
         "Each statistic is defined in `bot/music/stats.py`.",
     ]
-    if section.get("key_fidelity"):
-        lines += ["", _key_line(section["key_fidelity"]).capitalize() + "."]
+    for source, key in section.get("key_fidelity", {}).items():
+        line = _key_line(source, key)
+        lines += ["", line[0].upper() + line[1:] + "."]
     lines.append("")
     return lines
