@@ -412,10 +412,8 @@ def evaluate_music(
         return {"model": m.name, "sweep": music_sweep(composer, train_p, val_p, pieces=pieces, length=length)}
     n_seeds = KEY_SEEDS_QUICK if quick else None
     fidelity = {"validation pieces": key_fidelity(composer, val_p, length=length // 2, seeds=n_seeds)}
-    if key_seeds:
-        fidelity[key_seeds] = key_fidelity(
-            composer, load_pieces(key_seeds), length=length // 2, seeds=n_seeds
-        )
+    if other is not None:
+        fidelity[key_seeds] = key_fidelity(composer, other, length=length // 2, seeds=n_seeds)
     result = {
         "model": m.name,
         "music": music_section(composer, train_p, val_p, pieces, length),
