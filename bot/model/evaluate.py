@@ -462,32 +462,31 @@ def _key_line(source: str, key: dict) -> str:
     )
 
 
+SWEEP_COLUMNS = {  # the statistics a sweep's table shows (its JSON has them all), with short headings
+    "pitch_class_entropy": "entropy",
+    "scale_consistency": "in scale",
+    "key_changes_per_16_beats": "key chg",
+    "parallels_per_change": "parallels",
+    "soprano_steps": "sop steps",
+    "cadences_per_16_beats": "cadences",
+    "ends_with_cadence": "ends",
+}
+
+
 def sweep_table(sweep: dict) -> str:
-    shown = [
-        s
-        for s in S.STATISTICS
-        if s.key
-        in (
-            "pitch_class_entropy",
-            "scale_consistency",
-            "parallels_per_change",
-            "soprano_steps",
-            "ends_with_cadence",
-        )
-    ]
-    head = f"{'temp':>5} {'top-p':>5} {'distance':>8} " + " ".join(f"{s.key[:12]:>12}" for s in shown)
+    shown = [s for s in S.STATISTICS if s.key in SWEEP_COLUMNS]
     ref = sweep["reference"]
     lines = [
         f"sweep: {sweep['pieces']} pieces of {sweep['length']} notes per setting, best first "
-        f"({sweep['seconds']:.0f} s)",
-        head,
-        f"{'validation':>11} {'':>8} " + " ".join(f"{_cell(s, ref[s.key], False):>12}" for s in shown),
+        f"({sweep['seconds']:.0f} s); distance: mean gap of a statistic in validation 5th-95th ranges",
+        f"{'temp':>5} {'top-p':>5} {'distance':>8} " + " ".join(f"{SWEEP_COLUMNS[s.key]:>9}" for s in shown),
+        f"{'validation':>20} " + " ".join(f"{_cell(s, ref[s.key], False):>9}" for s in shown),
     ]
     for row in sweep["settings"]:
         g = row["generated"]
         lines.append(
             f"{row['temperature']:>5g} {row['top_p']:>5g} {row['distance']:>8.3f} "
-            + " ".join(f"{_cell(s, g[s.key], False):>12}" for s in shown)
+            + " ".join(f"{_cell(s, g[s.key], False):>9}" for s in shown)
         )
     return "\n".join(lines)
 
