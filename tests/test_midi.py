@@ -432,3 +432,22 @@ def test_music21_corpus_piece(tmp_path: Path) -> None:
     # Voices in unison merge into one pitch of a chord, so a few fewer pitches than notes.
     assert 0.9 * expected <= pitch_count(piece) <= expected
     assert 20 <= piece.tempo <= 400
+
+
+@pytest.mark.timeout(300)
+def test_a_seed_with_tempo_changes_continues_at_its_last_tempo(composer) -> None:
+    from bot.options import Options
+
+    tpb = 480
+    conductor = (
+        tempo(500_000) + tempo(600_000, delta=4 * tpb) + tempo(452_830, delta=4 * tpb)
+    )  # 120, 100, 132.5
+    steps = [240 if i % 3 else 160 for i in range(36)]
+    notes = b"".join(note(60 + (i * 5) % 12, step) for i, step in enumerate(steps))
+    seed = composer.seed(smf([conductor, notes], division=tpb), "tempo-changes")
+    # Every onset where the file puts it in beats, across both changes.
+    assert [e.onset for e in seed.events] == pytest.approx([sum(steps[:i]) / tpb for i in range(36)])
+    piece = composer.compose_one(Options(length=60, rng_seed=3, include_seed=True), seed)
+    assert piece.tempo == pytest.approx(60e6 / 452_830)
+    assert piece.events[: len(seed.events)] == seed.events
+    assert all(abs(e.onset * GRID - round(e.onset * GRID)) < 1e-6 for e in piece.events)
