@@ -404,7 +404,7 @@ STATISTICS: tuple[Statistic, ...] = (
     Statistic("parallels_per_change", "parallel fifths/octaves per chord change", digits=3),
     Statistic("soprano_steps", "soprano moves by step"),
     Statistic("notes_per_onset", "notes per onset"),
-    Statistic("duration_distance", "duration histogram distance to the chorales"),
+    Statistic("duration_distance", "duration histogram distance to the training pieces"),
     Statistic("cadences_per_16_beats", "cadences inside the piece per 16 beats"),
     Statistic("ends_with_cadence", "ends with a cadence onto the tonic", share=True),
     Statistic("repeats_early", "8 notes of the tune come back within 64 beats", share=True),
