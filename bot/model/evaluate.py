@@ -443,15 +443,16 @@ def _inside(stat: S.Statistic, generated: dict, reference: dict) -> str:
 
 
 def music_table(music: dict, fidelity: dict | None = None) -> str:
+    w = max(len(s.label) for s in S.STATISTICS)
     lines = [
         f"music: {music['pieces']} pieces of {music['length']} notes at temperature {music['temperature']:g}, "
         f"top-p {music['top_p']:g} (rng seeds {music['rng_seeds'][0]}-{music['rng_seeds'][1]}), beside "
         f"{music['reference_pieces']} validation pieces",
-        f"{'':46} {'validation: median [5th, 95th]':>31} {'model':>8} {'inside':>6}",
+        f"{'':{w}} {'validation: median [5th, 95th]':>31} {'model':>8} {'inside':>6}",
     ]
     for s in S.STATISTICS:
         g, r = music["generated"][s.key], music["reference"][s.key]
-        lines.append(f"{s.label:46} {_cell(s, r, True):>31} {_cell(s, g, False):>8} {_inside(s, g, r):>6}")
+        lines.append(f"{s.label:{w}} {_cell(s, r, True):>31} {_cell(s, g, False):>8} {_inside(s, g, r):>6}")
     lines.append(f"distance to the validation pieces: {music['distance']:.3f} (0: every median on theirs)")
     lines += [_key_line(source, k) for source, k in (fidelity or {}).items()]
     return "\n".join(lines)
