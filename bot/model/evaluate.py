@@ -431,10 +431,6 @@ def evaluate_music(
     return result
 
 
-def _cell(stat: S.Statistic, summary: dict, spread: bool) -> str:
-    return S.fmt(stat, summary, spread=spread)
-
-
 def _inside(stat: S.Statistic, generated: dict, reference: dict) -> str:
     """Whether the generated median lies inside the reference's 5th-95th percentile."""
     if stat.share or not generated.get("n") or not reference.get("n"):
@@ -452,20 +448,10 @@ def music_table(music: dict, fidelity: dict | None = None) -> str:
     ]
     for s in S.STATISTICS:
         g, r = music["generated"][s.key], music["reference"][s.key]
-        lines.append(f"{s.label:{w}} {_cell(s, r, True):>31} {_cell(s, g, False):>8} {_inside(s, g, r):>6}")
+        lines.append(f"{s.label:{w}} {S.fmt(s, r, True):>31} {S.fmt(s, g, False):>8} {_inside(s, g, r):>6}")
     lines.append(f"distance to the validation pieces: {music['distance']:.3f} (0: every median on theirs)")
-    lines += [_key_line(source, k) for source, k in (fidelity or {}).items()]
+    lines += [S.key_fidelity_line(source, k) for source, k in (fidelity or {}).items()]
     return "\n".join(lines)
-
-
-def _key_line(source: str, key: dict) -> str:
-    share, own = key["share_within_one_fifth"], key["own_continuation"]
-    if share is None or own is None:
-        return f"seed key fidelity ({source}): no seeds with a key"
-    return (
-        f"seed key fidelity ({source}): {share * 100:.0f}% of {key['seeds']} seeds continue within one "
-        f"fifth of their key (the pieces' own continuations: {own * 100:.0f}%)"
-    )
 
 
 SWEEP_COLUMNS = {  # the statistics a sweep's table shows (its JSON has them all), with short headings
@@ -486,41 +472,12 @@ def sweep_table(sweep: dict) -> str:
         f"sweep: {sweep['pieces']} pieces of {sweep['length']} notes per setting, best first "
         f"({sweep['seconds']:.0f} s); distance: mean gap of a statistic in validation 5th-95th ranges",
         f"{'temp':>5} {'top-p':>5} {'distance':>8} " + " ".join(f"{SWEEP_COLUMNS[s.key]:>9}" for s in shown),
-        f"{'validation':>20} " + " ".join(f"{_cell(s, ref[s.key], False):>9}" for s in shown),
+        f"{'validation':>20} " + " ".join(f"{S.fmt(s, ref[s.key], False):>9}" for s in shown),
     ]
     for row in sweep["settings"]:
         g = row["generated"]
         lines.append(
             f"{row['temperature']:>5g} {row['top_p']:>5g} {row['distance']:>8.3f} "
-            + " ".join(f"{_cell(s, g[s.key], False):>9}" for s in shown)
+            + " ".join(f"{S.fmt(s, g[s.key], False):>9}" for s in shown)
         )
     return "\n".join(lines)
-
-
-def music_markdown(section: dict) -> list[str]:
-    """The model card's musical section: the table, what each figure means, and key fidelity."""
-    lines = [
-        "## Music (samples beside the validation pieces)",
-        "",
-        f"{section['pieces']} pieces of {section['length']} notes sampled at temperature "
-        f"{section['temperature']:g} and top-p {section['top_p']:g} (RNG seeds {section['rng_seeds'][0]}-"
-        f"{section['rng_seeds'][1]}), beside the {section['reference_pieces']} validation pieces; figures "
-        "are medians over pieces, [5th, 95th percentile] for the validation pieces, or a share of pieces.",
-        "",
-        "| what a listener hears | validation pieces | this model |",
-        "| --- | --- | --- |",
-    ]
-    for s in S.STATISTICS:
-        g, r = section["generated"][s.key], section["reference"][s.key]
-        lines.append(f"| {s.label} | {_cell(s, r, True)} | {_cell(s, g, False)} |")
-    lines += [
-        "",
-        f"Distance to the validation pieces: {section['distance']:.3f} (the mean gap of a statistic, in "
-        "units of the validation pieces' 5th-95th percentile range; 0 when every median sits on theirs). "
-        "Each statistic is defined in `bot/music/stats.py`.",
-    ]
-    for source, key in section.get("key_fidelity", {}).items():
-        line = _key_line(source, key)
-        lines += ["", line[0].upper() + line[1:] + "."]
-    lines.append("")
-    return lines

@@ -19,6 +19,7 @@ from bot.cards import DEFAULT_MODEL, REPO_MODELS, load_card  # noqa: F401  (re-e
 from bot.errors import ModelNotFound
 from bot.model.backend import quiet_import
 from bot.music.encoding import Vocabulary
+from bot.music.stats import card_markdown as music_card_markdown
 
 
 @dataclass
@@ -248,9 +249,7 @@ def card_markdown(card: dict) -> str:
             ]
         lines.append("")
     if card.get("music"):
-        from bot.model.evaluate import music_markdown  # evaluate imports this module: import when needed
-
-        lines += music_markdown(card["music"])
+        lines += music_card_markdown(card["music"])
     if card.get("listening_note"):
         lines += ["## Listening note", "", card["listening_note"], ""]
     return "\n".join(lines)
