@@ -207,22 +207,38 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from bot.model.evaluate import evaluate
+    from bot.model.evaluate import evaluate, evaluate_music, music_table, sweep_table
     from bot.settings import get_settings
 
-    result = evaluate(
-        args.model or get_settings().model_dir,
-        data=args.data,
-        tutorial=args.tutorial,
-        write_card=args.write_card,
-        tutorial_notes=args.tutorial_notes,
-    )
+    model = args.model or get_settings().model_dir
+    if args.sweep:
+        result = evaluate_music(model, data=args.data, quick=args.quick, sweep=True)
+        print(json.dumps(result) if args.json else sweep_table(result["sweep"]))
+        return 0
+    result = {}
+    if not args.music_only:
+        result = evaluate(
+            model,
+            data=args.data,
+            tutorial=args.tutorial,
+            write_card=args.write_card,
+            tutorial_notes=args.tutorial_notes,
+        )
+    if not args.no_music:
+        result.update(
+            evaluate_music(
+                model, data=args.data, quick=args.quick, write_card=args.write_card, key_seeds=args.key_seeds
+            )
+        )
     if args.json:
         print(json.dumps(result))
     else:
         from bot.model.evaluate import table
 
-        print(table(result))
+        parts = [table(result)] if "baselines" in result else []
+        if "music" in result:
+            parts.append(music_table(result["music"], result.get("key_fidelity")))
+        print("\n\n".join(parts))
     return 0
 
 
@@ -335,6 +351,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--write-card", action="store_true", help="store the figures in the model's card")
+    e.add_argument(
+        "--quick",
+        action="store_true",
+        help="musical section on 8 pieces of 200 notes and 16 seeds (default 24 of 500 and every piece)",
+    )
+    e.add_argument(
+        "--key-seeds",
+        help="also measure seed key fidelity on this data source (a folder of MIDI files, corpus:<composer>)",
+    )
+    e.add_argument("--music-only", action="store_true", help="only the musical section, not bits per note")
+    e.add_argument("--no-music", action="store_true", help="only bits per note, not the musical section")
+    e.add_argument(
+        "--sweep",
+        action="store_true",
+        help="only the musical statistics for temperature 0.7/0.85/1.0 x top-p 0.9/0.95/1.0, "
+        "each with its distance to the validation pieces, to choose the defaults by",
+    )
     e.set_defaults(func=cmd_eval)
     return p
 

@@ -231,8 +231,10 @@ def test_too_many_messages() -> None:
 def test_format_2_tracks_play_one_after_another() -> None:
     piece = expect_piece(smf([tempo(500_000) + melody(4), tempo(1_000_000) + melody(4, first=80)], fmt=2))
     onsets = {e.pitches[0]: e.onset for e in piece.events}
-    # The second pattern starts after the first (4 quarters) and runs at half the speed (60 bpm).
-    assert [onsets[p] for p in (80, 81, 82, 83)] == [4, 6, 8, 10]
+    # The second pattern starts after the first (4 quarters); each keeps its own beats, and the piece
+    # goes on at the tempo where it ends, the second pattern's 60 bpm.
+    assert [onsets[p] for p in (80, 81, 82, 83)] == [4, 5, 6, 7]
+    assert piece.tempo == 60
 
 
 def test_sysex_lyrics_and_odd_bytes_in_names() -> None:
@@ -285,11 +287,57 @@ def test_running_status_and_zero_length_notes() -> None:
 
 
 def test_tempo_map_is_applied() -> None:
-    # 120 bpm for two beats, then 60 bpm: a quarter after the change takes twice as long.
+    # 120 bpm for two beats, then 60 bpm: a quarter note stays a quarter note, and the seed ends at 60.
     track = tempo(500_000) + note(60, 96) + note(62, 96) + tempo(1_000_000) + note(64, 96) + note(65, 96)
     piece = expect_piece(smf([track]))
-    assert piece.tempo == 120
-    assert [(e.onset, e.duration) for e in piece.events] == [(0, 1), (1, 1), (2, 2), (4, 2)]
+    assert piece.tempo == 60
+    assert piece.meta["file_tempo_us_per_beat"] == 500_000
+    assert [(e.onset, e.duration) for e in piece.events] == [(0, 1), (1, 1), (2, 1), (3, 1)]
+
+
+def test_many_tempo_changes_keep_every_onset_on_the_grid() -> None:
+    # An accelerando written as a tempo change every beat (odd tempi, some mid-note), with eighths,
+    # triplets and sixteenths, on a conductor track apart from the notes as format 1 files have it.
+    tpb = 480
+    conductor = tempo(652_174)  # 92 bpm
+    bpms = [92, 97, 103, 111, 118, 126, 133, 140, 147, 151, 158, 163]
+    for bpm in bpms[1:]:
+        conductor += tempo(round(60e6 / bpm), delta=tpb)
+    steps = [240, 240, 160, 160, 160, 120, 120, 120, 120, 480, 240, 160, 160, 160, 720, 240, 480, 960]
+    notes = b"".join(note(60 + i % 12, step) for i, step in enumerate(steps))
+    piece = expect_piece(smf([conductor, notes], division=tpb))
+    expected = [sum(steps[:i]) / tpb for i in range(len(steps))]
+    onsets = [e.onset for e in piece.events]
+    assert onsets == pytest.approx(expected, abs=1e-9)
+    assert all(abs(x * GRID - round(x * GRID)) < 1e-9 for x in onsets)
+    assert [e.duration for e in piece.events] == pytest.approx([s / tpb for s in steps], abs=1e-9)
+    # The last note starts at beat 8.5: the continuation is played at the tempo set at beat 8; the
+    # changes after the last note (beats 9-11) play no note and do not count.
+    assert piece.tempo == pytest.approx(60e6 / round(60e6 / bpms[8]))
+    assert piece.meta["tempo_changes"] == len(bpms)
+
+
+def test_tempo_changes_measured_in_real_time_for_the_limits() -> None:
+    # Ten quarters at 120 bpm (5 s), then 20 bpm: a note held 10 quarters after the change lasts 30 s,
+    # past max_note_seconds (20 s here), and is cut at 20 s: 20 s at 20 bpm is 6.67 quarters.
+    track = tempo(500_000) + melody(10) + tempo(3_000_000) + note(60, 960)
+    piece = expect_piece(smf([track]), SeedLimits(max_note_seconds=20))
+    assert piece.events[-1].onset == 10
+    assert piece.events[-1].duration == pytest.approx(round(20 / 3 * GRID) / GRID)
+    assert piece.meta["notes_cut_long"] == 1
+    # A note that starts later than max_seconds in real time is dropped: 12 quarters at 20 bpm = 36 s.
+    late = tempo(500_000) + melody(10) + tempo(3_000_000) + note(60, 96, rest=96 * 12)
+    piece = expect_piece(smf([late]), SeedLimits(max_seconds=30))
+    assert piece.meta["notes_dropped_late"] == 1 and piece.events[-1].onset == 9
+
+
+def test_smpte_follows_the_tempo_map() -> None:
+    # 1000 ticks per second; 120 bpm for the first second (2 beats), then 60 bpm.
+    division = (256 - 25) << 8 | 40
+    track = tempo(500_000) + note(60, 1000) + tempo(1_000_000) + note(62, 1000) + note(64, 1000)
+    piece = expect_piece(smf([track], division=division))
+    assert [(e.onset, e.duration) for e in piece.events] == [(0, 2), (2, 1), (3, 1)]
+    assert piece.tempo == 60
 
 
 @pytest.mark.timeout(60)
@@ -384,3 +432,22 @@ def test_music21_corpus_piece(tmp_path: Path) -> None:
     # Voices in unison merge into one pitch of a chord, so a few fewer pitches than notes.
     assert 0.9 * expected <= pitch_count(piece) <= expected
     assert 20 <= piece.tempo <= 400
+
+
+@pytest.mark.timeout(300)
+def test_a_seed_with_tempo_changes_continues_at_its_last_tempo(composer) -> None:
+    from bot.options import Options
+
+    tpb = 480
+    conductor = (
+        tempo(500_000) + tempo(600_000, delta=4 * tpb) + tempo(452_830, delta=4 * tpb)
+    )  # 120, 100, 132.5
+    steps = [240 if i % 3 else 160 for i in range(36)]
+    notes = b"".join(note(60 + (i * 5) % 12, step) for i, step in enumerate(steps))
+    seed = composer.seed(smf([conductor, notes], division=tpb), "tempo-changes")
+    # Every onset where the file puts it in beats, across both changes.
+    assert [e.onset for e in seed.events] == pytest.approx([sum(steps[:i]) / tpb for i in range(36)])
+    piece = composer.compose_one(Options(length=60, rng_seed=3, include_seed=True), seed)
+    assert piece.tempo == pytest.approx(60e6 / 452_830)
+    assert piece.events[: len(seed.events)] == seed.events
+    assert all(abs(e.onset * GRID - round(e.onset * GRID)) < 1e-6 for e in piece.events)

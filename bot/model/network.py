@@ -19,6 +19,7 @@ from bot.cards import DEFAULT_MODEL, REPO_MODELS, load_card  # noqa: F401  (re-e
 from bot.errors import ModelNotFound
 from bot.model import backend
 from bot.music.encoding import Vocabulary
+from bot.music.stats import card_markdown as music_card_markdown
 
 
 @dataclass
@@ -259,6 +260,8 @@ def card_markdown(card: dict) -> str:
                 "baseline.",
             ]
         lines.append("")
+    if card.get("music"):
+        lines += music_card_markdown(card["music"])
     if card.get("listening_note"):
         lines += ["## Listening note", "", card["listening_note"], ""]
     return "\n".join(lines)

@@ -80,6 +80,59 @@ class _Track:
     name: str = ""
 
 
+@dataclass
+class _TempoMap:
+    """Each tempo change's position in ticks, seconds and beats, and the tempo from there on.
+
+    With a PPQ division a beat is `ticks_per_beat` ticks whatever the tempo, so beats come from ticks
+    alone and stay on the grid the file was written on; the tempo only says how long each beat lasts in
+    seconds (used for the reader's time limits). With an SMPTE division ticks are real time, and the tempo
+    map is what says where the beats fall.
+    """
+
+    tick: np.ndarray
+    second: np.ndarray
+    beat: np.ndarray
+    us: np.ndarray  # microseconds per beat from each change on, clamped
+    ticks_per_beat: int
+    ticks_per_second: float
+
+    @classmethod
+    def build(cls, tempos: list[tuple[int, int]], ticks_per_beat: int, ticks_per_second: float) -> _TempoMap:
+        changes: dict[int, float] = {0: float(_DEFAULT_US_PER_BEAT)}
+        for tick, us in sorted(tempos, key=lambda t: t[0]):  # stable: the last change at a tick wins
+            changes[tick] = _clamp_us_per_beat(us)
+        tick = np.array(sorted(changes), dtype=np.float64)
+        us = np.array([changes[t] for t in sorted(changes)], dtype=np.float64)
+        gaps = np.diff(tick)
+        if ticks_per_beat:
+            beat = tick / ticks_per_beat
+            second = np.concatenate([[0.0], np.cumsum(gaps * us[:-1] / 1e6 / ticks_per_beat)])
+        else:
+            second = tick / ticks_per_second
+            beat = np.concatenate([[0.0], np.cumsum(gaps / ticks_per_second * 1e6 / us[:-1])])
+        return cls(tick, second, beat, us, ticks_per_beat, ticks_per_second)
+
+    def at(self, ticks: np.ndarray) -> np.ndarray:
+        """Index of the tempo in force at each tick."""
+        return np.searchsorted(self.tick, ticks, side="right") - 1
+
+    def seconds(self, ticks: np.ndarray) -> np.ndarray:
+        if not self.ticks_per_beat:
+            return ticks / self.ticks_per_second
+        i = self.at(ticks)
+        return self.second[i] + (ticks - self.tick[i]) * self.us[i] / 1e6 / self.ticks_per_beat
+
+    def beats(self, ticks: np.ndarray) -> np.ndarray:
+        if self.ticks_per_beat:
+            return ticks / self.ticks_per_beat
+        return self.beats_at_seconds(ticks / self.ticks_per_second)
+
+    def beats_at_seconds(self, seconds: np.ndarray) -> np.ndarray:
+        i = np.searchsorted(self.second, seconds, side="right") - 1
+        return self.beat[i] + (seconds - self.second[i]) * 1e6 / self.us[i]
+
+
 def _size(n: int) -> str:
     if n % _MIB == 0:
         return f"{n // _MIB} MiB"
@@ -272,18 +325,35 @@ class _Reader:
             close(key, tr.end)
         return tr, pos
 
-    # -- ticks -> seconds -> quarter notes -------------------------------------------------------------
-    @staticmethod
-    def seconds(ticks: np.ndarray, tempos: list[tuple[int, int]], ticks_per_beat: int) -> np.ndarray:
-        """Seconds at `ticks` under a tempo map of (tick, microseconds per beat) changes."""
-        changes: dict[int, float] = {0: float(_DEFAULT_US_PER_BEAT)}
-        for tick, us in sorted(tempos, key=lambda t: t[0]):  # stable: the last change at a tick wins
-            changes[tick] = _clamp_us_per_beat(us)
-        at = np.array(sorted(changes), dtype=np.float64)
-        per_tick = np.array([changes[t] for t in sorted(changes)]) / 1e6 / ticks_per_beat
-        start = np.concatenate([[0.0], np.cumsum(np.diff(at) * per_tick[:-1])])
-        i = np.searchsorted(at, ticks, side="right") - 1
-        return start[i] + (ticks - at[i]) * per_tick[i]
+    # -- ticks -> beats and seconds ---------------------------------------------------------------------
+    def notes(self, tracks: list[_Track], maps: list[_TempoMap]) -> dict[str, np.ndarray]:
+        """Every note's onset and offset in beats and seconds, and the tempo at its onset.
+
+        Each `maps[k]` is the tempo map of the k-th group of tracks: one group playing together (formats
+        0 and 1), or one group per track laid one after another (format 2). A note longer than
+        `max_note_seconds` is cut there, measured in real time.
+        """
+        limit = self.limits.max_note_seconds
+        groups = [tracks] if len(maps) == 1 else [[tr] for tr in tracks]
+        cols: dict[str, list[np.ndarray]] = {k: [] for k in ("on_s", "off_s", "on_b", "off_b", "us", "cut")}
+        at_s = at_b = 0.0
+        for group, tm in zip(groups, maps):
+            on = np.concatenate([np.frombuffer(tr.on, dtype=np.int64) for tr in group]).astype(np.float64)
+            off = np.concatenate([np.frombuffer(tr.off, dtype=np.int64) for tr in group]).astype(np.float64)
+            on_s, off_s = tm.seconds(on), tm.seconds(off)
+            cut = off_s - on_s > limit
+            off_s = np.where(cut, on_s + limit, off_s)
+            off_b = np.where(cut, tm.beats_at_seconds(off_s), tm.beats(off))
+            cols["on_s"].append(on_s + at_s)
+            cols["off_s"].append(off_s + at_s)
+            cols["on_b"].append(tm.beats(on) + at_b)
+            cols["off_b"].append(off_b + at_b)
+            cols["us"].append(tm.us[tm.at(on)])
+            cols["cut"].append(cut)
+            end = np.array([float(max(tr.end for tr in group))])
+            at_s += float(tm.seconds(end)[0])
+            at_b += float(tm.beats(end)[0])
+        return {k: np.concatenate(v) for k, v in cols.items()}
 
     def piece(self, name: str) -> Piece:
         limits = self.limits
@@ -306,49 +376,32 @@ class _Reader:
         if not tracks:
             raise BadSeed("the seed MIDI file has no tracks")
         all_tempos = sorted((t for tr in tracks for t in tr.tempos), key=lambda t: t[0])
-
-        def to_seconds(ticks: np.ndarray, tempos: list[tuple[int, int]]) -> np.ndarray:
-            if ticks_per_beat:
-                return self.seconds(ticks, tempos, ticks_per_beat)
-            return ticks / ticks_per_second
-
-        ons, offs = [], []
         if fmt == 2:
             # Format 2 tracks are independent sequences (patterns, songs) with their own tempo maps:
             # they are laid one after another, each starting where the previous one ended.
-            offset = 0.0
-            for tr in tracks:
-                times = to_seconds(np.array([*tr.on, *tr.off, tr.end], dtype=np.float64), tr.tempos)
-                n = len(tr.on)
-                ons.append(times[:n] + offset)
-                offs.append(times[n : 2 * n] + offset)
-                offset += float(times[-1])
+            maps = [_TempoMap.build(tr.tempos, ticks_per_beat, ticks_per_second) for tr in tracks]
             first_tempo = next((tr.tempos[0][1] for tr in tracks if tr.tempos), None)
         else:
             # Formats 0 and 1 (and unknown ones, read leniently): tracks play together on one tempo map.
-            on = np.concatenate([np.frombuffer(tr.on, dtype=np.int64) for tr in tracks]).astype(np.float64)
-            off = np.concatenate([np.frombuffer(tr.off, dtype=np.int64) for tr in tracks]).astype(np.float64)
-            ons.append(to_seconds(on, all_tempos))
-            offs.append(to_seconds(off, all_tempos))
+            maps = [_TempoMap.build(all_tempos, ticks_per_beat, ticks_per_second)]
             first_tempo = all_tempos[0][1] if all_tempos else None
-        on_s = np.concatenate(ons)
-        dur_s = np.concatenate(offs) - on_s
+        n = self.notes(tracks, maps)
+        on_s, on_q, dur_q, us = n["on_s"], n["on_b"], n["off_b"] - n["on_b"], n["us"]
         pitch = np.concatenate([np.frombuffer(tr.pitch, dtype=np.uint8) for tr in tracks]).astype(int)
         velocity = np.concatenate([np.frombuffer(tr.velocity, dtype=np.uint8) for tr in tracks]).astype(int)
         notes_read = len(on_s)
 
-        cut = int(np.count_nonzero(dur_s > limits.max_note_seconds))
-        dur_s = np.minimum(dur_s, limits.max_note_seconds)
+        cut = int(np.count_nonzero(n["cut"]))
         keep = on_s <= limits.max_seconds
         late = notes_read - int(np.count_nonzero(keep))
-        on_s, dur_s, pitch, velocity = on_s[keep], dur_s[keep], pitch[keep], velocity[keep]
-        order = np.lexsort((pitch, on_s))
+        on_q, dur_q, pitch, velocity, us = on_q[keep], dur_q[keep], pitch[keep], velocity[keep], us[keep]
+        order = np.lexsort((pitch, on_q))
         over = max(0, len(order) - limits.max_notes)
         order = order[over:]
-        on_s, dur_s, pitch, velocity = on_s[order], dur_s[order], pitch[order], velocity[order]
+        on_q, dur_q, pitch, velocity, us = on_q[order], dur_q[order], pitch[order], velocity[order], us[order]
 
-        tempo = 120.0 if first_tempo is None else 60e6 / _clamp_us_per_beat(first_tempo)
-        on_q, dur_q = on_s * tempo / 60, dur_s * tempo / 60
+        # The continuation is played at the tempo where the seed ends: the one in force at its last onset.
+        tempo = 60e6 / float(us[-1]) if len(us) else 60e6 / _DEFAULT_US_PER_BEAT
         shift = 0.0
         if over and len(on_q):
             # The kept notes start late in the file: move them to the front by whole 4/4 bars.
@@ -364,6 +417,7 @@ class _Reader:
             "smpte_ticks_per_second": ticks_per_second or None,
             "file_tempo_us_per_beat": first_tempo,
             "tempo_changes": len(all_tempos),
+            "tempo_at_end_bpm": round(tempo, 3),
             "messages": self.messages,
             "notes_read": notes_read,
             "drum_notes_ignored": self.drum_notes,
