@@ -317,7 +317,9 @@ def train(
             if state["wait"] >= patience:
                 print(f"no better validation loss for {patience} epochs: stopping")
         net.save(ckpt / "model.keras")
-        state_path.write_text(json.dumps({**state, "config": asdict(config), "vocab": vocab.to_json(), "keys": keys}))
+        state_path.write_text(
+            json.dumps({**state, "config": asdict(config), "vocab": vocab.to_json(), "keys": keys})
+        )
 
     # Loaded without its optimizer, so the shipped file holds the weights alone (a third of the size).
     best = keras.saving.load_model(best_path, safe_mode=True, compile=False) if best_path.is_file() else net
