@@ -165,7 +165,7 @@ def evaluate(
 ) -> dict:
     t0 = time.monotonic()
     m = M.load(model_dir)
-    source = data or m.card.get("data", {}).get("source", "chorales")
+    source = data or _validation_source(m.card)
     train_p, val_p = split_by_piece(load_pieces(source))
     vocab = m.vocab
     train_seqs, val_seqs = encode_pieces(train_p, vocab), encode_pieces(val_p, vocab)
@@ -222,6 +222,13 @@ def evaluate(
     return result
 
 
+def _validation_source(card: dict) -> str:
+    """The data source whose held-out pieces a model is scored on: its card's `validation_source` (a model
+    trained on several corpora is held to the chorales it was stopped on), else its training source."""
+    data = card.get("data", {})
+    return data.get("validation_source") or data.get("source", "chorales")
+
+
 def _slug(source: str) -> str:
     return Path(source.replace("corpus:", "")).name or "data"
 
@@ -248,7 +255,7 @@ KEY_SEED_ONSETS = 96  # a seed is at most this many onsets of a piece, at most h
 
 
 def _music_data(m, data: str | None) -> tuple[list, list]:
-    source = data or m.card.get("data", {}).get("source", "chorales")
+    source = data or _validation_source(m.card)
     return split_by_piece(load_pieces(source))
 
 
