@@ -6,7 +6,8 @@
 #   runs/chorales-tokens.npz the training data, from `etude train --export-tokens runs/chorales-tokens.npz`
 # Usage: scripts/bench-gpu.sh OUT_DIR      (TOKENS=FILE picks another tokens file; BENCH_ARGS=--quick
 #        shortens the bench, for a trial on a CPU)
-# Everything printed also goes to OUT_DIR/bench-gpu-<time>.txt; the short training writes OUT_DIR/model.
+# Everything printed also goes to OUT_DIR/bench-gpu-<time>.txt; the short training's model folder goes to
+# /tmp/etude-bench-model (tens of MB, not worth carrying back).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:?usage: scripts/bench-gpu.sh OUT_DIR}"
@@ -35,7 +36,7 @@ site=/tmp/site
 
     echo; echo "== etude train: half a minute from $tokens, batch 256"
     start=$SECONDS
-    python3 -m bot train --tokens "$tokens" --out "$out/model" --fresh --minutes 0.5 --batch-size 256 --epochs 40
+    python3 -m bot train --tokens "$tokens" --out /tmp/etude-bench-model --fresh --minutes 0.5 --batch-size 256 --epochs 40
     echo "(training took $((SECONDS - start)) s)"
 } 2>&1 | tee "$log"
 echo "written: $log"
