@@ -90,8 +90,10 @@ class Workers:
         self.procs: dict[str, subprocess.Popen] = {}
         self.ports: dict[str, int] = {}
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, **extra: str) -> None:
         port = free_port()
+        tmp = self.log_dir / "tmp"  # the workers' temporary folders, apart from the machine's
+        tmp.mkdir(exist_ok=True)
         env = {
             **os.environ,
             "REDIS_URL": self.url,
@@ -100,6 +102,9 @@ class Workers:
             "RECLAIM_SECONDS": str(RECLAIM),
             "BATCH_SIZE": "8",
             "BATCH_WAIT_MS": "50",
+            "STOP_DEADLINE_SECONDS": "20",
+            "TMPDIR": str(tmp),
+            **extra,
         }
         log = open(self.log_dir / f"{name}.log", "w")
         self.procs[name] = subprocess.Popen(
@@ -107,9 +112,11 @@ class Workers:
         )
         self.ports[name] = port
 
-    def wait_healthy(self, timeout: float = 120) -> None:
+    def wait_healthy(self, timeout: float = 120, names: list[str] | None = None) -> None:
         deadline = time.monotonic() + timeout
         for name, port in self.ports.items():
+            if names is not None and name not in names:
+                continue
             while True:
                 assert self.procs[name].poll() is None, (self.log_dir / f"{name}.log").read_text()
                 try:

@@ -38,7 +38,10 @@ class Runtime:
     async def start(cls, settings: Settings, on_wait=None) -> Runtime:
         """Start the queue; in Redis mode wait for Redis (`on_wait(attempt)` after each failed try)."""
         broker = make_broker(
-            settings.redis_url, settings.reclaim_seconds, settings.batch_size, settings.embedded_results_max
+            settings.redis_url,
+            settings.reclaim_seconds,
+            settings.batch_size,
+            settings.embedded_result_seconds,
         )
         worker = None
         if settings.redis_url:

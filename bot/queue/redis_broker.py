@@ -287,9 +287,17 @@ class PatientResultBackend(RedisAsyncResultBackend):
         )
 
 
-def make_redis_broker(url: str, reclaim_seconds: float = 15.0, fetch: int = 8, result_ttl: int = 3600):
+def make_redis_broker(
+    url: str,
+    reclaim_seconds: float = 15.0,
+    fetch: int = 8,
+    result_ttl: int = 3600,
+    consumer: str | None = None,
+):
+    """The broker and its result store; `consumer` names this worker in the group (XINFO, XPENDING)."""
     backend = PatientResultBackend(url, result_ex_time=result_ttl)
-    return EtudeStreamBroker(url, reclaim_seconds=reclaim_seconds, fetch=fetch).with_result_backend(backend)
+    broker = EtudeStreamBroker(url, reclaim_seconds=reclaim_seconds, fetch=fetch, consumer_name=consumer)
+    return broker.with_result_backend(backend)
 
 
 class RedisProgress:

@@ -359,7 +359,9 @@ async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
     state["waiting_for"] = "model"
     progress = RedisProgress(settings.redis_url)
     worker.publish = progress.publish
-    broker = make_broker(settings.redis_url, settings.reclaim_seconds, settings.batch_size)
+    broker = make_broker(
+        settings.redis_url, settings.reclaim_seconds, settings.batch_size, consumer=worker.name
+    )
     register(broker, worker.run)
     await worker.start()
     await broker.startup()
