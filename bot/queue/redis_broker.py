@@ -197,6 +197,7 @@ class EtudeStreamBroker(RedisStreamBroker):
         _next, claimed, *_ = await conn.xautoclaim(
             STREAM, GROUP, self.consumer_name, min_idle_time=self.idle_timeout, count=self.count
         )
+        taken = []
         for msg_id, msg in claimed:
             if not msg:  # deleted from the stream already: only its pending entry was left
                 await conn.xack(STREAM, GROUP, msg_id)
@@ -210,7 +211,10 @@ class EtudeStreamBroker(RedisStreamBroker):
             log.warning(
                 "reclaimed job %s from a silent worker (delivery %d)", _job_id(msg[b"data"]), deliveries
             )
-            self.inflight[msg_id] = msg[b"data"]
+            taken.append((msg_id, msg))
+        # All in flight before the first is handed on: the rest may wait here for a free slot.
+        self.inflight.update({i: m[b"data"] for i, m in taken})
+        for msg_id, msg in taken:
             yield self._take(msg_id, msg)
 
     async def _set_aside(self, conn: Redis, msg_id: bytes, data: bytes, deaths: int) -> None:

@@ -370,7 +370,13 @@ async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
     async def heartbeat() -> None:
         while True:
             try:
-                await progress.redis.hset(WORKERS, worker.name, time.time())
+                now = time.time()
+                await progress.redis.hset(WORKERS, worker.name, now)
+                # Workers killed outright never said goodbye: their beats go after an hour.
+                beats = await progress.redis.hgetall(WORKERS)
+                gone = [k for k, v in beats.items() if now - float(v) > 3600]
+                if gone:
+                    await progress.redis.hdel(WORKERS, *gone)
             except Exception:  # Redis restarting: the next beat will do
                 pass
             await asyncio.sleep(5)
