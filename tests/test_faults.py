@@ -87,6 +87,21 @@ async def close(sched: Scheduler) -> None:
     await sched.task.broker.shutdown()
 
 
+@pytest.fixture
+def redis_server(tmp_path):
+    server = Server(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def workers(redis_server, tiny_model_dir, tmp_path):
+    pool = Workers(redis_server.url, tiny_model_dir, tmp_path)
+    yield pool
+    pool.stop_all()
+
+
 @pytest_asyncio.fixture(loop_scope="module")
 async def client(redis_server):
     sched = await scheduler_for(redis_server.url)
@@ -197,11 +212,11 @@ async def test_redis_back_without_its_data_loses_no_job(tiny_model_dir, tmp_path
     job the bot waits for is queued again and answered."""
     server = Server(tmp_path, persist=False)
     server.start()
-    workers = Workers(server.url, tiny_model_dir, tmp_path)
+    pool = Workers(server.url, tiny_model_dir, tmp_path)
     sched = await scheduler_for(server.url)
     try:
-        workers.start("a")
-        workers.wait_healthy()
+        pool.start("a")
+        pool.wait_healthy()
         wiped = asyncio.Event()
 
         async def on_event(s, e):
@@ -213,11 +228,11 @@ async def test_redis_back_without_its_data_loses_no_job(tiny_model_dir, tmp_path
         results = await run_all(sched, [spec(200 + i, length=200) for i in range(6)], on_event)
         assert wiped.is_set()
         assert all(r.ok for r in results), [r.error for r in results]
-        assert workers.procs["a"].poll() is None
+        assert pool.procs["a"].poll() is None
         assert "recreating" in (tmp_path / "a.log").read_text()
     finally:
         await close(sched)
-        workers.stop_all()
+        pool.stop_all()
         server.stop()
 
 
@@ -232,8 +247,8 @@ def health(port: int) -> tuple[int, dict]:
 async def test_redis_down_at_start_is_waited_for_and_a_wrong_password_is_one_error(tiny_model_dir, tmp_path):
     port = free_port()
     server = Server(tmp_path, port=port)
-    workers = Workers(server.url, tiny_model_dir, tmp_path)
-    workers.start("a")
+    pool = Workers(server.url, tiny_model_dir, tmp_path)
+    pool.start("a")
     try:
         log = tmp_path / "a.log"
         for _ in range(300):
@@ -244,15 +259,15 @@ async def test_redis_down_at_start_is_waited_for_and_a_wrong_password_is_one_err
         assert attempts >= 2 and "Traceback" not in log.read_text()
         for _ in range(100):
             try:
-                status, body = health(workers.ports["a"])
+                status, body = health(pool.ports["a"])
                 break
             except OSError:
                 await asyncio.sleep(0.1)
         assert status == 503 and body["waiting_for"] == "redis"
         server.start()
-        await asyncio.to_thread(workers.wait_healthy)
+        await asyncio.to_thread(pool.wait_healthy)
     finally:
-        workers.stop_all()
+        pool.stop_all()
         server.stop()
 
     locked = Server(tmp_path, password="right")

@@ -291,7 +291,8 @@ class ComposeCog(commands.Cog):
                 if place:
                     latest.update({"stage": "queued", "place": place})
                 line = progress_line(latest)
-                if line != shown and time.time() - spec.interaction_created < FOLLOWUP_WINDOW:
+                fresh = time.time() - spec.interaction_created < FOLLOWUP_WINDOW
+                if line != shown and fresh and not self.scheduler.draining:  # keep the restart notice
                     shown = line
                     await self._edit(interaction, line)
 
@@ -352,6 +353,9 @@ class ComposeCog(commands.Cog):
         mine = self.bot.application_id
         # Another bot on the same Redis answers its own jobs: this one touches only its application's.
         pending = [(s, k) for s, k in pending if not mine or not s.application_id or s.application_id == mine]
+        # Jobs this process admitted since it started are followed already; only older ones are recovered.
+        ours = {*self.scheduler.waiting, *self.scheduler.running}
+        pending = [(s, k) for s, k in pending if s.job_id not in ours]
         if pending:
             log.info("answering %d jobs queued before the restart", len(pending))
         for spec, kicked in pending:
