@@ -141,7 +141,7 @@ async def test_live_workers_are_never_robbed_and_finished_jobs_leave_redis(worke
         if e.get("stage") == "started":
             runs.setdefault(s.job_id, set()).add(e["worker"])
 
-    specs = [spec(i, length=600) for i in range(12)]
+    specs = [spec(i, length=300) for i in range(12)]
     results = await run_all(client, specs, on_event)
     assert all(r.ok for r in results), [r.error for r in results]
     assert all(len(runs[s.job_id]) == 1 for s in specs), runs  # no job ran on two workers

@@ -15,6 +15,7 @@ from discord.ext import commands
 from bot.errors import BadOption
 from bot.health import Metrics, serve
 from bot.queue.broker import make_broker, register
+from bot.queue.interfaces import Broker, Progress
 from bot.queue.scheduler import LocalProgress, Scheduler
 from bot.settings import Settings
 
@@ -28,8 +29,8 @@ log = logging.getLogger(__name__)
 class Runtime:
     """The queue as the bot sees it: a broker, a progress channel, a scheduler, and maybe a worker."""
 
-    broker: object
-    progress: object
+    broker: Broker
+    progress: Progress
     scheduler: Scheduler
     worker: Worker | None = None  # the embedded worker; None when `etude worker`s serve a Redis queue
     worker_task: asyncio.Task | None = None
