@@ -32,7 +32,7 @@ from bot.queue.redis_broker import SET_ASIDE, STREAM, RedisJournal, RedisProgres
 from bot.queue.scheduler import Scheduler
 
 pytestmark = [
-    pytest.mark.timeout(400),
+    pytest.mark.timeout(900),
     pytest.mark.asyncio(loop_scope="module"),
     pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed"),
 ]
@@ -134,7 +134,7 @@ async def test_live_workers_are_never_robbed_and_finished_jobs_leave_redis(worke
     """Two busy workers with a short RECLAIM_SECONDS: every job runs once, and the stream ends empty."""
     for name in ("a", "b"):
         workers.start(name, BATCH_SIZE="4", RECLAIM_SECONDS="2")
-    workers.wait_healthy()
+    workers.wait_healthy(timeout=600)
     runs: dict[str, set[str]] = {}
 
     async def on_event(s, e):
@@ -159,7 +159,7 @@ async def test_a_poison_job_is_set_aside_and_killed_workers_leave_nothing(worker
     names = ["a", "b", "c"]
     for name in names:
         workers.start(name, BATCH_SIZE="2")
-    workers.wait_healthy()
+    workers.wait_healthy(timeout=600)
     tmp = workers.log_dir / "tmp"
     by_pid = {str(workers.pid(n)): n for n in names}
     killed: list[str] = []
@@ -170,7 +170,7 @@ async def test_a_poison_job_is_set_aside_and_killed_workers_leave_nothing(worker
             return
         name = by_pid[e.get("worker", started[s.job_id]).rsplit(":", 1)[1]]
         folder = tmp / f"etude-worker-{workers.pid(name)}"
-        for _ in range(200):  # until its FluidSynth runs
+        for _ in range(1200):  # until its FluidSynth runs
             if fluidsynths_in(folder):
                 break
             await asyncio.sleep(0.05)
@@ -195,7 +195,7 @@ async def test_a_poison_job_is_set_aside_and_killed_workers_leave_nothing(worker
     assert len(kept) == 1 and kept[0][1][b"job_id"].decode() == poison.job_id
     assert json.loads(kept[0][1][b"spec"])["interaction_token"] is None  # no token left for anyone
     assert await client.journal.redis.xlen(STREAM) == 0
-    workers.wait_healthy(names=["d"])
+    workers.wait_healthy(timeout=600, names=["d"])
     assert not [pid for pid in orphans if Path(f"/proc/{pid}").exists() and _not_zombie(pid)]
     assert [p.name for p in tmp.iterdir()] == [f"etude-worker-{workers.pid('d')}"]
 
@@ -216,7 +216,7 @@ async def test_redis_back_without_its_data_loses_no_job(tiny_model_dir, tmp_path
     sched = await scheduler_for(server.url)
     try:
         pool.start("a")
-        pool.wait_healthy()
+        pool.wait_healthy(timeout=600)
         wiped = asyncio.Event()
 
         async def on_event(s, e):
@@ -251,13 +251,13 @@ async def test_redis_down_at_start_is_waited_for_and_a_wrong_password_is_one_err
     pool.start("a")
     try:
         log = tmp_path / "a.log"
-        for _ in range(300):
+        for _ in range(6000):  # the worker imports TensorFlow first: seconds, or minutes on a busy machine
             attempts = log.read_text().count("Redis unreachable (attempt")
             if attempts >= 2:
                 break
             await asyncio.sleep(0.1)
         assert attempts >= 2 and "Traceback" not in log.read_text()
-        for _ in range(100):
+        for _ in range(600):
             try:
                 status, body = health(pool.ports["a"])
                 break
@@ -265,7 +265,7 @@ async def test_redis_down_at_start_is_waited_for_and_a_wrong_password_is_one_err
                 await asyncio.sleep(0.1)
         assert status == 503 and body["waiting_for"] == "redis"
         server.start()
-        await asyncio.to_thread(pool.wait_healthy)
+        await asyncio.to_thread(pool.wait_healthy, 600)
     finally:
         pool.stop_all()
         server.stop()
