@@ -40,8 +40,9 @@ KICKED = "etude:kicked"  # hash job_id -> 1 once the job is in the stream
 DELIVERED = "etude:delivered:"  # SET NX marker: a job is answered once, whoever answers it
 PROGRESS = "etude:progress:"
 WORKERS = "etude:workers"  # hash worker name -> last heartbeat (epoch seconds)
-SET_ASIDE = "etude:set-aside"  # stream of poison jobs for an operator (no token, no seed)
-MAX_DELIVERIES = 3  # a job that has taken down this many workers is answered and set aside
+SET_ASIDE = "etude:set-aside"  # stream of poison jobs for an operator (no token)
+STARTS = "etude:starts"  # hash job_id -> times a worker started it; gone when the job is acknowledged
+MAX_DELIVERIES = 3  # a job started by this many workers that all died is answered and set aside
 DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 POISON_MESSAGE = (
     "this piece stopped the composer {n} times, so it was set aside; please try other options or another seed"
@@ -120,14 +121,17 @@ class EtudeStreamBroker(RedisStreamBroker):
     def _redis(self) -> Redis:
         return Redis(connection_pool=self.connection_pool)
 
-    def _acker(self, msg_id: bytes):
+    def _acker(self, msg_id: bytes, job_id: str | None):
         async def ack() -> None:
             try:
                 async with self._redis() as conn:
                     # Acknowledge and delete together: the stream keeps only live jobs, and a finished job's
                     # token and seed leave Redis with it.
                     async with conn.pipeline(transaction=True) as pipe:
-                        await pipe.xack(STREAM, GROUP, msg_id).xdel(STREAM, msg_id).execute()
+                        pipe.xack(STREAM, GROUP, msg_id).xdel(STREAM, msg_id)
+                        if job_id:
+                            pipe.hdel(STARTS, job_id)
+                        await pipe.execute()
             except ResponseError as e:  # the group vanished with a Redis that lost its data: nothing to ack
                 log.warning("acknowledging %s: %s", msg_id, e)
             finally:
@@ -159,8 +163,12 @@ class EtudeStreamBroker(RedisStreamBroker):
         async with self._redis() as conn:
             await conn.xadd(STREAM, {b"data": message.message})
 
-    def _take(self, msg_id: bytes, msg: dict) -> AckableMessage:
-        return AckableMessage(data=msg[b"data"], ack=self._acker(msg_id))
+    async def _take(self, conn: Redis, msg_id: bytes, msg: dict) -> AckableMessage:
+        """The message as taskiq runs it; counted as a start, since the receiver runs what it is handed."""
+        job_id = _job_id(msg[b"data"])
+        if job_id:
+            await conn.hincrby(STARTS, job_id, 1)
+        return AckableMessage(data=msg[b"data"], ack=self._acker(msg_id, job_id))
 
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
         if self.toucher is None or self.toucher.done():
@@ -180,7 +188,7 @@ class EtudeStreamBroker(RedisStreamBroker):
                         # kept alive like the one that runs.
                         self.inflight.update({i: m[b"data"] for i, m in batch if m})
                         for msg_id, msg in batch:
-                            yield self._take(msg_id, msg)
+                            yield await self._take(conn, msg_id, msg)
                         async for message in self._reclaim(conn):
                             yield message
             except ResponseError as e:
@@ -202,20 +210,18 @@ class EtudeStreamBroker(RedisStreamBroker):
             if not msg:  # deleted from the stream already: only its pending entry was left
                 await conn.xack(STREAM, GROUP, msg_id)
                 continue
-            info = await conn.xpending_range(STREAM, GROUP, min=msg_id, max=msg_id, count=1)
-            # XAUTOCLAIM has counted this delivery: a count above MAX_DELIVERIES means that many workers died.
-            deliveries = int(info[0]["times_delivered"]) if info else 1
-            if deliveries > MAX_DELIVERIES:
-                await self._set_aside(conn, msg_id, msg[b"data"], deliveries - 1)
+            job_id = _job_id(msg[b"data"])
+            # Starts, not deliveries: a job a dead worker only held (waiting for a free slot) is not to blame.
+            starts = int(await conn.hget(STARTS, job_id) or 0) if job_id else 0
+            if starts >= MAX_DELIVERIES:
+                await self._set_aside(conn, msg_id, msg[b"data"], starts)
                 continue
-            log.warning(
-                "reclaimed job %s from a silent worker (delivery %d)", _job_id(msg[b"data"]), deliveries
-            )
+            log.warning("reclaimed job %s from a silent worker (started %d times)", job_id, starts)
             taken.append((msg_id, msg))
         # All in flight before the first is handed on: the rest may wait here for a free slot.
         self.inflight.update({i: m[b"data"] for i, m in taken})
         for msg_id, msg in taken:
-            yield self._take(msg_id, msg)
+            yield await self._take(conn, msg_id, msg)
 
     async def _set_aside(self, conn: Redis, msg_id: bytes, data: bytes, deaths: int) -> None:
         """Answer a poison job with a clear message and keep it, without the user's token, for an operator."""
@@ -235,7 +241,7 @@ class EtudeStreamBroker(RedisStreamBroker):
             kept["spec"] = json.dumps(spec.to_json())
         async with conn.pipeline(transaction=True) as pipe:
             pipe.xadd(SET_ASIDE, kept, maxlen=1000, approximate=True)
-            pipe.xack(STREAM, GROUP, msg_id).xdel(STREAM, msg_id)
+            pipe.xack(STREAM, GROUP, msg_id).xdel(STREAM, msg_id).hdel(STARTS, job_id)
             await pipe.execute()
 
     async def hand_back(self) -> int:
@@ -249,6 +255,8 @@ class EtudeStreamBroker(RedisStreamBroker):
                     for msg_id, data in held.items():
                         pipe.xadd(STREAM, {b"data": data})
                         pipe.xack(STREAM, GROUP, msg_id).xdel(STREAM, msg_id)
+                        if job_id := _job_id(data):  # stopped, not killed: no strike against the job
+                            pipe.hdel(STARTS, job_id)
                     await pipe.execute()
         except (ResponseError, *DOWN) as e:  # they will be reclaimed once their idle time runs out
             log.warning("could not hand back %d jobs: %s", len(held), e)
@@ -278,17 +286,26 @@ class EtudeStreamBroker(RedisStreamBroker):
 class PatientResultBackend(RedisAsyncResultBackend):
     """Stores a finished job's result even if Redis is restarting at that moment, rather than redo the job.
 
-    A result is read once (then deleted: it holds the files) and expires after `result_ex_time` otherwise.
+    A result is deleted once it has been read (it holds the files) and expires after `result_ex_time`
+    otherwise. Read, then delete, rather than GETDEL: a retried GETDEL whose first answer was lost (a
+    timeout while a busy machine reads megabytes) would find nothing and lose the piece.
     """
 
     def __init__(self, url: str, result_ex_time: int):
         super().__init__(
             url,
-            keep_results=False,
+            keep_results=True,
             result_ex_time=result_ex_time,
             retry=retry(300),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            socket_timeout=60,  # a result is megabytes: give a busy machine time to read it
         )
+
+    async def get_result(self, task_id: str, with_logs: bool = False):
+        result = await super().get_result(task_id, with_logs)
+        async with Redis(connection_pool=self.redis_pool) as conn:
+            await conn.delete(task_id)  # the key is the task id: this backend has no prefix
+        return result
 
 
 def make_redis_broker(
