@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections.abc import AsyncGenerator
 
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -116,7 +118,9 @@ class EtudeStreamBroker(RedisStreamBroker):
         )
         # Every message read and not yet acknowledged, whether it runs now or waits its turn in this process.
         self.inflight: dict[bytes, bytes] = {}
-        self.toucher: asyncio.Task | None = None
+        self.url = url
+        self.toucher: threading.Thread | None = None
+        self.touching = threading.Event()  # set: the keep-alive thread stops
 
     def _redis(self) -> Redis:
         return Redis(connection_pool=self.connection_pool)
@@ -139,25 +143,32 @@ class EtudeStreamBroker(RedisStreamBroker):
 
         return ack
 
-    async def _touch(self) -> None:
-        """Reset the idle time of every message this worker holds, so only a silent worker loses them."""
-        while True:
-            await asyncio.sleep(self.idle_timeout / 3000)
-            if not self.inflight:
-                continue
-            try:
-                async with self._redis() as conn:
-                    # JUSTID: the delivery count stays as it is; only the idle time is reset.
-                    await conn.xclaim(
-                        STREAM,
-                        GROUP,
-                        self.consumer_name,
-                        min_idle_time=0,
-                        message_ids=list(self.inflight),
-                        justid=True,
+    def _touch(self) -> None:
+        """Reset the idle time of every message this worker holds, so only a silent worker loses them.
+
+        A thread with its own connection, not a task: a busy event loop (a machine short of CPU) must not
+        let this worker's jobs look abandoned.
+        """
+        conn = SyncRedis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            while not self.touching.wait(self.idle_timeout / 3000):
+                held = list(self.inflight)
+                if not held:
+                    continue
+                try:
+                    # Only what is still ours: a message taken over while this worker was silent stays taken.
+                    pending = conn.xpending_range(
+                        STREAM, GROUP, "-", "+", len(held) + 64, consumername=self.consumer_name
                     )
-            except (ResponseError, *DOWN) as e:
-                log.debug("keeping jobs alive failed: %s", e)
+                    ours = [p["message_id"] for p in pending if p["message_id"] in self.inflight]
+                    if ours:  # JUSTID: the delivery count stays as it is; only the idle time is reset.
+                        conn.xclaim(
+                            STREAM, GROUP, self.consumer_name, min_idle_time=0, message_ids=ours, justid=True
+                        )
+                except Exception as e:  # Redis away or the group gone: the next round tries again
+                    log.debug("keeping jobs alive failed: %s", e)
+        finally:
+            conn.close()
 
     async def kick(self, message) -> None:
         async with self._redis() as conn:
@@ -171,8 +182,10 @@ class EtudeStreamBroker(RedisStreamBroker):
         return AckableMessage(data=msg[b"data"], ack=self._acker(msg_id, job_id))
 
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
-        if self.toucher is None or self.toucher.done():
-            self.toucher = asyncio.create_task(self._touch())
+        if self.toucher is None or not self.toucher.is_alive():
+            self.touching.clear()
+            self.toucher = threading.Thread(target=self._touch, name="etude-keepalive", daemon=True)
+            self.toucher.start()
         delay = 0.2
         while True:
             try:
@@ -273,8 +286,8 @@ class EtudeStreamBroker(RedisStreamBroker):
 
     async def shutdown(self) -> None:
         if self.toucher:
-            self.toucher.cancel()
-            await asyncio.gather(self.toucher, return_exceptions=True)
+            self.touching.set()
+            await asyncio.to_thread(self.toucher.join, 10)
         await super().shutdown()
 
     async def startup(self) -> None:
