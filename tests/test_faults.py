@@ -133,7 +133,7 @@ def fluidsynths_in(folder: Path) -> list[int]:
 async def test_live_workers_are_never_robbed_and_finished_jobs_leave_redis(workers, client):
     """Two busy workers with a short RECLAIM_SECONDS: every job runs once, and the stream ends empty."""
     for name in ("a", "b"):
-        workers.start(name, BATCH_SIZE="4", RECLAIM_SECONDS="2")
+        workers.start(name, BATCH_SIZE="4", RECLAIM_SECONDS="4")
     workers.wait_healthy(timeout=600)
     runs: dict[str, set[str]] = {}
 
