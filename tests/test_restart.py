@@ -55,7 +55,7 @@ async def test_sigterm_with_jobs_queued_then_restart_answers_everyone(fake, tiny
         for i in range(6)
     ]
     for inter in inters:
-        assert (await inter.wait_for_callback(timeout=10))["body"]["type"] == 5
+        assert (await inter.wait_for_callback(timeout=60))["body"]["type"] == 5  # a busy machine is slow
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(proc.wait(), 60) == 0, (tmp_path / "bot.log").read_text()
     done_before = [i for i in inters if i.followups]
