@@ -340,7 +340,7 @@ async def test_a_restarted_bot_leaves_another_bots_jobs_alone(fake, running, run
         await mine.wait_for_followup(timeout=120)  # recovery has run by now
         assert foreign.job_id in {s.job_id for s, _ in await runtime.scheduler.journal.pending()}
         assert not any(
-            "77" in json.dumps(e.get("body") or {}) for e in fake.log if e["kind"] == "channel_message"
+            "<@77>" in json.dumps(e.get("body") or {}) for e in fake.log if e["kind"] == "channel_message"
         )
     finally:
         await runtime.scheduler.journal.remove(foreign.job_id)
