@@ -14,7 +14,7 @@ from fakediscord import FakeDiscord
 
 from bot.queue.journal import SQLiteJournal
 
-pytestmark = [pytest.mark.timeout(400), pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.timeout(900), pytest.mark.asyncio(loop_scope="module")]
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -27,7 +27,7 @@ async def start_bot(fake: FakeDiscord, env: dict, log) -> asyncio.subprocess.Pro
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "bot", env={**os.environ, **env}, stdout=log, stderr=log
     )
-    for _ in range(600):
+    for _ in range(6000):  # the embedded bot imports TensorFlow first: minutes on a busy machine
         try:
             fake.registered_command("compose")
             return proc
