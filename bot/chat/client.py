@@ -41,7 +41,7 @@ class Runtime:
         broker = make_broker(
             settings.redis_url,
             settings.reclaim_seconds,
-            settings.batch_size,
+            settings.batch_size or 16,
             settings.embedded_result_seconds,
         )
         worker = None

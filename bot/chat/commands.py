@@ -24,7 +24,7 @@ from bot.chat.reply import (
 )
 from bot.errors import BadSeed, EtudeError, reference, went_wrong
 from bot.music.midi import read_midi
-from bot.options import INSTRUMENT_HELP, INSTRUMENTS, SEED_HELP, SPECS, Options
+from bot.options import INSTRUMENT_HELP, INSTRUMENTS, KEY_HELP, KEYS, SEED_HELP, SPECS, Options
 from bot.queue.jobs import JobResult, JobSpec
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ SEED_NAME_MAX = 100  # characters of a seed's file name kept: it names the piece
 BUTTON_GONE = "this button no longer works; use /compose instead"
 RESTART_LINE = "⏸ Étude is restarting; your piece is safe and will come after the restart."
 INSTRUMENT_CHOICES = [app_commands.Choice(name=name, value=program) for name, program in INSTRUMENTS.items()]
+KEY_CHOICES = [app_commands.Choice(name=name, value=name) for name in KEYS]  # 24: Discord allows 25
 
 
 def _range(name: str):
@@ -112,8 +113,9 @@ class ComposeCog(commands.Cog):
         instrument=INSTRUMENT_HELP,
         tempo=_describe("tempo"),
         rng_seed=SPECS["rng_seed"].help,
+        key=KEY_HELP[:100],
     )
-    @app_commands.choices(instrument=INSTRUMENT_CHOICES)
+    @app_commands.choices(instrument=INSTRUMENT_CHOICES, key=KEY_CHOICES)
     async def compose(
         self,
         interaction: discord.Interaction,
@@ -124,6 +126,7 @@ class ComposeCog(commands.Cog):
         instrument: app_commands.Choice[int] | None = None,
         tempo: Tempo | None = None,
         rng_seed: RngSeed | None = None,
+        key: app_commands.Choice[str] | None = None,
     ) -> None:
         """Compose a piece of music, optionally continuing a MIDI file you attach."""
         if seed is not None:
@@ -143,6 +146,7 @@ class ComposeCog(commands.Cog):
             tempo=tempo,
             instrument=instrument.value if instrument else 0,
             rng_seed=rng_seed,
+            key=key.value if key else None,
         ).check(self.settings.max_length)
         await self.start(interaction, options, seed_attachment=seed, kind="compose")
 
