@@ -51,7 +51,7 @@ COPY bot/ bot/
 # off sys.path (-P), that the installed package, not the source folder, has every module the bot imports.
 RUN pip install --no-cache-dir --no-deps . \
     && rm -rf build ./*.egg-info \
-    && python -P -c "import bot.cli, bot.chat.client, bot.chat.commands, bot.queue.worker"
+    && python -P -c "import bot.cli, bot.chat.client, bot.chat.commands, bot.queue.journal, bot.queue.redis_broker, bot.queue.worker"
 
 ENV HEALTH_PORT=8080
 EXPOSE 8080
@@ -79,12 +79,12 @@ COPY README.md ./
 COPY bot/ bot/
 RUN pip install --no-cache-dir --no-deps . \
     && rm -rf build ./*.egg-info \
-    && python -P -c "import bot.cli, bot.queue.worker"
+    && python -P -c "import bot.cli, bot.queue.redis_broker, bot.queue.worker"
 
 ENV HEALTH_PORT=8081
 EXPOSE 8081
 USER 10001:10001
-# The health server starts once the model is loaded on the GPU: allow for that in the start period.
+# /healthz answers 503 until Redis answers and the model is loaded on the GPU: the start period allows for it.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['HEALTH_PORT'], timeout=4)"]
 CMD ["etude", "worker"]

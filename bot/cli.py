@@ -9,7 +9,9 @@ import argparse
 import json
 import logging
 import os
+import stat
 import sys
+import tempfile
 from pathlib import Path
 
 from bot.errors import EtudeError
@@ -84,6 +86,43 @@ def _byte_count(text: str) -> int:
     return value
 
 
+def writable_folder(text: str) -> Path:
+    """The `--out` folder, made if need be and proven writable by writing into it; `BadOption` otherwise."""
+    from bot.errors import BadOption
+
+    if not text:
+        raise BadOption("--out is empty: give a folder for the files")
+    path = Path(text)
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    try:
+        if path.exists() and not path.is_dir():
+            raise BadOption(f"--out {shown} is not a folder")
+        path.mkdir(parents=True, exist_ok=True)
+        # A real write: permission bits do not tell a read-only file system, nor what root may do.
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".etude-probe-"):
+            pass
+    except OSError as e:
+        raise BadOption(f"--out {shown} cannot be written: {e.strerror or e}") from None
+    return path
+
+
+def seed_path(text: str) -> Path:
+    """The `--seed` file: a regular file (not a FIFO, device or folder that could block or mislead)."""
+    from bot.errors import BadSeed
+
+    if not text:
+        raise BadSeed("--seed is empty: give a MIDI file, or leave --seed out")
+    path = Path(text)
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise BadSeed(f"the seed {shown} cannot be read: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BadSeed(f"the seed {shown} is not a regular file")
+    return path
+
+
 def cmd_compose(args) -> int:
     from bot.model.composer import Composer
     from bot.music.midi import read_midi_file
@@ -107,15 +146,16 @@ def cmd_compose(args) -> int:
     ).check()
     fluidsynth_path()
     find_soundfont(soundfont)
+    out_dir = writable_folder(args.out)
     seed_bytes = None
-    if args.seed:
-        seed_path = Path(args.seed)
-        read_midi_file(seed_path, settings.seed_limits())  # refuse a bad seed before loading the model
-        seed_bytes = seed_path.read_bytes()
+    if args.seed is not None:
+        path = seed_path(args.seed)
+        read_midi_file(path, settings.seed_limits())  # refuse a bad seed before loading the model
+        seed_bytes = path.read_bytes()
     composer = Composer(args.model or settings.model_dir)
     seed = composer.seed(seed_bytes, Path(args.seed).stem, settings.seed_limits()) if seed_bytes else None
     piece = composer.compose_one(options, seed)
-    out = write_outputs(piece, Path(args.out), max_bytes=args.max_bytes, soundfont=soundfont)
+    out = write_outputs(piece, out_dir, max_bytes=args.max_bytes, soundfont=soundfont)
     for path in (out.midi, out.wav, out.png):
         print(path)
     note = f"{piece.onsets} notes and chords, {piece.key_text}, {piece.tempo:.0f} bpm, rng seed {options.rng_seed}"

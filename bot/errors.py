@@ -28,3 +28,15 @@ class ModelNotFound(EtudeError):
 
 class RenderError(EtudeError):
     """Audio or picture output that cannot be produced (no FluidSynth, no soundfont, a timeout)."""
+
+
+def reference(job_id: str | None = None) -> str:
+    """The reference a user quotes and the log carries: a job's id cut to 8 characters, else a fresh one."""
+    import uuid
+
+    return (job_id or uuid.uuid4().hex)[:8]
+
+
+def went_wrong(ref: str) -> str:
+    """The one answer to a failure that is not the user's: generic, with the reference the log holds."""
+    return f"something went wrong (ref {ref})"

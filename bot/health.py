@@ -1,114 +1,95 @@
-"""`/healthz` and `/metrics` (Prometheus text format) on a port of their own, for the bot and each worker."""
+"""`/healthz` and `/metrics` (Prometheus text format, by prometheus-client) on a port of their own.
+
+Each bot and worker has its own registry. Speeds are counters (notes sampled, seconds spent sampling),
+so a dashboard takes `rate(etude_notes_sampled_total[5m]) / rate(etude_sample_seconds_total[5m])`
+for the recent speed rather than a lifetime average.
+"""
 
 from __future__ import annotations
 
-import bisect
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300, 600)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
-
-class Histogram:
-    """A Prometheus histogram: cumulative bucket counts, sum and count."""
-
-    def __init__(self, buckets: tuple[float, ...]):
-        self.buckets = buckets
-        self.counts = [0] * len(buckets)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        i = bisect.bisect_left(self.buckets, value)
-        if i < len(self.counts):
-            self.counts[i] += 1
-        self.sum += value
-        self.count += 1
-
-    def lines(self, name: str) -> list[str]:
-        out, running = [], 0
-        for bound, n in zip(self.buckets, self.counts):
-            running += n
-            out.append(f'{name}_bucket{{le="{bound:g}"}} {running}')
-        out += [
-            f'{name}_bucket{{le="+Inf"}} {self.count}',
-            f"{name}_sum {self.sum:.6f}",
-            f"{name}_count {self.count}",
-        ]
-        return out
+Reader = Callable[[], float | Awaitable[float]]
 
 
 class Metrics:
-    """What a bot or worker counts; `render()` writes the exposition text."""
+    """What a bot or worker counts, in a registry of its own."""
 
     def __init__(self, role: str):
         self.role = role
-        self.done = 0
-        self.failed = 0
-        self.notes = 0
-        self.sample_seconds = 0.0
-        self.latency = Histogram(LATENCY_BUCKETS)
-        self.batches = Histogram(BATCH_BUCKETS)
-        self.gauges: dict[str, Callable[[], float | Awaitable[float]]] = {}
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.jobs = Counter("etude_jobs", "Jobs finished, by outcome.", ["outcome"], registry=r)
+        self.notes = Counter("etude_notes_sampled", "Notes and chords sampled.", registry=r)
+        self.sample_seconds = Counter("etude_sample_seconds", "Seconds spent sampling.", registry=r)
+        self.latency = Histogram(
+            "etude_job_latency_seconds", "From request to result.", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.batches = Histogram(
+            "etude_batch_size", "Jobs sampled together.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.readers: dict[str, tuple[Gauge, Reader]] = {}
+        for outcome in ("ok", "failed"):
+            self.jobs.labels(outcome)  # both series exist from the start, at 0
 
-    async def read_gauges(self) -> dict[str, float]:
-        values = {}
-        for name, read in self.gauges.items():
+    def job(self, ok: bool, latency: float | None = None) -> None:
+        self.jobs.labels("ok" if ok else "failed").inc()
+        if latency is not None:
+            self.latency.observe(latency)
+
+    def sampled(self, notes: int, seconds: float) -> None:
+        self.notes.inc(notes)
+        self.sample_seconds.inc(seconds)
+
+    def gauge(self, name: str, help: str, read: Reader) -> None:
+        """A gauge read when `/metrics` is asked for (`read` may be async)."""
+        self.readers[name] = (Gauge(f"etude_{name}", help, registry=self.registry), read)
+
+    async def render(self) -> bytes:
+        for name, (gauge, read) in self.readers.items():
             try:
                 value = read()
-                values[name] = float(await value if inspect.isawaitable(value) else value)
-            except Exception:  # a gauge that cannot be read (Redis away) is left out, not fatal
-                continue
-        return values
-
-    def render(self, gauges: dict[str, float] | None = None) -> str:
-        p = "etude_"
-        lines = [
-            f"# HELP {p}jobs_done_total Jobs finished with a piece.",
-            f"# TYPE {p}jobs_done_total counter",
-            f"{p}jobs_done_total {self.done}",
-            f"# HELP {p}jobs_failed_total Jobs finished with an error.",
-            f"# TYPE {p}jobs_failed_total counter",
-            f"{p}jobs_failed_total {self.failed}",
-            f"# HELP {p}notes_sampled_total Notes and chords sampled.",
-            f"# TYPE {p}notes_sampled_total counter",
-            f"{p}notes_sampled_total {self.notes}",
-            f"# HELP {p}notes_per_second Notes sampled per second of sampling.",
-            f"# TYPE {p}notes_per_second gauge",
-            f"{p}notes_per_second {self.notes / self.sample_seconds if self.sample_seconds else 0:.1f}",
-            f"# HELP {p}job_latency_seconds From request to result.",
-            f"# TYPE {p}job_latency_seconds histogram",
-            *self.latency.lines(f"{p}job_latency_seconds"),
-            f"# HELP {p}batch_size Jobs sampled together.",
-            f"# TYPE {p}batch_size histogram",
-            *self.batches.lines(f"{p}batch_size"),
-        ]
-        for name, value in (gauges or {}).items():
-            lines += [f"# TYPE {p}{name} gauge", f"{p}{name} {value:g}"]
-        return "\n".join(lines) + "\n"
+                gauge.set(float(await value if inspect.isawaitable(value) else value))
+            except Exception as e:  # a gauge that cannot be read (Redis away) keeps its last value
+                log.debug("gauge %s not read: %s", name, e)
+        return generate_latest(self.registry)
 
 
 async def serve(
-    port: int, metrics: Metrics, healthy: Callable[[], Awaitable[bool]], host: str = "0.0.0.0"
+    port: int,
+    metrics: Metrics,
+    healthy: Callable[[], Awaitable[bool]],
+    detail: Callable[[], Awaitable[dict]] | None = None,
+    host: str = "0.0.0.0",
 ) -> web.AppRunner:
     """Start the health server; returns its runner (call `cleanup()` to stop)."""
 
     async def healthz(request: web.Request) -> web.Response:
         ok = await healthy()
-        return web.json_response({"ok": ok, "role": metrics.role}, status=200 if ok else 503)
+        body = {"ok": ok, "role": metrics.role, **(await detail() if detail else {})}
+        return web.json_response(body, status=200 if ok else 503)
 
     async def metrics_view(request: web.Request) -> web.Response:
         return web.Response(
-            text=metrics.render(await metrics.read_gauges()),
-            content_type="text/plain",
-            charset="utf-8",
-            headers={"X-Content-Type-Options": "nosniff"},
+            body=await metrics.render(),
+            headers={"Content-Type": CONTENT_TYPE_LATEST, "X-Content-Type-Options": "nosniff"},
         )
 
     app = web.Application()

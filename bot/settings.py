@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     batch_wait_ms: int | None = Field(None, ge=0)
     job_timeout_seconds: float = Field(600, gt=0)
     reclaim_seconds: float = Field(15.0, gt=0)
+    stop_deadline_seconds: float = Field(30.0, ge=0)
+    delivery_keep_seconds: float = Field(3600.0, ge=0)
+    seed_store_max_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
+    embedded_result_seconds: float = Field(900.0, gt=0)
     health_port: int | None = None
 
     def seed_limits(self) -> SeedLimits:

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import mimetypes
+import random
 import secrets
 import socket
 import sys
@@ -122,6 +123,27 @@ def _unknown_interaction() -> ApiError:
 
 def _unknown_message() -> ApiError:
     return ApiError(404, 10008, "Unknown Message")
+
+
+def _check_message_limits(body: dict) -> None:
+    """Discord's size limits on a message: content 2,000; embed title 256, description 4,096, field value
+    1,024, footer 2,048, and 6,000 characters per embed in all."""
+    if len(body.get("content") or "") > 2000:
+        raise _form_error("content", "Must be 2000 or fewer in length.")
+    for i, embed in enumerate(body.get("embeds") or []):
+        parts = {
+            "title": (embed.get("title") or "", 256),
+            "description": (embed.get("description") or "", 4096),
+            "footer.text": ((embed.get("footer") or {}).get("text") or "", 2048),
+        }
+        for j, f in enumerate(embed.get("fields") or []):
+            parts[f"fields.{j}.value"] = (f.get("value") or "", 1024)
+            parts[f"fields.{j}.name"] = (f.get("name") or "", 256)
+        for where, (text, limit) in parts.items():
+            if len(text) > limit:
+                raise _form_error(f"embeds.{i}.{where}", f"Must be {limit} or fewer in length.")
+        if sum(len(text) for text, _ in parts.values()) > 6000:
+            raise _form_error(f"embeds.{i}", "Embed size exceeds maximum size of 6000")
 
 
 def _form_error(where: str, message: str) -> ApiError:
@@ -294,6 +316,8 @@ class _Injection:
     is_global: bool = False
     body: dict | None = None
     count: int = 1
+    share: float = 1.0  # below 1: each matching request fails with this probability (count is ignored)
+    rng: random.Random | None = None
 
 
 class FakeDiscord:
@@ -461,6 +485,10 @@ class FakeDiscord:
     ) -> None:
         """The next `count` matching requests answer `status` (a 5xx by default, which discord.py retries)."""
         self._injections.append(_Injection(route_substring, status, body=body, count=count))
+
+    def fail_share(self, route_substring: str, share: float, status: int = 500, seed: int = 0) -> None:
+        """From now on a `share` of the matching requests (chosen by a seeded RNG) answer `status`."""
+        self._injections.append(_Injection(route_substring, status, share=share, rng=random.Random(seed)))
 
     def expire_token(self, interaction: FakeInteraction | str) -> None:
         """Make an interaction token answer as it does after 15 minutes."""
@@ -820,6 +848,10 @@ class FakeDiscord:
     def _take_injection(self, method: str, path: str) -> _Injection | None:
         route = f"{method} {path}"
         for inj in self._injections:
+            if inj.match in route and inj.share < 1.0:
+                if inj.rng is not None and inj.rng.random() < inj.share:
+                    return inj
+                continue
             if inj.match in route:
                 inj.count -= 1
                 if inj.count <= 0:
@@ -1037,6 +1069,7 @@ class FakeDiscord:
         entry["summary"] = f"follow-up{_describe_message(body)}"
         inter = self._webhook_interaction(request)
         self._check_upload_sizes(files, inter.attachment_size_limit)
+        _check_message_limits(body)
         if inter.loading and inter.original_id in self.messages:
             # Discord's rule: the first follow-up after a deferred ("thinking") answer becomes that
             # message, keeping the deferral's ephemerality, rather than a new one.
@@ -1096,6 +1129,7 @@ class FakeDiscord:
         if request.match_info["cid"] != str(self.channel_id):
             raise ApiError(404, 10003, "Unknown Channel")
         self._check_upload_sizes(files, self.attachment_size_limit)
+        _check_message_limits(body)
         message = self._new_message(body, files, webhook=False)
         entry["message_id"] = int(message["id"])
         return self._json(request, message)

@@ -285,3 +285,62 @@ async def test_unexpected_failure_is_logged_and_answered_with_a_reference(fake, 
     monkeypatch.undo()
     again = await fake.send_command("compose", {"length": 20, "rng_seed": 10})
     assert file_sizes(await again.wait_for_followup(timeout=120)).keys() == {"mid", "wav", "png"}
+
+
+async def test_a_seed_with_a_5000_character_name_still_gets_its_piece(fake, running, chorales):
+    seed = fake.add_attachment("n" * 5000 + ".mid", midi_bytes(chorales[1].events[:12], tempo=90))
+    inter = await fake.send_command("compose", {"length": 12, "rng_seed": 21}, attachment=seed)
+    reply = await inter.wait_for_followup(timeout=120)
+    assert file_sizes(reply).keys() == {"mid", "wav", "png"}
+    assert all(len(f["filename"]) <= 100 for f in reply["files"])
+    assert len(embed_of(reply)["description"]) <= 4096
+
+
+async def test_buttons_are_checked_against_todays_limits(fake, running):
+    inter = await fake.send_command("compose", {"length": 40, "rng_seed": 23})
+    reply = await inter.wait_for_followup(timeout=120)
+    message = fake.message(reply["message_id"])
+    reroll = message["components"][0]["components"][0]["custom_id"]
+    settings = running.bot.settings
+    saved = settings.max_length
+    settings.max_length = 30  # the operator lowered MAX_LENGTH after the button was made
+    try:
+        click = await fake.click(message, reroll)
+        answer = await click.wait_for_callback(timeout=10)
+    finally:
+        settings.max_length = saved
+    data = answer["body"]["data"]
+    assert answer["body"]["type"] == 4 and data["flags"] & EPHEMERAL
+    assert data["content"] == "This button no longer works; use /compose instead"
+    # A button whose options do not validate at all (temperature 9) is answered the same way.
+    message["components"][0]["components"][0]["custom_id"] = reroll.replace(":1:0.95:", ":9:0.95:")
+    click = await fake.click(message, message["components"][0]["components"][0]["custom_id"])
+    answer = await click.wait_for_callback(timeout=10)
+    assert "no longer works" in answer["body"]["data"]["content"]
+
+
+async def test_a_restarted_bot_leaves_another_bots_jobs_alone(fake, running, runtime):
+    from dataclasses import asdict
+
+    from bot.options import Options
+    from bot.queue.jobs import JobSpec
+
+    foreign = JobSpec(
+        options=asdict(Options(length=10)),
+        user_id=77,
+        channel_id=fake.channel_id,
+        application_id=fake.application_id + 1,
+        interaction_token="another-bots-token",
+        interaction_created=time.time(),
+    )
+    await runtime.scheduler.journal.add(foreign)
+    try:
+        await running.restart()
+        mine = await fake.send_command("compose", {"length": 10, "rng_seed": 31})
+        await mine.wait_for_followup(timeout=120)  # recovery has run by now
+        assert foreign.job_id in {s.job_id for s, _ in await runtime.scheduler.journal.pending()}
+        assert not any(
+            "<@77>" in json.dumps(e.get("body") or {}) for e in fake.log if e["kind"] == "channel_message"
+        )
+    finally:
+        await runtime.scheduler.journal.remove(foreign.job_id)

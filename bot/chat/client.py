@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import discord
@@ -13,6 +15,7 @@ from discord.ext import commands
 from bot.errors import BadOption
 from bot.health import Metrics, serve
 from bot.queue.broker import make_broker, register
+from bot.queue.interfaces import Broker, Progress
 from bot.queue.scheduler import LocalProgress, Scheduler
 from bot.settings import Settings
 
@@ -26,25 +29,34 @@ log = logging.getLogger(__name__)
 class Runtime:
     """The queue as the bot sees it: a broker, a progress channel, a scheduler, and maybe a worker."""
 
-    broker: object
-    progress: object
+    broker: Broker
+    progress: Progress
     scheduler: Scheduler
     worker: Worker | None = None  # the embedded worker; None when `etude worker`s serve a Redis queue
     worker_task: asyncio.Task | None = None
 
     @classmethod
-    async def start(cls, settings: Settings) -> Runtime:
-        broker = make_broker(settings.redis_url, settings.reclaim_seconds, settings.batch_size or 16)
+    async def start(cls, settings: Settings, on_wait=None) -> Runtime:
+        """Start the queue; in Redis mode wait for Redis (`on_wait(attempt)` after each failed try)."""
+        broker = make_broker(
+            settings.redis_url,
+            settings.reclaim_seconds,
+            settings.batch_size or 16,
+            settings.embedded_result_seconds,
+        )
         worker = None
-        journal = None
         if settings.redis_url:
-            from bot.queue.redis_broker import RedisJournal, RedisProgress
+            from bot.queue.redis_broker import RedisJournal, RedisProgress, wait_for_redis
 
+            await wait_for_redis(settings.redis_url, on_wait)
             progress = RedisProgress(settings.redis_url)
             journal = RedisJournal(settings.redis_url)
             task = register(broker, _remote_only)
         else:
+            from bot.queue.journal import SQLiteJournal
+
             progress = LocalProgress()
+            journal = SQLiteJournal(state_folder(settings) / "journal.sqlite3")
             from bot.queue.worker import Worker  # the model layer loads only in embedded mode
 
             worker = Worker.from_settings(settings, progress.publish)
@@ -95,9 +107,13 @@ class Runtime:
         if self.worker:
             await self.worker.close()
         await self.progress.close()
-        if hasattr(self.scheduler.journal, "close"):
-            await self.scheduler.journal.close()
+        await self.scheduler.journal.close()
         await self.broker.shutdown()
+
+
+def state_folder(settings: Settings) -> Path:
+    """`STATE_DIR`, or ~/.cache/etude: the bot's small durable state (journal, seeds)."""
+    return Path(settings.state_dir) if settings.state_dir else Path.home() / ".cache" / "etude"
 
 
 async def _remote_only(spec: dict) -> dict:  # pragma: no cover - in Redis mode only workers run the task
@@ -117,18 +133,20 @@ class EtudeBot(commands.Bot):
         self._own_runtime = runtime is None
         self.metrics = Metrics("bot")
         self.health = None
+        self.waiting_for: str | None = None  # what start-up waits for, for /healthz ("redis")
 
     async def setup_hook(self) -> None:
         from bot.chat.commands import ComposeCog, PieceButton
 
+        if self.settings.health_port:  # first, so that /healthz can say what start-up waits for
+            self.health = await serve(
+                self.settings.health_port, self.metrics, self._healthy, self._health_detail
+            )
         if self.runtime is None:
+            self.waiting_for = "redis" if self.settings.redis_url else None
             self.runtime = await Runtime.start(self.settings)
-        self.metrics.gauges["queue_depth"] = lambda: self.runtime.status_depth()
-        if self.runtime.worker is not None:  # the embedded worker's batches are the bot's
-            self.metrics.batches = self.runtime.worker.metrics.batches
-            self.metrics.gauges["notes_sampled"] = lambda: self.runtime.worker.metrics.notes
-        if self.settings.health_port:
-            self.health = await serve(self.settings.health_port, self.metrics, self._healthy)
+            self.waiting_for = None
+        self.metrics.gauge("queue_depth", "Jobs waiting or running.", self.runtime.status_depth)
         await self.add_cog(ComposeCog(self))
         self.add_dynamic_items(PieceButton)
         if self.settings.discord_guild_id:
@@ -145,6 +163,25 @@ class EtudeBot(commands.Bot):
 
     async def _healthy(self) -> bool:
         return not self.is_closed() and self.runtime is not None and await self.runtime.healthy()
+
+    async def _health_detail(self) -> dict:
+        return {"waiting_for": self.waiting_for} if self.waiting_for else {}
+
+    async def stop_gracefully(self) -> None:
+        """SIGTERM: take no more work, tell waiting users, let running jobs finish within the deadline, close.
+
+        In the embedded mode what is not done by then stays in the journal and is run after the restart; in
+        Redis mode the workers go on and the next bot answers.
+        """
+        log.info("stopping: no new jobs; finishing within %.0f s", self.settings.stop_deadline_seconds)
+        cog = self.get_cog("ComposeCog")
+        if cog is not None and self.runtime is not None:
+            await cog.announce_restart()
+            if self.runtime.worker is not None:
+                deadline = asyncio.get_running_loop().time() + self.settings.stop_deadline_seconds
+                while self.runtime.scheduler.running and asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0.2)
+        await self.close()
 
     async def close(self) -> None:
         cog = self.get_cog("ComposeCog")
@@ -165,8 +202,23 @@ async def run_bot(settings: Settings) -> None:
         raise BadOption("DISCORD_TOKEN is not set: put the bot's token in the environment or .env")
     apply_endpoints(settings.discord_api_base, settings.discord_gateway_url)
     bot = EtudeBot(settings)
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task] = []
+
+    def on_term() -> None:
+        if not stopping:
+            stopping.append(asyncio.create_task(bot.stop_gracefully()))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, on_term)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
     try:
         async with bot:
             await bot.start(settings.discord_token.get_secret_value())
     except discord.LoginFailure:
         raise BadOption("Discord rejected the token in DISCORD_TOKEN") from None
+    finally:
+        if stopping:
+            await asyncio.gather(*stopping, return_exceptions=True)

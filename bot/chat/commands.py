@@ -6,7 +6,6 @@ import asyncio
 import logging
 import re
 import time
-import uuid
 from dataclasses import asdict
 
 import discord
@@ -14,6 +13,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.cards import DEFAULT_MODEL, load_card
+from bot.chat.delivery import FOLLOWUP_WINDOW, Delivery, sentence
 from bot.chat.reply import (
     CUSTOM_ID,
     SeedStore,
@@ -21,19 +21,19 @@ from bot.chat.reply import (
     help_embed,
     options_from_id,
     progress_line,
-    result_embed,
-    result_files,
 )
-from bot.errors import BadSeed, EtudeError
+from bot.errors import BadSeed, EtudeError, reference, went_wrong
 from bot.music.midi import read_midi
 from bot.options import INSTRUMENT_HELP, INSTRUMENTS, KEY_HELP, KEYS, SEED_HELP, SPECS, Options
 from bot.queue.jobs import JobResult, JobSpec
 
 log = logging.getLogger(__name__)
 
-FOLLOWUP_WINDOW = 15 * 60 - 30  # seconds: Discord's interaction tokens last 15 minutes; keep a margin
 PROGRESS_EVERY = 2.0  # seconds between edits of the deferred message
 SEED_SUFFIXES = (".mid", ".midi")
+SEED_NAME_MAX = 100  # characters of a seed's file name kept: it names the piece and its files
+BUTTON_GONE = "this button no longer works; use /compose instead"
+RESTART_LINE = "⏸ Étude is restarting; your piece is safe and will come after the restart."
 INSTRUMENT_CHOICES = [app_commands.Choice(name=name, value=program) for name, program in INSTRUMENTS.items()]
 KEY_CHOICES = [app_commands.Choice(name=name, value=name) for name in KEYS]  # 24: Discord allows 25
 
@@ -83,12 +83,6 @@ class PieceButton(discord.ui.DynamicItem[discord.ui.Button], template=CUSTOM_ID.
             await cog.on_button(interaction, self.match)
 
 
-def sentence(message: str | None) -> str:
-    """An error message as the user reads it: starting with a capital."""
-    message = message or "something went wrong"
-    return message[0].upper() + message[1:]
-
-
 def piece_view(options: Options, seed_key: str | None) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(PieceButton(button_id("reroll", options, seed_key)))
@@ -100,8 +94,10 @@ class ComposeCog(commands.Cog):
     def __init__(self, bot):
         self.bot = bot
         self.settings = bot.settings
-        self.seeds = SeedStore(self.settings.state_dir)
+        self.seeds = SeedStore(self.settings.state_dir, self.settings.seed_store_max_bytes)
         self.active: set[asyncio.Task] = set()
+        self.live: dict[str, discord.Interaction] = {}  # job id -> the interaction still waiting for it
+        self.delivery = Delivery(bot, keep_seconds=self.settings.delivery_keep_seconds)
 
     @property
     def scheduler(self):
@@ -179,7 +175,12 @@ class ComposeCog(commands.Cog):
 
     # -- buttons ------------------------------------------------------------------------------------------------
     async def on_button(self, interaction: discord.Interaction, match: re.Match) -> None:
-        options, seed_key = options_from_id(match)
+        try:  # a button made under other limits (an operator lowered MAX_LENGTH since) is answered, not run
+            options, seed_key = options_from_id(match)
+            options = options.check(self.settings.max_length)
+        except (EtudeError, ValueError, TypeError):
+            await self._refuse(interaction, BUTTON_GONE)
+            return
         if match["action"] == "reroll":
             seed_bytes = None
             if seed_key:
@@ -191,7 +192,7 @@ class ComposeCog(commands.Cog):
                     return
             await self.start(
                 interaction,
-                options.check(self.settings.max_length),
+                options,
                 seed_bytes=seed_bytes,
                 seed_name="seed",
                 kind="reroll",
@@ -209,9 +210,7 @@ class ComposeCog(commands.Cog):
         if midi is None or midi.size > self.settings.seed_max_bytes:
             await self._refuse(interaction, "this message has no MIDI file to continue")
             return
-        await self.start(
-            interaction, options.check(self.settings.max_length), seed_attachment=midi, kind="continue"
-        )
+        await self.start(interaction, options, seed_attachment=midi, kind="continue")
 
     # -- the life of a job -------------------------------------------------------------------------------------
     async def _refuse(self, interaction: discord.Interaction, message: str) -> None:
@@ -238,7 +237,6 @@ class ComposeCog(commands.Cog):
         spec = JobSpec(
             options=asdict(options),
             user_id=interaction.user.id,
-            user_name=str(interaction.user),
             guild_id=interaction.guild_id,
             channel_id=interaction.channel_id,
             application_id=interaction.application_id,
@@ -256,7 +254,7 @@ class ComposeCog(commands.Cog):
             await interaction.response.defer(thinking=True)
             if seed_attachment is not None:
                 seed_bytes = await seed_attachment.read()
-                seed_name = seed_attachment.filename.rsplit(".", 1)[0]
+                seed_name = seed_attachment.filename.rsplit(".", 1)[0][:SEED_NAME_MAX]
             seed_key = None
             if seed_bytes is not None:
                 # A quick check here answers a bad seed at once instead of after the queue.
@@ -265,14 +263,14 @@ class ComposeCog(commands.Cog):
                 seed_key = await asyncio.to_thread(self.seeds.put, seed_bytes) if kind != "continue" else None
             spec.submitted = time.time()
         except (BadSeed, discord.HTTPException) as e:
-            self.scheduler._finished(spec.job_id)
+            self.scheduler.release(spec.job_id)
             message = (
                 str(e) if isinstance(e, BadSeed) else "I couldn't download the seed file; please try again"
             )
             await self._say_privately(interaction, message)
             return
         except BaseException:
-            self.scheduler._finished(spec.job_id)
+            self.scheduler.release(spec.job_id)
             raise
         await self._edit(interaction, progress_line({"stage": "queued", "place": place}))
         await self.follow(interaction, spec, options, seed_key)
@@ -297,16 +295,19 @@ class ComposeCog(commands.Cog):
                 if place:
                     latest.update({"stage": "queued", "place": place})
                 line = progress_line(latest)
-                if line != shown and time.time() - spec.interaction_created < FOLLOWUP_WINDOW:
+                fresh = time.time() - spec.interaction_created < FOLLOWUP_WINDOW
+                if line != shown and fresh and not self.scheduler.draining:  # keep the restart notice
                     shown = line
                     await self._edit(interaction, line)
 
         editor = asyncio.create_task(edits())
+        self.live[spec.job_id] = interaction
         try:
             result = await self.scheduler.run(spec, on_progress)
         finally:
             editor.cancel()
             await asyncio.gather(editor, return_exceptions=True)
+            self.live.pop(spec.job_id, None)
         await self.finish(spec, result, options, seed_key, interaction)
 
     async def finish(
@@ -318,12 +319,7 @@ class ComposeCog(commands.Cog):
         interaction: discord.Interaction | None = None,
     ) -> None:
         """Count the result and answer the user, exactly once even when a job ran twice."""
-        metrics = self.bot.metrics
-        metrics.latency.observe(time.time() - spec.submitted)
-        if result.ok:
-            metrics.done += 1
-        else:
-            metrics.failed += 1
+        self.bot.metrics.job(result.ok, time.time() - spec.submitted)
         journal = self.scheduler.journal
         try:
             if await journal.claim_delivery(spec.job_id):
@@ -339,6 +335,13 @@ class ComposeCog(commands.Cog):
     async def cog_unload(self) -> None:
         await self.stop_waiting()
 
+    async def announce_restart(self) -> None:
+        """The bot is stopping: refuse new jobs and tell everyone waiting that their piece will follow."""
+        self.scheduler.drain()
+        for interaction in list(self.live.values()):
+            if time.time() - interaction.created_at.timestamp() < FOLLOWUP_WINDOW:
+                await self._edit(interaction, RESTART_LINE)
+
     async def stop_waiting(self) -> None:
         """Stop waiting on jobs (the bot is closing); their results are answered by the next start."""
         tasks = [self.recovery, *self.active] if hasattr(self, "recovery") else list(self.active)
@@ -351,6 +354,12 @@ class ComposeCog(commands.Cog):
         """Jobs queued before a restart of the bot: wait for their results and answer them."""
         await self.bot.wait_until_ready()
         pending = await self.scheduler.journal.pending()
+        mine = self.bot.application_id
+        # Another bot on the same Redis answers its own jobs: this one touches only its application's.
+        pending = [(s, k) for s, k in pending if not mine or not s.application_id or s.application_id == mine]
+        # Jobs this process admitted since it started are followed already; only older ones are recovered.
+        ours = {*self.scheduler.waiting, *self.scheduler.running}
+        pending = [(s, k) for s, k in pending if s.job_id not in ours]
         if pending:
             log.info("answering %d jobs queued before the restart", len(pending))
         for spec, kicked in pending:
@@ -359,7 +368,7 @@ class ComposeCog(commands.Cog):
             task.add_done_callback(self.active.discard)
 
     async def _recover(self, spec: JobSpec, kicked: bool) -> None:
-        self.scheduler.running[spec.job_id] = spec  # counts against the limits until it is answered
+        self.scheduler.track(spec)
         try:
             result = await self.scheduler.recover(spec, kicked)
             keep = spec.seed_b64 and spec.kind != "continue"
@@ -368,7 +377,7 @@ class ComposeCog(commands.Cog):
         except Exception:
             log.exception("could not answer recovered job %s", spec.job_id)
         finally:
-            self.scheduler._finished(spec.job_id)
+            self.scheduler.release(spec.job_id)
 
     async def deliver(
         self,
@@ -378,41 +387,11 @@ class ComposeCog(commands.Cog):
         seed_key: str | None = None,
         interaction: discord.Interaction | None = None,
     ) -> None:
-        """Answer the user: a follow-up while the token lives, else a message in the channel that mentions them."""
-        mention = f"<@{spec.user_id}>"
-        fresh = time.time() - spec.interaction_created < FOLLOWUP_WINDOW
-        webhook = None
-        if interaction is not None:
-            webhook = interaction.followup
-        elif spec.application_id and spec.interaction_token:
-            webhook = discord.Webhook.partial(spec.application_id, spec.interaction_token, client=self.bot)
-        if not result.ok:
-            if fresh and webhook is not None:
-                try:
-                    await self._clear_original(webhook)
-                    await webhook.send(sentence(result.error), ephemeral=True)
-                    return
-                except discord.HTTPException:
-                    log.warning("could not answer job %s by follow-up", spec.job_id)
-            await self._to_channel(spec, f"{mention} {result.error}")
-            return
-        opts = options or Options(**spec.options)
-        embed = result_embed(result, mention)
-        view = piece_view(opts, seed_key)
-        if fresh and webhook is not None:
-            try:
-                await webhook.send(embed=embed, files=result_files(result), view=view)
-                await self._edit_webhook(webhook, f"✅ Done: {result.info.get('name')}")
-                return
-            except discord.NotFound:
-                log.info("interaction of job %s expired; posting in the channel", spec.job_id)
-            except discord.HTTPException as e:
-                if e.code not in (50027, 10015):
-                    raise
-                log.info("interaction of job %s expired; posting in the channel", spec.job_id)
-        await self._to_channel(
-            spec, f"{mention} your piece is ready.", embed=embed, files=result_files(result), view=view
-        )
+        """Answer the user through `Delivery`; the piece comes with its re-roll and continue buttons."""
+        view = piece_view(options or Options(**spec.options), seed_key) if result.ok else None
+        webhook = interaction.followup if interaction is not None else None
+        where = await self.delivery.deliver(spec, result, view, webhook)
+        log.info("job %s answered: %s", spec.job_id[:12], where)
 
     # -- small helpers ----------------------------------------------------------------------------------------
     async def _edit(self, interaction: discord.Interaction, content: str) -> None:
@@ -421,31 +400,12 @@ class ComposeCog(commands.Cog):
         except discord.HTTPException as e:  # a progress line is not worth failing a job over
             log.debug("progress edit failed: %s", e)
 
-    async def _edit_webhook(self, webhook: discord.Webhook, content: str) -> None:
-        try:
-            await webhook.edit_message("@original", content=content)
-        except (discord.HTTPException, ValueError) as e:
-            log.debug("final edit failed: %s", e)
-
-    async def _clear_original(self, webhook: discord.Webhook) -> None:
-        try:
-            await webhook.delete_message("@original")
-        except (discord.HTTPException, ValueError):
-            pass
-
     async def _say_privately(self, interaction: discord.Interaction, message: str) -> None:
         try:
             await interaction.delete_original_response()
         except discord.HTTPException:
             pass
         await interaction.followup.send(sentence(message), ephemeral=True)
-
-    async def _to_channel(self, spec: JobSpec, content: str, **kw) -> None:
-        if spec.channel_id is None:
-            log.error("job %s has no channel to post in", spec.job_id)
-            return
-        channel = self.bot.get_channel(spec.channel_id) or await self.bot.fetch_channel(spec.channel_id)
-        await channel.send(content, allowed_mentions=discord.AllowedMentions(users=True), **kw)
 
     async def cog_app_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
@@ -454,9 +414,9 @@ class ComposeCog(commands.Cog):
         if isinstance(original, EtudeError):
             message = str(original)
         else:
-            ref = uuid.uuid4().hex[:8]
+            ref = reference()
             log.error("command failed (ref %s)", ref, exc_info=original)
-            message = f"something went wrong (ref {ref})"
+            message = went_wrong(ref)
         try:
             await self._refuse(interaction, message)
         except discord.HTTPException:

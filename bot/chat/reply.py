@@ -128,11 +128,15 @@ def help_embed(card: dict, max_length: int, seed_max_bytes: int) -> discord.Embe
 
 
 class SeedStore:
-    """Seeds kept on disk by content hash, so a re-roll button can find its seed after a restart."""
+    """Seeds kept on disk by content hash, so a re-roll button can find its seed after a restart.
 
-    def __init__(self, state_dir: str | Path | None = None):
+    At most `max_bytes` in all: past it the seeds used least recently go (their buttons then say so).
+    """
+
+    def __init__(self, state_dir: str | Path | None = None, max_bytes: int = 256 * 1024 * 1024):
         base = Path(state_dir) if state_dir else Path.home() / ".cache" / "etude"
         self.folder = base / "seeds"
+        self.max_bytes = max_bytes
 
     def put(self, data: bytes) -> str:
         key = hashlib.sha256(data).hexdigest()[:16]
@@ -142,7 +146,27 @@ class SeedStore:
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(data)
             tmp.replace(path)
+            self.prune(keep=path)
+        else:
+            path.touch()  # used again: the last to go
         return key
+
+    def prune(self, keep: Path | None = None) -> None:
+        """Delete the seeds used least recently until the store fits `max_bytes`."""
+        files = []
+        for p in self.folder.glob("*.mid"):
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue
+            files.append((st.st_mtime, st.st_size, p))
+        total = sum(size for _, size, _ in files)
+        for _, size, p in sorted(files):
+            if total <= self.max_bytes:
+                break
+            if p != keep:
+                p.unlink(missing_ok=True)
+                total -= size
 
     def get(self, key: str) -> bytes | None:
         path = self.folder / f"{key}.mid"

@@ -140,10 +140,8 @@ class Composer:
     """A loaded model and its compiled sampler; compose many requests in one batched call."""
 
     def __init__(self, model: LoadedModel | str | Path | None = None):
-        t0 = time.perf_counter()
         self.model = model if isinstance(model, LoadedModel) else load_model(model)
         self.sampler = Sampler(self.model)
-        self.load_seconds = time.perf_counter() - t0
 
     @property
     def vocab(self) -> Vocabulary:

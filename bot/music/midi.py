@@ -432,7 +432,14 @@ class _Reader:
         if not events:
             if self.damage:
                 raise BadSeed(f"the seed MIDI file is damaged: {self.damage[0]}")
-            raise BadSeed("the seed has no notes (drums are ignored)")
+            if late and late == notes_read:
+                raise BadSeed(
+                    f"every note of the seed starts after its first {limits.max_seconds:g} s, "
+                    "the most a seed may last"
+                )
+            if self.drum_notes and not notes_read:
+                raise BadSeed(f"the seed has only drum notes ({self.drum_notes}), and drums are ignored")
+            raise BadSeed("the seed has no notes")
         return Piece(name, events, tempo, meta)
 
 

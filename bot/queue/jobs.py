@@ -26,7 +26,6 @@ class JobSpec:
 
     options: dict
     user_id: int = 0
-    user_name: str = ""
     guild_id: int | None = None
     channel_id: int | None = None
     application_id: int | None = None

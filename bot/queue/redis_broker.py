@@ -1,9 +1,14 @@
 """Redis mode: the streams broker, progress over pub/sub, and the bot's record of jobs in flight.
 
 Why a subclass of taskiq-redis's stream broker: its listener reclaims a dead consumer's messages only
-after new messages arrive, so on a quiet queue a job held by a killed worker would wait for the next
-request; and a dropped connection (Redis restarted) ends its generator. Ours reclaims on every poll and
-reconnects with a short back-off, so the recovery time is `reclaim_seconds` plus one poll.
+after new messages arrive, and a dropped connection (Redis restarted, its group gone) ends its generator.
+Ours keeps every message it has read alive until it is acknowledged (so only a silent worker's jobs are
+reclaimed), reclaims on every poll, counts deliveries and sets a job aside after `MAX_DELIVERIES`,
+recreates its group when Redis comes back empty, and deletes a job's entry (with the user's token and
+seed) once it is done. It uses only taskiq-redis's public attributes; `pyproject.toml` pins the versions
+it is tested with.
+
+Connection failures are retried by redis-py's own `Retry` with exponential backoff, set on every client.
 """
 
 from __future__ import annotations
@@ -11,14 +16,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
+import time
 from collections.abc import AsyncGenerator
 
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from taskiq import AckableMessage
+from taskiq import AckableMessage, TaskiqResult
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
+
+from bot.errors import BadOption
+from bot.queue.jobs import JobResult, JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +42,67 @@ KICKED = "etude:kicked"  # hash job_id -> 1 once the job is in the stream
 DELIVERED = "etude:delivered:"  # SET NX marker: a job is answered once, whoever answers it
 PROGRESS = "etude:progress:"
 WORKERS = "etude:workers"  # hash worker name -> last heartbeat (epoch seconds)
+SET_ASIDE = "etude:set-aside"  # stream of poison jobs for an operator (no token)
+STARTS = "etude:starts"  # hash job_id -> times a worker started it; gone when the job is acknowledged
+MAX_DELIVERIES = 3  # a job started by this many workers that all died is answered and set aside
 DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+POISON_MESSAGE = (
+    "this piece stopped the composer {n} times, so it was set aside; please try other options or another seed"
+)
+
+
+def retry(attempts: int = 30) -> Retry:
+    """redis-py's retry with exponential backoff (0.1 s doubling to 2 s): about a minute for 30 tries."""
+    return Retry(ExponentialBackoff(cap=2.0, base=0.1), attempts)
+
+
+def client(url: str, attempts: int = 30) -> Redis:
+    """A Redis client that waits out a restart of Redis (connection errors are retried with backoff)."""
+    return Redis.from_url(
+        url, retry=retry(attempts), retry_on_error=[RedisConnectionError, RedisTimeoutError]
+    )
+
+
+def _refused(e: Exception) -> bool:
+    """True for a Redis that answers but rejects our credentials: waiting will not help."""
+    text = str(e).upper()
+    return isinstance(e, AuthenticationError) or "WRONGPASS" in text or "NOAUTH" in text
+
+
+async def wait_for_redis(url: str, on_attempt=None, max_delay: float = 5.0) -> None:
+    """Return once Redis answers PING; log one line per failed attempt; `BadOption` for a refused login."""
+    delay, attempt = 0.5, 0
+    while True:
+        attempt += 1
+        conn = Redis.from_url(url, retry=Retry(ExponentialBackoff(), 0), socket_connect_timeout=2)
+        try:
+            await conn.ping()
+            if attempt > 1:
+                log.info("Redis is reachable after %d attempts", attempt)
+            return
+        except (ResponseError, *DOWN) as e:
+            if _refused(e):
+                raise BadOption("Redis refused the login in REDIS_URL (wrong user or password)") from None
+            if isinstance(e, ResponseError):
+                raise
+            if on_attempt is not None:
+                on_attempt(attempt)
+            log.warning("Redis unreachable (attempt %d: %s); retrying in %.1f s", attempt, e, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+        finally:
+            await conn.aclose()
+
+
+def _job_id(data: bytes) -> str | None:
+    try:
+        return json.loads(data)["task_id"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class EtudeStreamBroker(RedisStreamBroker):
-    """A Redis streams broker that reclaims unacknowledged jobs on every poll and survives restarts of Redis."""
+    """A Redis streams broker that never robs a live worker and survives restarts of Redis."""
 
     def __init__(self, url: str, *, reclaim_seconds: float = 15.0, fetch: int = 8, **kw):
         super().__init__(
@@ -43,88 +112,170 @@ class EtudeStreamBroker(RedisStreamBroker):
             xread_block=1000,
             idle_timeout=int(reclaim_seconds * 1000),
             xread_count=fetch,
+            retry=retry(30),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
             **kw,
         )
-        self.inflight: set[bytes] = set()
-        self.toucher: asyncio.Task | None = None
+        # Every message read and not yet acknowledged, whether it runs now or waits its turn in this process.
+        self.inflight: dict[bytes, bytes] = {}
+        self.url = url
+        self.toucher: threading.Thread | None = None
+        self.touching = threading.Event()  # set: the keep-alive thread stops
 
-    def _ack_generator(self, id, queue_name):
-        ack = super()._ack_generator(id, queue_name)
+    def _redis(self) -> Redis:
+        return Redis(connection_pool=self.connection_pool)
 
-        async def _ack() -> None:
+    def _acker(self, msg_id: bytes, job_id: str | None):
+        async def ack() -> None:
             try:
-                await _retry(ack)
+                async with self._redis() as conn:
+                    # Acknowledge and delete together: the stream keeps only live jobs, and a finished job's
+                    # token and seed leave Redis with it.
+                    async with conn.pipeline(transaction=True) as pipe:
+                        pipe.xack(STREAM, GROUP, msg_id).xdel(STREAM, msg_id)
+                        if job_id:
+                            pipe.hdel(STARTS, job_id)
+                        await pipe.execute()
+            except ResponseError as e:  # the group vanished with a Redis that lost its data: nothing to ack
+                log.warning("acknowledging %s: %s", msg_id, e)
             finally:
-                self.inflight.discard(id)
+                self.inflight.pop(msg_id, None)
 
-        return _ack
+        return ack
 
-    async def _touch(self) -> None:
-        """Reset the idle time of jobs this worker is still running, so only a silent worker loses them."""
-        while True:
-            await asyncio.sleep(self.idle_timeout / 3000)
-            if not self.inflight:
-                continue
-            try:
-                async with Redis(connection_pool=self.connection_pool) as conn:
-                    await conn.xclaim(
-                        STREAM,
-                        GROUP,
-                        self.consumer_name,
-                        min_idle_time=0,
-                        message_ids=list(self.inflight),
-                        justid=True,
+    def _touch(self) -> None:
+        """Reset the idle time of every message this worker holds, so only a silent worker loses them.
+
+        A thread with its own connection, not a task: a busy event loop (a machine short of CPU) must not
+        let this worker's jobs look abandoned.
+        """
+        conn = SyncRedis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            while not self.touching.wait(self.idle_timeout / 3000):
+                held = list(self.inflight)
+                if not held:
+                    continue
+                try:
+                    # Only what is still ours: a message taken over while this worker was silent stays taken.
+                    pending = conn.xpending_range(
+                        STREAM, GROUP, "-", "+", len(held) + 64, consumername=self.consumer_name
                     )
-            except DOWN:
-                pass
+                    ours = [p["message_id"] for p in pending if p["message_id"] in self.inflight]
+                    if ours:  # JUSTID: the delivery count stays as it is; only the idle time is reset.
+                        conn.xclaim(
+                            STREAM, GROUP, self.consumer_name, min_idle_time=0, message_ids=ours, justid=True
+                        )
+                except Exception as e:  # Redis away or the group gone: the next round tries again
+                    log.debug("keeping jobs alive failed: %s", e)
+        finally:
+            conn.close()
 
     async def kick(self, message) -> None:
-        for attempt in range(30):  # Redis may be restarting: wait for it rather than lose the job
-            try:
-                return await super().kick(message)
-            except DOWN:
-                if attempt == 29:
-                    raise
-                await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))
+        async with self._redis() as conn:
+            await conn.xadd(STREAM, {b"data": message.message})
+
+    async def _take(self, conn: Redis, msg_id: bytes, msg: dict) -> AckableMessage:
+        """The message as taskiq runs it; counted as a start, since the receiver runs what it is handed."""
+        job_id = _job_id(msg[b"data"])
+        if job_id:
+            await conn.hincrby(STARTS, job_id, 1)
+        return AckableMessage(data=msg[b"data"], ack=self._acker(msg_id, job_id))
 
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
-        if self.toucher is None or self.toucher.done():
-            self.toucher = asyncio.create_task(self._touch())
+        if self.toucher is None or not self.toucher.is_alive():
+            self.touching.clear()
+            self.toucher = threading.Thread(target=self._touch, name="etude-keepalive", daemon=True)
+            self.toucher.start()
         delay = 0.2
         while True:
             try:
-                async with Redis(connection_pool=self.connection_pool) as conn:
+                async with self._redis() as conn:
                     await self._ensure_group(conn)
                     while True:
                         fetched = await conn.xreadgroup(
                             GROUP, self.consumer_name, {STREAM: ">"}, block=self.block, count=self.count
                         )
                         delay = 0.2
-                        for _stream, messages in fetched or []:
-                            for msg_id, msg in messages:
-                                self.inflight.add(msg_id)
-                                yield AckableMessage(
-                                    data=msg[b"data"], ack=self._ack_generator(msg_id, STREAM)
-                                )
-                        # Jobs left unacknowledged by a worker that died go to whoever polls next.
-                        _next, claimed, *_ = await conn.xautoclaim(
-                            STREAM,
-                            GROUP,
-                            self.consumer_name,
-                            min_idle_time=self.idle_timeout,
-                            count=self.count,
-                        )
-                        for msg_id, msg in claimed:
-                            if msg:  # an entry trimmed from the stream comes back empty
-                                log.warning("reclaimed job message %s from a silent worker", msg_id)
-                                self.inflight.add(msg_id)
-                                yield AckableMessage(
-                                    data=msg[b"data"], ack=self._ack_generator(msg_id, STREAM)
-                                )
+                        batch = [(i, m) for _s, messages in fetched or [] for i, m in messages]
+                        # In flight from the moment they are read: a message waiting here for a free slot is
+                        # kept alive like the one that runs.
+                        self.inflight.update({i: m[b"data"] for i, m in batch if m})
+                        for msg_id, msg in batch:
+                            yield await self._take(conn, msg_id, msg)
+                        async for message in self._reclaim(conn):
+                            yield message
+            except ResponseError as e:
+                if "NOGROUP" not in str(e):
+                    raise
+                log.warning("the consumer group is gone (Redis restarted without its data): recreating it")
             except DOWN as e:
                 log.warning("Redis unreachable (%s); retrying in %.1f s", e, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def _reclaim(self, conn: Redis) -> AsyncGenerator[AckableMessage, None]:
+        """Jobs left unacknowledged by a worker that went silent go to whoever polls next."""
+        _next, claimed, *_ = await conn.xautoclaim(
+            STREAM, GROUP, self.consumer_name, min_idle_time=self.idle_timeout, count=self.count
+        )
+        taken = []
+        for msg_id, msg in claimed:
+            if not msg:  # deleted from the stream already: only its pending entry was left
+                await conn.xack(STREAM, GROUP, msg_id)
+                continue
+            job_id = _job_id(msg[b"data"])
+            # Starts, not deliveries: a job a dead worker only held (waiting for a free slot) is not to blame.
+            starts = int(await conn.hget(STARTS, job_id) or 0) if job_id else 0
+            if starts >= MAX_DELIVERIES:
+                await self._set_aside(conn, msg_id, msg[b"data"], starts)
+                continue
+            log.warning("reclaimed job %s from a silent worker (started %d times)", job_id, starts)
+            taken.append((msg_id, msg))
+        # All in flight before the first is handed on: the rest may wait here for a free slot.
+        self.inflight.update({i: m[b"data"] for i, m in taken})
+        for msg_id, msg in taken:
+            yield await self._take(conn, msg_id, msg)
+
+    async def _set_aside(self, conn: Redis, msg_id: bytes, data: bytes, deaths: int) -> None:
+        """Answer a poison job with a clear message and keep it, without the user's token, for an operator."""
+        message = json.loads(data)
+        job_id = message["task_id"]
+        spec = JobSpec.from_json(message["args"][0]) if message.get("args") else None
+        log.error("job %s took down %d workers: set aside in %s", job_id, deaths, SET_ASIDE)
+        result = JobResult(job_id, False, error=POISON_MESSAGE.format(n=deaths), info={"set_aside": True})
+        if self.result_backend is not None:
+            await self.result_backend.set_result(
+                job_id,
+                TaskiqResult(is_err=False, return_value=result.to_json(), execution_time=0.0, log=None),
+            )
+        kept = {"job_id": job_id, "deaths": deaths, "at": time.time()}
+        if spec is not None:
+            spec.interaction_token = None
+            kept["spec"] = json.dumps(spec.to_json())
+        async with conn.pipeline(transaction=True) as pipe:
+            pipe.xadd(SET_ASIDE, kept, maxlen=1000, approximate=True)
+            pipe.xack(STREAM, GROUP, msg_id).xdel(STREAM, msg_id).hdel(STARTS, job_id)
+            await pipe.execute()
+
+    async def hand_back(self) -> int:
+        """Put every job this worker holds back at the end of the queue for the others; returns how many."""
+        held = dict(self.inflight)
+        if not held:
+            return 0
+        try:
+            async with self._redis() as conn:
+                async with conn.pipeline(transaction=True) as pipe:
+                    for msg_id, data in held.items():
+                        pipe.xadd(STREAM, {b"data": data})
+                        pipe.xack(STREAM, GROUP, msg_id).xdel(STREAM, msg_id)
+                        if job_id := _job_id(data):  # stopped, not killed: no strike against the job
+                            pipe.hdel(STARTS, job_id)
+                    await pipe.execute()
+        except (ResponseError, *DOWN) as e:  # they will be reclaimed once their idle time runs out
+            log.warning("could not hand back %d jobs: %s", len(held), e)
+            return 0
+        self.inflight.clear()
+        return len(held)
 
     async def _ensure_group(self, conn: Redis) -> None:
         try:
@@ -135,42 +286,60 @@ class EtudeStreamBroker(RedisStreamBroker):
 
     async def shutdown(self) -> None:
         if self.toucher:
-            self.toucher.cancel()
-            await asyncio.gather(self.toucher, return_exceptions=True)
+            self.touching.set()
+            await asyncio.to_thread(self.toucher.join, 10)
         await super().shutdown()
 
     async def startup(self) -> None:
         await super(RedisStreamBroker, self).startup()
-        for attempt in range(50):
-            try:
-                async with Redis(connection_pool=self.connection_pool) as conn:
-                    await self._ensure_group(conn)
-                return
-            except DOWN:
-                if attempt == 49:
-                    raise
-                await asyncio.sleep(0.2)
+        async with self._redis() as conn:
+            await self._ensure_group(conn)
 
 
 class PatientResultBackend(RedisAsyncResultBackend):
-    """Stores a finished job's result even if Redis is restarting at that moment, rather than redo the job."""
+    """Stores a finished job's result even if Redis is restarting at that moment, rather than redo the job.
 
-    async def set_result(self, task_id, result) -> None:
-        await _retry(lambda: super(PatientResultBackend, self).set_result(task_id, result), attempts=300)
+    A result is deleted once it has been read (it holds the files) and expires after `result_ex_time`
+    otherwise. Read, then delete, rather than GETDEL: a retried GETDEL whose first answer was lost (a
+    timeout while a busy machine reads megabytes) would find nothing and lose the piece.
+    """
+
+    def __init__(self, url: str, result_ex_time: int):
+        super().__init__(
+            url,
+            keep_results=True,
+            result_ex_time=result_ex_time,
+            retry=retry(300),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            socket_timeout=60,  # a result is megabytes: give a busy machine time to read it
+        )
+
+    async def get_result(self, task_id: str, with_logs: bool = False):
+        result = await super().get_result(task_id, with_logs)
+        async with Redis(connection_pool=self.redis_pool) as conn:
+            await conn.delete(task_id)  # the key is the task id: this backend has no prefix
+        return result
 
 
-def make_redis_broker(url: str, reclaim_seconds: float = 15.0, fetch: int = 8, result_ttl: int = 3600):
+def make_redis_broker(
+    url: str,
+    reclaim_seconds: float = 15.0,
+    fetch: int = 8,
+    result_ttl: int = 3600,
+    consumer: str | None = None,
+):
+    """The broker and its result store; `consumer` names this worker in the group (XINFO, XPENDING)."""
     backend = PatientResultBackend(url, result_ex_time=result_ttl)
-    return EtudeStreamBroker(url, reclaim_seconds=reclaim_seconds, fetch=fetch).with_result_backend(backend)
+    broker = EtudeStreamBroker(url, reclaim_seconds=reclaim_seconds, fetch=fetch, consumer_name=consumer)
+    return broker.with_result_backend(backend)
 
 
 class RedisProgress:
-    """Progress from workers to the bot over Redis pub/sub; the same interface as `LocalProgress`."""
+    """Progress from workers to the bot over Redis pub/sub (`bot.queue.interfaces.Progress`)."""
 
     def __init__(self, url: str):
-        self.redis = Redis.from_url(url)
+        self.redis = client(url, attempts=3)
         self.queues: dict[str, list[asyncio.Queue]] = {}
-        self.pubsub = None
         self.reader: asyncio.Task | None = None
 
     async def publish(self, job_id: str, event: dict) -> None:
@@ -219,43 +388,33 @@ class RedisProgress:
         await self.redis.aclose()
 
 
-async def _retry(call, attempts: int = 50):
-    """Run `call()` again while Redis is unreachable (a restart takes a moment), then give up."""
-    for attempt in range(attempts):
-        try:
-            return await call()
-        except DOWN:
-            if attempt == attempts - 1:
-                raise
-            await asyncio.sleep(min(0.1 * (attempt + 1), 1.0))
-
-
 class RedisJournal:
-    """The bot's record of jobs in flight, so that a restarted bot still answers them, and answers once."""
+    """The bot's record of jobs in flight (`bot.queue.interfaces.Journal`), shared by restarts of the bot."""
 
     def __init__(self, url: str):
-        self.redis = Redis.from_url(url)
+        self.redis = client(url, attempts=50)
 
-    async def add(self, spec) -> None:
-        await _retry(lambda: self.redis.hset(PENDING, spec.job_id, json.dumps(spec.to_json())))
+    async def add(self, spec: JobSpec) -> None:
+        await self.redis.hset(PENDING, spec.job_id, json.dumps(spec.to_json()))
 
     async def mark_kicked(self, job_id: str) -> None:
-        await _retry(lambda: self.redis.hset(KICKED, job_id, 1))
+        await self.redis.hset(KICKED, job_id, 1)
 
     async def remove(self, job_id: str) -> None:
-        await _retry(lambda: self.redis.hdel(PENDING, job_id))
-        await _retry(lambda: self.redis.hdel(KICKED, job_id))
+        await self.redis.hdel(PENDING, job_id)
+        await self.redis.hdel(KICKED, job_id)
+
+    async def contains(self, job_id: str) -> bool:
+        return bool(await self.redis.hexists(PENDING, job_id))
 
     async def claim_delivery(self, job_id: str) -> bool:
         """True for the first caller only: whoever gets it answers the user."""
-        return bool(await _retry(lambda: self.redis.set(DELIVERED + job_id, 1, nx=True, ex=7 * 86400)))
+        return bool(await self.redis.set(DELIVERED + job_id, 1, nx=True, ex=7 * 86400))
 
-    async def pending(self) -> list:
+    async def pending(self) -> list[tuple[JobSpec, bool]]:
         """(spec, kicked) for every job not yet answered."""
-        from bot.queue.jobs import JobSpec
-
-        raw = await _retry(lambda: self.redis.hgetall(PENDING))
-        kicked = await _retry(lambda: self.redis.hgetall(KICKED))
+        raw = await self.redis.hgetall(PENDING)
+        kicked = await self.redis.hgetall(KICKED)
         return [(JobSpec.from_json(json.loads(v)), k in kicked) for k, v in raw.items()]
 
     async def close(self) -> None:
@@ -263,17 +422,11 @@ class RedisJournal:
 
 
 async def queue_depth(redis: Redis) -> int:
-    """Jobs in the stream that no worker has finished: not yet read plus read and unacknowledged."""
-    groups = await redis.xinfo_groups(STREAM)
-    for g in groups:
-        if g.get("name") in (GROUP, GROUP.encode()):
-            return int(g.get("lag") or 0) + int(g.get("pending") or 0)
+    """Jobs waiting or running: the stream holds exactly those, since a finished job's entry is deleted."""
     return int(await redis.xlen(STREAM))
 
 
 async def workers_online(redis: Redis, within: float = 15.0) -> list[str]:
-    import time
-
     beats = await redis.hgetall(WORKERS)
     now = time.time()
     return sorted(k.decode() for k, v in beats.items() if now - float(v) < within)

@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 
 from taskiq.exceptions import TaskiqResultTimeoutError
 
-from bot.errors import EtudeError
+from bot.errors import EtudeError, reference, went_wrong
+from bot.queue.interfaces import Journal, Progress
 from bot.queue.jobs import JobResult, JobSpec
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,10 @@ class QueueFull(EtudeError):
 
 class UserLimit(EtudeError):
     """Too many jobs from one user."""
+
+
+class Restarting(EtudeError):
+    """The bot is stopping: no new jobs."""
 
 
 class LocalProgress:
@@ -50,33 +55,63 @@ class LocalProgress:
         return None
 
 
-class LocalJournal:
-    """Jobs in flight, kept only in memory: the embedded queue dies with the bot anyway."""
+class MemoryJournal:
+    """A journal in memory, for a scheduler whose jobs need not outlive the process (tests, benchmarks)."""
+
+    def __init__(self) -> None:
+        self.specs: dict[str, JobSpec] = {}
+        self.kicked: set[str] = set()
+        self.delivered: set[str] = set()
 
     async def add(self, spec: JobSpec) -> None:
-        return None
+        self.specs[spec.job_id] = spec
 
     async def mark_kicked(self, job_id: str) -> None:
-        return None
+        self.kicked.add(job_id)
 
     async def remove(self, job_id: str) -> None:
-        return None
+        self.specs.pop(job_id, None)
+        self.kicked.discard(job_id)
+
+    async def contains(self, job_id: str) -> bool:
+        return job_id in self.specs
 
     async def claim_delivery(self, job_id: str) -> bool:
+        if job_id in self.delivered:
+            return False
+        self.delivered.add(job_id)
         return True
 
     async def pending(self) -> list[tuple[JobSpec, bool]]:
-        return []
+        return [(spec, job_id in self.kicked) for job_id, spec in self.specs.items()]
+
+    async def close(self) -> None:
+        return None
 
 
-Progress = Callable[[dict], Awaitable[None]]
+OnProgress = Callable[[dict], Awaitable[None]]
+TOO_LONG = "this piece took too long to compose; please try again"
+RESTARTING = "Étude is restarting; please try again in a minute"
+CHECK_EVERY = 2.0  # seconds between checks that a job waited on is still in the journal
 
 
-async def wait_for_result(handle, timeout: float, interval: float):
-    """Poll for a task's result; a result store that is briefly unreachable (Redis restarting) is waited out."""
+async def wait_for_result(
+    handle, timeout: float, interval: float, check: Callable[[], Awaitable[None]] | None = None
+):
+    """Poll for a task's result; a result store that is briefly unreachable (Redis restarting) is waited out.
+
+    `check()` runs every `CHECK_EVERY` seconds while waiting (to find a job its queue has lost).
+    """
     deadline = time.monotonic() + timeout
+    checked = time.monotonic()
     warned = False
     while True:
+        if check is not None and time.monotonic() - checked > CHECK_EVERY:
+            checked = time.monotonic()
+            try:
+                await check()
+            except Exception as e:  # the store is away; the next round tries again
+                log.debug("check of job %s failed: %s", handle.task_id, e)
         try:
             if await handle.is_ready():
                 return await handle.get_result()
@@ -98,26 +133,29 @@ class Scheduler:
     def __init__(
         self,
         task,
-        progress,
+        progress: Progress,
         *,
         queue_max: int = 50,
         user_running: int = 1,
         user_waiting: int = 2,
         timeout: float = 600.0,
-        journal=None,
+        journal: Journal | None = None,
     ):
         self.task = task  # the taskiq task: `await task.kiq(spec_json)`
         self.progress = progress
-        self.journal = journal or LocalJournal()
+        self.journal: Journal = journal or MemoryJournal()
         self.queue_max, self.user_running, self.user_waiting = queue_max, user_running, user_waiting
         self.timeout = timeout
         self.waiting: OrderedDict[str, JobSpec] = OrderedDict()
         self.running: dict[str, JobSpec] = {}
         self.waits: list[float] = []  # recent seconds from admission to start
+        self.draining = False
 
     # -- admission, without I/O so the interaction can be answered at once ---------------------------------
     def admit(self, spec: JobSpec) -> int:
-        """Take the job or raise `QueueFull` / `UserLimit`; returns its place in the queue."""
+        """Take the job or raise `QueueFull` / `UserLimit` / `Restarting`; returns its place in the queue."""
+        if self.draining:
+            raise Restarting(RESTARTING)
         total = len(self.waiting) + len(self.running)
         if total >= self.queue_max:
             raise QueueFull(
@@ -148,12 +186,25 @@ class Scheduler:
             self.running[job_id] = spec
             self.waits.append(time.time() - spec.submitted)
 
-    def _finished(self, job_id: str) -> None:
+    def release(self, job_id: str) -> None:
+        """The job is answered (or was never queued): it no longer counts against the limits."""
         self.waiting.pop(job_id, None)
         self.running.pop(job_id, None)
 
+    def track(self, spec: JobSpec) -> None:
+        """Count a job queued before a restart of the bot against the limits until it is answered."""
+        self.running[spec.job_id] = spec
+
+    def drain(self) -> list[JobSpec]:
+        """Stop admitting jobs (the bot is stopping); returns the jobs in flight."""
+        self.draining = True
+        return [*self.waiting.values(), *self.running.values()]
+
+    def in_flight(self) -> int:
+        return len(self.waiting) + len(self.running)
+
     # -- running ----------------------------------------------------------------------------------------------
-    async def run(self, spec: JobSpec, on_progress: Progress | None = None) -> JobResult:
+    async def run(self, spec: JobSpec, on_progress: OnProgress | None = None) -> JobResult:
         """Kick an admitted job and wait for its result, passing progress events on as they come."""
         events = self.progress.subscribe(spec.job_id)
 
@@ -173,20 +224,31 @@ class Scheduler:
             # Journal first, then the queue: a bot that stops between the two kicks the job when it is back.
             await self.journal.add(spec)
             handle = await self.kick(spec)
-            result = await wait_for_result(handle, self.timeout, 0.1)
-            if result.is_err:
-                log.error("job %s raised in the worker: %s", spec.job_id, result.error)
-                return JobResult(spec.job_id, False, error=f"something went wrong (ref {spec.job_id[:8]})")
-            return JobResult.from_json(result.return_value)
+            result = await wait_for_result(handle, self.timeout, 0.1, lambda: self._still_queued(spec))
+            return self._answer(spec, result)
         except (TimeoutError, TaskiqResultTimeoutError):
-            return JobResult(
-                spec.job_id, False, error="this piece took too long to compose; please try again"
-            )
+            return JobResult(spec.job_id, False, error=TOO_LONG)
         finally:
             pumping.cancel()
             await asyncio.gather(pumping, return_exceptions=True)
             self.progress.unsubscribe(spec.job_id, events)
-            self._finished(spec.job_id)
+            self.release(spec.job_id)
+
+    def _answer(self, spec: JobSpec, result) -> JobResult:
+        if result.is_err:
+            log.error(
+                "job %s raised in the worker (ref %s): %s", spec.job_id, reference(spec.job_id), result.error
+            )
+            return JobResult(spec.job_id, False, error=went_wrong(reference(spec.job_id)))
+        return JobResult.from_json(result.return_value)
+
+    async def _still_queued(self, spec: JobSpec) -> None:
+        """Queue a job again if its queue lost it (Redis restarted without its data): this bot still has it."""
+        if await self.journal.contains(spec.job_id):
+            return
+        log.warning("job %s vanished from the queue (Redis lost its data?): queueing it again", spec.job_id)
+        await self.journal.add(spec)
+        await self.kick(spec)
 
     async def kick(self, spec: JobSpec):
         # The job id is the task id: a job delivered twice by the queue has one result, answered once.
@@ -202,11 +264,7 @@ class Scheduler:
             await self.kick(spec)
         handle = AsyncTaskiqTask(spec.job_id, self.task.broker.result_backend)
         try:
-            result = await wait_for_result(handle, self.timeout, 0.5)
+            result = await wait_for_result(handle, self.timeout, 0.5, lambda: self._still_queued(spec))
         except (TimeoutError, TaskiqResultTimeoutError):
-            return JobResult(
-                spec.job_id, False, error="this piece took too long to compose; please try again"
-            )
-        if result.is_err:
-            return JobResult(spec.job_id, False, error=f"something went wrong (ref {spec.job_id[:8]})")
-        return JobResult.from_json(result.return_value)
+            return JobResult(spec.job_id, False, error=TOO_LONG)
+        return self._answer(spec, result)

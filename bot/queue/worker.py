@@ -6,15 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import time
-import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bot.errors import BadOption, EtudeError
+from bot.errors import BadOption, EtudeError, reference, went_wrong
 from bot.health import Metrics
 from bot.model.backend import default_batching
 from bot.model.composer import Composer, Composition, Seed
@@ -48,7 +47,6 @@ class Batcher:
         self.compose, self.size, self.wait = compose, size, wait_ms / 1000
         self.queue: asyncio.Queue = asyncio.Queue()
         self.task: asyncio.Task | None = None
-        self.sizes: Counter[int] = Counter()
         self.on_batch = on_batch
 
     async def submit(self, options: Options, seed: Seed | None) -> Composition:
@@ -77,7 +75,6 @@ class Batcher:
             batch = [b for b in batch if not b[2].cancelled()]
             if not batch:
                 continue
-            self.sizes[len(batch)] += 1
             if self.on_batch:
                 self.on_batch(len(batch))
             try:
@@ -226,8 +223,7 @@ class Worker:
             )
             timings["render"] = time.perf_counter() - t
             await self.publish(spec.job_id, {"stage": "uploading", "percent": 95})
-            self.metrics.notes += options.length
-            self.metrics.sample_seconds += piece.timings["sample"]
+            self.metrics.sampled(options.length, piece.timings["sample"])
             info = {
                 "name": piece.name,
                 "length": piece.onsets,
@@ -244,21 +240,16 @@ class Worker:
                 "note": note,
             }
             result = JobResult(spec.job_id, True, files=files, info=info)
-            self.metrics.done += 1
         except EtudeError as e:
             result = JobResult(spec.job_id, False, error=str(e))
-            self.metrics.failed += 1
         except Exception:
-            ref = uuid.uuid4().hex[:8]
+            ref = reference(spec.job_id)
             log.exception("job %s failed (ref %s)", spec.job_id, ref)
-            result = JobResult(
-                spec.job_id, False, error=f"something went wrong (ref {ref})", info={"ref": ref}
-            )
-            self.metrics.failed += 1
+            result = JobResult(spec.job_id, False, error=went_wrong(ref), info={"ref": ref})
         timings["total"] = time.perf_counter() - t0
         result.timings = {k: round(v, 3) for k, v in timings.items()}
         result.worker = self.name
-        self.metrics.latency.observe(time.time() - spec.submitted)
+        self.metrics.job(result.ok, time.time() - spec.submitted)
         log.info(
             "job %s %s user=%s kind=%s length=%s %s",
             spec.job_id[:12],
@@ -271,10 +262,61 @@ class Worker:
         return result.to_json()
 
 
-async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
-    """`etude worker`: consume the Redis queue until SIGTERM/SIGINT (or `stop`), then finish what it holds.
+def own_temp_folder(base: str | Path | None = None) -> Path:
+    """One temporary folder per worker process, after sweeping those of workers that are gone.
 
-    One process per GPU (`CUDA_VISIBLE_DEVICES`); each loads the model once.
+    A worker killed outright leaves its folder behind and perhaps a FluidSynth still writing into it; the
+    sweep kills any process whose command line names a dead worker's folder, then deletes the folder.
+    Everything the worker writes through `tempfile` goes into its own folder from then on.
+    """
+    base = Path(base or tempfile.gettempdir())
+    for old in base.glob("etude-worker-*"):
+        pid = old.name.rsplit("-", 1)[1]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        for orphan in _processes_naming(str(old)):
+            log.warning("killing process %d left running by worker %s", orphan, pid)
+            try:
+                os.kill(orphan, 9)
+            except OSError:
+                pass
+        shutil.rmtree(old, ignore_errors=True)
+    mine = base / f"etude-worker-{os.getpid()}"
+    mine.mkdir(exist_ok=True)
+    tempfile.tempdir = str(mine)
+    return mine
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, only not yet reaped
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def _processes_naming(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if text.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
+    """`etude worker`: consume the Redis queue until SIGTERM/SIGINT (or `stop`).
+
+    On stop it takes no new job, finishes what runs within `STOP_DEADLINE_SECONDS`, hands what is left back
+    to the queue and returns (exit 0). One process per GPU (`CUDA_VISIBLE_DEVICES`); each loads the model once.
     """
     import signal
     from concurrent.futures import ThreadPoolExecutor
@@ -284,18 +326,13 @@ async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
 
     from bot.health import serve
     from bot.queue.broker import make_broker, register
-    from bot.queue.redis_broker import WORKERS, RedisProgress, queue_depth
+    from bot.queue.redis_broker import STREAM, WORKERS, RedisProgress, queue_depth, wait_for_redis
 
     if not settings.redis_url:
         raise BadOption(
             "REDIS_URL is not set: `etude worker` serves a Redis queue (without one the bot runs its own worker)"
         )
     stop = stop or asyncio.Event()
-    progress = RedisProgress(settings.redis_url)
-    worker = Worker.from_settings(settings, progress.publish)
-    await worker.start()  # first: the batch size, which sizes the broker's reads, may come from the device
-    broker = make_broker(settings.redis_url, settings.reclaim_seconds, worker.batch_size)
-    register(broker, worker.run)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
@@ -305,25 +342,53 @@ async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
             RuntimeError,
         ):  # not the main thread (tests): `stop` is set by the caller
             pass
+    own_temp_folder()
+    state = {"waiting_for": "redis"}
+    worker = Worker.from_settings(settings)
+
+    async def healthy() -> bool:
+        return worker.ready.is_set() and not stop.is_set() and not state["waiting_for"]
+
+    async def detail() -> dict:
+        return {"waiting_for": state["waiting_for"]} if state["waiting_for"] else {}
+
+    health = None
+    if settings.health_port:
+        health = await serve(settings.health_port, worker.metrics, healthy, detail)
+    try:
+        await wait_for_redis(settings.redis_url)
+    except BaseException:
+        if health is not None:
+            await health.cleanup()
+        raise
+    state["waiting_for"] = "model"
+    progress = RedisProgress(settings.redis_url)
+    worker.publish = progress.publish
+    await worker.start()  # first: the batch size, which sizes the broker's reads, may come from the device
+    broker = make_broker(
+        settings.redis_url, settings.reclaim_seconds, worker.batch_size, consumer=worker.name
+    )
+    register(broker, worker.run)
     await broker.startup()
+    state["waiting_for"] = ""
 
     async def heartbeat() -> None:
         while True:
             try:
-                await progress.redis.hset(WORKERS, worker.name, time.time())
+                now = time.time()
+                await progress.redis.hset(WORKERS, worker.name, now)
+                # Workers killed outright never said goodbye: their beats go after an hour.
+                beats = await progress.redis.hgetall(WORKERS)
+                gone = [k for k, v in beats.items() if now - float(v) > 3600]
+                if gone:
+                    await progress.redis.hdel(WORKERS, *gone)
             except Exception:  # Redis restarting: the next beat will do
                 pass
             await asyncio.sleep(5)
 
-    async def healthy() -> bool:
-        return worker.ready.is_set() and not stop.is_set()
-
-    worker.metrics.gauges["queue_depth"] = lambda: queue_depth(progress.redis)
+    worker.metrics.gauge("queue_depth", "Jobs waiting or running.", lambda: queue_depth(progress.redis))
     beats = asyncio.create_task(heartbeat())
-    health = None
-    if settings.health_port:
-        health = await serve(settings.health_port, worker.metrics, healthy)
-    log.info("worker %s consuming %s", worker.name, "etude:jobs")
+    log.info("worker %s consuming %s", worker.name, STREAM)
     with ThreadPoolExecutor(max_workers=2) as pool:
         # At most a batch of jobs at a time: more would only wait here while another worker sits idle.
         receiver = Receiver(
@@ -338,9 +403,19 @@ async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
         listening = asyncio.create_task(receiver.listen(finish))
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({listening, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        log.info("worker %s stopping: finishing the jobs it holds", worker.name)
+        log.info(
+            "worker %s stopping: finishing its jobs within %.0f s",
+            worker.name,
+            settings.stop_deadline_seconds,
+        )
         finish.set()
-        await asyncio.gather(listening, return_exceptions=True)
+        _done, late = await asyncio.wait({listening}, timeout=settings.stop_deadline_seconds)
+        for task in (*late, stopping):
+            task.cancel()
+        await asyncio.gather(listening, stopping, return_exceptions=True)
+    handed = await broker.hand_back()
+    if handed:
+        log.info("worker %s handed %d unfinished jobs back to the queue", worker.name, handed)
     beats.cancel()
     try:
         await progress.redis.hdel(WORKERS, worker.name)
@@ -351,4 +426,5 @@ async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
     await worker.close()
     await broker.shutdown()
     await progress.close()
+    shutil.rmtree(tempfile.gettempdir(), ignore_errors=True)
     log.info("worker %s stopped", worker.name)

@@ -1,0 +1,62 @@
+"""The queue's three small interfaces, each with an embedded and a Redis implementation.
+
+| interface | embedded | Redis |
+| --- | --- | --- |
+| `Progress` | `scheduler.LocalProgress` | `redis_broker.RedisProgress` |
+| `Journal` | `journal.SQLiteJournal` (under `STATE_DIR`) | `redis_broker.RedisJournal` |
+| `Broker` | taskiq's `InMemoryBroker` | `redis_broker.EtudeStreamBroker` |
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol, runtime_checkable
+
+from bot.queue.jobs import JobSpec
+
+
+@runtime_checkable
+class Progress(Protocol):
+    """Progress events from whoever runs a job to whoever waits for it."""
+
+    async def publish(self, job_id: str, event: dict) -> None: ...
+
+    def subscribe(self, job_id: str) -> asyncio.Queue: ...
+
+    def unsubscribe(self, job_id: str, q: asyncio.Queue) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Journal(Protocol):
+    """The bot's durable record of jobs not yet answered, so a restarted bot answers them, and once."""
+
+    async def add(self, spec: JobSpec) -> None: ...
+
+    async def mark_kicked(self, job_id: str) -> None: ...
+
+    async def remove(self, job_id: str) -> None: ...
+
+    async def contains(self, job_id: str) -> bool: ...
+
+    async def claim_delivery(self, job_id: str) -> bool: ...
+
+    async def pending(self) -> list[tuple[JobSpec, bool]]:
+        """(spec, kicked) for every job not yet answered; kicked means it is still in the queue."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """What the queue needs of a taskiq broker: start, stop, a task decorator and a result store."""
+
+    result_backend: Any
+
+    async def startup(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+    def task(self, *args: Any, **kwargs: Any) -> Any: ...

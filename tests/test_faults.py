@@ -1,0 +1,294 @@
+"""Faults with real processes: a real redis-server, `python -m bot worker` processes, the bot's queue side.
+
+Nothing lost, nothing twice, nobody left waiting: live workers are never robbed, a poison job is set aside,
+a killed worker leaves nothing running and nothing on disk, Redis may be down, refuse us, or come back
+empty. Short RECLAIM and deadline settings keep the file quick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from test_redis import RECLAIM, RedisServer, Workers, free_port, run_all
+
+from bot.options import Options
+from bot.queue.broker import make_broker, register
+from bot.queue.jobs import JobSpec
+from bot.queue.redis_broker import SET_ASIDE, STREAM, RedisJournal, RedisProgress
+from bot.queue.scheduler import Scheduler
+
+pytestmark = [
+    pytest.mark.timeout(900),
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed"),
+]
+
+
+class Server(RedisServer):
+    """A redis-server with or without persistence, or with a password, on a port chosen beforehand."""
+
+    def __init__(self, folder: Path, *, persist: bool = True, password: str | None = None, port: int = 0):
+        super().__init__(folder)
+        self.persist, self.password = persist, password
+        if port:
+            self.port = port
+            self.url = f"redis://127.0.0.1:{port}/0"
+
+    def start(self) -> None:
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--dir", str(self.folder), "--appendonly", "yes" if self.persist else "no"]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64)[:1] in (b"+", b"-"):  # PONG, or NOAUTH with a password
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+
+async def scheduler_for(url: str) -> Scheduler:
+    broker = make_broker(url, RECLAIM, 8)
+    task = register(broker, None)
+    await broker.startup()
+    return Scheduler(
+        task,
+        RedisProgress(url),
+        queue_max=200,
+        user_running=100,
+        user_waiting=100,
+        timeout=300,
+        journal=RedisJournal(url),
+    )
+
+
+async def close(sched: Scheduler) -> None:
+    await sched.progress.close()
+    await sched.journal.close()
+    await sched.task.broker.shutdown()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = Server(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def workers(redis_server, tiny_model_dir, tmp_path):
+    pool = Workers(redis_server.url, tiny_model_dir, tmp_path)
+    yield pool
+    pool.stop_all()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def client(redis_server):
+    sched = await scheduler_for(redis_server.url)
+    yield sched
+    await close(sched)
+
+
+def spec(i: int, length: int = 120) -> JobSpec:
+    return JobSpec(
+        options=asdict(Options(length=length, rng_seed=5000 + i, tempo=200)),
+        user_id=i,
+        interaction_token=f"token-{i}",
+    )
+
+
+def fluidsynths_in(folder: Path) -> list[int]:
+    """FluidSynth processes whose command line names `folder` (they write their output there)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"fluidsynth" in cmd and str(folder).encode() in cmd:
+            found.append(int(entry.name))
+    return found
+
+
+async def test_live_workers_are_never_robbed_and_finished_jobs_leave_redis(workers, client):
+    """Two busy workers with a short RECLAIM_SECONDS: every job runs once, and the stream ends empty."""
+    for name in ("a", "b"):
+        workers.start(name, BATCH_SIZE="4", RECLAIM_SECONDS="4")
+    workers.wait_healthy(timeout=600)
+    runs: dict[str, set[str]] = {}
+
+    async def on_event(s, e):
+        if e.get("stage") == "started":
+            runs.setdefault(s.job_id, set()).add(e["worker"])
+
+    specs = [spec(i, length=300) for i in range(12)]
+    results = await run_all(client, specs, on_event)
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert all(len(runs[s.job_id]) == 1 for s in specs), runs  # no job ran on two workers
+    logs = "".join((workers.log_dir / f"{n}.log").read_text() for n in ("a", "b"))
+    assert "reclaimed" not in logs
+    redis = client.journal.redis
+    # Finished jobs are deleted from the stream (with their tokens), and each result went when it was read.
+    assert await redis.xlen(STREAM) == 0
+    assert not any([await redis.exists(s.job_id) for s in specs])
+
+
+async def test_a_poison_job_is_set_aside_and_killed_workers_leave_nothing(workers, client):
+    """A job whose worker dies three times (here: SIGKILL while FluidSynth renders it) is answered and set
+    aside; the next worker to start kills the orphaned FluidSynths and deletes the dead workers' folders."""
+    names = ["a", "b", "c"]
+    for name in names:
+        workers.start(name, BATCH_SIZE="2")
+    workers.wait_healthy(timeout=600)
+    tmp = workers.log_dir / "tmp"
+    by_pid = {str(workers.pid(n)): n for n in names}
+    killed: list[str] = []
+    orphans: list[int] = []
+
+    async def on_event(s, e):
+        if e.get("stage") != "rendering":
+            return
+        name = by_pid[e.get("worker", started[s.job_id]).rsplit(":", 1)[1]]
+        folder = tmp / f"etude-worker-{workers.pid(name)}"
+        for _ in range(1200):  # until its FluidSynth runs
+            if fluidsynths_in(folder):
+                break
+            await asyncio.sleep(0.05)
+        orphans.extend(fluidsynths_in(folder))
+        os.kill(workers.pid(name), signal.SIGKILL)
+        killed.append(name)
+        if len(killed) == 3:
+            workers.start("d")
+
+    started: dict[str, str] = {}
+
+    async def track(s, e):
+        if e.get("stage") == "started":
+            started[s.job_id] = e["worker"]
+        await on_event(s, e)
+
+    poison = spec(99, length=900)
+    (result,) = await run_all(client, [poison], track)
+    assert sorted(killed) == names and orphans
+    assert not result.ok and "set aside" in result.error and "3 times" in result.error
+    kept = await client.journal.redis.xrange(SET_ASIDE)
+    assert len(kept) == 1 and kept[0][1][b"job_id"].decode() == poison.job_id
+    assert json.loads(kept[0][1][b"spec"])["interaction_token"] is None  # no token left for anyone
+    assert await client.journal.redis.xlen(STREAM) == 0
+    workers.wait_healthy(timeout=600, names=["d"])
+    assert not [pid for pid in orphans if Path(f"/proc/{pid}").exists() and _not_zombie(pid)]
+    assert [p.name for p in tmp.iterdir()] == [f"etude-worker-{workers.pid('d')}"]
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+async def test_redis_back_without_its_data_loses_no_job(tiny_model_dir, tmp_path):
+    """Redis restarted empty while a worker is busy: the worker recreates its group and lives on, and every
+    job the bot waits for is queued again and answered."""
+    server = Server(tmp_path, persist=False)
+    server.start()
+    pool = Workers(server.url, tiny_model_dir, tmp_path)
+    sched = await scheduler_for(server.url)
+    try:
+        pool.start("a")
+        pool.wait_healthy(timeout=600)
+        wiped = asyncio.Event()
+
+        async def on_event(s, e):
+            if e.get("stage") == "rendering" and not wiped.is_set():
+                wiped.set()
+                await asyncio.to_thread(server.stop)
+                await asyncio.to_thread(server.start)
+
+        results = await run_all(sched, [spec(200 + i, length=200) for i in range(6)], on_event)
+        assert wiped.is_set()
+        assert all(r.ok for r in results), [r.error for r in results]
+        assert pool.procs["a"].poll() is None
+        assert "recreating" in (tmp_path / "a.log").read_text()
+    finally:
+        await close(sched)
+        pool.stop_all()
+        server.stop()
+
+
+def health(port: int) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+async def test_redis_down_at_start_is_waited_for_and_a_wrong_password_is_one_error(tiny_model_dir, tmp_path):
+    port = free_port()
+    server = Server(tmp_path, port=port)
+    pool = Workers(server.url, tiny_model_dir, tmp_path)
+    pool.start("a")
+    try:
+        log = tmp_path / "a.log"
+        for _ in range(6000):  # the worker imports TensorFlow first: seconds, or minutes on a busy machine
+            attempts = log.read_text().count("Redis unreachable (attempt")
+            if attempts >= 2:
+                break
+            await asyncio.sleep(0.1)
+        assert attempts >= 2 and "Traceback" not in log.read_text()
+        for _ in range(600):
+            try:
+                status, body = health(pool.ports["a"])
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        assert status == 503 and body["waiting_for"] == "redis"
+        server.start()
+        await asyncio.to_thread(pool.wait_healthy, 600)
+    finally:
+        pool.stop_all()
+        server.stop()
+
+    locked = Server(tmp_path, password="right")
+    locked.start()
+    try:
+        env = {
+            **os.environ,
+            "REDIS_URL": f"redis://:wrong@127.0.0.1:{locked.port}/0",
+            "MODEL_DIR": str(tiny_model_dir),
+        }
+        r = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "bot", "worker"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert r.returncode == 2, r.stderr
+        errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+        assert errors == ["error: Redis refused the login in REDIS_URL (wrong user or password)"]
+        assert "Traceback" not in r.stderr and ":wrong@" not in r.stderr
+    finally:
+        locked.stop()
