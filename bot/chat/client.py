@@ -131,6 +131,9 @@ class EtudeBot(commands.Bot):
             self.health = await serve(self.settings.health_port, self.metrics, self._healthy)
         await self.add_cog(ComposeCog(self))
         self.add_dynamic_items(PieceButton)
+        from bot.chat import harmonize
+
+        await harmonize.setup(self)
         if self.settings.discord_guild_id:
             guild = discord.Object(self.settings.discord_guild_id)
             self.tree.copy_global_to(guild=guild)

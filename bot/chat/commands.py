@@ -7,6 +7,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 
 import discord
@@ -25,7 +26,7 @@ from bot.chat.reply import (
     result_files,
 )
 from bot.errors import BadSeed, EtudeError
-from bot.music.midi import read_midi
+from bot.music.midi import SeedLimits, read_midi
 from bot.options import INSTRUMENT_HELP, INSTRUMENTS, SEED_HELP, SPECS, Options
 from bot.queue.jobs import JobResult, JobSpec
 
@@ -35,6 +36,10 @@ FOLLOWUP_WINDOW = 15 * 60 - 30  # seconds: Discord's interaction tokens last 15 
 PROGRESS_EVERY = 2.0  # seconds between edits of the deferred message
 SEED_SUFFIXES = (".mid", ".midi")
 INSTRUMENT_CHOICES = [app_commands.Choice(name=name, value=program) for name, program in INSTRUMENTS.items()]
+# Other job kinds (/harmonize) register how their file is checked before the queue and which buttons
+# their reply carries; a kind not listed is a composition.
+SEED_CHECKS: dict[str, Callable[[bytes, str, SeedLimits], object]] = {}
+REPLY_VIEWS: dict[str, Callable[[Options, str | None], discord.ui.View]] = {}
 
 
 def _range(name: str):
@@ -256,7 +261,8 @@ class ComposeCog(commands.Cog):
             seed_key = None
             if seed_bytes is not None:
                 # A quick check here answers a bad seed at once instead of after the queue.
-                await asyncio.to_thread(read_midi, seed_bytes, seed_name, self.settings.seed_limits())
+                check = SEED_CHECKS.get(kind, read_midi)
+                await asyncio.to_thread(check, seed_bytes, seed_name, self.settings.seed_limits())
                 spec.with_seed(seed_bytes, seed_name)
                 seed_key = await asyncio.to_thread(self.seeds.put, seed_bytes) if kind != "continue" else None
             spec.submitted = time.time()
@@ -394,7 +400,7 @@ class ComposeCog(commands.Cog):
             return
         opts = options or Options(**spec.options)
         embed = result_embed(result, mention)
-        view = piece_view(opts, seed_key)
+        view = REPLY_VIEWS.get(spec.kind, piece_view)(opts, seed_key)
         if fresh and webhook is not None:
             try:
                 await webhook.send(embed=embed, files=result_files(result), view=view)

@@ -117,6 +117,7 @@ class Sampler:
         kinds[v.duration_base :] = 3
         self.kinds = self.tf.constant(kinds)
         self._loop = self.tf.function(self._generate, jit_compile=jit, reduce_retracing=True)
+        self._step = self.tf.function(self._step_graph, jit_compile=jit, reduce_retracing=True)
         self.on_gpu = bool(self.tf.config.list_logical_devices("GPU"))
 
     # -- one step of the network ------------------------------------------------------------------------
@@ -137,6 +138,28 @@ class Sampler:
         for layer in self.head:
             x = layer(x, training=False)
         return x, new_states
+
+    # -- one token at a time, for samplers driven from Python (constrained harmonization) -------------------
+    def initial_states(self, batch: int) -> list:
+        """The LSTM states before the first token, for `batch` rows."""
+        zeros = self.tf.zeros((batch, self.hidden))
+        return [(zeros, zeros) for _ in self.cells]
+
+    def step(self, tokens: np.ndarray, rows: np.ndarray, states: list) -> tuple[np.ndarray, list]:
+        """Feed `tokens` (B,) to the rows `rows` (B,) of `states`: next-token log-probabilities (B, V), new states.
+
+        Gathering by `rows` first lets a caller continue from any of its rows (resampling, or one row
+        copied to all) without a round trip of the states through Python.
+        """
+        tf = self.tf
+        logp, states = self._step(tf.constant(tokens, tf.int32), tf.constant(rows, tf.int32), states)
+        return logp.numpy(), states
+
+    def _step_graph(self, tokens, rows, states):
+        tf = self.tf
+        states = [(tf.gather(h, rows), tf.gather(c, rows)) for h, c in states]
+        logits, states = self._logits(tokens, states)
+        return tf.nn.log_softmax(tf.cast(logits, tf.float32)), states
 
     # -- the loop, traced once per batch shape ------------------------------------------------------------
     def _generate(self, primers, primer_len, lengths, temperature, top_p, uniforms, max_steps):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bot.errors import BadSeed
 from bot.music.encoding import GRID, Event
@@ -123,3 +124,16 @@ def read_melody(data: bytes, name: str = "melody", limits: SeedLimits = DEFAULT_
             "notes can be harmonized"
         )
     return melody_from_events(piece.events, name, piece.tempo, piece.meta)
+
+
+def read_melody_file(path: Path, limits: SeedLimits = DEFAULT_LIMITS) -> Melody:
+    """`read_melody` on a file, refused by its size before it is read."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > limits.max_bytes:
+            raise BadMelody(f"the melody file is larger than {limits.max_bytes // 1024} KiB")
+        with path.open("rb") as f:
+            data = f.read(limits.max_bytes + 1)  # the file may have grown since stat
+    except OSError as err:
+        raise BadMelody("the melody file could not be read") from err
+    return read_melody(data, path.stem or "melody", limits)
