@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bot.errors import ModelNotFound
 from bot.model.composer import Composer
 from bot.model.network import DEFAULT_MODEL, REPO_MODELS
 from bot.model.network import load as load_model
@@ -66,7 +67,7 @@ def sampler_rate(sampler: Sampler, batch: int, length: int, repeats: int = 2) ->
 
 
 def compare_with_tutorial_loop(model, label: str, tutorial_tokens: int, length: int) -> None:
-    sampler = Sampler(model, jit=True)
+    sampler = Sampler(model)
     notes_s, tokens_s, _ = sampler_rate(sampler, 1, length)
     per_note = tokens_s / notes_s
     tut_tokens_s = tutorial_loop_tokens_per_second(model, tutorial_tokens)
@@ -112,26 +113,23 @@ def run_bench(args) -> None:
     quick = args.quick
     length = 100 if quick else 500
     _say(f"etude bench on {machine_name()}, {platform.python_implementation()} {platform.python_version()}")
-    import tensorflow as tf
+    from bot.model import backend
 
-    _say(
-        f"TensorFlow {tf.__version__}, devices: {', '.join(d.device_type for d in tf.config.list_physical_devices())}"
-    )
+    _say(backend.describe())
     from bot.settings import get_settings
 
     model_dir = Path(args.model or get_settings().model_dir or DEFAULT_MODEL)
 
     _say("\n(a, b) the tutorial's generation loop against this sampler")
     tutorial_dir = REPO_MODELS / "baselines" / "tutorial-chorales"
-    if tutorial_dir.is_dir():
-        compare_with_tutorial_loop(
-            load_model(tutorial_dir),
-            "tutorial network (3 x LSTM 512, scalar input)",
-            20 if quick else 100,
-            length,
-        )
+    try:
+        tutorial = load_model(tutorial_dir)
+    except ModelNotFound as e:  # absent, or of an older token encoding
+        _say(f"  (no tutorial network to compare: {e})")
     else:
-        _say(f"  (no tutorial network at {tutorial_dir})")
+        compare_with_tutorial_loop(
+            tutorial, "tutorial network (3 x LSTM 512, scalar input)", 20 if quick else 100, length
+        )
     shipped = load_model(model_dir)
     compare_with_tutorial_loop(
         shipped,

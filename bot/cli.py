@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from bot.errors import EtudeError
-from bot.options import INSTRUMENT_HELP, INSTRUMENTS, MELODY_HELP, SEED_HELP, SPECS
+from bot.options import INSTRUMENT_HELP, INSTRUMENTS, KEY_HELP, MELODY_HELP, SEED_HELP, SPECS
 
 log = logging.getLogger("etude")
 
@@ -55,6 +55,15 @@ def _help(name: str) -> str:
     return f"{spec.help} ({spec.range_text()}{default})"
 
 
+def _key(text: str) -> str:
+    from bot.options import parse_key
+
+    try:
+        return parse_key(text)
+    except EtudeError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _byte_count(text: str) -> int:
     try:
         value = int(text)
@@ -84,6 +93,7 @@ def cmd_compose(args) -> int:
         instrument=parse_instrument(args.instrument),
         rng_seed=args.rng_seed,
         include_seed=args.include_seed,
+        key=args.key,
     ).check()
     fluidsynth_path()
     find_soundfont(soundfont)
@@ -98,7 +108,7 @@ def cmd_compose(args) -> int:
     out = write_outputs(piece, Path(args.out), max_bytes=args.max_bytes, soundfont=soundfont)
     for path in (out.midi, out.wav, out.png):
         print(path)
-    note = f"{len(piece.events) - piece.seed_events} notes, {piece.key}, {piece.tempo:.0f} bpm, rng seed {options.rng_seed}"
+    note = f"{piece.onsets} notes and chords, {piece.key_text}, {piece.tempo:.0f} bpm, rng seed {options.rng_seed}"
     if out.audio.shortened:
         note += f"; the audio was cut to {out.audio.seconds:.0f} s to fit {args.max_bytes} bytes"
     print(note, file=sys.stderr)
@@ -122,6 +132,7 @@ def cmd_harmonize(args) -> int:
         tempo=args.tempo,
         instrument=parse_instrument(args.instrument),
         rng_seed=args.rng_seed,
+        key=args.key,
     ).check()
     fluidsynth_path()
     find_soundfont(soundfont)
@@ -133,7 +144,7 @@ def cmd_harmonize(args) -> int:
         print(path)
     moved = f", moved {melody.octaves:+d} octaves" if melody.octaves else ""
     note = (
-        f"{len(melody.notes)} melody notes in four parts{moved}, {piece.key}, {piece.tempo:.0f} bpm, "
+        f"{len(melody.notes)} melody notes in four parts{moved}, {piece.key_text}, {piece.tempo:.0f} bpm, "
         f"rng seed {piece.options.rng_seed}"
     )
     if out.audio.shortened:
@@ -189,6 +200,7 @@ def cmd_train(args) -> int:
         fresh=args.fresh,
         steps_per_epoch=args.steps_per_epoch,
         verbose=1 if sys.stdout.isatty() else 2,
+        keys=args.keys,
     )
     t = card["training"]
     print(
@@ -239,7 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--data",
         default="chorales",
-        help="'chorales' (371 Bach chorales, bundled with music21), 'corpus:<composer>', or a folder",
+        help="'chorales' (371 Bach chorales, bundled with music21), 'music21' (the chorales with music21's "
+        "Palestrina, Monteverdi, Josquin and Haydn, Mozart, Beethoven quartets, each with a style token), "
+        "'corpus:<composer>', a folder, or several joined by '+'",
+    )
+    t.add_argument(
+        "--keys",
+        choices=["reference", "transpose"],
+        default="reference",
+        help="'reference': learn every piece in C major / A minor (the default); 'transpose': in its own "
+        "key, moved at random every epoch",
     )
     t.add_argument("--out", default="models/etude-chorales", help="model folder to write (and resume from)")
     t.add_argument("--preset", default="etude", help="network preset: etude, small, or tutorial")
@@ -266,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--instrument", default="piano", help=f"{INSTRUMENT_HELP}: 0-127 or a name ({', '.join(INSTRUMENTS)})"
     )
     c.add_argument("--rng-seed", type=_option("rng_seed"), help=_help("rng_seed"))
+    c.add_argument(
+        "--key", type=_key, help=f"{KEY_HELP}: e.g. 'E minor', 'Eb major' (the 24 major and minor keys)"
+    )
     c.add_argument("--model", help="model folder (default: MODEL_DIR or the shipped model)")
     c.add_argument("--out", default="out", help="folder for the three files")
     c.add_argument(
@@ -283,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="harmonize a melody as a four-part chorale: writes .mid, .wav and .png, prints their paths",
     )
     h.add_argument("--melody", required=True, help=MELODY_HELP)
+    h.add_argument(
+        "--key",
+        type=_key,
+        help="The key to write in; without it, the melody's own: e.g. 'E minor', 'Eb major'",
+    )
     h.add_argument(
         "--temperature",
         type=_option("temperature"),

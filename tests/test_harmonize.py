@@ -10,14 +10,7 @@ import numpy as np
 import pytest
 
 from bot.errors import BadSeed
-from bot.model.harmonize import (
-    NetworkSteps,
-    NumpySteps,
-    cadence_for,
-    harmonize,
-    harmonize_line,
-    steps_for,
-)
+from bot.model.harmonize import NgramSteps, NumpySteps, cadence_for, harmonize, harmonize_line, plan_key
 from bot.music.encoding import Event
 from bot.music.harmony import FourVoices, figures, parallels
 from bot.music.melody import melody_from_events, read_melody
@@ -102,33 +95,46 @@ def test_a_melody_in_another_octave_is_harmonized_in_the_sopranos(composer):
     assert voices(piece)[:, 0].tolist() == [p for _, _, p in TUNE]
 
 
-def test_numpy_steps_match_the_compiled_sampler_step(composer):
-    sampler = composer.sampler
-    assert NumpySteps.supports(sampler) is (sampler.embed is not None)
-    if not NumpySteps.supports(sampler):
-        pytest.skip("this network is stepped by the compiled sampler only")
-    a, b = NumpySteps(sampler, 4), NetworkSteps(sampler, 4)
-    la, lb = a.start(), b.start()
-    rng = np.random.default_rng(0)
-    for _ in range(12):
-        tokens, rows = rng.integers(2, len(composer.vocab), 4), rng.integers(0, 4, 4)
-        la, lb = a.feed(tokens, rows), b.feed(tokens, rows)
-    assert np.allclose(la, lb, atol=1e-3)
+def test_numpy_steps_match_the_network(composer):
+    """Stepping the LSTM in NumPy gives the network's own next-token distribution at every step."""
+    model = composer.model
+    assert NumpySteps.supports(model)
+    ids = np.array(model.vocab.encode(read_melody(tune_bytes()).notes, mode="major", style="chorale"))
+    steps = NumpySteps(model, k=2)
+    got = [steps.start(ids[:1])]
+    for t in ids[1:-1]:
+        got.append(steps.feed(np.array([t, t]), np.arange(2)))
+    logits = np.asarray(model.net(ids[None, :-1], training=False))[0].astype(np.float64)
+    want = (
+        logits
+        - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True))
+        - logits.max(1, keepdims=True)
+    )
+    assert np.allclose(np.stack(got)[:, 0], want, atol=1e-3) and np.allclose(
+        np.stack(got)[:, 1], want, atol=1e-3
+    )
 
 
 def test_the_ngram_can_stand_in_for_the_network(chorales, composer):
     from bot.model.evaluate import KneserNey
-    from bot.model.harmonize import NgramSteps
     from bot.music.corpus import encode_pieces
 
     vocab = composer.vocab
     kn = KneserNey(encode_pieces(chorales, vocab), len(vocab), order=3)
-    melody = read_melody(tune_bytes(), "tune")
-    lower = harmonize_line(
-        NgramSteps(kn, vocab.start), vocab, melody.notes, None, 1.0, np.random.default_rng(0)
-    )
+    notes = read_melody(tune_bytes(), "tune").notes
+    moved = [Event(n.onset, n.duration, (n.pitches[0] - 7,)) for n in notes]  # G major -> C major
+    lower = harmonize_line(NgramSteps(kn), vocab, moved, "major", None, 1.0, np.random.default_rng(0))
     assert lower.shape == (len(TUNE), 3)
-    assert (lower < np.array([p for _, _, p in TUNE])[:, None]).all()
+    assert (lower < np.array([n.pitches[0] for n in moved])[:, None]).all()
+
+
+def test_a_key_asked_for_moves_the_melody_there(composer):
+    melody = read_melody(tune_bytes(), "tune")
+    assert plan_key(melody.notes, None)[:2][1] == "melody"
+    piece = harmonize(composer, Options(rng_seed=1, key="A major"), melody)
+    assert piece.key == "A major" and voices(piece)[:, 0].tolist() == [p + 2 for _, _, p in TUNE]
+    relative = harmonize(composer, Options(rng_seed=1, key="E minor"), melody)
+    assert relative.key == "G major" and "relative" in relative.key_text  # E minor's relative, in major
 
 
 def test_cadences():
@@ -223,7 +229,3 @@ def test_bad_melodies_get_one_error_line(tmp_path, make, expect):
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
-
-
-def test_steps_for_picks_a_stepper(composer):
-    assert steps_for(composer.sampler).k >= 1

@@ -27,7 +27,7 @@ from bot.chat.reply import (
 )
 from bot.errors import BadSeed, EtudeError
 from bot.music.midi import SeedLimits, read_midi
-from bot.options import INSTRUMENT_HELP, INSTRUMENTS, SEED_HELP, SPECS, Options
+from bot.options import INSTRUMENT_HELP, INSTRUMENTS, KEY_HELP, KEYS, SEED_HELP, SPECS, Options
 from bot.queue.jobs import JobResult, JobSpec
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ FOLLOWUP_WINDOW = 15 * 60 - 30  # seconds: Discord's interaction tokens last 15 
 PROGRESS_EVERY = 2.0  # seconds between edits of the deferred message
 SEED_SUFFIXES = (".mid", ".midi")
 INSTRUMENT_CHOICES = [app_commands.Choice(name=name, value=program) for name, program in INSTRUMENTS.items()]
+KEY_CHOICES = [app_commands.Choice(name=name, value=name) for name in KEYS]  # 24: Discord allows 25
 # Other job kinds (/harmonize) register how their file is checked before the queue and which buttons
 # their reply carries; a kind not listed is a composition.
 SEED_CHECKS: dict[str, Callable[[bytes, str, SeedLimits], object]] = {}
@@ -121,8 +122,9 @@ class ComposeCog(commands.Cog):
         instrument=INSTRUMENT_HELP,
         tempo=_describe("tempo"),
         rng_seed=SPECS["rng_seed"].help,
+        key=KEY_HELP[:100],
     )
-    @app_commands.choices(instrument=INSTRUMENT_CHOICES)
+    @app_commands.choices(instrument=INSTRUMENT_CHOICES, key=KEY_CHOICES)
     async def compose(
         self,
         interaction: discord.Interaction,
@@ -133,6 +135,7 @@ class ComposeCog(commands.Cog):
         instrument: app_commands.Choice[int] | None = None,
         tempo: Tempo | None = None,
         rng_seed: RngSeed | None = None,
+        key: app_commands.Choice[str] | None = None,
     ) -> None:
         """Compose a piece of music, optionally continuing a MIDI file you attach."""
         if seed is not None:
@@ -152,6 +155,7 @@ class ComposeCog(commands.Cog):
             tempo=tempo,
             instrument=instrument.value if instrument else 0,
             rng_seed=rng_seed,
+            key=key.value if key else None,
         ).check(self.settings.max_length)
         await self.start(interaction, options, seed_attachment=seed, kind="compose")
 

@@ -16,6 +16,7 @@ from discord.ext import commands
 
 from bot.chat.commands import (
     INSTRUMENT_CHOICES,
+    KEY_CHOICES,
     REPLY_VIEWS,
     SEED_CHECKS,
     SEED_SUFFIXES,
@@ -26,24 +27,32 @@ from bot.chat.commands import (
     _describe,
 )
 from bot.music.melody import MAX_MELODY_NOTES, read_melody
-from bot.options import INSTRUMENT_HELP, MELODY_HELP, SPECS, Options
+from bot.options import INSTRUMENT_HELP, KEYS, MELODY_HELP, SPECS, Options
 
 KIND = "harmonize"
 HARMONIZE_ID = re.compile(
     r"etude:harmonize:(?P<temperature>[0-9.]+):(?P<tempo>\d+):(?P<instrument>\d+):(?P<melody>[0-9a-f]{16})"
+    r"(?::k(?P<key>\d{1,2}))?"
 )
 
 
 def harmonize_id(options: Options, melody_key: str) -> str:
+    """A custom id that carries the options (the key as its index in KEYS) and the stored melody's key."""
+    key = f":k{KEYS.index(options.key)}" if options.key else ""
     return (
         f"etude:harmonize:{options.temperature:g}:{int(options.tempo or 0)}:{options.instrument}:{melody_key}"
+        + key
     )
 
 
 def options_from_match(match: re.Match) -> tuple[Options, str]:
     tempo = int(match["tempo"])
+    key = KEYS[int(match["key"])] if match["key"] and int(match["key"]) < len(KEYS) else None
     options = Options(
-        temperature=float(match["temperature"]), tempo=tempo or None, instrument=int(match["instrument"])
+        temperature=float(match["temperature"]),
+        tempo=tempo or None,
+        instrument=int(match["instrument"]),
+        key=key,
     )
     return options, match["melody"]
 
@@ -97,16 +106,18 @@ class HarmonizeCog(commands.Cog):
     @app_commands.command(name="harmonize")
     @app_commands.describe(
         melody=f"{MELODY_HELP} (up to {MAX_MELODY_NOTES} notes)"[:100],
+        key="The key to write in; without it, the melody's own",
         temperature=_describe("temperature"),
         tempo=_describe("tempo"),
         instrument=INSTRUMENT_HELP,
         rng_seed=SPECS["rng_seed"].help,
     )
-    @app_commands.choices(instrument=INSTRUMENT_CHOICES)
+    @app_commands.choices(instrument=INSTRUMENT_CHOICES, key=KEY_CHOICES)
     async def harmonize(
         self,
         interaction: discord.Interaction,
         melody: discord.Attachment,
+        key: app_commands.Choice[str] | None = None,
         temperature: Temperature = SPECS["temperature"].default,
         tempo: Tempo | None = None,
         instrument: app_commands.Choice[int] | None = None,
@@ -127,6 +138,7 @@ class HarmonizeCog(commands.Cog):
             tempo=tempo,
             instrument=instrument.value if instrument else 0,
             rng_seed=rng_seed,
+            key=key.value if key else None,
         ).check()
         await self.compose.start(interaction, options, seed_attachment=melody, kind=KIND)
 

@@ -1,19 +1,21 @@
 """Harmonize a melody: the model writes alto, tenor and bass under a soprano that is given and kept.
 
 BachBot showed that a left-to-right model over tokens can harmonize by fixing the soprano's tokens and
-sampling the rest. Here each melody note becomes one four-voice chord, written as the encoding writes a
-chord: the time shift to its onset (given), the bass, tenor and alto (sampled, lowest first), the melody's
-pitch (given) and its duration (given). The network is stepped one token at a time from Python, and every
-sampled pitch is masked to where its voice may go: below the voice above it, within its range, within an
-octave of its upper neighbour (bass excepted), and, on the last chords, to a cadence.
+sampling the rest. Here each melody note becomes one four-voice frame of the encoding (encoding 2): the
+shift to its onset (given), the bass, tenor and alto as new attacks (sampled, lowest first, as frames list
+pitches), the melody's attack (given) and the closing bar (given); a rest in the melody is an empty frame
+and the piece closes with `<end>` after the last note. The melody is moved to C major or A minor, where the
+network learned, and the result back to the key asked for. The network is stepped one token at a time from
+Python, and every sampled pitch is masked to where its voice may go: below the voice above it, within its
+range, within an octave of its upper neighbour (bass excepted), without consecutive fifths or octaves
+against the chord before, and, on the last chords, to a cadence.
 
-Because the encoding writes a chord's lowest pitch first, the model chooses the bass before it reads the
-melody note above it. So every chord is proposed by `K` particles at once and they are resampled by how
-likely the model finds the given melody note and its duration after each proposal (sequential Monte
-Carlo): the harmony that survives is the one under which the model itself would have sung this melody.
+Because frames list the lowest pitch first, the model chooses the bass before it reads the melody note
+above it. So every chord is proposed by `K` particles at once and they are resampled by how likely the
+model finds the given tokens after each proposal (sequential Monte Carlo): the harmony that survives is
+the one under which the model itself would have sung this melody, its rests and its ending.
 
-The output keeps the melody exactly: its onsets, durations and pitches are copied, never decoded from
-tokens, so a duration the vocabulary lacks still comes back as it was given.
+The output keeps the melody exactly: onsets, durations and pitches are copied, never decoded from tokens.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from typing import Protocol
 
 import numpy as np
 
-from bot.errors import BadSeed
-from bot.music.encoding import GRID, MAX_DURATION, MAX_SHIFT, Event, Vocabulary
-from bot.music.melody import Melody
+from bot.errors import ModelNotFound
+from bot.music.encoding import GRID, PIANO_LOW, Event, Vocabulary, transpose
+from bot.music.keys import REFERENCE, Key, key_fit
+from bot.music.melody import BadMelody, Melody, soprano_octaves
 from bot.options import Options
 
 log = logging.getLogger(__name__)
@@ -46,66 +49,66 @@ class Steps(Protocol):
 
     k: int
 
-    def start(self) -> np.ndarray:
-        """Log-probabilities (k, V) of the first token after `<start>`, every row fresh."""
+    def start(self, head: Sequence[int]) -> np.ndarray:
+        """Feed `head` (`<start>`, style, mode) to every row; log-probabilities (k, V) of the next token."""
 
     def feed(self, tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Continue row `rows[i]` with `tokens[i]`; log-probabilities (k, V) of each row's next token."""
 
 
-class NetworkSteps:
-    """The LSTM through the sampler's compiled single step."""
-
-    def __init__(self, sampler, k: int = PARTICLES):
-        self.sampler, self.k = sampler, k
-        self.states: list = []
-
-    def start(self) -> np.ndarray:
-        self.states = self.sampler.initial_states(self.k)
-        return self.feed(np.full(self.k, self.sampler.vocab.start), np.arange(self.k))
-
-    def feed(self, tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        logp, self.states = self.sampler.step(tokens, rows, self.states)
-        return logp
-
-
 class NumpySteps:
-    """The same LSTM stepped in NumPy, from the sampler's fused weights.
+    """The network's LSTM stepped in NumPy from its own weights.
 
-    At a handful of rows one step is a few small matrix products; NumPy does them in a tenth of the time
-    a framework takes to dispatch a compiled call, and the result does not depend on the Keras backend.
-    Only networks with an embedding, tanh/sigmoid cells and a single dense head (the shipped kind) are
-    stepped here; `steps_for` falls back to `NetworkSteps` for others.
+    At a handful of rows one step is a few small matrix products; NumPy does them in a fraction of the
+    time a framework takes to dispatch a compiled call, whichever Keras backend loaded the weights, and the
+    rows can be regathered (resampled) for free. Networks with the tutorial's head (batch norm, a hidden
+    dense layer) are not stepped here: `supports` says so and `harmonize` refuses them in one line.
     """
 
-    def __init__(self, sampler, k: int = PARTICLES):
-        self.k, self.start_token = k, sampler.vocab.start
-        self.layers = [(np.asarray(w, np.float32), np.asarray(b, np.float32)) for w, b, _, _ in sampler.fused]
-        self.embed = np.asarray(sampler.embed.embeddings, np.float32)
-        (dense,) = sampler.head
+    def __init__(self, model, k: int = PARTICLES):
+        net, cfg = model.net, model.config
+        self.k = k
+        self.layers = []
+        for i in range(cfg.layers):
+            cell = net.get_layer(f"lstm_{i}").cell
+            w = np.concatenate([np.asarray(cell.kernel), np.asarray(cell.recurrent_kernel)], axis=0)
+            b = np.asarray(cell.bias) if cell.use_bias else np.zeros(w.shape[1])
+            self.layers.append((w.astype(np.float32), b.astype(np.float32)))
+        self.embed = (
+            np.asarray(net.get_layer("embed").embeddings, np.float32)
+            if cfg.input_mode == "embedding"
+            else None
+        )
+        self.scale = float(cfg.vocab_size)
+        dense = net.get_layer("logits")
         self.kernel, self.bias = np.asarray(dense.kernel, np.float32), np.asarray(dense.bias, np.float32)
-        self.hidden = sampler.hidden
+        self.hidden = cfg.hidden
         self.states: list[tuple[np.ndarray, np.ndarray]] = []
 
     @staticmethod
-    def supports(sampler) -> bool:
-        acts = {(a.__name__, g.__name__) for _, _, a, g in sampler.fused}
-        dense = sampler.head[0] if len(sampler.head) == 1 else None
-        return (
-            sampler.embed is not None
-            and acts == {("tanh", "sigmoid")}
-            and dense is not None
-            and getattr(dense, "activation", None) is not None
-            and dense.activation.__name__ == "linear"
+    def supports(model) -> bool:
+        cfg = model.config
+        if cfg.head != "linear":
+            return False
+        cells = [model.net.get_layer(f"lstm_{i}").cell for i in range(cfg.layers)]
+        return all(
+            c.activation.__name__ == "tanh" and c.recurrent_activation.__name__ == "sigmoid" for c in cells
         )
 
-    def start(self) -> np.ndarray:
+    def start(self, head: Sequence[int]) -> np.ndarray:
         zeros = np.zeros((self.k, self.hidden), np.float32)
         self.states = [(zeros, zeros) for _ in self.layers]
-        return self.feed(np.full(self.k, self.start_token), np.arange(self.k))
+        logp = np.zeros(0)
+        for token in head:
+            logp = self.feed(np.full(self.k, token), np.arange(self.k))
+        return logp
 
     def feed(self, tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        x = self.embed[np.asarray(tokens)]
+        tokens = np.asarray(tokens)
+        if self.embed is not None:
+            x = self.embed[tokens]
+        else:  # the tutorial's input: the token index divided by the vocabulary size
+            x = (tokens.astype(np.float32) / self.scale)[:, None]
         new = []
         for (w, b), (h, c) in zip(self.layers, self.states, strict=True):
             z = np.concatenate([x, h[rows]], axis=1) @ w + b
@@ -124,21 +127,19 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (np.tanh(0.5 * x) + 1.0)  # the same function, without overflow for large |x|
 
 
-def steps_for(sampler, k: int = PARTICLES) -> Steps:
-    """The fastest stepper the sampler's network allows."""
-    return NumpySteps(sampler, k) if NumpySteps.supports(sampler) else NetworkSteps(sampler, k)
-
-
 class NgramSteps:
     """Any model with `distribution(context) -> probabilities` and an order `n` (the n-gram baseline)."""
 
-    def __init__(self, ngram, start: int, k: int = PARTICLES):
-        self.ngram, self.start_token, self.k = ngram, start, k
+    def __init__(self, ngram, k: int = PARTICLES):
+        self.ngram, self.k = ngram, k
         self.contexts: list[tuple[int, ...]] = []
 
-    def start(self) -> np.ndarray:
+    def start(self, head: Sequence[int]) -> np.ndarray:
         self.contexts = [()] * self.k
-        return self.feed(np.full(self.k, self.start_token), np.arange(self.k))
+        logp = np.zeros(0)
+        for token in head:
+            logp = self.feed(np.full(self.k, token), np.arange(self.k))
+        return logp
 
     def feed(self, tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
         keep = self.ngram.n - 1
@@ -227,8 +228,13 @@ def _voice_masks(
                 row &= pitches - below <= MAX_GAP
             elif strict:
                 row &= pitches - below <= MAX_BASS_GAP
-        allowed[i, vocab.pitch_base : vocab.duration_base] = row
+        allowed[i, _attacks(vocab)] = row
     return allowed
+
+
+def _attacks(vocab: Vocabulary) -> slice:
+    """The ids of attacks (`P`) on the pitches `vocab.pitch_low`..`vocab.pitch_high`, in that order."""
+    return slice(vocab.pitch_id(vocab.pitch_low), vocab.pitch_id(vocab.pitch_high) + 1)
 
 
 def _masked_sample(logp: np.ndarray, allowed: np.ndarray, temperature: float, u: np.ndarray) -> tuple:
@@ -242,44 +248,41 @@ def _masked_sample(logp: np.ndarray, allowed: np.ndarray, temperature: float, u:
     return pick, np.log(mass) + top[:, 0]
 
 
-def _nearest(values: Sequence[int], x: int) -> int:
-    return min(values, key=lambda v: (abs(v - x), v))
-
-
 # -- the harmonizer ---------------------------------------------------------------------------------------
 def harmonize_line(
     steps: Steps,
     vocab: Vocabulary,
     notes: Sequence[Event],
+    mode: str,
     cadence: Cadence | None,
     temperature: float,
     rng: np.random.Generator,
     rules: bool = True,
 ) -> np.ndarray:
-    """Alto, tenor and bass under each of `notes` (single pitches, no overlaps): an array (n, 3).
+    """Alto, tenor and bass under each of `notes` (single pitches, no overlaps, in C major or A minor as
+    `mode` says): an array (n, 3) of bass, tenor and alto.
 
     Rows are particles; after each chord they are resampled by the tempered probability the model gives
-    the melody's note and duration (times the mass the masks left it), and the survivor of the last
-    chord is returned with its whole history. With `rules`, no voice may move in consecutive fifths
-    or octaves with another (the textbooks' first rule, which the model alone breaks often).
+    the tokens that were given (the melody's attack, the closing bar, the shifts and rests before the next
+    note, `<end>` after the last) times the mass the masks left it, and the survivor of the last chord is
+    returned with its whole history. With `rules`, no voice may move in consecutive fifths or octaves
+    with another (the textbooks' first rule, which the model alone breaks often).
     """
     k = steps.k
     n = len(notes)
-    history = np.zeros((k, n, 3), dtype=np.int64)  # bass, tenor, alto per particle
-    shifts = _shift_tokens(vocab, notes)
-    logp = steps.start()
+    history = np.zeros((k, n, 3), dtype=np.int64)
+    given = _given_tokens(vocab, notes)
+    logp = steps.start(vocab.head(mode, "chorale"))
     rows = np.arange(k)
     for i, note in enumerate(notes):
         m = int(note.pitches[0])
-        for s in shifts[i]:
-            logp = steps.feed(np.full(k, s), rows)
-            rows = np.arange(k)
         last = i == n - 1
-        chosen = np.zeros((k, 0), dtype=np.int64)
         log_w = np.zeros(k)
-        melody_id = vocab.pitch_id(min(max(m, vocab.pitch_low), vocab.pitch_high))
-        dur = _nearest(vocab.durations, min(MAX_DURATION, max(1, round(note.duration * GRID))))
-        dur_id = vocab.index[f"D{dur}"]
+        for token in given[i][0]:  # the shift to this note's frame (and a rest frame before it)
+            log_w += logp[rows, token] / temperature
+            logp = steps.feed(np.full(k, token), rows)
+            rows = np.arange(k)
+        chosen = np.zeros((k, 0), dtype=np.int64)
         # The chord before, when it ends where this one starts: parallels are heard only across a join.
         joined = i > 0 and abs(notes[i - 1].onset + notes[i - 1].duration - note.onset) < 1e-6
         before = (int(notes[i - 1].pitches[0]), history[:, i - 1]) if joined and rules else None
@@ -313,39 +316,43 @@ def harmonize_line(
                 # A particle that had to give up a constraint rarely survives the resampling.
                 log_w[empty & mask.any(axis=1)] -= RELAX_PENALTY * level
             if not allowed.any(axis=1).all():
-                raise BadSeed(f"a melody note ({m}) is too low to write three voices under it")
+                raise BadMelody(f"a melody note ({m}) is too low to write three voices under it")
             token, mass = _masked_sample(logp, allowed, temperature, rng.random(k))
             log_w += mass
-            chosen = np.concatenate([chosen, (vocab.pitch_low + token - vocab.pitch_base)[:, None]], axis=1)
+            chosen = np.concatenate([chosen, (PIANO_LOW + token - vocab.pitch_base)[:, None]], axis=1)
             logp = steps.feed(token, np.arange(k))
-        # What the model thinks of the given tokens after this chord weighs the particle: the melody
-        # note, its duration and the time to the next note.
-        log_w += logp[:, melody_id] / temperature
-        logp = steps.feed(np.full(k, melody_id), np.arange(k))
-        log_w += logp[:, dur_id] / temperature
-        logp = steps.feed(np.full(k, dur_id), np.arange(k))
-        if not last:
-            log_w += logp[:, shifts[i + 1][0]] / temperature
+        for token in given[i][1]:  # the melody's attack, the closing bar (and <end> after the last note)
+            log_w += logp[:, token] / temperature
+            if token != vocab.end:
+                logp = steps.feed(np.full(k, token), np.arange(k))
         history[:, i] = chosen
         # Resample the particles by their weights; the next feed continues from the chosen rows.
         rows = _resample(log_w, rng)
         history = history[rows]
-        logp = logp[rows]
     return history[0]
 
 
-def _shift_tokens(vocab: Vocabulary, notes: Sequence[Event]) -> list[list[int]]:
-    """The shift tokens before each note, chained and rounded as `Vocabulary.encode` writes them."""
-    out, pos = [], 0
-    for note in notes:
-        delta = max(0, round(note.onset * GRID) - pos)
-        shifts = []
-        while delta > MAX_SHIFT:
-            shifts.append(MAX_SHIFT)
-            delta -= MAX_SHIFT
-        shifts.append(_nearest(vocab.shifts, delta))
-        pos += sum(shifts)
-        out.append([vocab.index[f"S{s}"] for s in shifts])
+def _given_tokens(vocab: Vocabulary, notes: Sequence[Event]) -> list[tuple[list[int], list[int]]]:
+    """For each note, the given tokens before its lower voices (the shift to its frame, after a rest frame
+    when the melody rests) and after them (its attack and closing bar; the last note's release and `<end>`)."""
+    out = []
+    prev: int | None = None  # time of the frame before, in grid steps
+    for i, note in enumerate(notes):
+        on = round(note.onset * GRID)
+        before: list[int] = []
+        if prev is not None:
+            rest = round((notes[i - 1].onset + notes[i - 1].duration) * GRID)
+            if rest < on:  # the melody rests: an empty frame releases the chord before
+                vocab._shift(before, rest - prev)
+                before.append(vocab.close)
+                prev = rest
+        vocab._shift(before, on - prev if prev is not None else on)
+        prev = on
+        after = [vocab.pitch_id(int(note.pitches[0])), vocab.phrase if i == len(notes) - 1 else vocab.close]
+        if i == len(notes) - 1:
+            vocab._shift(after, round((note.onset + note.duration) * GRID) - on)
+            after.append(vocab.end)
+        out.append((before, after))
     return out
 
 
@@ -373,7 +380,7 @@ def _no_parallels(
                 continue
             new = (now - pitches) % 12 if above else (pitches - now) % 12
             bad |= (new == interval) & (pitches != was)
-        allowed[i, vocab.pitch_base : vocab.duration_base] = ~bad
+        allowed[i, _attacks(vocab)] = ~bad
     return allowed
 
 
@@ -394,9 +401,12 @@ class Harmonization:
     events: list[Event]  # four-voice chords, one per melody note
     melody: list[Event]  # the soprano as given, moved only as the key and the soprano's range required
     tempo: float
-    options: object
+    options: Options
     model: str
-    key: str
+    key: str  # the key it is written in, one of bot.options.KEYS
+    key_source: str = (
+        "melody"  # "melody", "asked", or "relative" (the asked key's relative, in the melody's mode)
+    )
     timings: dict[str, float] = field(default_factory=dict)
     seed_events: int = 0
 
@@ -406,9 +416,24 @@ class Harmonization:
         return midi_bytes(self.events, tempo=self.tempo, program=self.options.instrument, name=self.name)
 
     @property
+    def key_text(self) -> str:
+        return self.key + KEY_SOURCES.get(self.key_source, "")
+
+    @property
+    def onsets(self) -> int:
+        return len(self.melody)
+
+    @property
     def seconds(self) -> float:
         end = max((e.onset + e.duration for e in self.events), default=0.0)
         return end * 60.0 / self.tempo
+
+
+KEY_SOURCES = {
+    "melody": " (the melody's key)",
+    "asked": "",
+    "relative": " (the key asked for is in the other mode: its relative, in the melody's mode)",
+}
 
 
 def chords_under(notes: Sequence[Event], lower: np.ndarray) -> list[Event]:
@@ -419,57 +444,76 @@ def chords_under(notes: Sequence[Event], lower: np.ndarray) -> list[Event]:
     ]
 
 
+def melody_key(notes: Sequence[Event]) -> Key:
+    """The key a melody is in; a line too short to say one is taken as major on its last note."""
+    fit = key_fit(notes)
+    return fit[0] if fit is not None else Key(notes[-1].pitches[0] % 12, "major")
+
+
+def plan_key(notes: Sequence[Event], asked: str | None) -> tuple[Key, str, int]:
+    """The key to write in, where it came from, and the semitones (-6..+5) that move the melody there."""
+    own = melody_key(notes)
+    if asked is None:
+        return own, "melody", 0
+    target, source = Key.parse(asked), "asked"
+    if target.mode != own.mode:  # a transposition keeps the mode: write in the relative key
+        target = Key((target.tonic + (9 if own.mode == "minor" else 3)) % 12, own.mode)
+        source = "relative"
+    return target, source, (target.tonic - own.tonic + 6) % 12 - 6
+
+
 def harmonize_melody(
     steps: Steps,
     vocab: Vocabulary,
-    melody: Melody,
-    key: tuple[int, bool],
+    notes: Sequence[Event],
+    key: Key,
     temperature: float,
     rng_seed: int,
     rules: bool = True,
 ) -> tuple[list[Event], dict[str, float]]:
-    """The four-voice chords for `melody` in the key (tonic pitch class, minor) and the time it took."""
-    t0 = time.perf_counter()
-    notes = melody.notes
-    tonic, minor = key
-    before = notes[-2].pitches[0] if len(notes) > 1 else None
-    cadence = cadence_for(notes[-1].pitches[0], before, tonic, minor)
+    """The four-voice chords for the melody `notes` in `key`, and the time it took.
+
+    The melody is moved to C major or A minor for the network, and the chords back.
+    """
     from threadpoolctl import threadpool_limits
 
+    t0 = time.perf_counter()
+    shift = key.to_reference()
+    moved = transpose(notes, shift)
+    before = moved[-2].pitches[0] if len(moved) > 1 else None
+    cadence = cadence_for(moved[-1].pitches[0], before, REFERENCE[key.mode], key.mode == "minor")
     # The steps are small matrix products: BLAS threads would only wait on each other (and on a busy
     # machine, on everyone else), so one thread does them.
     with threadpool_limits(1, user_api="blas"):
-        lower = harmonize_line(
-            steps, vocab, notes, cadence, temperature, np.random.default_rng(rng_seed), rules
-        )
-    return chords_under(notes, lower), {"sample": time.perf_counter() - t0}
-
-
-def parse_key(name: str) -> tuple[int, bool]:
-    """(tonic pitch class, minor) of a key named like `estimate_key` names them ("E- minor")."""
-    from bot.model.composer import _NAMES
-
-    tonic, _, mode = name.partition(" ")
-    return _NAMES.index(tonic), mode == "minor"
+        rng = np.random.default_rng(rng_seed)
+        lower = harmonize_line(steps, vocab, moved, key.mode, cadence, temperature, rng, rules)
+    return chords_under(notes, lower - shift), {"sample": time.perf_counter() - t0}
 
 
 def harmonize(composer, options: Options, melody: Melody) -> Harmonization:
     """A four-part chorale on `melody` with the composer's model; the same options and RNG seed give the same."""
-    from bot.model.composer import estimate_key, safe_name
+    from bot.model.composer import safe_name
 
     options = options.check().with_rng_seed()
-    key = estimate_key(melody.notes)
-    steps = steps_for(composer.sampler)
+    if not NumpySteps.supports(composer.model):
+        raise ModelNotFound(
+            f"the model {composer.model.name} cannot harmonize: its head is not a linear layer"
+        )
+    key, source, semitones = plan_key(melody.notes, options.key)
+    notes = transpose(melody.notes, semitones)
+    octaves = soprano_octaves([n.pitches[0] for n in notes])  # back into the soprano's range if it left
+    notes = transpose(notes, 12 * octaves)
     events, timings = harmonize_melody(
-        steps, composer.vocab, melody, parse_key(key), options.temperature, options.rng_seed
+        NumpySteps(composer.model), composer.vocab, notes, key, options.temperature, options.rng_seed
     )
     return Harmonization(
         name=f"chorale-{safe_name(melody.name)}-{options.rng_seed}",
         events=events,
-        melody=list(melody.notes),
+        melody=notes,
         tempo=float(options.tempo or melody.tempo),
         options=options,
         model=composer.model.name,
-        key=key,
+        key=key.name,
+        key_source=source,
         timings=timings,
     )

@@ -13,7 +13,7 @@ import logging
 import time
 from pathlib import Path
 
-from bot.model.harmonize import PARTICLES, NgramSteps, harmonize_melody, parse_key, steps_for
+from bot.model.harmonize import PARTICLES, NgramSteps, NumpySteps, harmonize_melody, melody_key
 from bot.music.corpus import cache_dir, corpus_works, is_validation, piece_from_stream
 from bot.music.encoding import Event
 from bot.music.harmony import FourVoices, figures, total
@@ -69,16 +69,14 @@ def harmonize_chorales(
     rules: bool = True,
 ) -> dict:
     """Figures, summed over `chorales`, of harmonizing each soprano with `make_steps()`."""
-    from bot.model.composer import estimate_key
-
     results, seconds, notes = [], 0.0, 0
     for i, (name, parts) in enumerate(chorales):
         melody = melody_from_events(parts[0], name)
         shift = melody.meta["quarters_dropped"]
         bach = [[Event(e.onset - shift, e.duration, e.pitches) for e in part] for part in parts]
-        key = parse_key(estimate_key(melody.notes))
+        key = melody_key(melody.notes)
         t0 = time.perf_counter()
-        events, _ = harmonize_melody(make_steps(), vocab, melody, key, temperature, rng_seed + i, rules)
+        events, _ = harmonize_melody(make_steps(), vocab, melody.notes, key, temperature, rng_seed + i, rules)
         seconds += time.perf_counter() - t0
         notes += len(melody.notes)
         results.append(figures(FourVoices.from_events(events, melody.notes), FourVoices.from_parts(bach)))
@@ -94,26 +92,23 @@ def evaluate_harmony(
 ) -> dict:
     """The harmony table's rows: Bach, the model (with and without the voice-leading rule), the n-gram."""
     from bot.model import network as M
-    from bot.model.evaluate import KneserNey, augment
-    from bot.model.sample import Sampler
+    from bot.model.evaluate import KneserNey
     from bot.music.corpus import encode_pieces, load_pieces, split_by_piece
 
     t0 = time.monotonic()
     m = M.load(model_dir)
-    sampler = Sampler(m)
     chorales = chorale_parts(validation=True, limit=limit)
     bach = [figures(FourVoices.from_parts(p), FourVoices.from_parts(p)) for _, p in chorales]
     rows = {"bach": total(bach)}
-    rows["model"] = harmonize_chorales(chorales, lambda: steps_for(sampler), m.vocab, temperature)
+    rows["model"] = harmonize_chorales(chorales, lambda: NumpySteps(m), m.vocab, temperature)
     rows["model, no rule"] = harmonize_chorales(
-        chorales, lambda: steps_for(sampler), m.vocab, temperature, rules=False
+        chorales, lambda: NumpySteps(m), m.vocab, temperature, rules=False
     )
     if baseline:
+        # The n-gram learns what the network learned: the training chorales in C major or A minor.
         train_p, _ = split_by_piece(load_pieces("chorales"))
-        kn = KneserNey(augment(encode_pieces(train_p, m.vocab), m.vocab), len(m.vocab), order=ngram_order)
-        rows["ngram"] = harmonize_chorales(
-            chorales, lambda: NgramSteps(kn, m.vocab.start), m.vocab, temperature
-        )
+        kn = KneserNey(encode_pieces(train_p, m.vocab), len(m.vocab), order=ngram_order)
+        rows["ngram"] = harmonize_chorales(chorales, lambda: NgramSteps(kn), m.vocab, temperature)
         rows["ngram"]["kind"] = f"interpolated Kneser-Ney, order {ngram_order}"
     return {
         "model": m.name,

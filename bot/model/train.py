@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bot.model import backend
 from bot.model import network as M
-from bot.music.corpus import encode_pieces, load_pieces, split_by_piece, transpose_windows, windows
+from bot.music.corpus import KEY_MODES, token_data, transpose_windows, windows
 from bot.music.encoding import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,25 @@ def machine_name() -> str:
     return f"{os.cpu_count()}-core CPU ({cpu})"
 
 
+ENCODING_TEXT = (
+    "Encoding 2: a frame at every time the set of sounding pitches changes, listing every sounding pitch "
+    "as a new attack (P) or held (H), after the time since the previous frame (12 steps a beat: "
+    "sixteenths and triplets exact) and before a closing bar (| or |F at a phrase end, the fermatas). "
+    "A piece opens with <start>, a style token and its mode, and closes with <end>. Pitches cover the piano."
+)
+
+
 def make_datasets(
-    config: M.Config, vocab: Vocabulary, train_seqs, val_seqs, seed: int = 0, val_windows: int = 2048
+    config: M.Config,
+    vocab: Vocabulary,
+    train_seqs,
+    val_seqs,
+    seed: int = 0,
+    val_windows: int = 2048,
+    transpose_keys: bool = False,
 ):
-    """Keras datasets for the config's target scheme; training ones re-cut and transpose every epoch."""
+    """Keras datasets for the config's target scheme; training ones are re-cut every epoch (and moved to
+    random keys with `transpose_keys`)."""
     import keras
 
     if config.targets == "every_step":
@@ -51,7 +67,8 @@ def make_datasets(
                 offset = int(self.rng.integers(config.seq_len)) if self.augment else 0
                 w = windows(self.seqs, config.seq_len, offset)
                 if self.augment:
-                    w = transpose_windows(w, vocab, self.rng)
+                    if transpose_keys:
+                        w = transpose_windows(w, vocab, self.rng)
                     w = w[self.rng.permutation(len(w))]
                 self.w = w
 
@@ -91,12 +108,20 @@ def make_datasets(
             rows = self.idx[i * config.batch_size : (i + 1) * config.batch_size]
             w = np.stack([tutorial_window(self.seqs[s], t, config.seq_len) for s, t in rows])
             y = np.array([self.seqs[s][t] for s, t in rows], np.int32)
-            if self.augment:
+            if self.augment and transpose_keys:
                 both = transpose_windows(np.concatenate([w, y[:, None]], 1), vocab, self.rng)
                 w, y = both[:, :-1], both[:, -1]
             return (w[..., None] / float(len(vocab))).astype("float32"), y
 
     return Last(train_seqs, True), Last(val_seqs, False, val_windows)
+
+
+def _style_counts(pieces) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for p in pieces:
+        style = p.meta.get("style", "other")
+        counts[style] = counts.get(style, 0) + 1
+    return counts
 
 
 def tutorial_window(seq: np.ndarray, t: int, length: int) -> np.ndarray:
@@ -132,34 +157,33 @@ def train(
     steps_per_epoch: int | None = None,
     overrides: dict | None = None,
     verbose: int = 1,
+    keys: str = "reference",
 ) -> dict:
     """Train a model on `data` into the folder `out`; returns its card.
 
     A run that stops (budget, Ctrl-C, a crash) resumes from `out/checkpoint` unless `fresh`.
     """
-    M.quiet_import()
-    import keras
+    keras = backend.keras()
 
     t_start = time.monotonic()
-    pieces = load_pieces(data, limit=limit)
-    train_p, val_p = split_by_piece(pieces)
     ckpt = out / "checkpoint"
     state_path = ckpt / "state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() and not fresh else None
     if state:
         config = M.Config.from_dict(state["config"])
-        vocab = Vocabulary.from_json(state["vocab"])
+        keys = state.get("keys", keys)
+        vocab, train_p, val_p, train_seqs, val_seqs = token_data(
+            data, limit, keys, Vocabulary.from_json(state["vocab"])
+        )
         net = keras.saving.load_model(ckpt / "model.keras", safe_mode=True)
         print(f"resuming from epoch {state['epoch']} (best validation loss {state['best_val_loss']:.4f})")
     else:
-        vocab = Vocabulary.fit(p.events for p in train_p)
+        vocab, train_p, val_p, train_seqs, val_seqs = token_data(data, limit, keys)
         config = M.preset(preset, vocab_size=len(vocab), **(overrides or {}))
         net = M.build(config)
         M.compile_model(net, config)
         state = {"epoch": 0, "best_val_loss": None, "seconds": 0.0, "history": [], "wait": 0}
-    train_seqs = encode_pieces(train_p, vocab)
-    val_seqs = encode_pieces(val_p, vocab)
-    train_ds, val_ds = make_datasets(config, vocab, train_seqs, val_seqs)
+    train_ds, val_ds = make_datasets(config, vocab, train_seqs, val_seqs, transpose_keys=keys == "transpose")
     print(
         f"{len(train_p)} training pieces, {len(val_p)} validation pieces, vocabulary {len(vocab)}, "
         f"{M.parameter_count(net):,} parameters ({config.preset})"
@@ -196,7 +220,9 @@ def train(
                     print(f"no better validation loss for {patience} epochs: stopping")
                     self.model.stop_training = True
             self.model.save(ckpt / "model.keras")
-            state_path.write_text(json.dumps({**state, "config": asdict(config), "vocab": vocab.to_json()}))
+            state_path.write_text(
+                json.dumps({**state, "config": asdict(config), "vocab": vocab.to_json(), "keys": keys})
+            )
 
     start_epoch = state["epoch"]
     if budget_s is not None and state["seconds"] >= budget_s:
@@ -216,9 +242,13 @@ def train(
     best = keras.saving.load_model(best_path, safe_mode=True, compile=False) if best_path.is_file() else net
     card = {
         "name": out.name,
-        "summary": f"An LSTM ({config.layers} x {config.hidden}) over note/chord tokens, trained on {data}.",
+        "summary": (
+            f"An LSTM ({config.layers} x {config.hidden}) over frames of sounding pitches (encoding 2), "
+            f"trained on {data}."
+        ),
         "config": asdict(config),
         "vocab_size": len(vocab),
+        "encoding": ENCODING_TEXT,
         "parameters": M.parameter_count(best),
         "data": {
             "source": data,
@@ -226,8 +256,12 @@ def train(
             "val_pieces": len(val_p),
             "train_events": sum(len(p.events) for p in train_p),
             "val_events": sum(len(p.events) for p in val_p),
+            "train_onsets": int(sum(vocab.count_onsets(s) for s in train_seqs)),
+            "val_onsets": int(sum(vocab.count_onsets(s) for s in val_seqs)),
             "train_tokens": int(sum(len(s) for s in train_seqs)),
-            "augmentation": "random transposition by -6..+5 semitones per window and epoch",
+            "styles": _style_counts(train_p),
+            "keys": KEY_MODES[keys],
+            "regularization": f"dropout {config.dropout}, early stopping on the validation chorales",
         },
         "training": {
             "seconds": round(state["seconds"], 1),

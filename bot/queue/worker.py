@@ -204,7 +204,7 @@ class Worker:
         timings["sample"] = piece.timings["sample"]
         self.metrics.notes += options.length
         info = {
-            "length": options.length,
+            "length": piece.onsets,
             "top_p": options.top_p,
             "seed_name": spec.seed_name if spec.seed_b64 else None,
             "include_seed": options.include_seed,
@@ -256,7 +256,7 @@ class Worker:
             self.metrics.sample_seconds += piece.timings["sample"]
             info.update(
                 name=piece.name,
-                key=piece.key,
+                key=piece.key_text,
                 tempo=round(piece.tempo),
                 temperature=piece.options.temperature,
                 rng_seed=piece.options.rng_seed,
