@@ -337,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="measure sampling speed, throughput, stage timings and memory")
     b.add_argument("--model", help="model folder (default: the shipped model)")
     b.add_argument("--quick", action="store_true", help="fewer notes and repeats, for a smoke test")
+    b.add_argument(
+        "--harmonize", action="store_true", help="only the harmonizer: 100 melody notes end to end"
+    )
     b.add_argument("--redis", help="also measure throughput through Redis workers at this URL")
     b.set_defaults(func=cmd_bench)
 
