@@ -128,16 +128,23 @@ def evaluate_harmony(
 
 
 def harmony_table(result: dict) -> str:
-    """The rows as a fixed-width table, shares in percent."""
-    head = f"{'':16}" + "".join(f"{c.replace('_', ' '):>22}" for c in SHOWN)
+    """The rows as a fixed-width table: shares in percent, parallels per 100 chord changes."""
+    heads = {"parallels_per_change": "parallels/100 changes"}
     lines = [
         f"harmonizations of {result['chorales']} validation chorale sopranos ({result['melody_notes']} notes), "
-        f"model {result['model']}, temperature {result['temperature']:g}",
-        head,
+        f"model {result['model']}, temperature {result['temperature']:g}, {result['particles']} particles",
+        f"{'':16}" + "".join(f"{heads.get(c, c.replace('_', ' ')):>22}" for c in SHOWN),
     ]
     for name, row in result["rows"].items():
-        cells = "".join(f"{'—' if c not in row else f'{100 * row[c]:.1f}%':>22}" for c in SHOWN)
-        lines.append(f"{name:16}{cells}")
+        cells = []
+        for c in SHOWN:
+            if c not in row:
+                cells.append(f"{'—':>22}")
+            elif c == "parallels_per_change":
+                cells.append(f"{100 * row[c]:>22.1f}")
+            else:
+                cells.append(f"{f'{100 * row[c]:.1f}%':>22}")
+        lines.append(f"{name:16}" + "".join(cells))
     t = result["targets"]
     lines.append(
         f"targets: parallels at most twice Bach's {'met' if t['parallels_at_most_twice_bach'] else 'NOT met'}; "
