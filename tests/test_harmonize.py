@@ -229,3 +229,17 @@ def test_bad_melodies_get_one_error_line(tmp_path, make, expect):
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_eval_harmony_scores_bach_and_the_model(tiny_model_dir):
+    from bot.model.harmony_eval import evaluate_harmony, harmony_table
+
+    result = evaluate_harmony(str(tiny_model_dir), limit=2, baseline=False)
+    rows = result["rows"]
+    assert result["chorales"] == 2 and set(rows) == {"bach", "model", "model, no rule"}
+    assert rows["bach"]["bass_on_beats"] == 1.0 and rows["bach"]["four_voices"] > 0.9
+    assert rows["model"]["four_voices"] == 1.0 and rows["model"]["crossed_slices"] == 0
+    assert 0 <= rows["model"]["bass_on_beats"] <= 1 and rows["model"]["beats"] > 0
+    assert rows["model"]["parallels"] <= rows["model, no rule"]["parallels"]
+    table = harmony_table(result)
+    assert "bass on beats" in table and "targets:" in table and len(table.splitlines()) == 6
