@@ -31,6 +31,16 @@ def _positive_minutes(s: str) -> float:
     return v
 
 
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s[:40]!r} is not a whole number") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return v
+
+
 def _option(name: str):
     """An argparse type that checks a value against the option's one definition in `bot.options`."""
     spec = SPECS[name]
@@ -187,8 +197,21 @@ def cmd_worker(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from bot.model.train import train
+    from bot.model.train import corpus_tokens, save_tokens, train
 
+    if args.tokens and args.data:
+        raise EtudeError("give --data or --tokens, not both")
+    if args.export_tokens:
+        if args.tokens:
+            raise EtudeError("--export-tokens writes a tokens file from --data; it cannot read --tokens")
+        data = corpus_tokens(args.data or "chorales", limit=args.limit, keys=args.keys)
+        save_tokens(Path(args.export_tokens), data)
+        tokens = sum(len(s) for s in data.train + data.valid)
+        print(
+            f"wrote {args.export_tokens}: {len(data.train)} training and {len(data.valid)} validation pieces, "
+            f"{tokens:,} tokens, vocabulary {len(data.vocab)}"
+        )
+        return 0
     card = train(
         args.data,
         Path(args.out),
@@ -199,7 +222,18 @@ def cmd_train(args) -> int:
         limit=args.limit,
         fresh=args.fresh,
         steps_per_epoch=args.steps_per_epoch,
+        overrides={
+            k: v
+            for k, v in {
+                "batch_size": args.batch_size,
+                "dropout": args.dropout,
+                "learning_rate": args.learning_rate,
+            }.items()
+            if v is not None
+        }
+        or None,
         verbose=1 if sys.stdout.isatty() else 2,
+        tokens=args.tokens,
         keys=args.keys,
     )
     t = card["training"]
@@ -250,10 +284,15 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model on music21's corpus or a folder of MIDI files")
     t.add_argument(
         "--data",
-        default="chorales",
-        help="'chorales' (371 Bach chorales, bundled with music21), 'music21' (the chorales with music21's "
-        "Palestrina, Monteverdi, Josquin and Haydn, Mozart, Beethoven quartets, each with a style token), "
-        "'corpus:<composer>', a folder, or several joined by '+'",
+        help="'chorales' (371 Bach chorales, bundled with music21; the default), 'music21' (the chorales "
+        "with music21's Palestrina, Monteverdi, Josquin and Haydn, Mozart, Beethoven quartets, each with a "
+        "style token), 'corpus:<composer>', a folder of MIDI files, or several joined by '+'",
+    )
+    t.add_argument("--tokens", help="train from a tokens file (.npz) written by --export-tokens; no music21")
+    t.add_argument(
+        "--export-tokens",
+        metavar="FILE",
+        help="encode --data into a tokens file (.npz) for another machine, and stop",
     )
     t.add_argument(
         "--keys",
@@ -268,6 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=100)
     t.add_argument("--patience", type=int, default=4, help="epochs without a better validation loss")
     t.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: one pass)")
+    t.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help="windows per training step (default: the preset's; a GPU wants hundreds)",
+    )
+    t.add_argument("--dropout", type=float, help="dropout after each LSTM layer (default: the preset's)")
+    t.add_argument("--learning-rate", type=float, help="the optimizer's step size (default: the preset's)")
     t.add_argument("--limit", type=int, help="use only the first N pieces")
     t.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
     t.set_defaults(func=cmd_train)
@@ -341,6 +387,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--harmonize", action="store_true", help="only the harmonizer: 100 melody notes end to end"
     )
     b.add_argument("--redis", help="also measure throughput through Redis workers at this URL")
+    b.add_argument(
+        "--sections",
+        help="comma-separated: sampler, train, e2e, cold (default: all); sampler and train need neither "
+        "music21 nor FluidSynth",
+    )
+    b.add_argument("--batches", help="comma-separated sampler batch sizes (default: by device)")
+    b.add_argument(
+        "--tokens", help="tokens file (.npz) for the training figures (default: the model's own samples)"
+    )
     b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("bot", help="run the Discord bot (needs DISCORD_TOKEN)")
