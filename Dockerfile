@@ -51,7 +51,7 @@ COPY bot/ bot/
 # off sys.path (-P), that the installed package, not the source folder, has every module the bot imports.
 RUN pip install --no-cache-dir --no-deps . \
     && rm -rf build ./*.egg-info \
-    && python -P -c "import bot.cli, bot.chat.client, bot.chat.commands, bot.queue.journal, bot.queue.redis_broker, bot.queue.worker"
+    && python -P -c "import bot.cli, bot.chat.client, bot.chat.commands, bot.chat.harmonize, bot.queue.journal, bot.queue.redis_broker, bot.queue.worker, bot.model.harmonize"
 
 ENV HEALTH_PORT=8080
 EXPOSE 8080
@@ -79,7 +79,7 @@ COPY README.md ./
 COPY bot/ bot/
 RUN pip install --no-cache-dir --no-deps . \
     && rm -rf build ./*.egg-info \
-    && python -P -c "import bot.cli, bot.queue.redis_broker, bot.queue.worker"
+    && python -P -c "import bot.cli, bot.queue.redis_broker, bot.queue.worker, bot.model.harmonize"
 
 ENV HEALTH_PORT=8081
 EXPOSE 8081

@@ -169,7 +169,53 @@ def _model_dir(args) -> Path:
     return Path(get_settings().model_dir or DEFAULT_MODEL)
 
 
+def bench_harmonize(model_dir: Path, notes: int = 100, runs: int = 5) -> None:
+    """A melody of `notes` notes harmonized end to end: read from MIDI bytes, sampled, written as MIDI."""
+    from bot.model.composer import Composer
+    from bot.model.harmonize import PARTICLES, harmonize
+    from bot.music.encoding import Event
+    from bot.music.melody import read_melody
+    from bot.music.midi import midi_bytes
+    from bot.options import Options
+    from bot.render.files import write_outputs
+
+    _say(f"\n(g) harmonize: {notes} melody notes, {PARTICLES} particles, warm model (median of {runs})")
+    # A chorale-like line: a scale up and down in quarters and halves, with a rest every eight notes.
+    line, t = [], 0.0
+    for i in range(notes):
+        step = i % 14
+        pitch = 67 + [0, 2, 4, 5, 7, 9, 11, 12, 11, 9, 7, 5, 4, 2][step]
+        length = 2.0 if i % 8 == 7 else 1.0
+        line.append(Event(t, length, (pitch,)))
+        t += length + (1.0 if i % 8 == 7 else 0.0)
+    data = midi_bytes(line, tempo=90)
+    composer = Composer(load_model(model_dir))
+    harmonize(composer, Options(rng_seed=0), read_melody(data, "warm"))
+    timed = []
+    for i in range(runs):
+        t0 = time.perf_counter()
+        melody = read_melody(data, "bench")
+        parse_s = time.perf_counter() - t0
+        piece = harmonize(composer, Options(rng_seed=i), melody)
+        midi = piece.midi()
+        timed.append((time.perf_counter() - t0, parse_s, piece.timings["sample"], len(midi)))
+    total, parse_s, sample_s, _ = sorted(timed)[runs // 2]
+    _say(f"  read melody {parse_s:6.3f} s")
+    _say(f"  sample      {sample_s:6.3f} s")
+    _say(
+        f"  total       {total:6.3f} s   (MIDI written; all runs: {', '.join(f'{r[0]:.2f} s' for r in timed)})"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        write_outputs(piece, Path(tmp))
+        _say(f"  audio and piano roll besides: {time.perf_counter() - t0:.2f} s")
+
+
 def run_bench(args) -> None:
+    if getattr(args, "harmonize", False):
+        _say(f"etude bench on {machine_name()}")
+        bench_harmonize(_model_dir(args))
+        return
     quick = args.quick
     sections = set(args.sections.split(",")) if args.sections else set(SECTIONS)
     unknown = sections - set(SECTIONS)

@@ -1,4 +1,4 @@
-"""The `etude` command: compose, train, eval, bench, bot, worker.
+"""The `etude` command: compose, harmonize, train, eval, bench, bot, worker.
 
 Bad input ends with exit status 2 and one `error: …` line on stderr, never a traceback.
 """
@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from bot.errors import EtudeError
-from bot.options import INSTRUMENT_HELP, INSTRUMENTS, KEY_HELP, SEED_HELP, SPECS
+from bot.options import INSTRUMENT_HELP, INSTRUMENTS, KEY_HELP, MELODY_HELP, SEED_HELP, SPECS
 
 log = logging.getLogger("etude")
 
@@ -165,6 +165,44 @@ def cmd_compose(args) -> int:
     return 0
 
 
+def cmd_harmonize(args) -> int:
+    from bot.model.composer import Composer
+    from bot.model.harmonize import harmonize
+    from bot.music.melody import read_melody_file
+    from bot.options import Options, parse_instrument
+    from bot.render.audio import find_soundfont, fluidsynth_path
+    from bot.render.files import write_outputs
+    from bot.settings import get_settings
+
+    settings = get_settings()
+    soundfont = args.soundfont or settings.soundfont
+    # Everything a user can get wrong is checked before the model loads.
+    options = Options(
+        temperature=args.temperature,
+        tempo=args.tempo,
+        instrument=parse_instrument(args.instrument),
+        rng_seed=args.rng_seed,
+        key=args.key,
+    ).check()
+    fluidsynth_path()
+    find_soundfont(soundfont)
+    melody = read_melody_file(Path(args.melody), settings.seed_limits())
+    composer = Composer(args.model or settings.model_dir)
+    piece = harmonize(composer, options, melody)
+    out = write_outputs(piece, Path(args.out), max_bytes=args.max_bytes, soundfont=soundfont)
+    for path in (out.midi, out.wav, out.png):
+        print(path)
+    moved = f", moved {melody.octaves:+d} octaves" if melody.octaves else ""
+    note = (
+        f"{len(melody.notes)} melody notes in four parts{moved}, {piece.key_text}, {piece.tempo:.0f} bpm, "
+        f"rng seed {piece.options.rng_seed}"
+    )
+    if out.audio.shortened:
+        note += f"; the audio was cut to {out.audio.seconds:.0f} s to fit {args.max_bytes} bytes"
+    print(note, file=sys.stderr)
+    return 0
+
+
 def cmd_bench(args) -> int:
     from bot.bench import run_bench
 
@@ -251,6 +289,18 @@ def cmd_eval(args) -> int:
     from bot.settings import get_settings
 
     model = args.model or get_settings().model_dir
+    if args.harmony:
+        from bot.model.harmony_eval import evaluate_harmony, harmony_table
+
+        result = evaluate_harmony(
+            model,
+            limit=args.chorales,
+            temperature=args.temperature,
+            baseline=not args.no_baseline,
+        )
+        print(json.dumps(result) if args.json else harmony_table(result))
+        return 0
+
     if args.sweep:
         result = evaluate_music(model, data=args.data, quick=args.quick, sweep=True)
         print(json.dumps(result) if args.json else sweep_table(result["sweep"]))
@@ -354,9 +404,44 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--soundfont", help="General MIDI soundfont (default: SOUNDFONT or the system's)")
     c.set_defaults(func=cmd_compose)
 
+    h = sub.add_parser(
+        "harmonize",
+        help="harmonize a melody as a four-part chorale: writes .mid, .wav and .png, prints their paths",
+    )
+    h.add_argument("--melody", required=True, help=MELODY_HELP)
+    h.add_argument(
+        "--key",
+        type=_key,
+        help="The key to write in; without it, the melody's own: e.g. 'E minor', 'Eb major'",
+    )
+    h.add_argument(
+        "--temperature",
+        type=_option("temperature"),
+        default=SPECS["temperature"].default,
+        help=_help("temperature"),
+    )
+    h.add_argument("--tempo", type=_option("tempo"), help=_help("tempo"))
+    h.add_argument(
+        "--instrument", default="piano", help=f"{INSTRUMENT_HELP}: 0-127 or a name ({', '.join(INSTRUMENTS)})"
+    )
+    h.add_argument("--rng-seed", type=_option("rng_seed"), help=_help("rng_seed"))
+    h.add_argument("--model", help="model folder (default: MODEL_DIR or the shipped model)")
+    h.add_argument("--out", default="out", help="folder for the three files")
+    h.add_argument(
+        "--max-bytes",
+        type=_byte_count,
+        default=10 * 1024 * 1024,
+        help="largest .wav to write (default 10 MiB, Discord's upload limit)",
+    )
+    h.add_argument("--soundfont", help="General MIDI soundfont (default: SOUNDFONT or the system's)")
+    h.set_defaults(func=cmd_harmonize)
+
     b = sub.add_parser("bench", help="measure sampling speed, throughput, stage timings and memory")
     b.add_argument("--model", help="model folder (default: the shipped model)")
     b.add_argument("--quick", action="store_true", help="fewer notes and repeats, for a smoke test")
+    b.add_argument(
+        "--harmonize", action="store_true", help="only the harmonizer: 100 melody notes end to end"
+    )
     b.add_argument("--redis", help="also measure throughput through Redis workers at this URL")
     b.add_argument(
         "--sections",
@@ -389,6 +474,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=1500,
         help="validation notes to score the tutorial network on (it needs a 100-token pass each)",
     )
+    e.add_argument(
+        "--harmony",
+        action="store_true",
+        help="harmonize the validation chorales' sopranos and compare the harmony with Bach's and the n-gram's",
+    )
+    e.add_argument("--chorales", type=int, help="with --harmony: only the first N validation chorales")
+    e.add_argument(
+        "--temperature",
+        type=_option("temperature"),
+        default=SPECS["temperature"].default,
+        help=f"with --harmony: {_help('temperature')}",
+    )
+    e.add_argument("--no-baseline", action="store_true", help="with --harmony: leave out the n-gram")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--write-card", action="store_true", help="store the figures in the model's card")
     e.add_argument(

@@ -173,6 +173,7 @@ SPECS: dict[str, Spec] = {
 }
 INSTRUMENT_HELP = "The General MIDI sound to play it with"
 SEED_HELP = "A MIDI file for the piece to continue"
+MELODY_HELP = "A MIDI file whose melody (its top line) becomes the soprano of a four-part chorale"
 
 
 def parse_instrument(value: str | int) -> int:

@@ -149,6 +149,9 @@ class EtudeBot(commands.Bot):
         self.metrics.gauge("queue_depth", "Jobs waiting or running.", self.runtime.status_depth)
         await self.add_cog(ComposeCog(self))
         self.add_dynamic_items(PieceButton)
+        from bot.chat import harmonize
+
+        await harmonize.setup(self)
         if self.settings.discord_guild_id:
             guild = discord.Object(self.settings.discord_guild_id)
             self.tree.copy_global_to(guild=guild)

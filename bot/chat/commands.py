@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 
 import discord
@@ -23,7 +24,7 @@ from bot.chat.reply import (
     progress_line,
 )
 from bot.errors import BadSeed, EtudeError, reference, went_wrong
-from bot.music.midi import read_midi
+from bot.music.midi import SeedLimits, read_midi
 from bot.options import INSTRUMENT_HELP, INSTRUMENTS, KEY_HELP, KEYS, SEED_HELP, SPECS, Options
 from bot.queue.jobs import JobResult, JobSpec
 
@@ -36,6 +37,10 @@ BUTTON_GONE = "this button no longer works; use /compose instead"
 RESTART_LINE = "⏸ Étude is restarting; your piece is safe and will come after the restart."
 INSTRUMENT_CHOICES = [app_commands.Choice(name=name, value=program) for name, program in INSTRUMENTS.items()]
 KEY_CHOICES = [app_commands.Choice(name=name, value=name) for name in KEYS]  # 24: Discord allows 25
+# Other job kinds (/harmonize) register how their file is checked before the queue and which buttons
+# their reply carries; a kind not listed is a composition.
+SEED_CHECKS: dict[str, Callable[[bytes, str, SeedLimits], object]] = {}
+REPLY_VIEWS: dict[str, Callable[[Options, str | None], discord.ui.View]] = {}
 
 
 def _range(name: str):
@@ -258,7 +263,8 @@ class ComposeCog(commands.Cog):
             seed_key = None
             if seed_bytes is not None:
                 # A quick check here answers a bad seed at once instead of after the queue.
-                await asyncio.to_thread(read_midi, seed_bytes, seed_name, self.settings.seed_limits())
+                check = SEED_CHECKS.get(kind, read_midi)
+                await asyncio.to_thread(check, seed_bytes, seed_name, self.settings.seed_limits())
                 spec.with_seed(seed_bytes, seed_name)
                 seed_key = await asyncio.to_thread(self.seeds.put, seed_bytes) if kind != "continue" else None
             spec.submitted = time.time()
@@ -388,7 +394,11 @@ class ComposeCog(commands.Cog):
         interaction: discord.Interaction | None = None,
     ) -> None:
         """Answer the user through `Delivery`; the piece comes with its re-roll and continue buttons."""
-        view = piece_view(options or Options(**spec.options), seed_key) if result.ok else None
+        view = (
+            REPLY_VIEWS.get(spec.kind, piece_view)(options or Options(**spec.options), seed_key)
+            if result.ok
+            else None
+        )
         webhook = interaction.followup if interaction is not None else None
         where = await self.delivery.deliver(spec, result, view, webhook)
         log.info("job %s answered: %s", spec.job_id[:12], where)

@@ -61,7 +61,10 @@ def result_embed(result: JobResult, user_mention: str) -> discord.Embed:
     info = result.info
     title = info.get("name", "Étude")
     desc = f"Composed for {user_mention}"
-    if info.get("seed_name"):
+    if info.get("kind") == "harmonize":
+        melody = discord.utils.escape_markdown(str(info.get("seed_name") or "your melody"))
+        desc = f"Harmonized for {user_mention}: **{melody}** as a four-part chorale"
+    elif info.get("seed_name"):
         desc += f", continuing **{discord.utils.escape_markdown(str(info['seed_name']))}**"
     embed = discord.Embed(title=title, description=desc + ".", colour=discord.Colour.blurple())
     embed.add_field(
@@ -95,7 +98,9 @@ def help_embed(card: dict, max_length: int, seed_max_bytes: int) -> discord.Embe
         description=(
             "`/compose` writes a new piece with an LSTM trained on real scores and sends back a `.mid`, "
             "a `.wav` and a piano-roll picture. Attach a MIDI file as `seed` and it continues your music.\n"
-            "🔁 **re-roll** makes another piece with the same options; ➕ **continue** extends a piece."
+            "🔁 **re-roll** makes another piece with the same options; ➕ **continue** extends a piece.\n"
+            "`/harmonize` takes a melody (a MIDI file) and writes alto, tenor and bass under it, keeping "
+            "every note of it, as a four-part chorale."
         ),
         colour=discord.Colour.blurple(),
     )

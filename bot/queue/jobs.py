@@ -32,7 +32,7 @@ class JobSpec:
     interaction_token: str | None = None
     interaction_created: float = 0.0  # epoch seconds; follow-ups work for 15 minutes after this
     attachment_limit: int = 10 * 1024 * 1024
-    kind: str = "compose"  # compose, reroll or continue
+    kind: str = "compose"  # compose, reroll, continue or harmonize
     seed_b64: str | None = None
     seed_name: str = "seed"
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex)

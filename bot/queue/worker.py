@@ -193,6 +193,41 @@ class Worker:
             time.perf_counter() - t0,
         )
 
+    async def _compose(self, spec: JobSpec, options: Options, timings: dict) -> tuple[Composition, dict]:
+        assert self.composer is not None and self.batcher is not None
+        seed = None
+        if spec.seed_b64:
+            t = time.perf_counter()
+            seed = await asyncio.to_thread(self.composer.seed, spec.seed, spec.seed_name, self.limits)
+            timings["parse_seed"] = time.perf_counter() - t
+            log.debug("job %s seed: %s", spec.job_id[:12], seed.meta)
+        await self.publish(spec.job_id, {"stage": "composing", "percent": 15})
+        piece = await self.batcher.submit(options, seed)
+        timings["sample"] = piece.timings["sample"]
+        info = {
+            "length": piece.onsets,
+            "top_p": options.top_p,
+            "seed_name": spec.seed_name if spec.seed_b64 else None,
+            "include_seed": options.include_seed,
+        }
+        return piece, info
+
+    async def _harmonize(self, spec: JobSpec, options: Options, timings: dict):
+        """A chorale under the job's melody; sampled on its own thread, beside the batches of /compose."""
+        from bot.model.harmonize import harmonize
+        from bot.music.melody import read_melody
+
+        assert self.composer is not None
+        if not spec.seed_b64:
+            raise BadOption("a harmonization needs a melody")
+        t = time.perf_counter()
+        melody = await asyncio.to_thread(read_melody, spec.seed, spec.seed_name, self.limits)
+        timings["parse_melody"] = time.perf_counter() - t
+        await self.publish(spec.job_id, {"stage": "composing", "percent": 15})
+        piece = await asyncio.to_thread(harmonize, self.composer, options, melody)
+        timings["sample"] = piece.timings["sample"]
+        return piece, {"length": len(melody.notes), "seed_name": spec.seed_name}
+
     async def close(self) -> None:
         if self.batcher:
             await self.batcher.close()
@@ -207,15 +242,10 @@ class Worker:
             assert self.composer is not None and self.batcher is not None
             await self.publish(spec.job_id, {"stage": "started", "percent": 5, "worker": self.name})
             options = spec.compose_options().check()
-            seed = None
-            if spec.seed_b64:
-                t = time.perf_counter()
-                seed = await asyncio.to_thread(self.composer.seed, spec.seed, spec.seed_name, self.limits)
-                timings["parse_seed"] = time.perf_counter() - t
-                log.debug("job %s seed: %s", spec.job_id[:12], seed.meta)
-            await self.publish(spec.job_id, {"stage": "composing", "percent": 15})
-            piece = await self.batcher.submit(options, seed)
-            timings["sample"] = piece.timings["sample"]
+            if spec.kind == "harmonize":
+                piece, info = await self._harmonize(spec, options, timings)
+            else:
+                piece, info = await self._compose(spec, options, timings)
             await self.publish(spec.job_id, {"stage": "rendering", "percent": 60})
             t = time.perf_counter()
             files, note = await asyncio.to_thread(
@@ -223,22 +253,19 @@ class Worker:
             )
             timings["render"] = time.perf_counter() - t
             await self.publish(spec.job_id, {"stage": "uploading", "percent": 95})
-            self.metrics.sampled(options.length, piece.timings["sample"])
-            info = {
-                "name": piece.name,
-                "length": piece.onsets,
-                "key": piece.key_text,
-                "tempo": round(piece.tempo),
-                "temperature": options.temperature,
-                "top_p": options.top_p,
-                "rng_seed": options.rng_seed,
-                "instrument": options.instrument,
-                "model": piece.model,
-                "seconds": round(piece.seconds, 1),
-                "seed_name": spec.seed_name if spec.seed_b64 else None,
-                "include_seed": options.include_seed,
-                "note": note,
-            }
+            self.metrics.sampled(info["length"], piece.timings["sample"])
+            info.update(
+                name=piece.name,
+                key=piece.key_text,
+                tempo=round(piece.tempo),
+                temperature=piece.options.temperature,
+                rng_seed=piece.options.rng_seed,
+                instrument=piece.options.instrument,
+                model=piece.model,
+                seconds=round(piece.seconds, 1),
+                note=note,
+                kind=spec.kind,
+            )
             result = JobResult(spec.job_id, True, files=files, info=info)
         except EtudeError as e:
             result = JobResult(spec.job_id, False, error=str(e))

@@ -54,6 +54,7 @@ def write_outputs(
         piece.events,
         out_dir / f"{piece.name}.png",
         seed_events=piece.seed_events,
+        melody=getattr(piece, "melody", ()),  # a harmonization's given line, drawn in its own colour
         tempo=piece.tempo,
         title=title,
     )

@@ -1,4 +1,4 @@
-"""Events to a piano-roll picture: beats across, pitch up, the seed in its own colour."""
+"""Events to a piano-roll picture: beats across, pitch up, the seed (or a given melody) in its own colour."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from bot.render.atomic import temp_path
 
 SEED_COLOUR = "#d9822b"
 COMPOSED_COLOUR = "#2b5fa8"
+MELODY_COLOUR = "#c0392b"
 BLACK_KEYS = {1, 3, 6, 8, 10}
 
 
@@ -30,12 +31,17 @@ def draw_piano_roll(
     png_path: Path,
     *,
     seed_events: int = 0,
+    melody: Sequence[Event] = (),
     tempo: float = 100.0,
     title: str = "",
     width_px: int = 1600,
     height_px: int = 600,
 ) -> Path:
-    """Draw `events` as a piano roll (beats across, pitch up) to a PNG; the first `seed_events` stand out."""
+    """Draw `events` as a piano roll (beats across, pitch up) to a PNG; the first `seed_events` stand out.
+
+    Notes of `events` that are also notes of `melody` (same onset and pitch) are drawn in the melody's
+    colour: a harmonization shows the line it was given apart from the voices written under it.
+    """
     # Figure + FigureCanvasAgg, never pyplot: no global figure state, no backend switch for the process.
     from matplotlib.collections import LineCollection, PolyCollection
     from matplotlib.colors import to_rgba
@@ -53,8 +59,11 @@ def draw_piano_roll(
     ax = fig.add_subplot()
     ax.set_title(title or "Piano roll", loc="left", fontsize=12, fontweight="bold", pad=14)
 
+    given = {(round(e.onset * 48), p) for e in melody for p in e.pitches}
     notes = [
-        (e.onset, e.duration, p, e.velocity, i < seed_events) for i, e in enumerate(events) for p in e.pitches
+        (e.onset, e.duration, p, e.velocity, i < seed_events, (round(e.onset * 48), p) in given)
+        for i, e in enumerate(events)
+        for p in e.pitches
     ]
     if not notes:
         ax.set_axis_off()
@@ -69,7 +78,9 @@ def draw_piano_roll(
             transform=ax.transAxes,
         )
     else:
-        onset, duration, pitch, velocity, is_seed = (np.array(col) for col in zip(*notes, strict=True))
+        onset, duration, pitch, velocity, is_seed, is_melody = (
+            np.array(col) for col in zip(*notes, strict=True)
+        )
         onset, duration, pitch = (
             onset.astype(float),
             np.maximum(duration.astype(float), 1e-3),
@@ -122,6 +133,7 @@ def draw_piano_roll(
             axis=1,
         )
         base = np.where(is_seed[:, None], np.array(to_rgba(SEED_COLOUR)), np.array(to_rgba(COMPOSED_COLOUR)))
+        base = np.where(is_melody[:, None], np.array(to_rgba(MELODY_COLOUR)), base)
         faces = base.copy()
         faces[:, 3] = 0.35 + 0.65 * np.clip(velocity.astype(float), 1, 127) / 127  # louder is more solid
         ax.add_collection(
@@ -132,10 +144,17 @@ def draw_piano_roll(
         if 0 < seed_events < len(events):
             start = min(e.onset for e in events[seed_events:])
             ax.axvline(start, color=SEED_COLOUR, linestyle="--", linewidth=1.2, zorder=3)
+        handles = []
         if seed_events > 0:
             handles = [Patch(color=SEED_COLOUR, label="seed")]
             if seed_events < len(events):
                 handles.append(Patch(color=COMPOSED_COLOUR, label="composed"))
+        elif is_melody.any():
+            handles = [
+                Patch(color=MELODY_COLOUR, label="melody"),
+                Patch(color=COMPOSED_COLOUR, label="harmony"),
+            ]
+        if handles:
             # In the title row, where it can never hide a note.
             ax.legend(
                 handles=handles,

@@ -1,0 +1,519 @@
+"""Harmonize a melody: the model writes alto, tenor and bass under a soprano that is given and kept.
+
+BachBot showed that a left-to-right model over tokens can harmonize by fixing the soprano's tokens and
+sampling the rest. Here each melody note becomes one four-voice frame of the encoding (encoding 2): the
+shift to its onset (given), the bass, tenor and alto as new attacks (sampled, lowest first, as frames list
+pitches), the melody's attack (given) and the closing bar (given); a rest in the melody is an empty frame
+and the piece closes with `<end>` after the last note. The melody is moved to C major or A minor, where the
+network learned, and the result back to the key asked for. The network is stepped one token at a time from
+Python, and every sampled pitch is masked to where its voice may go: below the voice above it, within its
+range, within an octave of its upper neighbour (bass excepted), without consecutive fifths or octaves
+against the chord before, and, on the last chords, to a cadence.
+
+Because frames list the lowest pitch first, the model chooses the bass before it reads the melody note
+above it. So every chord is proposed by `K` particles at once and they are resampled by how likely the
+model finds the given tokens after each proposal (sequential Monte Carlo): the harmony that survives is
+the one under which the model itself would have sung this melody, its rests and its ending.
+
+The output keeps the melody exactly: onsets, durations and pitches are copied, never decoded from tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from bot.errors import ModelNotFound
+from bot.music.encoding import GRID, PIANO_LOW, Event, Vocabulary, transpose
+from bot.music.keys import REFERENCE, Key, key_fit
+from bot.music.melody import BadMelody, Melody, soprano_octaves
+from bot.options import Options
+
+log = logging.getLogger(__name__)
+
+PARTICLES = 8  # proposals per chord; more gains little once the melody's own likelihood steers them
+# Where each lower voice may sound (MIDI pitches), a little wider than the chorales use them.
+RANGES = {"alto": (53, 77), "tenor": (46, 70), "bass": (34, 64)}
+MAX_GAP = 12  # soprano-alto and alto-tenor at most an octave apart, as the textbooks ask
+MAX_BASS_GAP = 24  # tenor-bass may open wider
+RELAX_PENALTY = 10.0  # nats off a particle's weight for each constraint it had to give up
+
+
+class Steps(Protocol):
+    """A next-token model stepped one token at a time over `k` rows."""
+
+    k: int
+
+    def start(self, head: Sequence[int]) -> np.ndarray:
+        """Feed `head` (`<start>`, style, mode) to every row; log-probabilities (k, V) of the next token."""
+
+    def feed(self, tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Continue row `rows[i]` with `tokens[i]`; log-probabilities (k, V) of each row's next token."""
+
+
+class NumpySteps:
+    """The network's LSTM stepped in NumPy from its own weights.
+
+    At a handful of rows one step is a few small matrix products; NumPy does them in a fraction of the
+    time a framework takes to dispatch a compiled call, whichever Keras backend loaded the weights, and the
+    rows can be regathered (resampled) for free. Networks with the tutorial's head (batch norm, a hidden
+    dense layer) are not stepped here: `supports` says so and `harmonize` refuses them in one line.
+    """
+
+    def __init__(self, model, k: int = PARTICLES):
+        net, cfg = model.net, model.config
+        self.k = k
+        self.layers = []
+        for i in range(cfg.layers):
+            cell = net.get_layer(f"lstm_{i}").cell
+            w = np.concatenate([np.asarray(cell.kernel), np.asarray(cell.recurrent_kernel)], axis=0)
+            b = np.asarray(cell.bias) if cell.use_bias else np.zeros(w.shape[1])
+            self.layers.append((w.astype(np.float32), b.astype(np.float32)))
+        self.embed = (
+            np.asarray(net.get_layer("embed").embeddings, np.float32)
+            if cfg.input_mode == "embedding"
+            else None
+        )
+        self.scale = float(cfg.vocab_size)
+        dense = net.get_layer("logits")
+        self.kernel, self.bias = np.asarray(dense.kernel, np.float32), np.asarray(dense.bias, np.float32)
+        self.hidden = cfg.hidden
+        self.states: list[tuple[np.ndarray, np.ndarray]] = []
+
+    @staticmethod
+    def supports(model) -> bool:
+        cfg = model.config
+        if cfg.head != "linear":
+            return False
+        cells = [model.net.get_layer(f"lstm_{i}").cell for i in range(cfg.layers)]
+        return all(
+            c.activation.__name__ == "tanh" and c.recurrent_activation.__name__ == "sigmoid" for c in cells
+        )
+
+    def start(self, head: Sequence[int]) -> np.ndarray:
+        zeros = np.zeros((self.k, self.hidden), np.float32)
+        self.states = [(zeros, zeros) for _ in self.layers]
+        logp = np.zeros(0)
+        for token in head:
+            logp = self.feed(np.full(self.k, token), np.arange(self.k))
+        return logp
+
+    def feed(self, tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        tokens = np.asarray(tokens)
+        if self.embed is not None:
+            x = self.embed[tokens]
+        else:  # the tutorial's input: the token index divided by the vocabulary size
+            x = (tokens.astype(np.float32) / self.scale)[:, None]
+        new = []
+        for (w, b), (h, c) in zip(self.layers, self.states, strict=True):
+            z = np.concatenate([x, h[rows]], axis=1) @ w + b
+            i, f, g, o = np.split(z, 4, axis=1)  # Keras's gate order
+            c = _sigmoid(f) * c[rows] + _sigmoid(i) * np.tanh(g)
+            h = _sigmoid(o) * np.tanh(c)
+            new.append((h, c))
+            x = h
+        self.states = new
+        logits = (x @ self.kernel + self.bias).astype(np.float64)
+        top = logits.max(axis=1, keepdims=True)
+        return logits - top - np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # the same function, without overflow for large |x|
+
+
+class NgramSteps:
+    """Any model with `distribution(context) -> probabilities` and an order `n` (the n-gram baseline)."""
+
+    def __init__(self, ngram, k: int = PARTICLES):
+        self.ngram, self.k = ngram, k
+        self.contexts: list[tuple[int, ...]] = []
+
+    def start(self, head: Sequence[int]) -> np.ndarray:
+        self.contexts = [()] * self.k
+        logp = np.zeros(0)
+        for token in head:
+            logp = self.feed(np.full(self.k, token), np.arange(self.k))
+        return logp
+
+    def feed(self, tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        keep = self.ngram.n - 1
+        # The n-gram pads a piece's beginning with <pad> (id 0); so does this context.
+        self.contexts = [
+            ((0,) * keep + self.contexts[r] + (int(t),))[-keep:] for t, r in zip(tokens, rows, strict=True)
+        ]
+        cache: dict[tuple, np.ndarray] = {}
+        out = []
+        for ctx in self.contexts:
+            if ctx not in cache:
+                cache[ctx] = np.log(np.maximum(self.ngram.distribution(ctx), 1e-30))
+            out.append(cache[ctx])
+        return np.stack(out)
+
+
+# -- the cadence -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cadence:
+    """Pitch classes the last chord (and the bass of the one before) must take."""
+
+    final_bass: int
+    final_chord: frozenset[int]
+    penultimate_bass: int | None
+
+
+def cadence_for(last: int, before: int | None, tonic: int, minor: bool) -> Cadence | None:
+    """The cadence a chorale would end this melody with, in the key of `tonic`.
+
+    Ending on a note of the tonic triad: a full close on I (in minor the major third is allowed too, the
+    chorales' Picardy third), its bass prepared by the dominant when the note before fits V or V7. Ending on
+    a note of the dominant triad: a half close on V. Otherwise the diatonic triad on IV, vi or ii that holds
+    the note, with no preparation. A chromatic last note leaves the ending to the model.
+    """
+    last, third = last % 12, 3 if minor else 4
+    triad = {
+        "I": (0, third, 7),
+        "V": (7, 11, 2),
+        "IV": (5, 5 + third, 0),
+        "vi": (8, 0, 3) if minor else (9, 0, 4),
+        "ii": (2, 5, 8) if minor else (2, 5, 9),
+    }
+    for name in ("I", "V", "IV", "vi", "ii"):
+        pcs = {(tonic + i) % 12 for i in triad[name]}
+        if last not in pcs:
+            continue
+        if name == "I":
+            pcs |= {(tonic + 3) % 12, (tonic + 4) % 12} if minor else set()
+            dominant = {(tonic + i) % 12 for i in (7, 11, 2, 5)}
+            prepared = before is not None and before % 12 in dominant
+            return Cadence(tonic, frozenset(pcs), (tonic + 7) % 12 if prepared else None)
+        root = (tonic + triad[name][0]) % 12
+        return Cadence(root, frozenset(pcs), None)
+    return None
+
+
+# -- masks ------------------------------------------------------------------------------------------------
+def _voice_masks(
+    vocab: Vocabulary, melody: int, lower: np.ndarray, voice: str, strict: bool, pcs: frozenset[int] | None
+) -> np.ndarray:
+    """(k, V) allowed pitch tokens for `voice` under `melody`, given the voices already chosen (k, j)."""
+    k = len(lower)
+    pitches = np.arange(vocab.pitch_low, vocab.pitch_high + 1)
+    allowed = np.zeros((k, len(vocab)), dtype=bool)
+    lo, hi = RANGES[voice] if strict else (vocab.pitch_low, vocab.pitch_high)
+    # Room for the voices still to come between this one and the melody, one semitone each at least.
+    above = {"bass": 3, "tenor": 2, "alto": 1}[voice]
+    ok = (pitches >= lo) & (pitches <= hi) & (pitches <= melody - above)
+    if pcs is not None:
+        ok &= np.isin(pitches % 12, list(pcs))
+    if strict:
+        # Leave room for the voices still to come above this one, each within its range and gaps.
+        if voice == "bass":
+            ok &= pitches <= RANGES["tenor"][1] - 1
+            ok &= pitches >= melody - 2 * MAX_GAP - MAX_BASS_GAP
+        elif voice == "tenor":
+            ok &= pitches >= melody - 2 * MAX_GAP
+        else:
+            ok &= pitches >= melody - MAX_GAP
+    for i in range(k):
+        row = ok.copy()
+        if lower.shape[1]:
+            below = int(lower[i, -1])
+            row &= pitches > below  # one pitch per voice: the encoding writes each pitch once per chord
+            if strict and voice != "tenor":
+                row &= pitches - below <= MAX_GAP
+            elif strict:
+                row &= pitches - below <= MAX_BASS_GAP
+        allowed[i, _attacks(vocab)] = row
+    return allowed
+
+
+def _attacks(vocab: Vocabulary) -> slice:
+    """The ids of attacks (`P`) on the pitches `vocab.pitch_low`..`vocab.pitch_high`, in that order."""
+    return slice(vocab.pitch_id(vocab.pitch_low), vocab.pitch_id(vocab.pitch_high) + 1)
+
+
+def _masked_sample(logp: np.ndarray, allowed: np.ndarray, temperature: float, u: np.ndarray) -> tuple:
+    """One token per row from `logp` restricted to `allowed`; also log of the allowed tempered mass."""
+    z = np.where(allowed, logp / temperature, -np.inf)
+    top = z.max(axis=1, keepdims=True)
+    p = np.exp(z - top)
+    mass = p.sum(axis=1)
+    cdf = np.cumsum(p, axis=1) / mass[:, None]
+    pick = np.minimum((cdf <= u[:, None]).sum(axis=1), logp.shape[1] - 1)
+    return pick, np.log(mass) + top[:, 0]
+
+
+# -- the harmonizer ---------------------------------------------------------------------------------------
+def harmonize_line(
+    steps: Steps,
+    vocab: Vocabulary,
+    notes: Sequence[Event],
+    mode: str,
+    cadence: Cadence | None,
+    temperature: float,
+    rng: np.random.Generator,
+    rules: bool = True,
+) -> np.ndarray:
+    """Alto, tenor and bass under each of `notes` (single pitches, no overlaps, in C major or A minor as
+    `mode` says): an array (n, 3) of bass, tenor and alto.
+
+    Rows are particles; after each chord they are resampled by the tempered probability the model gives
+    the tokens that were given (the melody's attack, the closing bar, the shifts and rests before the next
+    note, `<end>` after the last) times the mass the masks left it, and the survivor of the last chord is
+    returned with its whole history. With `rules`, no voice may move in consecutive fifths or octaves
+    with another (the textbooks' first rule, which the model alone breaks often).
+    """
+    k = steps.k
+    n = len(notes)
+    history = np.zeros((k, n, 3), dtype=np.int64)
+    given = _given_tokens(vocab, notes)
+    logp = steps.start(vocab.head(mode, "chorale"))
+    rows = np.arange(k)
+    for i, note in enumerate(notes):
+        m = int(note.pitches[0])
+        last = i == n - 1
+        log_w = np.zeros(k)
+        for token in given[i][0]:  # the shift to this note's frame (and a rest frame before it)
+            log_w += logp[rows, token] / temperature
+            logp = steps.feed(np.full(k, token), rows)
+            rows = np.arange(k)
+        chosen = np.zeros((k, 0), dtype=np.int64)
+        # The chord before, when it ends where this one starts: parallels are heard only across a join.
+        joined = i > 0 and abs(notes[i - 1].onset + notes[i - 1].duration - note.onset) < 1e-6
+        before = (int(notes[i - 1].pitches[0]), history[:, i - 1]) if joined and rules else None
+        for v, voice in enumerate(("bass", "tenor", "alto")):
+            pcs = None
+            if cadence is not None and last:
+                pcs = frozenset({cadence.final_bass}) if voice == "bass" else cadence.final_chord
+            elif (
+                cadence is not None
+                and cadence.penultimate_bass is not None
+                and i == n - 2
+                and voice == "bass"
+            ):
+                pcs = frozenset({cadence.penultimate_bass})
+            # Masks from the strictest down, each row taking the first that leaves it a pitch: the last
+            # chord keeps its cadence before the voice-leading rule, every other chord the rule first.
+            if last:
+                tries = [(True, pcs, True), (False, pcs, True), (True, pcs, False), (False, pcs, False)]
+            else:
+                tries = [(True, pcs, True), (False, pcs, True), (True, None, True), (False, None, True)]
+            tries.append((False, None, False))
+            allowed = np.zeros((k, len(vocab)), dtype=bool)
+            for level, (strict, classes, rule) in enumerate(tries):
+                empty = ~allowed.any(axis=1)
+                if not empty.any():
+                    break
+                mask = _voice_masks(vocab, m, chosen, voice, strict, classes)
+                if rule and before is not None:
+                    mask &= _no_parallels(vocab, m, chosen, v, *before)
+                allowed[empty] = mask[empty]
+                # A particle that had to give up a constraint rarely survives the resampling.
+                log_w[empty & mask.any(axis=1)] -= RELAX_PENALTY * level
+            if not allowed.any(axis=1).all():
+                raise BadMelody(f"a melody note ({m}) is too low to write three voices under it")
+            token, mass = _masked_sample(logp, allowed, temperature, rng.random(k))
+            log_w += mass
+            chosen = np.concatenate([chosen, (PIANO_LOW + token - vocab.pitch_base)[:, None]], axis=1)
+            logp = steps.feed(token, np.arange(k))
+        for token in given[i][1]:  # the melody's attack, the closing bar (and <end> after the last note)
+            log_w += logp[:, token] / temperature
+            if token != vocab.end:
+                logp = steps.feed(np.full(k, token), np.arange(k))
+        history[:, i] = chosen
+        # Resample the particles by their weights; the next feed continues from the chosen rows.
+        rows = _resample(log_w, rng)
+        history = history[rows]
+    return history[0]
+
+
+def _given_tokens(vocab: Vocabulary, notes: Sequence[Event]) -> list[tuple[list[int], list[int]]]:
+    """For each note, the given tokens before its lower voices (the shift to its frame, after a rest frame
+    when the melody rests) and after them (its attack and closing bar; the last note's release and `<end>`)."""
+    out = []
+    prev: int | None = None  # time of the frame before, in grid steps
+    for i, note in enumerate(notes):
+        on = round(note.onset * GRID)
+        before: list[int] = []
+        if prev is not None:
+            rest = round((notes[i - 1].onset + notes[i - 1].duration) * GRID)
+            if rest < on:  # the melody rests: an empty frame releases the chord before
+                vocab._shift(before, rest - prev)
+                before.append(vocab.close)
+                prev = rest
+        vocab._shift(before, on - prev if prev is not None else on)
+        prev = on
+        after = [vocab.pitch_id(int(note.pitches[0])), vocab.phrase if i == len(notes) - 1 else vocab.close]
+        if i == len(notes) - 1:
+            vocab._shift(after, round((note.onset + note.duration) * GRID) - on)
+            after.append(vocab.end)
+        out.append((before, after))
+    return out
+
+
+def _no_parallels(
+    vocab: Vocabulary, melody: int, chosen: np.ndarray, v: int, melody_before: int, before: np.ndarray
+) -> np.ndarray:
+    """(k, V): pitches for lower voice `v` (0 bass, 1 tenor, 2 alto) that make no consecutive fifth or
+    octave with the melody or a voice already chosen, against the chord before (`before`, (k, 3))."""
+    k = len(chosen)
+    pitches = np.arange(vocab.pitch_low, vocab.pitch_high + 1)
+    allowed = np.ones((k, len(vocab)), dtype=bool)
+    for i in range(k):
+        was = int(before[i, v])
+        # (then, now, above): the other voice's pitch in the chord before and in this one, and whether it
+        # sounds above this voice (the melody always does; bass and tenor lie below the tenor and alto).
+        others = [(melody_before, melody, True)] + [
+            (int(before[i, u]), int(chosen[i, u]), False) for u in range(v)
+        ]
+        bad = np.zeros(len(pitches), dtype=bool)
+        for then, now, above in others:
+            if then == now:
+                continue  # that voice holds its pitch: any motion against it is oblique
+            interval = (then - was) % 12 if above else (was - then) % 12
+            if interval not in (0, 7):
+                continue
+            new = (now - pitches) % 12 if above else (pitches - now) % 12
+            bad |= (new == interval) & (pitches != was)
+        allowed[i, _attacks(vocab)] = ~bad
+    return allowed
+
+
+def _resample(log_w: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Systematic resampling: `k` row indices drawn in proportion to exp(log_w)."""
+    w = np.exp(log_w - log_w.max())
+    cdf = np.cumsum(w / w.sum())
+    k = len(log_w)
+    u = (rng.random() + np.arange(k)) / k
+    return np.minimum(np.searchsorted(cdf, u), k - 1)
+
+
+@dataclass
+class Harmonization:
+    """A harmonized melody with everything a reply needs (the same fields as a composition, plus the melody)."""
+
+    name: str
+    events: list[Event]  # four-voice chords, one per melody note
+    melody: list[Event]  # the soprano as given, moved only as the key and the soprano's range required
+    tempo: float
+    options: Options
+    model: str
+    key: str  # the key it is written in, one of bot.options.KEYS
+    key_source: str = (
+        "melody"  # "melody", "asked", or "relative" (the asked key's relative, in the melody's mode)
+    )
+    timings: dict[str, float] = field(default_factory=dict)
+    seed_events: int = 0
+
+    def midi(self) -> bytes:
+        from bot.music.midi import midi_bytes
+
+        return midi_bytes(self.events, tempo=self.tempo, program=self.options.instrument, name=self.name)
+
+    @property
+    def key_text(self) -> str:
+        return self.key + KEY_SOURCES.get(self.key_source, "")
+
+    @property
+    def onsets(self) -> int:
+        return len(self.melody)
+
+    @property
+    def seconds(self) -> float:
+        end = max((e.onset + e.duration for e in self.events), default=0.0)
+        return end * 60.0 / self.tempo
+
+
+KEY_SOURCES = {
+    "melody": " (the melody's key)",
+    "asked": "",
+    "relative": " (the key asked for is in the other mode: its relative, in the melody's mode)",
+}
+
+
+def chords_under(notes: Sequence[Event], lower: np.ndarray) -> list[Event]:
+    """One event per melody note: its three lower voices and the melody note, with the note's own timing."""
+    return [
+        Event(n.onset, n.duration, tuple(sorted({*map(int, lower[i]), int(n.pitches[0])})), n.velocity)
+        for i, n in enumerate(notes)
+    ]
+
+
+def melody_key(notes: Sequence[Event]) -> Key:
+    """The key a melody is in; a line too short to say one is taken as major on its last note."""
+    fit = key_fit(notes)
+    return fit[0] if fit is not None else Key(notes[-1].pitches[0] % 12, "major")
+
+
+def plan_key(notes: Sequence[Event], asked: str | None) -> tuple[Key, str, int]:
+    """The key to write in, where it came from, and the semitones (-6..+5) that move the melody there."""
+    own = melody_key(notes)
+    if asked is None:
+        return own, "melody", 0
+    target, source = Key.parse(asked), "asked"
+    if target.mode != own.mode:  # a transposition keeps the mode: write in the relative key
+        target = Key((target.tonic + (9 if own.mode == "minor" else 3)) % 12, own.mode)
+        source = "relative"
+    return target, source, (target.tonic - own.tonic + 6) % 12 - 6
+
+
+def harmonize_melody(
+    steps: Steps,
+    vocab: Vocabulary,
+    notes: Sequence[Event],
+    key: Key,
+    temperature: float,
+    rng_seed: int,
+    rules: bool = True,
+) -> tuple[list[Event], dict[str, float]]:
+    """The four-voice chords for the melody `notes` in `key`, and the time it took.
+
+    The melody is moved to C major or A minor for the network, and the chords back.
+    """
+    from threadpoolctl import threadpool_limits
+
+    t0 = time.perf_counter()
+    shift = key.to_reference()
+    moved = transpose(notes, shift)
+    before = moved[-2].pitches[0] if len(moved) > 1 else None
+    cadence = cadence_for(moved[-1].pitches[0], before, REFERENCE[key.mode], key.mode == "minor")
+    # The steps are small matrix products: BLAS threads would only wait on each other (and on a busy
+    # machine, on everyone else), so one thread does them.
+    with threadpool_limits(1, user_api="blas"):
+        rng = np.random.default_rng(rng_seed)
+        lower = harmonize_line(steps, vocab, moved, key.mode, cadence, temperature, rng, rules)
+    return chords_under(notes, lower - shift), {"sample": time.perf_counter() - t0}
+
+
+def harmonize(composer, options: Options, melody: Melody) -> Harmonization:
+    """A four-part chorale on `melody` with the composer's model; the same options and RNG seed give the same."""
+    from bot.model.composer import safe_name
+
+    options = options.check().with_rng_seed()
+    if not NumpySteps.supports(composer.model):
+        raise ModelNotFound(
+            f"the model {composer.model.name} cannot harmonize: its head is not a linear layer"
+        )
+    key, source, semitones = plan_key(melody.notes, options.key)
+    notes = transpose(melody.notes, semitones)
+    octaves = soprano_octaves([n.pitches[0] for n in notes])  # back into the soprano's range if it left
+    notes = transpose(notes, 12 * octaves)
+    events, timings = harmonize_melody(
+        NumpySteps(composer.model), composer.vocab, notes, key, options.temperature, options.rng_seed
+    )
+    return Harmonization(
+        name=f"chorale-{safe_name(melody.name)}-{options.rng_seed}",
+        events=events,
+        melody=notes,
+        tempo=float(options.tempo or melody.tempo),
+        options=options,
+        model=composer.model.name,
+        key=key.name,
+        key_source=source,
+        timings=timings,
+    )

@@ -1,0 +1,153 @@
+"""`etude eval --harmony`: harmonize the soprano lines of the validation chorales and judge the harmony.
+
+Each validation chorale's soprano goes through the same path a user's melody does (`melody_from_events`,
+then the constrained sampler), and the result is scored with `bot.music.harmony` against Bach's own four
+parts: bass pitch class on the beats, consecutive fifths and octaves, crossings, triads and sevenths. Bach's
+harmonizations are scored the same way, and so is the n-gram baseline sampled under the same constraints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from bot.model.harmonize import PARTICLES, NgramSteps, NumpySteps, harmonize_melody, melody_key
+from bot.music.corpus import cache_dir, corpus_works, is_validation, piece_from_stream
+from bot.music.encoding import Event
+from bot.music.harmony import FourVoices, figures, total
+from bot.music.melody import melody_from_events
+
+log = logging.getLogger(__name__)
+
+CACHE_NAME = "chorale-parts-v1.json"
+SHOWN = ("four_voices", "parallels_per_change", "crossings", "triads_or_sevenths", "bass_on_beats")
+
+
+def chorale_parts(validation: bool = True, limit: int | None = None) -> list[tuple[str, list[list[Event]]]]:
+    """(name, [soprano, alto, tenor, bass] events) of the four-part chorales on one side of the split.
+
+    Names are those `load_pieces` gives, so the split is the one the model was trained with. Parsed
+    parts are cached as JSON beside the corpus cache.
+    """
+    path = cache_dir() / CACHE_NAME
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    out, changed = [], False
+    for work in corpus_works("chorales"):
+        name = Path(work).stem
+        if is_validation(name) != validation:
+            continue
+        if name not in cached:
+            from music21 import corpus
+
+            score = corpus.parse(work)
+            parts = [piece_from_stream(p, name).events for p in score.parts]
+            cached[name] = [[[e.onset, e.duration, list(e.pitches)] for e in part] for part in parts]
+            changed = True
+        parts = [[Event(on, du, tuple(ps)) for on, du, ps in part] for part in cached[name]]
+        if len(parts) == 4 and all(parts):
+            out.append((name, parts))
+        if limit and len(out) >= limit:
+            break
+    if changed:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cached))
+        tmp.replace(path)
+    return out
+
+
+def harmonize_chorales(
+    chorales: list[tuple[str, list[list[Event]]]],
+    make_steps,
+    vocab,
+    temperature: float = 1.0,
+    rng_seed: int = 0,
+    rules: bool = True,
+) -> dict:
+    """Figures, summed over `chorales`, of harmonizing each soprano with `make_steps()`."""
+    results, seconds, notes = [], 0.0, 0
+    for i, (name, parts) in enumerate(chorales):
+        melody = melody_from_events(parts[0], name)
+        shift = melody.meta["quarters_dropped"]
+        bach = [[Event(e.onset - shift, e.duration, e.pitches) for e in part] for part in parts]
+        key = melody_key(melody.notes)
+        t0 = time.perf_counter()
+        events, _ = harmonize_melody(make_steps(), vocab, melody.notes, key, temperature, rng_seed + i, rules)
+        seconds += time.perf_counter() - t0
+        notes += len(melody.notes)
+        results.append(figures(FourVoices.from_events(events, melody.notes), FourVoices.from_parts(bach)))
+    return {**total(results), "seconds_per_100_notes": round(100 * seconds / max(notes, 1), 3)}
+
+
+def evaluate_harmony(
+    model_dir: str | None = None,
+    limit: int | None = None,
+    temperature: float = 1.0,
+    ngram_order: int = 5,
+    baseline: bool = True,
+) -> dict:
+    """The harmony table's rows: Bach, the model (with and without the voice-leading rule), the n-gram."""
+    from bot.model import network as M
+    from bot.model.evaluate import KneserNey
+    from bot.music.corpus import encode_pieces, load_pieces, split_by_piece
+
+    t0 = time.monotonic()
+    m = M.load(model_dir)
+    chorales = chorale_parts(validation=True, limit=limit)
+    bach = [figures(FourVoices.from_parts(p), FourVoices.from_parts(p)) for _, p in chorales]
+    rows = {"bach": total(bach)}
+    rows["model"] = harmonize_chorales(chorales, lambda: NumpySteps(m), m.vocab, temperature)
+    rows["model, no rule"] = harmonize_chorales(
+        chorales, lambda: NumpySteps(m), m.vocab, temperature, rules=False
+    )
+    if baseline:
+        # The n-gram learns what the network learned: the training chorales in C major or A minor.
+        train_p, _ = split_by_piece(load_pieces("chorales"))
+        kn = KneserNey(encode_pieces(train_p, m.vocab), len(m.vocab), order=ngram_order)
+        rows["ngram"] = harmonize_chorales(chorales, lambda: NgramSteps(kn), m.vocab, temperature)
+        rows["ngram"]["kind"] = f"interpolated Kneser-Ney, order {ngram_order}"
+    return {
+        "model": m.name,
+        "chorales": len(chorales),
+        "melody_notes": int(sum(len(p[0]) for _, p in chorales)),
+        "temperature": temperature,
+        "particles": PARTICLES,
+        "rows": rows,
+        "targets": {
+            "parallels_at_most_twice_bach": bool(
+                rows["model"]["parallels_per_change"] <= 2 * rows["bach"]["parallels_per_change"]
+            ),
+            "bass_on_beats_over_40_percent": bool(rows["model"]["bass_on_beats"] > 0.4),
+        },
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+
+
+def harmony_table(result: dict) -> str:
+    """The rows as a fixed-width table: shares in percent, parallels per 100 chord changes."""
+    heads = {"parallels_per_change": "parallels/100 changes"}
+    lines = [
+        f"harmonizations of {result['chorales']} validation chorale sopranos ({result['melody_notes']} notes), "
+        f"model {result['model']}, temperature {result['temperature']:g}, {result['particles']} particles",
+        f"{'':16}" + "".join(f"{heads.get(c, c.replace('_', ' ')):>22}" for c in SHOWN),
+    ]
+    for name, row in result["rows"].items():
+        cells = []
+        for c in SHOWN:
+            if c not in row:
+                cells.append(f"{'—':>22}")
+            elif c == "parallels_per_change":
+                cells.append(f"{100 * row[c]:>22.1f}")
+            else:
+                cells.append(f"{f'{100 * row[c]:.1f}%':>22}")
+        lines.append(f"{name:16}" + "".join(cells))
+    t = result["targets"]
+    lines.append(
+        f"targets: parallels at most twice Bach's {'met' if t['parallels_at_most_twice_bach'] else 'NOT met'}; "
+        f"bass equal to Bach's on more than 40% of beats {'met' if t['bass_on_beats_over_40_percent'] else 'NOT met'}"
+    )
+    return "\n".join(lines)
