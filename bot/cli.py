@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from bot.errors import EtudeError
-from bot.options import INSTRUMENT_HELP, INSTRUMENTS, SEED_HELP, SPECS
+from bot.options import INSTRUMENT_HELP, INSTRUMENTS, SEED_HELP, SPECS, VIDEO_HELP
 
 log = logging.getLogger("etude")
 
@@ -69,8 +69,8 @@ def cmd_compose(args) -> int:
     from bot.model.composer import Composer
     from bot.music.midi import read_midi_file
     from bot.options import Options, parse_instrument
-    from bot.render.audio import find_soundfont, fluidsynth_path
-    from bot.render.files import write_outputs
+    from bot.render.audio import ffmpeg_path, find_soundfont
+    from bot.render.files import local_synth, write_outputs
     from bot.settings import get_settings
 
     settings = get_settings()
@@ -84,9 +84,10 @@ def cmd_compose(args) -> int:
         instrument=parse_instrument(args.instrument),
         rng_seed=args.rng_seed,
         include_seed=args.include_seed,
+        video=args.video,
     ).check()
-    fluidsynth_path()
-    find_soundfont(soundfont)
+    ffmpeg_path()
+    local_synth(find_soundfont(soundfont))  # a missing or unreadable soundfont fails before the model loads
     seed_bytes = None
     if args.seed:
         seed_path = Path(args.seed)
@@ -95,12 +96,14 @@ def cmd_compose(args) -> int:
     composer = Composer(args.model or settings.model_dir)
     seed = composer.seed(seed_bytes, Path(args.seed).stem, settings.seed_limits()) if seed_bytes else None
     piece = composer.compose_one(options, seed)
-    out = write_outputs(piece, Path(args.out), max_bytes=args.max_bytes, soundfont=soundfont)
-    for path in (out.midi, out.wav, out.png):
+    out = write_outputs(
+        piece, Path(args.out), max_bytes=args.max_bytes, soundfont=soundfont, video=args.video
+    )
+    for path in out.paths.values():
         print(path)
     note = f"{len(piece.events) - piece.seed_events} notes, {piece.key}, {piece.tempo:.0f} bpm, rng seed {options.rng_seed}"
-    if out.audio.shortened:
-        note += f"; the audio was cut to {out.audio.seconds:.0f} s to fit {args.max_bytes} bytes"
+    if out.rendered.note:
+        note += f"; {out.rendered.note}"
     print(note, file=sys.stderr)
     return 0
 
@@ -202,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
     t.set_defaults(func=cmd_train)
 
-    c = sub.add_parser("compose", help="compose a piece: writes .mid, .wav and .png, prints their paths")
+    c = sub.add_parser(
+        "compose", help="compose a piece: writes .mid, .ogg, .wav and .png (and .mp4), prints their paths"
+    )
     c.add_argument("--length", type=_option("length"), default=SPECS["length"].default, help=_help("length"))
     c.add_argument("--seed", help=SEED_HELP)
     c.add_argument(
@@ -218,13 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--rng-seed", type=_option("rng_seed"), help=_help("rng_seed"))
     c.add_argument("--model", help="model folder (default: MODEL_DIR or the shipped model)")
-    c.add_argument("--out", default="out", help="folder for the three files")
+    c.add_argument("--out", default="out", help="folder for the files")
     c.add_argument(
         "--max-bytes",
         type=_byte_count,
         default=10 * 1024 * 1024,
-        help="largest .wav to write (default 10 MiB, Discord's upload limit)",
+        help="largest file to write (default 10 MiB, Discord's upload limit)",
     )
+    c.add_argument("--video", action="store_true", help=VIDEO_HELP)
     c.add_argument("--include-seed", action="store_true", help="start the output with the seed itself")
     c.add_argument("--soundfont", help="General MIDI soundfont (default: SOUNDFONT or the system's)")
     c.set_defaults(func=cmd_compose)

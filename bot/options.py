@@ -112,6 +112,7 @@ SPECS: dict[str, Spec] = {
 }
 INSTRUMENT_HELP = "The General MIDI sound to play it with"
 SEED_HELP = "A MIDI file for the piece to continue"
+VIDEO_HELP = "Also send an .mp4: the piano roll scrolling with the music"
 
 
 def parse_instrument(value: str | int) -> int:
@@ -138,6 +139,7 @@ class Options:
         None  # None: drawn by `with_rng_seed()`, reported back so the piece can be made again
     )
     include_seed: bool = False
+    video: bool = False  # also an .mp4 of the piano roll scrolling with the audio
 
     def check(self, max_length: int = MAX_LENGTH) -> Options:
         """This same object when every field is in range; `max_length` is an operator's lower cap."""

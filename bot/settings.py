@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     job_timeout_seconds: float = Field(600, gt=0)
     reclaim_seconds: float = Field(15.0, gt=0)
     health_port: int | None = None
+    render_processes: int | None = Field(None, ge=1)
+    render_timeout_seconds: float = Field(120.0, gt=0)
 
     def seed_limits(self) -> SeedLimits:
         return SeedLimits(

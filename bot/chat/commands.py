@@ -26,7 +26,7 @@ from bot.chat.reply import (
 )
 from bot.errors import BadSeed, EtudeError
 from bot.music.midi import read_midi
-from bot.options import INSTRUMENT_HELP, INSTRUMENTS, SEED_HELP, SPECS, Options
+from bot.options import INSTRUMENT_HELP, INSTRUMENTS, SEED_HELP, SPECS, VIDEO_HELP, Options
 from bot.queue.jobs import JobResult, JobSpec
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,7 @@ class ComposeCog(commands.Cog):
         instrument=INSTRUMENT_HELP,
         tempo=_describe("tempo"),
         rng_seed=SPECS["rng_seed"].help,
+        video=VIDEO_HELP,
     )
     @app_commands.choices(instrument=INSTRUMENT_CHOICES)
     async def compose(
@@ -128,6 +129,7 @@ class ComposeCog(commands.Cog):
         instrument: app_commands.Choice[int] | None = None,
         tempo: Tempo | None = None,
         rng_seed: RngSeed | None = None,
+        video: bool = False,
     ) -> None:
         """Compose a piece of music, optionally continuing a MIDI file you attach."""
         if seed is not None:
@@ -147,6 +149,7 @@ class ComposeCog(commands.Cog):
             tempo=tempo,
             instrument=instrument.value if instrument else 0,
             rng_seed=rng_seed,
+            video=video,
         ).check(self.settings.max_length)
         await self.start(interaction, options, seed_attachment=seed, kind="compose")
 
