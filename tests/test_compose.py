@@ -122,7 +122,8 @@ def test_hostile_seeds_end_in_music_or_one_error(composer):
 def test_outputs_fit_max_bytes(composer, tmp_path):
     piece = composer.compose_one(Options(length=150, rng_seed=9, tempo=60))
     out = write_outputs(piece, tmp_path, max_bytes=400_000)
-    assert out.wav.stat().st_size <= 400_000
+    assert sorted(out.paths) == ["mid", "ogg", "png", "wav"]
+    assert all(p.stat().st_size <= 400_000 for p in out.paths.values())
     with wave.open(str(out.wav)) as w:
         assert w.getnframes() > 0
     assert out.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -185,7 +186,7 @@ def test_compose_command_writes_three_files(tiny_model_dir, tmp_path, chorales):
     )
     assert r.returncode == 0, r.stderr
     paths = [Path(p) for p in r.stdout.split()]
-    assert [p.suffix for p in paths] == [".mid", ".wav", ".png"] and all(p.is_file() for p in paths)
+    assert [p.suffix for p in paths] == [".mid", ".ogg", ".wav", ".png"] and all(p.is_file() for p in paths)
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from bot.queue.jobs import JobResult, JobSpec, ResultFile
 from bot.render.audio import find_soundfont
 from bot.render.files import RenderRequest, local_synth, midi_only, render_piece
 from bot.render.pool import RenderPool
+from bot.render.synth import check_soundfont
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,7 @@ class Worker:
         name: str | None = None,
         render_processes: int | None = None,
         render_timeout: float = 120.0,
+        warm_length: int | None = None,
     ):
         self.model_dir = model_dir
         self.limits = seed_limits or SeedLimits()
@@ -168,6 +170,7 @@ class Worker:
         # Rendering: one warm process per core (or `render_processes`), started by `start`.
         self.render_processes, self.render_timeout = render_processes, render_timeout
         self.renderer: RenderPool | None = None
+        self.warm_length = warm_length or Options().length  # the length `warm` compiles for
         self.render_threads: ThreadPoolExecutor | None = (
             None  # one per render process: jobs wait in its queue
         )
@@ -192,6 +195,7 @@ class Worker:
         """
         t0 = time.perf_counter()
         font = find_soundfont(self.soundfont)
+        check_soundfont(font)
         self.renderer = RenderPool(font, self.render_processes, self.render_timeout)
         # The pool's processes load the soundfont while the model loads and compiles.
         pool_ready = asyncio.create_task(asyncio.to_thread(self.renderer.start))
@@ -221,10 +225,9 @@ class Worker:
         second. Other lengths compile on first use, once per power of two of their sampling steps.
         """
         assert self.composer is not None
-        length = Options().length
         for size in batch_sizes(self.batch_size):
             t = time.perf_counter()
-            self.composer.compose([(Options(length=length, rng_seed=i), None) for i in range(size)])
+            self.composer.compose([(Options(length=self.warm_length, rng_seed=i), None) for i in range(size)])
             log.debug("sampler warm at batch %d in %.2f s", size, time.perf_counter() - t)
 
     def compose(self, jobs: list[tuple[Options, Seed | None]]) -> list[Composition]:
