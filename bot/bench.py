@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bot.bench_render import bench_render, bench_worker
 from bot.model.composer import Composer
 from bot.model.network import DEFAULT_MODEL, REPO_MODELS
 from bot.model.network import load as load_model
@@ -172,17 +173,24 @@ def run_bench(args) -> None:
             "parse seed": parse_s,
             "sample": piece.timings["sample"],
             "decode": piece.timings["decode"],
-            "write MIDI": piece.timings["write_midi"],
-            "render WAV": piece.timings["render_wav"],
-            "draw PNG": piece.timings["draw_png"],
+            "render": piece.timings["render"],
+            "  FluidSynth": piece.timings["synth"],
+            "  encode": piece.timings["encode"],
+            "  PNG after": piece.timings["wait_png_video"],
         }
         for name, secs in stages.items():
-            _say(f"  {name:11s} {secs:6.3f} s")
+            _say(f"  {name:13s} {secs:6.3f} s")
+        wav = out.rendered.wav
         _say(
-            f"  {'total':11s} {total:6.3f} s   ({piece.seconds:.0f} s of music; WAV {out.audio.sample_rate} Hz "
-            f"{out.audio.channels} ch, {out.audio.bytes / 2**20:.1f} MiB); all runs: "
-            + ", ".join(f"{t[0]:.2f} s" for t in timed)
+            f"  {'total':13s} {total:6.3f} s   ({piece.seconds:.0f} s of music; .ogg {out.rendered.ogg.describe()} "
+            f"{out.rendered.ogg.bytes / 2**20:.1f} MiB, .wav {wav.describe()} {wav.bytes / 2**20:.1f} MiB); "
+            "all runs: " + ", ".join(f"{t[0]:.2f} s" for t in timed)
         )
+
+    _say(f"\n(r) rendering on one core, {length}-note pieces (warm synth, in this process)")
+    bench_render(composer, length)
+    _say(f"\n(w) the embedded worker, {length}-note jobs (render pool of one process per core)")
+    asyncio.run(bench_worker(model_dir, length, jobs=8 if quick else 32))
 
     _say("\n(e) cold start and memory")
     cold, child_rss = cold_start(model_dir)
