@@ -166,4 +166,5 @@ def markdown_table() -> str:
         rows.append(f"| `{spec.name}` | {spec.range_text()} | {default} | {spec.help} |")
     rows.append(f"| `instrument` | 0-127 or a name | piano | {INSTRUMENT_HELP}: {', '.join(INSTRUMENTS)} |")
     rows.append(f"| `seed` | a `.mid` file | — | {SEED_HELP} |")
+    rows.append(f"| `video` | true or false | false | {VIDEO_HELP} |")
     return "\n".join(rows)

@@ -206,6 +206,8 @@ class Worker:
             await asyncio.wait({pool_ready})
         pool_ready.result()
         self.render_threads = ThreadPoolExecutor(self.renderer.size, thread_name_prefix="etude-render")
+        renderer = self.renderer
+        self.metrics.gauges["render_processes_replaced"] = lambda: renderer.replaced  # hung or crashed
         self.batcher = Batcher(
             self.compose, self.batch_size, self.batch_wait_ms, on_batch=self.metrics.batches.observe
         )

@@ -83,19 +83,20 @@ def roll_strip(events: Sequence[Event], tempo: float, seconds: float, seed_event
     return strip
 
 
+# BT.601, limited range: rows give Y, Cb, Cr from R, G, B in 0-255.
+_YUV = np.array(
+    [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]], np.float32
+).T / np.float32(255)
+
+
 def to_yuv420(rgb: np.ndarray) -> bytes:
-    """An RGB picture (even sides) as planar YUV 4:2:0, BT.601 limited range: the encoder's own format,
-    converted once here instead of once per frame by ffmpeg."""
-    f = rgb.astype(np.float32)
-    r, g, b = f[..., 0], f[..., 1], f[..., 2]
-    y = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
-    cb = 128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255
-    cr = 128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255
-
-    def half(c: np.ndarray) -> np.ndarray:
-        return (c[0::2, 0::2] + c[1::2, 0::2] + c[0::2, 1::2] + c[1::2, 1::2]) / 4
-
-    planes = (y, half(cb), half(cr))
+    """An RGB picture (even sides) as planar YUV 4:2:0: the encoder's own format, converted once here
+    instead of once per frame by ffmpeg."""
+    y = rgb.reshape(-1, 3).astype(np.float32) @ _YUV[:, :1] + 16
+    # Chroma from one pixel of each 2x2 block: the roll is flat colours with edges on whole pixels, so an
+    # average would only blur the edges, at three times the cost.
+    chroma = rgb[::2, ::2].reshape(-1, 3).astype(np.float32) @ _YUV[:, 1:] + 128
+    planes = (y[:, 0], chroma[:, 0], chroma[:, 1])
     return b"".join(np.clip(np.rint(p), 0, 255).astype(np.uint8).tobytes() for p in planes)
 
 
