@@ -166,7 +166,7 @@ def one_error_line(r):
     return lines[0]
 
 
-def test_compose_command_writes_three_files(tiny_model_dir, tmp_path, chorales):
+def test_compose_command_writes_its_files(tiny_model_dir, tmp_path, chorales):
     seed = tmp_path / "song.mid"
     seed.write_bytes(midi_bytes(chorales[2].events[:20]))
     r = etude(
@@ -197,7 +197,7 @@ def test_compose_command_writes_three_files(tiny_model_dir, tmp_path, chorales):
         (["--model", "/nonexistent/model"], {}, "no model folder"),
         (["--seed", "/nonexistent/seed.mid"], {}, "seed"),
         ([], {"SOUNDFONT": "/nonexistent/font.sf2"}, "soundfont"),
-        ([], {"PATH": "/nonexistent"}, "FluidSynth"),
+        ([], {"PATH": "/nonexistent"}, "ffmpeg"),
     ],
 )
 def test_bad_options_get_one_error_line(tmp_path, args, env, expect):

@@ -171,9 +171,9 @@ class Worker:
         self.render_processes, self.render_timeout = render_processes, render_timeout
         self.renderer: RenderPool | None = None
         self.warm_length = warm_length or Options().length  # the length `warm` compiles for
-        self.render_threads: ThreadPoolExecutor | None = (
-            None  # one per render process: jobs wait in its queue
-        )
+        # One thread per render process: jobs waiting for a renderer wait in its queue, not in the
+        # event loop's default executor, which seeds and sampling need.
+        self.render_threads: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_settings(cls, settings, publish: Publish | None = None) -> Worker:
