@@ -122,7 +122,9 @@ def test_hostile_seeds_end_in_music_or_one_error(composer):
 def test_outputs_fit_max_bytes(composer, tmp_path):
     piece = composer.compose_one(Options(length=150, rng_seed=9, tempo=60))
     out = write_outputs(piece, tmp_path, max_bytes=400_000)
-    assert sorted(out.paths) == ["mid", "ogg", "png", "wav"]
+    # At 400 kB a long piece's .ogg may not fit even at the lowest bit rate; the note then says so.
+    assert {"mid", "wav", "png"} <= set(out.paths) <= {"mid", "ogg", "wav", "png"}
+    assert "ogg" in out.paths or "The .ogg is left out" in out.rendered.note
     assert all(p.stat().st_size <= 400_000 for p in out.paths.values())
     with wave.open(str(out.wav)) as w:
         assert w.getnframes() > 0

@@ -198,16 +198,23 @@ def local_synth(soundfont: Path, settings: SynthSettings = SynthSettings()) -> S
 
 @dataclass
 class Outputs:
-    """The files `write_outputs` wrote, by kind, and what the render said about them."""
+    """The files `write_outputs` wrote, by suffix ("mid", "ogg", "wav", "png", "mp4"), and what the render
+    said about them."""
 
     paths: dict[str, Path]
     rendered: Rendered
 
-    def __getattr__(self, kind: str) -> Path:
-        try:
-            return self.__dict__["paths"][kind]
-        except KeyError:
-            raise AttributeError(kind) from None
+    @property
+    def midi(self) -> Path:
+        return self.paths["mid"]
+
+    @property
+    def wav(self) -> Path:
+        return self.paths["wav"]
+
+    @property
+    def png(self) -> Path:
+        return self.paths["png"]
 
 
 def write_outputs(
