@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from bot.errors import EtudeError
-from bot.options import INSTRUMENT_HELP, INSTRUMENTS, SEED_HELP, SPECS, VIDEO_HELP
+from bot.options import INSTRUMENT_HELP, INSTRUMENTS, KEY_HELP, SEED_HELP, SPECS, VIDEO_HELP
 
 log = logging.getLogger("etude")
 
@@ -26,6 +26,16 @@ class _Parser(argparse.ArgumentParser):
 
 def _positive_minutes(s: str) -> float:
     v = float(s)
+    if v <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return v
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s[:40]!r} is not a whole number") from None
     if v <= 0:
         raise argparse.ArgumentTypeError("must be more than 0")
     return v
@@ -53,6 +63,15 @@ def _help(name: str) -> str:
     spec = SPECS[name]
     default = "" if spec.default is None else f"; default {spec.default:g}"
     return f"{spec.help} ({spec.range_text()}{default})"
+
+
+def _key(text: str) -> str:
+    from bot.options import parse_key
+
+    try:
+        return parse_key(text)
+    except EtudeError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _byte_count(text: str) -> int:
@@ -84,6 +103,7 @@ def cmd_compose(args) -> int:
         instrument=parse_instrument(args.instrument),
         rng_seed=args.rng_seed,
         include_seed=args.include_seed,
+        key=args.key,
         video=args.video,
     ).check()
     ffmpeg_path()
@@ -101,7 +121,7 @@ def cmd_compose(args) -> int:
     )
     for path in out.paths.values():
         print(path)
-    note = f"{len(piece.events) - piece.seed_events} notes, {piece.key}, {piece.tempo:.0f} bpm, rng seed {options.rng_seed}"
+    note = f"{piece.onsets} notes and chords, {piece.key_text}, {piece.tempo:.0f} bpm, rng seed {options.rng_seed}"
     if out.rendered.note:
         note += f"; {out.rendered.note}"
     print(note, file=sys.stderr)
@@ -142,8 +162,21 @@ def cmd_worker(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from bot.model.train import train
+    from bot.model.train import corpus_tokens, save_tokens, train
 
+    if args.tokens and args.data:
+        raise EtudeError("give --data or --tokens, not both")
+    if args.export_tokens:
+        if args.tokens:
+            raise EtudeError("--export-tokens writes a tokens file from --data; it cannot read --tokens")
+        data = corpus_tokens(args.data or "chorales", limit=args.limit, keys=args.keys)
+        save_tokens(Path(args.export_tokens), data)
+        tokens = sum(len(s) for s in data.train + data.valid)
+        print(
+            f"wrote {args.export_tokens}: {len(data.train)} training and {len(data.valid)} validation pieces, "
+            f"{tokens:,} tokens, vocabulary {len(data.vocab)}"
+        )
+        return 0
     card = train(
         args.data,
         Path(args.out),
@@ -154,7 +187,19 @@ def cmd_train(args) -> int:
         limit=args.limit,
         fresh=args.fresh,
         steps_per_epoch=args.steps_per_epoch,
+        overrides={
+            k: v
+            for k, v in {
+                "batch_size": args.batch_size,
+                "dropout": args.dropout,
+                "learning_rate": args.learning_rate,
+            }.items()
+            if v is not None
+        }
+        or None,
         verbose=1 if sys.stdout.isatty() else 2,
+        tokens=args.tokens,
+        keys=args.keys,
     )
     t = card["training"]
     print(
@@ -192,8 +237,22 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model on music21's corpus or a folder of MIDI files")
     t.add_argument(
         "--data",
-        default="chorales",
-        help="'chorales' (371 Bach chorales, bundled with music21), 'corpus:<composer>', or a folder",
+        help="'chorales' (371 Bach chorales, bundled with music21; the default), 'music21' (the chorales "
+        "with music21's Palestrina, Monteverdi, Josquin and Haydn, Mozart, Beethoven quartets, each with a "
+        "style token), 'corpus:<composer>', a folder of MIDI files, or several joined by '+'",
+    )
+    t.add_argument("--tokens", help="train from a tokens file (.npz) written by --export-tokens; no music21")
+    t.add_argument(
+        "--export-tokens",
+        metavar="FILE",
+        help="encode --data into a tokens file (.npz) for another machine, and stop",
+    )
+    t.add_argument(
+        "--keys",
+        choices=["reference", "transpose"],
+        default="reference",
+        help="'reference': learn every piece in C major / A minor (the default); 'transpose': in its own "
+        "key, moved at random every epoch",
     )
     t.add_argument("--out", default="models/etude-chorales", help="model folder to write (and resume from)")
     t.add_argument("--preset", default="etude", help="network preset: etude, small, or tutorial")
@@ -201,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=100)
     t.add_argument("--patience", type=int, default=4, help="epochs without a better validation loss")
     t.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: one pass)")
+    t.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help="windows per training step (default: the preset's; a GPU wants hundreds)",
+    )
+    t.add_argument("--dropout", type=float, help="dropout after each LSTM layer (default: the preset's)")
+    t.add_argument("--learning-rate", type=float, help="the optimizer's step size (default: the preset's)")
     t.add_argument("--limit", type=int, help="use only the first N pieces")
     t.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
     t.set_defaults(func=cmd_train)
@@ -222,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--instrument", default="piano", help=f"{INSTRUMENT_HELP}: 0-127 or a name ({', '.join(INSTRUMENTS)})"
     )
     c.add_argument("--rng-seed", type=_option("rng_seed"), help=_help("rng_seed"))
+    c.add_argument(
+        "--key", type=_key, help=f"{KEY_HELP}: e.g. 'E minor', 'Eb major' (the 24 major and minor keys)"
+    )
     c.add_argument("--model", help="model folder (default: MODEL_DIR or the shipped model)")
     c.add_argument("--out", default="out", help="folder for the files")
     c.add_argument(
@@ -239,6 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", help="model folder (default: the shipped model)")
     b.add_argument("--quick", action="store_true", help="fewer notes and repeats, for a smoke test")
     b.add_argument("--redis", help="also measure throughput through Redis workers at this URL")
+    b.add_argument(
+        "--sections",
+        help="comma-separated: sampler, train, e2e, cold (default: all); sampler and train need neither "
+        "music21 nor FluidSynth",
+    )
+    b.add_argument("--batches", help="comma-separated sampler batch sizes (default: by device)")
+    b.add_argument(
+        "--tokens", help="tokens file (.npz) for the training figures (default: the model's own samples)"
+    )
     b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("bot", help="run the Discord bot (needs DISCORD_TOKEN)")

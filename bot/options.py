@@ -34,6 +34,59 @@ MAX_LENGTH = 2000  # the sampler's hard cap; an operator may lower it with MAX_L
 DEFAULT_TEMPO = 100.0
 RNG_SEED_MAX = 2**31 - 1  # Discord integers are doubles: keep the number exact everywhere
 
+# The 24 keys as a musician spells them (Discord offers at most 25 choices, so they all fit).
+_MAJOR_TONICS = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+_MINOR_TONICS = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
+KEYS: tuple[str, ...] = tuple(f"{t} major" for t in _MAJOR_TONICS) + tuple(
+    f"{t} minor" for t in _MINOR_TONICS
+)
+KEY_HELP = "The key to write in; without it, the seed's key or one drawn as often as in the music it learned"
+_LETTERS = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
+
+
+def key_pitch_class(tonic: str) -> int | None:
+    """The pitch class (C = 0) of a tonic such as `F#`, `Eb`, `E-`, `bb` or `B♭`; None if it is none."""
+    t = tonic.strip().lower().replace("♯", "#").replace("♭", "b").replace("-", "b")
+    if not t or t[0] not in _LETTERS or any(c not in "#b" for c in t[1:]) or len(t) > 3:
+        return None
+    return (_LETTERS[t[0]] + t[1:].count("#") - t[1:].count("b")) % 12
+
+
+def key_name(pitch_class: int, mode: str) -> str:
+    """The spelling of a key in `KEYS`."""
+    tonics = _MAJOR_TONICS if mode == "major" else _MINOR_TONICS
+    return f"{tonics[pitch_class % 12]} {mode}"
+
+
+def parse_key(value: str | None) -> str | None:
+    """One of `KEYS` from a user's text (`e minor`, `Eb major`, `F# min`, `Am`); None stays None."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    parts = text.replace("_", " ").split()
+    mode = None
+    if len(parts) == 2 and parts[1].lower() in ("major", "maj", "minor", "min"):
+        mode = "major" if parts[1].lower().startswith("maj") else "minor"
+        tonic = parts[0]
+    elif len(parts) == 1 and len(parts[0]) >= 2 and parts[0].endswith("m"):  # "Am", "F#m"
+        mode, tonic = "minor", parts[0][:-1]
+    elif len(parts) == 1:
+        mode, tonic = "major", parts[0]
+    else:
+        tonic = ""
+    pc = key_pitch_class(tonic) if mode else None
+    if pc is None:
+        shown = text[:40]
+        raise BadOption(
+            f"unknown key {shown!r}: use a tonic and major or minor, e.g. 'E minor' or 'Eb major'"
+        )
+    return key_name(pc, mode)
+
+
+def cadence_margin(length: int) -> int:
+    """How many notes and chords past `length` the closing cadence may take: max(8, length / 10)."""
+    return max(8, length // 10)
+
 
 def _number(value: int | float) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
@@ -80,7 +133,15 @@ class Spec:
 SPECS: dict[str, Spec] = {
     s.name: s
     for s in (
-        Spec("length", int, 500, 1, MAX_LENGTH, "How many notes and chords to write", unit=" notes"),
+        Spec(
+            "length",
+            int,
+            500,
+            1,
+            MAX_LENGTH,
+            "Notes and chords to write; the closing cadence may add up to max(8, length/10)",
+            unit=" notes",
+        ),
         Spec("temperature", float, 1.0, 0.05, 2.0, "Lower is safer, higher is wilder"),
         Spec(
             "top_p",
@@ -139,6 +200,7 @@ class Options:
         None  # None: drawn by `with_rng_seed()`, reported back so the piece can be made again
     )
     include_seed: bool = False
+    key: str | None = None  # one of KEYS; None: the seed's key, or one drawn by the RNG seed
     video: bool = False  # also an .mp4 of the piano roll scrolling with the audio
 
     def check(self, max_length: int = MAX_LENGTH) -> Options:
@@ -151,6 +213,8 @@ class Options:
             raise BadOption("instrument must be a General MIDI program, 0-127")
         if not 0 <= self.instrument <= 127:
             raise BadOption("instrument must be a General MIDI program, 0-127")
+        if self.key is not None and self.key not in KEYS:
+            raise BadOption(f"key must be one of: {', '.join(KEYS)}")
         return self
 
     def with_rng_seed(self) -> Options:
@@ -165,6 +229,7 @@ def markdown_table() -> str:
         default = "—" if spec.default is None else _number(spec.default)
         rows.append(f"| `{spec.name}` | {spec.range_text()} | {default} | {spec.help} |")
     rows.append(f"| `instrument` | 0-127 or a name | piano | {INSTRUMENT_HELP}: {', '.join(INSTRUMENTS)} |")
+    rows.append(f"| `key` | the 24 major and minor keys | the seed's | {KEY_HELP} |")
     rows.append(f"| `seed` | a `.mid` file | — | {SEED_HELP} |")
     rows.append(f"| `video` | true or false | false | {VIDEO_HELP} |")
     return "\n".join(rows)

@@ -12,20 +12,48 @@ import numpy as np
 import pytest
 
 from bot.errors import BadOption, BadSeed
-from bot.model.composer import estimate_key
 from bot.model.sample import MAX_RUN, Request
-from bot.music.encoding import Event
+from bot.music.encoding import GRID, Event, normalize, transpose
+from bot.music.keys import Key, estimate_key
 from bot.music.midi import midi_bytes, read_midi
-from bot.options import Options, parse_instrument
+from bot.options import Options, cadence_margin, parse_instrument
 from bot.render.files import write_outputs
 
 pytestmark = pytest.mark.timeout(300)
 
 
+def in_key(events, name: str) -> float:
+    """The share of notes inside the key's scale (the minor one with its raised sixth and seventh)."""
+    key = Key.parse(name)
+    steps = {0, 2, 4, 5, 7, 9, 11} if key.mode == "major" else {0, 2, 3, 5, 7, 8, 9, 10, 11}
+    pcs = [(p - key.tonic) % 12 for e in events for p in e.pitches]
+    return sum(pc in steps for pc in pcs) / len(pcs)
+
+
+def assert_ends(piece):
+    """The last onset's notes are held (two beats at least) to the end of the piece."""
+    last = max(e.onset for e in piece.events)
+    end = max(e.onset + e.duration for e in piece.events)
+    final = [e for e in piece.events if e.onset == last]
+    assert all(e.onset + e.duration == end and e.duration >= 2.0 for e in final)
+
+
 def test_length_counts_notes_and_chords(composer):
     for n in (1, 7, 120):
         piece = composer.compose_one(Options(length=n, rng_seed=3))
-        assert len(piece.events) == n
+        assert n <= piece.onsets <= n + cadence_margin(n)
+        assert piece.onsets == len({e.onset for e in piece.events})
+        assert_ends(piece)
+    assert cadence_margin(1) == 8 and cadence_margin(500) == 50
+
+
+def test_the_piece_ends_with_the_end_token(composer):
+    vocab = composer.vocab
+    for seed in range(3):
+        tokens = composer.sampler.sample([Request(tuple(vocab.head("major")), 30, 1.0, 0.95, seed)])[0]
+        assert tokens[-1] == vocab.end and tokens.count(vocab.end) == 1
+        assert vocab.is_shift(tokens[-2])  # the last chord sounds for that shift, then the piece ends
+        assert 30 <= vocab.count_onsets(tokens) <= 30 + cadence_margin(30)
 
 
 def test_same_seed_gives_identical_midi(composer):
@@ -47,7 +75,7 @@ def test_batch_equals_each_request_alone(composer, chorales):
     for (opts, s), piece in zip(jobs, together):
         alone = composer.compose_one(opts, s)
         assert alone.midi() == piece.midi()
-        assert len(piece.events) - piece.seed_events == opts.length
+        assert opts.length <= piece.onsets <= opts.length + cadence_margin(opts.length)
 
 
 def test_sampler_output_follows_the_grammar(composer):
@@ -57,7 +85,7 @@ def test_sampler_output_follows_the_grammar(composer):
     for tokens in composer.sampler.sample(reqs):
         stream = [vocab.start, *tokens]
         assert all(allowed[a, b] for a, b in zip(stream, stream[1:]))
-        assert vocab.count_events(tokens) == 100
+        assert 100 <= vocab.count_onsets(tokens) <= 110
 
 
 def test_no_event_repeats_more_than_the_guard_allows(composer):
@@ -65,7 +93,7 @@ def test_no_event_repeats_more_than_the_guard_allows(composer):
     vocab = composer.vocab
     for seed in range(3):
         tokens = composer.sampler.sample([Request((vocab.start,), 300, 0.05, 1.0, seed)])[0]
-        # Identical events = identical token groups (shift, pitches, duration).
+        # Identical frames = identical token groups (shift, pitches, closing bar).
         groups, cur = [], []
         for t in tokens:
             cur.append(t)
@@ -95,8 +123,8 @@ def test_seed_outside_the_model_range_moves_and_comes_back(composer):
     vocab = composer.vocab
     high = [Event(i * 0.5, 0.5, (min(108, vocab.pitch_high + 14 + i % 3),)) for i in range(24)]
     seed = composer.seed(midi_bytes(high), "high")
-    assert seed.shift < 0
-    assert all(vocab.pitch_low <= p - 0 for e in seed.events for p in e.pitches)
+    back = composer.plan(Options(rng_seed=1), seed)[3]
+    assert back >= 6  # moved down by octaves for the model, up again for the listener
     piece = composer.compose_one(Options(length=30, rng_seed=1, include_seed=True), seed)
     new = piece.events[piece.seed_events :]
     # Moved back by the same octaves: the continuation sits near the seed, not in the model's range.
@@ -147,7 +175,67 @@ def test_options_are_checked():
 
 def test_key_of_a_c_major_scale():
     scale = [Event(i, 1.0, (p,)) for i, p in enumerate([60, 62, 64, 65, 67, 69, 71, 72, 67, 64, 60])]
-    assert estimate_key(scale) == "C major"
+    assert estimate_key(scale).name == "C major"
+
+
+E_MINOR_SEED = [
+    Event(i * 0.5, 0.5, (p, p - 12))
+    for i, p in enumerate([64, 66, 67, 69, 71, 72, 71, 69, 67, 66, 64, 63, 64] * 2)
+]
+
+
+def test_a_seed_in_e_minor_continues_in_e_minor(composer):
+    seed = composer.seed(midi_bytes(E_MINOR_SEED, tempo=90), "e-minor")
+    assert seed.key.name == "E minor"
+    key, source, primer, back, _ = composer.plan(Options(rng_seed=2), seed)
+    assert (key.name, source) == ("E minor", "seed")
+    # The network hears the seed in A minor, with the minor mode token...
+    heard = composer.vocab.decode(primer)
+    assert estimate_key(heard).name == "A minor" and primer[2] == composer.vocab.mode_id("minor")
+    # ...and what it writes comes back to E minor.
+    piece = composer.compose_one(Options(length=60, rng_seed=2, temperature=0.6), seed)
+    assert piece.key == "E minor" and piece.key_text == "E minor (the seed's key)"
+    assert in_key(piece.events, "E minor") >= 0.8
+    raw = composer.vocab.decode(composer.sampler.sample([Request(primer, 60, 0.6, 0.95, 2)])[0])
+    assert [e.pitches for e in transpose(raw, back)] == [e.pitches for e in piece.events]
+
+
+def test_the_key_option_moves_the_piece_and_the_seed(composer):
+    piece = composer.compose_one(Options(length=40, rng_seed=4, key="Eb major", temperature=0.6))
+    assert piece.key == "Eb major" and piece.key_source == "asked"
+    assert in_key(piece.events, "Eb major") >= 0.8
+    seed = composer.seed(midi_bytes(E_MINOR_SEED), "e-minor")
+    both = composer.compose_one(Options(length=20, rng_seed=4, key="G minor", include_seed=True), seed)
+    assert both.key == "G minor"
+    assert estimate_key(both.events[: both.seed_events]).name == "G minor"  # the seed moved with it
+
+
+def test_without_seed_or_key_the_rng_seed_draws_the_key(composer):
+    keys = {composer.compose_one(Options(length=1, rng_seed=s)).key for s in range(8)}
+    assert composer.compose_one(Options(length=1, rng_seed=5)).key_source == "drawn"
+    assert len(keys) > 1 and keys <= set(composer.vocab.key_counts)
+
+
+def test_a_seed_without_a_key_continues_in_a_drawn_one_and_says_so(composer):
+    seed = composer.seed(midi_bytes([Event(i * 0.5, 0.5, (62,)) for i in range(16)]), "one-note")
+    assert seed.key is None
+    a = composer.compose_one(Options(length=12, rng_seed=8), seed)
+    b = composer.compose_one(Options(length=12, rng_seed=8), seed)
+    assert a.key_source == "drawn-unknown-seed" and a.key == b.key
+    assert "could not be told" in a.key_text
+
+
+def test_a_seed_in_triplets_keeps_its_rhythm(composer):
+    third = 1 / 3
+    events = [Event(i * third, third, (60 + (0, 4, 7, 12, 7, 4)[i % 6],)) for i in range(36)]
+    seed = composer.seed(midi_bytes(events, tempo=100), "triplets")
+    primer = composer.plan(Options(rng_seed=1), seed)[2]
+    heard = composer.vocab.decode(primer)
+    assert [round(e.onset * GRID) for e in heard] == [4 * i for i in range(36)]  # not snapped to sixteenths
+    assert [round(e.duration * GRID) for e in heard[:-1]] == [4] * 35
+    assert [e.onset for e in heard] == [e.onset for e in normalize(seed.events)]
+    piece = composer.compose_one(Options(length=20, rng_seed=1, include_seed=True), seed)
+    assert piece.events[: piece.seed_events] == seed.events
 
 
 # -- the command line --------------------------------------------------------------------------------------
@@ -187,6 +275,7 @@ def test_compose_command_writes_its_files(tiny_model_dir, tmp_path, chorales):
         "organ",
     )
     assert r.returncode == 0, r.stderr
+    assert "notes and chords" in r.stderr and ("major" in r.stderr or "minor" in r.stderr)
     paths = [Path(p) for p in r.stdout.split()]
     assert [p.suffix for p in paths] == [".mid", ".ogg", ".wav", ".png"] and all(p.is_file() for p in paths)
 
@@ -196,6 +285,7 @@ def test_compose_command_writes_its_files(tiny_model_dir, tmp_path, chorales):
     [
         (["--length", "0"], {}, "length"),
         (["--temperature", "-1"], {}, "temperature"),
+        (["--key", "H major"], {}, "key"),
         (["--model", "/nonexistent/model"], {}, "no model folder"),
         (["--seed", "/nonexistent/seed.mid"], {}, "seed"),
         ([], {"SOUNDFONT": "/nonexistent/font.sf2"}, "soundfont"),
@@ -256,7 +346,7 @@ def test_odd_seeds_become_music_or_one_error(composer):
             assert "\n" not in str(e) and str(e), name
             continue
         piece = composer.compose_one(Options(length=16, rng_seed=1, include_seed=True), seed)
-        assert len(piece.events) - piece.seed_events == 16, name
+        assert 16 <= piece.onsets <= 16 + cadence_margin(16), name
         assert all(21 <= p <= 108 for e in piece.events for p in e.pitches), name
         assert read_midi(piece.midi()).events, name
         assert time.monotonic() - t0 < 30, name

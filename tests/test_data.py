@@ -41,14 +41,35 @@ def test_windows_cover_every_token(chorales):
     assert int((w[:, 1:] != 0).sum()) == sum(len(s) - 1 for s in seqs)
 
 
-def test_transposition_keeps_pitches_in_range(chorales):
-    vocab = Vocabulary.fit(p.events for p in chorales)
-    w = windows(encode_pieces(chorales, vocab), 64)
+def test_transposition_keeps_attacks_and_holds_apart(chorales):
+    vocab = Vocabulary.fit(chorales)
+    w = windows(encode_pieces(chorales, vocab, normalize_key=False), 64)
     moved = transpose_windows(w, vocab, np.random.default_rng(1))
-    is_pitch = (w >= vocab.pitch_base) & (w < vocab.duration_base)
-    assert np.array_equal(moved[~is_pitch], w[~is_pitch])
-    assert moved[is_pitch].min() >= vocab.pitch_base and moved[is_pitch].max() < vocab.duration_base
+    attack = (w >= vocab.pitch_base) & (w < vocab.hold_base)
+    hold = (w >= vocab.hold_base) & (w < vocab.close_base)
+    assert np.array_equal(moved[~(attack | hold)], w[~(attack | hold)])
+    assert moved[attack].min() >= vocab.pitch_base and moved[attack].max() < vocab.hold_base
+    assert moved[hold].min() >= vocab.hold_base and moved[hold].max() < vocab.close_base
     assert (moved != w).any()
+
+
+def test_training_pieces_are_in_c_major_or_a_minor_and_open_with_their_mode(chorales):
+    from bot.music.keys import estimate_key
+
+    vocab = Vocabulary.fit(chorales)
+    for piece, ids in zip(chorales, encode_pieces(chorales, vocab)):
+        key = estimate_key(vocab.decode(ids))
+        assert key is not None and key.name in ("C major", "A minor"), piece.name
+        assert ids[:3].tolist() == vocab.head(key.mode, "chorale")
+        assert piece.meta["key"].endswith(key.mode)
+
+
+def test_music21_sources_carry_a_style_and_validation_stays_the_chorales(chorales):
+    others = [Piece(f"motet{i}", chorales[0].events, meta={"style": "renaissance"}) for i in range(40)]
+    train, val = split_by_piece(chorales + others)
+    _, val_alone = split_by_piece(chorales)
+    assert [p.name for p in val] == [p.name for p in val_alone]
+    assert all(p.meta["style"] == "chorale" for p in chorales)
 
 
 def test_cache_is_plain_json(chorales):

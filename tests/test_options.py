@@ -72,3 +72,24 @@ def test_slash_command_reads_the_specs():
 
 def test_readme_table_is_the_specs():
     assert markdown_table() in README.read_text(), "README's options table: paste `markdown_table()` again"
+
+
+def test_the_key_option_is_the_same_everywhere():
+    from bot.chat.commands import ComposeCog
+    from bot.options import KEY_HELP, KEYS
+
+    params = {p.name: p for p in ComposeCog.compose.parameters}
+    assert [c.value for c in params["key"].choices] == list(KEYS) and len(KEYS) <= 25
+    assert params["key"].description == KEY_HELP[:100]
+    action = _cli_defaults()["key"]
+    assert action.default is None and action.type("e minor") == "E minor"
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown key"):
+        action.type("H major")
+    assert "`key`" in markdown_table()
+
+
+def test_length_help_states_the_cadence_margin():
+    from bot.options import cadence_margin
+
+    assert "max(8, length/10)" in SPECS["length"].help
+    assert [cadence_margin(n) for n in (1, 80, 100, 2000)] == [8, 8, 10, 200]

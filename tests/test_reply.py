@@ -22,7 +22,9 @@ def test_progress_lines():
 
 
 def test_button_ids_carry_the_options_within_discords_limit():
-    opts = Options(length=2000, temperature=1.25, top_p=0.9, tempo=240, instrument=127, rng_seed=5)
+    opts = Options(
+        length=2000, temperature=1.25, top_p=0.9, tempo=240, instrument=127, rng_seed=5, key="F# minor"
+    )
     for action in ("reroll", "continue"):
         cid = button_id(action, opts, "0123456789abcdef")
         assert len(cid) <= 100
@@ -36,7 +38,12 @@ def test_button_ids_carry_the_options_within_discords_limit():
             127,
         )
         assert seed == "0123456789abcdef" and back.rng_seed is None  # a re-roll draws a new seed
-    assert options_from_id(CUSTOM_ID.fullmatch(button_id("reroll", Options(), None)))[1] is None
+        assert back.key == "F# minor"  # ...in the key that was asked for
+    plain = options_from_id(CUSTOM_ID.fullmatch(button_id("reroll", Options(), None)))
+    assert plain[1] is None and plain[0].key is None
+    # A button from before keys were an option still works.
+    old = "etude:reroll:500:1:0.95:0:0:-"
+    assert options_from_id(CUSTOM_ID.fullmatch(old))[0] == Options()
 
 
 def test_result_embed_names_everything_a_listener_asks():
@@ -47,7 +54,7 @@ def test_result_embed_names_everything_a_listener_asks():
             "name": "etude-7",
             "length": 500,
             "seconds": 181.0,
-            "key": "D minor",
+            "key": "D minor (the seed's key)",
             "tempo": 90,
             "temperature": 1.0,
             "instrument": 19,
@@ -59,8 +66,9 @@ def test_result_embed_names_everything_a_listener_asks():
     )
     embed = result_embed(result, "<@42>").to_dict()
     fields = {f["name"]: f["value"] for f in embed["fields"]}
-    assert fields["Length"] == "500 notes · 181 s" and fields["Instrument"] == "organ"
-    assert fields["RNG seed"] == "`7`" and fields["Key"] == "D minor" and fields["Model"] == "etude-chorales"
+    assert fields["Length"] == "500 notes and chords · 181 s" and fields["Instrument"] == "organ"
+    assert fields["Key"] == "D minor (the seed's key)"
+    assert fields["RNG seed"] == "`7`" and fields["Model"] == "etude-chorales"
     assert "<@42>" in embed["description"] and "my\\*song" in embed["description"]
     assert embed["footer"]["text"] == "mono"
 

@@ -26,7 +26,7 @@ from bot.chat.reply import (
 )
 from bot.errors import BadSeed, EtudeError
 from bot.music.midi import read_midi
-from bot.options import INSTRUMENT_HELP, INSTRUMENTS, SEED_HELP, SPECS, VIDEO_HELP, Options
+from bot.options import INSTRUMENT_HELP, INSTRUMENTS, KEY_HELP, KEYS, SEED_HELP, SPECS, VIDEO_HELP, Options
 from bot.queue.jobs import JobResult, JobSpec
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ FOLLOWUP_WINDOW = 15 * 60 - 30  # seconds: Discord's interaction tokens last 15 
 PROGRESS_EVERY = 2.0  # seconds between edits of the deferred message
 SEED_SUFFIXES = (".mid", ".midi")
 INSTRUMENT_CHOICES = [app_commands.Choice(name=name, value=program) for name, program in INSTRUMENTS.items()]
+KEY_CHOICES = [app_commands.Choice(name=name, value=name) for name in KEYS]  # 24: Discord allows 25
 
 
 def _range(name: str):
@@ -116,9 +117,10 @@ class ComposeCog(commands.Cog):
         instrument=INSTRUMENT_HELP,
         tempo=_describe("tempo"),
         rng_seed=SPECS["rng_seed"].help,
+        key=KEY_HELP[:100],
         video=VIDEO_HELP,
     )
-    @app_commands.choices(instrument=INSTRUMENT_CHOICES)
+    @app_commands.choices(instrument=INSTRUMENT_CHOICES, key=KEY_CHOICES)
     async def compose(
         self,
         interaction: discord.Interaction,
@@ -129,6 +131,7 @@ class ComposeCog(commands.Cog):
         instrument: app_commands.Choice[int] | None = None,
         tempo: Tempo | None = None,
         rng_seed: RngSeed | None = None,
+        key: app_commands.Choice[str] | None = None,
         video: bool = False,
     ) -> None:
         """Compose a piece of music, optionally continuing a MIDI file you attach."""
@@ -149,6 +152,7 @@ class ComposeCog(commands.Cog):
             tempo=tempo,
             instrument=instrument.value if instrument else 0,
             rng_seed=rng_seed,
+            key=key.value if key else None,
             video=video,
         ).check(self.settings.max_length)
         await self.start(interaction, options, seed_attachment=seed, kind="compose")

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import discord
 
-from bot.options import PROGRAM_NAMES, SPECS, Options
+from bot.options import KEYS, PROGRAM_NAMES, SPECS, Options
 from bot.queue.jobs import JobResult
 
 CUSTOM_ID = re.compile(
     r"etude:(?P<action>reroll|continue):(?P<length>\d+):(?P<temperature>[0-9.]+):(?P<top_p>[0-9.]+):"
-    r"(?P<tempo>\d+):(?P<instrument>\d+):(?P<seed>[0-9a-f]{16}|-)"
+    r"(?P<tempo>\d+):(?P<instrument>\d+):(?P<seed>[0-9a-f]{16}|-)(?::k(?P<key>\d{1,2}))?"
 )
 
 
@@ -40,7 +40,7 @@ def button_id(action: str, options: Options, seed_key: str | None) -> str:
     """A custom id that carries everything a button needs, so it works after a restart."""
     return (
         f"etude:{action}:{options.length}:{options.temperature:g}:{options.top_p:g}:{int(options.tempo or 0)}:"
-        f"{options.instrument}:{seed_key or '-'}"
+        f"{options.instrument}:{seed_key or '-'}" + (f":k{KEYS.index(options.key)}" if options.key else "")
     )
 
 
@@ -52,6 +52,7 @@ def options_from_id(match: re.Match) -> tuple[Options, str | None]:
         top_p=float(match["top_p"]),
         tempo=tempo or None,
         instrument=int(match["instrument"]),
+        key=KEYS[int(match["key"])] if match["key"] and int(match["key"]) < len(KEYS) else None,
     )
     return opts, None if match["seed"] == "-" else match["seed"]
 
@@ -63,7 +64,9 @@ def result_embed(result: JobResult, user_mention: str) -> discord.Embed:
     if info.get("seed_name"):
         desc += f", continuing **{discord.utils.escape_markdown(str(info['seed_name']))}**"
     embed = discord.Embed(title=title, description=desc + ".", colour=discord.Colour.blurple())
-    embed.add_field(name="Length", value=f"{info.get('length')} notes · {info.get('seconds', 0):.0f} s")
+    embed.add_field(
+        name="Length", value=f"{info.get('length')} notes and chords · {info.get('seconds', 0):.0f} s"
+    )
     embed.add_field(name="Key", value=str(info.get("key", "?")))
     embed.add_field(name="Tempo", value=f"{info.get('tempo')} bpm")
     embed.add_field(name="Temperature", value=f"{info.get('temperature')}")

@@ -1,33 +1,172 @@
-"""Import TensorFlow quietly: its import-time banner would break the one-line error rule of the CLI."""
+"""The one module that knows which Keras backend runs: TensorFlow (default) or JAX, set by `KERAS_BACKEND`.
+
+Everything else uses Keras 3 alone (`keras.ops`, the layers, `keras.saving`). Only the sampler's loop is
+compiled here, because each backend compiles a whole loop its own way: `tf.function` (with XLA when asked)
+under TensorFlow, `jax.jit` with the loop's length as a static argument under JAX. TensorFlow is imported
+only when it is the backend.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
-def quiet_import():
-    """`tensorflow`, imported with the C++ logger's start-up lines sent to /dev/null."""
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
+def _default() -> str:
+    """TensorFlow, the documented default; JAX where only JAX is installed (`scripts/setup.sh jax`)."""
+    from importlib.util import find_spec
+
+    if find_spec("tensorflow") is None and find_spec("jax") is not None:
+        return "jax"
+    return "tensorflow"
+
+
+# Set before Keras is imported, which would otherwise read ~/.keras/keras.json instead.
+if not os.environ.get("KERAS_BACKEND"):
+    os.environ["KERAS_BACKEND"] = _default()
+
+BACKENDS = ("tensorflow", "jax")
+
+
+def name() -> str:
+    """The backend this process uses."""
+    return os.environ["KERAS_BACKEND"]
+
+
+def _check() -> str:
+    from bot.errors import EtudeError
+
+    if name() not in BACKENDS:
+        raise EtudeError(f"KERAS_BACKEND={name()!r} is not supported; use {' or '.join(BACKENDS)}")
+    return name()
+
+
+def keras():
+    """`keras`, on the chosen backend; TensorFlow's start-up lines on stderr are swallowed."""
+    if "keras" not in sys.modules and _check() == "tensorflow":
+        _quiet_import_tensorflow()
+    import keras
+
+    if name() == "jax" and "tensorflow" not in sys.modules:
+        _keep_tensorflow_out()
+    return keras
+
+
+def _keep_tensorflow_out() -> None:
+    """Under JAX, stop Keras from importing an installed TensorFlow (seconds and hundreds of MiB) just to
+    ask, while saving a model, whether an object is one of TensorFlow's types: none of ours is."""
+    try:
+        from keras.src.utils import module_utils
+    except ImportError:  # a Keras without this lazy module does not have the problem either
+        return
+    lazy = getattr(module_utils, "tensorflow", None)
+    if lazy is not None and getattr(lazy, "module", None) is None and hasattr(lazy, "_available"):
+        lazy._available = False
+
+
+def _quiet_import_tensorflow() -> None:
+    """Import TensorFlow with the C++ logger's banner sent to /dev/null: it would break the CLI's one-line
+    error rule."""
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # stderr replaced (pytest capture, a notebook)
-        import tensorflow
+        import tensorflow  # noqa: F401
 
-        return tensorflow
+        return
     sys.stderr.flush()
     saved = os.dup(fd)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, fd)
         import keras  # noqa: F401  (its import is where the banner comes from, too)
-        import tensorflow
+        import tensorflow  # noqa: F401
     finally:
         os.dup2(saved, fd)
         os.close(saved)
         os.close(devnull)
-    return tensorflow
+
+
+def accelerator() -> str | None:
+    """The first GPU's name, or None when the backend runs on the CPU."""
+    keras()
+    if name() == "jax":
+        import jax
+
+        dev = jax.devices()[0]
+        return None if dev.platform == "cpu" else str(getattr(dev, "device_kind", dev.platform))
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return None
+    details = tf.config.experimental.get_device_details(gpus[0])
+    return str(details.get("device_name", gpus[0].name))
+
+
+# Requests sampled together and how long the first waits for company. A GPU step costs about the same for
+# one request as for hundreds, so it wants hundreds; a CPU's cost grows with the batch, so a few will do.
+GPU_BATCH, GPU_WAIT_MS = 256, 50
+CPU_BATCH, CPU_WAIT_MS = 16, 20
+
+
+def default_batching() -> tuple[int, int]:
+    """(batch size, wait in ms) for the device this backend runs on."""
+    return (GPU_BATCH, GPU_WAIT_MS) if accelerator() else (CPU_BATCH, CPU_WAIT_MS)
+
+
+def describe() -> str:
+    """One line for logs and the bench: backend, its version, the device."""
+    k = keras()
+    if name() == "jax":
+        import jax
+
+        version = f"JAX {jax.__version__}"
+    else:
+        import tensorflow as tf
+
+        version = f"TensorFlow {tf.__version__}"
+    return f"Keras {k.__version__} on {version}, device: {accelerator() or 'CPU'}"
+
+
+def compile_loop(fn: Callable, params, jit: bool = True) -> Callable:
+    """`fn(params, *arrays, steps)` compiled once per shape, returned as `call(*arrays, steps)` -> numpy.
+
+    `params` (a nested structure of weight arrays) is put on the device once and stays there; `steps` is
+    a Python int that sizes the loop's output buffer, a static value for the compiler. `jit` chooses XLA
+    under TensorFlow; JAX always compiles (op by op from Python would be far too slow to offer).
+    """
+    import numpy as np
+
+    keras()
+    if name() == "jax":
+        import jax
+
+        on_device = jax.tree_util.tree_map(jax.numpy.asarray, params)
+        compiled = jax.jit(fn, static_argnums=(_arity(fn) - 1,))
+
+        def call_jax(*args):
+            return jax.tree_util.tree_map(np.asarray, compiled(on_device, *args))
+
+        return call_jax
+
+    import tensorflow as tf
+
+    # Variables, not constants: the graph refers to the weights instead of copying them into itself.
+    held = tf.nest.map_structure(lambda w: tf.Variable(w, trainable=False), params)
+    traced = tf.function(lambda *args: fn(held, *args), jit_compile=jit, reduce_retracing=True)
+
+    def call_tf(*args):
+        *arrays, steps = args
+        out = traced(*[tf.constant(a) for a in arrays], steps)
+        return tf.nest.map_structure(lambda t: t.numpy(), out)
+
+    return call_tf
+
+
+def _arity(fn: Callable) -> int:
+    import inspect
+
+    return len(inspect.signature(fn).parameters)

@@ -1,6 +1,10 @@
 """The composing pipeline as a library call: seed -> primer -> sampler -> events -> .mid, .wav, .png.
 
 `etude compose`, `etude bench`, the bot's worker and the Redis workers all go through `Composer`.
+
+Keys: the network writes in C major or A minor (it was trained on pieces moved there), opening with a mode
+token. A seed is moved there from its estimated key before it primes the network; the output is moved back
+into the key asked for, the seed's, or, with neither, one the RNG seed draws from the corpus's own keys.
 """
 
 from __future__ import annotations
@@ -16,22 +20,29 @@ import numpy as np
 
 from bot.model.network import LoadedModel
 from bot.model.network import load as load_model
-from bot.model.sample import Request, Sampler
+from bot.model.sample import MAX_PRIMER_TOKENS, Request, Sampler
 from bot.music.encoding import PIANO_HIGH, PIANO_LOW, Event, Piece, Vocabulary, fold_pitch, transpose
+from bot.music.keys import Key, draw_key, estimate_key, key_fit
 from bot.music.midi import DEFAULT_LIMITS, SeedLimits, midi_bytes, read_midi
 from bot.options import DEFAULT_TEMPO, Options
 
 log = logging.getLogger(__name__)
 
+KEY_SOURCES = {
+    "asked": "",
+    "seed": " (the seed's key)",
+    "drawn": " (drawn by the RNG seed)",
+    "drawn-unknown-seed": " (the seed's key could not be told, so the RNG seed chose this one)",
+}
+
 
 @dataclass
 class Seed:
-    """A seed file made ready for the model: its primer tokens and how it was moved."""
+    """A seed file made ready for the model: its events in the piano range and the key they are in."""
 
     piece: Piece
     events: list[Event]  # in the piano range, as the user will hear them
-    primer: tuple[int, ...]
-    shift: int  # semitones the seed was moved to fit the model; the output is moved back
+    key: Key | None  # None: the notes do not say a key (one repeated note, atonal noise)
     meta: dict = field(default_factory=dict)
 
 
@@ -45,11 +56,22 @@ class Composition:
     tempo: float
     options: Options
     model: str
-    key: str
+    key: str  # the key it is written in, one of bot.options.KEYS
     timings: dict[str, float]
+    key_source: str = "asked"  # one of KEY_SOURCES
 
     def midi(self) -> bytes:
         return midi_bytes(self.events, tempo=self.tempo, program=self.options.instrument, name=self.name)
+
+    @property
+    def key_text(self) -> str:
+        """The key and where it came from, as the reply and the command line show it."""
+        return self.key + KEY_SOURCES.get(self.key_source, "")
+
+    @property
+    def onsets(self) -> int:
+        """Notes and chords after the seed: distinct onset times."""
+        return len({e.onset for e in self.events[self.seed_events :]})
 
     @property
     def seconds(self) -> float:
@@ -65,7 +87,7 @@ def to_piano_range(events: Sequence[Event]) -> tuple[list[Event], int]:
     for e in events:
         ps = [fold_pitch(p, PIANO_LOW, PIANO_HIGH) for p in e.pitches]
         moved += sum(q != p for p, q in zip(e.pitches, ps))
-        out.append(Event(e.onset, e.duration, tuple(sorted(set(ps))), e.velocity))
+        out.append(Event(e.onset, e.duration, tuple(sorted(set(ps))), e.velocity, e.fermata))
     return out, moved
 
 
@@ -83,44 +105,30 @@ def fit_shift(events: Sequence[Event], vocab: Vocabulary) -> int:
 def prepare_seed(
     data: bytes, vocab: Vocabulary, name: str = "seed", limits: SeedLimits = DEFAULT_LIMITS
 ) -> Seed:
-    """Parse an untrusted seed under `limits`, move it into the model's range, and tokenise it."""
+    """Parse an untrusted seed under `limits`, bring it into the piano range and estimate its key."""
     piece = read_midi(data, name, limits)
     events, moved = to_piano_range(piece.events)
-    shift = fit_shift(events, vocab)
-    inside = transpose(events, shift)
-    # encode() maps pitches still outside the range by octaves and times to the nearest known value.
-    primer = tuple(vocab.encode(inside))
-    outside = sum(1 for e in inside for p in e.pitches if not vocab.pitch_low <= p <= vocab.pitch_high)
+    fit = key_fit(events)
+    key = estimate_key(events)
     meta = {
         **piece.meta,
         "pitches_moved_to_piano_range": moved,
-        "pitches_folded_into_model_range": outside,
-        "transposed": shift,
+        "key": key.name if key else None,
+        "key_fit": round(fit[1], 3) if fit else None,
     }
-    return Seed(piece, events, primer, shift, meta)
+    return Seed(piece, events, key, meta)
 
 
-# -- key, for the reply ---------------------------------------------------------------------------------------
-_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
-_NAMES = ["C", "C#", "D", "E-", "E", "F", "F#", "G", "A-", "A", "B-", "B"]
-
-
-def estimate_key(events: Sequence[Event]) -> str:
-    """Krumhansl-Schmuckler: the key whose profile best matches the duration-weighted pitch classes."""
-    hist = np.zeros(12)
-    for e in events:
-        for p in e.pitches:
-            hist[p % 12] += e.duration
-    if not hist.any():
-        return "unknown"
-    best, name = -2.0, "unknown"
-    for tonic in range(12):
-        for profile, mode in ((_MAJOR, "major"), (_MINOR, "minor")):
-            r = np.corrcoef(hist, np.roll(profile, tonic))[0, 1]
-            if r > best:
-                best, name = r, f"{_NAMES[tonic]} {mode}"
-    return name
+def hold_last_chord(events: Sequence[Event], beats: float = 2.0) -> list[Event]:
+    """The notes of the last onset held for at least `beats` and as long as anything else sounds."""
+    if not events:
+        return list(events)
+    last = max(e.onset for e in events)
+    until = max(max(e.onset + e.duration for e in events), last + beats)
+    return [
+        Event(e.onset, until - e.onset, e.pitches, e.velocity, e.fermata) if e.onset == last else e
+        for e in events
+    ]
 
 
 def safe_name(text: str) -> str:
@@ -131,10 +139,10 @@ def safe_name(text: str) -> str:
 class Composer:
     """A loaded model and its compiled sampler; compose many requests in one batched call."""
 
-    def __init__(self, model: LoadedModel | str | Path | None = None, jit: bool = True):
+    def __init__(self, model: LoadedModel | str | Path | None = None):
         t0 = time.perf_counter()
         self.model = model if isinstance(model, LoadedModel) else load_model(model)
-        self.sampler = Sampler(self.model, jit=jit)
+        self.sampler = Sampler(self.model)
         self.load_seconds = time.perf_counter() - t0
 
     @property
@@ -144,30 +152,58 @@ class Composer:
     def seed(self, data: bytes, name: str = "seed", limits: SeedLimits = DEFAULT_LIMITS) -> Seed:
         return prepare_seed(data, self.vocab, name, limits)
 
+    def plan(self, options: Options, seed: Seed | None) -> tuple[Key, str, tuple[int, ...], int, float]:
+        """What one job feeds the sampler: its key and where that came from, the primer, the semitones
+        that move the model's output back into the key, and the time of the primer's last frame.
+
+        A seed is moved to C major / A minor from its own key (or, when it does not say one, from the key
+        the RNG seed draws), then by whole octaves into the range the network learned.
+        """
+        if options.key:
+            key, source = Key.parse(options.key), "asked"
+        elif seed is not None and seed.key is not None:
+            key, source = seed.key, "seed"
+        else:
+            key = draw_key(self.vocab.key_counts, options.rng_seed)
+            source = "drawn" if seed is None else "drawn-unknown-seed"
+        if seed is None:
+            return key, source, tuple(self.vocab.head(key.mode)), -key.to_reference(), 0.0
+        moved = transpose(seed.events, (seed.key or key).to_reference())
+        octave = fit_shift(moved, self.vocab)
+        ids, last_frame = self.vocab.encode_frames(
+            transpose(moved, octave), self.vocab.head(key.mode), end=False
+        )
+        primer = tuple(self.vocab.trim(ids, MAX_PRIMER_TOKENS))
+        return key, source, primer, -octave - key.to_reference(), last_frame
+
     def compose(self, jobs: Sequence[tuple[Options, Seed | None]]) -> list[Composition]:
         """Sample every job in one batch; each result is what it would be alone with the same options."""
         jobs = [(o.check().with_rng_seed(), s) for o, s in jobs]
+        plans = [self.plan(o, s) for o, s in jobs]
         requests = [
-            Request(s.primer if s else (self.vocab.start,), o.length, o.temperature, o.top_p, o.rng_seed)
-            for o, s in jobs
+            Request(plan[2], o.length, o.temperature, o.top_p, o.rng_seed)
+            for (o, _), plan in zip(jobs, plans)
         ]
         t0 = time.perf_counter()
         streams = self.sampler.sample(requests)
         sample_s = time.perf_counter() - t0
         out = []
-        for (opts, seed), tokens in zip(jobs, streams):
+        for (opts, seed), (key, source, _, back, last_frame), tokens in zip(jobs, plans, streams):
             t1 = time.perf_counter()
-            new = self.vocab.decode(tokens)
-            if seed is not None:
-                new = transpose(new, -seed.shift)
-                start = seed.events[-1].onset if seed.events else 0.0
-                # The continuation's first shift counts from the seed's last onset.
-                new = [Event(e.onset + start, e.duration, e.pitches, e.velocity) for e in new]
-                new, _ = to_piano_range(new)
-                if not opts.include_seed:
-                    first = new[0].onset if new else 0.0
-                    new = [Event(e.onset - first, e.duration, e.pitches, e.velocity) for e in new]
-            events = (seed.events + new) if (seed and opts.include_seed) else new
+            new = transpose(self.vocab.decode(tokens), back)
+            # The continuation's first shift counts from the primer's last frame.
+            new = [Event(e.onset + last_frame, e.duration, e.pitches, e.velocity, e.fermata) for e in new]
+            new, _ = to_piano_range(new)
+            seed_events: list[Event] = []
+            if seed is not None and opts.include_seed:
+                # The seed sounds in the key of the piece: moved only when another key was asked for.
+                seed_events, _ = to_piano_range(
+                    transpose(seed.events, (seed.key or key).to_reference() - key.to_reference())
+                )
+            elif seed is not None and new:
+                first = new[0].onset
+                new = [Event(e.onset - first, e.duration, e.pitches, e.velocity, e.fermata) for e in new]
+            events = seed_events + hold_last_chord(new)
             tempo = opts.tempo or (seed.piece.tempo if seed else DEFAULT_TEMPO)
             name = (
                 f"etude-{opts.rng_seed}"
@@ -178,12 +214,13 @@ class Composer:
                 Composition(
                     name=name,
                     events=events,
-                    seed_events=len(seed.events) if seed and opts.include_seed else 0,
+                    seed_events=len(seed_events),
                     tempo=float(tempo),
                     options=opts,
                     model=self.model.name,
-                    key=estimate_key(events),
+                    key=key.name,
                     timings={"sample": sample_s, "decode": time.perf_counter() - t1},
+                    key_source=source,
                 )
             )
         return out

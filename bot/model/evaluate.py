@@ -49,21 +49,6 @@ def score_distributions(probs_for: callable, seqs: Sequence[np.ndarray], vocab: 
 
 
 # -- baselines -------------------------------------------------------------------------------------
-def augment(seqs: Sequence[np.ndarray], vocab: Vocabulary, span: int = 6) -> list[np.ndarray]:
-    """Every sequence in each transposition from -span to span - 1 that stays in the pitch range."""
-    out = []
-    for s in seqs:
-        is_pitch = (s >= vocab.pitch_base) & (s < vocab.duration_base)
-        if not is_pitch.any():
-            out.append(s)
-            continue
-        lo, hi = s[is_pitch].min() - vocab.pitch_base, s[is_pitch].max() - vocab.pitch_base
-        for k in range(-span, span):
-            if 0 <= lo + k and hi + k <= vocab.pitch_high - vocab.pitch_low:
-                out.append(np.where(is_pitch, s + k, s))
-    return out
-
-
 class Unigram:
     """Token frequencies with add-one smoothing."""
 
@@ -133,11 +118,19 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def network_probs(net, seqs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Next-token probabilities along each whole piece for an every-step network."""
+def network_probs(net, seqs: Sequence[np.ndarray], bucket: int = 256) -> list[np.ndarray]:
+    """Next-token probabilities along each whole piece for an every-step network.
+
+    One piece at a time, so the state runs over the whole piece. Each is padded at its end to a multiple
+    of `bucket` tokens: the network reads left to right, so the padding cannot change the positions
+    before it, and a compiling backend (JAX) sees a few input shapes instead of one per piece.
+    """
     out = []
-    for s in seqs:  # one piece at a time: no padding, the state runs over the whole piece
-        logits = np.asarray(net(s[None, :-1], training=False))[0]
+    for s in seqs:
+        n = len(s) - 1
+        x = np.zeros((1, -(-n // bucket) * bucket), np.int32)
+        x[0, :n] = s[:-1]
+        logits = np.asarray(net(x, training=False))[0, :n]
         out.append(_softmax(logits.astype(np.float64)))
     return out
 
@@ -173,7 +166,8 @@ def evaluate(
     model_probs = network_probs(m.net, val_seqs)
     result = {"model": {"name": m.name, **score_distributions(lambda i: model_probs[i], val_seqs, vocab)}}
 
-    aug = augment(train_seqs, vocab)
+    # The baselines learn from the model's own training streams: every piece in C major or A minor.
+    aug = list(train_seqs)
     uni = Unigram(aug, len(vocab))
     kn = KneserNey(aug, len(vocab), order=ngram_order)
     baselines = {

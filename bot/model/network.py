@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bot.cards import DEFAULT_MODEL, REPO_MODELS, load_card  # noqa: F401  (re-exported)
 from bot.errors import ModelNotFound
-from bot.model.backend import quiet_import
+from bot.model import backend
 from bot.music.encoding import Vocabulary
 
 
@@ -87,8 +87,7 @@ def build(config: Config):
     every_step: int ids (batch, time) -> logits (batch, time, vocab)
     last:       scalars (batch, time, 1) -> logits (batch, vocab)
     """
-    quiet_import()
-    import keras
+    keras = backend.keras()
     from keras import layers
 
     v = config.vocab_size
@@ -120,7 +119,7 @@ def build(config: Config):
 
 
 def compile_model(model, config: Config) -> None:
-    import keras
+    keras = backend.keras()
 
     opt = (keras.optimizers.RMSprop if config.optimizer == "rmsprop" else keras.optimizers.Adam)(
         learning_rate=config.learning_rate, clipnorm=1.0
@@ -163,11 +162,12 @@ def load(folder: str | Path | None = None) -> LoadedModel:
     if missing:
         what = "no model folder" if not folder.is_dir() else f"model folder lacks {', '.join(missing)}"
         raise ModelNotFound(f"{what}: {folder}")
-    quiet_import()
-    import keras
-
+    keras = backend.keras()
     config = Config.from_dict(json.loads((folder / "config.json").read_text()))
-    vocab = Vocabulary.load(folder / "vocab.json")
+    try:
+        vocab = Vocabulary.load(folder / "vocab.json")
+    except ValueError as e:  # a model of an older token encoding: as good as missing to this code
+        raise ModelNotFound(f"{folder}: {e}") from None
     net = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
     card_path = folder / "card.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
@@ -184,6 +184,15 @@ def write_card(folder: Path, card: dict) -> None:
     (folder / "README.md").write_text(card_markdown(card))
 
 
+_DATA_LINES = (
+    ("train_onsets", "onsets (notes and chords) for training"),
+    ("val_onsets", "onsets for validation"),
+    ("styles", "training pieces by style token"),
+    ("keys", "keys"),
+    ("regularization", "regularization"),
+)
+
+
 def card_markdown(card: dict) -> str:
     data = card.get("data", {})
     train = card.get("training", {})
@@ -195,8 +204,11 @@ def card_markdown(card: dict) -> str:
         f"- events (notes and chords): {data.get('train_events', '?')} training, "
         f"{data.get('val_events', '?')} validation",
         f"- augmentation: {data.get('augmentation', 'none')}",
-        "",
     ]
+    lines += [f"- {label}: {data[key]}" for key, label in _DATA_LINES if data.get(key)]
+    lines.append("")
+    if card.get("encoding"):
+        lines += ["## Encoding", "", card["encoding"], ""]
     lines += [
         "## Network",
         "",

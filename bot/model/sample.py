@@ -2,7 +2,8 @@
 
 The tutorial called `model.predict` on a 100-token window once per note and took the argmax: a Python
 round trip and 100 LSTM steps for every note, and a tendency to repeat one note for ever. Here the whole
-generation is one `tf.while_loop`: each step feeds one token per request through the LSTM cells, keeping
+generation is one compiled loop (`keras.ops.while_loop`, compiled by `backend.py` for TensorFlow or
+JAX): each step feeds one token per request through the LSTM cells, keeping
 their state, so a note costs a few cell steps (one per token) and no Python at all.
 
 One loop does both priming and sampling. While a request is still inside its primer (the `<start>` token
@@ -14,6 +15,7 @@ its result does not depend on which other requests share the batch.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
@@ -24,18 +26,21 @@ from typing import NamedTuple
 import numpy as np
 
 from bot.errors import BadOption
-from bot.model.backend import quiet_import
+from bot.model import backend
 from bot.model.network import LoadedModel
-from bot.options import SPECS
+from bot.music.encoding import Vocabulary
+from bot.options import SPECS, cadence_margin
 
 log = logging.getLogger(__name__)
 
-MAX_RUN = 4  # an event may repeat at most this many times in a row: the tutorial's loop got stuck on one
-MAX_CHORD = 10  # pitches in one event
+MAX_RUN = 4  # a frame may repeat at most this many times in a row: the tutorial's loop got stuck on one
+MAX_CHORD = 10  # pitches in one frame, held ones included
 MAX_SHIFT_CHAIN = 4  # consecutive shift tokens (a rest of up to 16 beats)
+MAX_QUIET = 3  # frames in a row that attack nothing (releases, rests) before one must start a note
 MAX_PRIMER_TOKENS = 768  # how much of a long seed warms the state; the LSTM's memory is shorter anyway
 MIN_SHARD = 4  # smallest batch worth a thread of its own on a CPU
-TOKENS_PER_EVENT_CAP = 1 + MAX_SHIFT_CHAIN + MAX_CHORD  # upper bound used to size the output buffer
+# Upper bound on the tokens of one onset (the quiet frames before it and its own), to size the buffer.
+TOKENS_PER_ONSET_CAP = (1 + MAX_QUIET) * (MAX_SHIFT_CHAIN + MAX_CHORD + 1)
 
 
 def check_sampling(length: int, temperature: float, top_p: float) -> None:
@@ -46,13 +51,15 @@ def check_sampling(length: int, temperature: float, top_p: float) -> None:
 
 
 class _Loop(NamedTuple):
-    """What the sampling loop carries from one step to the next; all but `t` and `out` per request."""
+    """What the sampling loop carries from one step to the next; all but `t` are per request."""
 
-    t: object  # step
+    t: object  # step: position in the stream of the token just written
     tok: object  # the token just written, input to this step
     states: object  # LSTM (h, c) per layer
-    out: object  # TensorArray of the stream so far
-    events: object  # events written after the primer
+    out: object  # (batch, steps) the stream so far, a fixed-size buffer written one column per step
+    events: object  # onsets (frames that start a note) written after the primer
+    attacked: object  # whether the frame being written has started a note yet
+    quiet: object  # frames in a row that started no note
     done: object
     steps: object  # stream length once done
     run: object  # how many times in a row the last event has repeated
@@ -66,7 +73,8 @@ class _Loop(NamedTuple):
 
 @dataclass(frozen=True)
 class Request:
-    """One piece to sample: `length` new events after `primer` (token ids, starting with `<start>`)."""
+    """One piece to sample: `length` notes and chords (onsets) after `primer` (token ids, from `<start>`),
+    then as many more as the model takes to end the piece, at most `cadence_margin(length)`."""
 
     primer: tuple[int, ...]
     length: int = 500
@@ -81,166 +89,190 @@ class Request:
 
 
 class Sampler:
-    """Compiles the sampling loop for one loaded model; `sample()` serves any batch of requests."""
+    """Compiles the sampling loop for one loaded model; `sample()` serves any batch of requests.
 
-    def __init__(self, model: LoadedModel, jit: bool = False):
-        self.tf = quiet_import()
+    The loop is written in `keras.ops` and compiled by `backend.compile_loop` for the backend in use;
+    the weights are read out of the Keras model once and handed to the compiled loop as arrays.
+    """
+
+    def __init__(self, model: LoadedModel):
+        k = backend.keras()
+        self.ops = k.ops
         self.model = model
-        self.vocab = model.vocab
-        net = model.net
-        cfg = model.config
-        self.cells = [net.get_layer(f"lstm_{i}").cell for i in range(cfg.layers)]
+        self.vocab = v = model.vocab
+        net, cfg = model.net, model.config
+        cells = [net.get_layer(f"lstm_{i}").cell for i in range(cfg.layers)]
+        self.activations = [(c.activation, c.recurrent_activation) for c in cells]
+        self.hidden = cfg.hidden
+        self.scale = float(len(v))
         # One matrix per layer for [input, state] -> gates: a single matmul per layer and step. Keras's own
         # cell makes eight when the layer was trained with recurrent dropout, as the tutorial's was.
-        tf = self.tf
-        self.fused = [
+        lstm = [
             (
-                tf.Variable(tf.concat([c.kernel, c.recurrent_kernel], 0), trainable=False),
-                tf.Variable(c.bias if c.use_bias else tf.zeros(4 * c.units), trainable=False),
-                c.activation,
-                c.recurrent_activation,
+                np.concatenate([_array(c.kernel), _array(c.recurrent_kernel)], 0),
+                _array(c.bias) if c.use_bias else np.zeros(4 * c.units, np.float32),
             )
-            for c in self.cells
+            for c in cells
         ]
+        # The embedding and the head run as the model's own layers, called statelessly on these weights.
         self.embed = net.get_layer("embed") if cfg.input_mode == "embedding" else None
         last_lstm = net.layers.index(net.get_layer(f"lstm_{cfg.layers - 1}"))
         self.head = [
             layer for layer in net.layers[last_lstm + 1 :] if not layer.name.startswith(("drop", "head_drop"))
         ]
-        self.hidden = cfg.hidden
-        self.scale = float(len(self.vocab))
-        v = self.vocab
-        self.allowed = self.tf.constant(v.grammar())
-        kinds = np.zeros(len(v), np.int32)  # 0 special, 1 shift, 2 pitch, 3 duration
-        kinds[v.shift_base : v.pitch_base] = 1
-        kinds[v.pitch_base : v.duration_base] = 2
-        kinds[v.duration_base :] = 3
-        self.kinds = self.tf.constant(kinds)
-        self._loop = self.tf.function(self._generate, jit_compile=jit, reduce_retracing=True)
-        self.on_gpu = bool(self.tf.config.list_logical_devices("GPU"))
+        # `training=False` (batch norm on its moving averages) for the layers whose call takes it.
+        self.head_kwargs = [
+            {"training": False} if "training" in inspect.signature(layer.call).parameters else {}
+            for layer in self.head
+        ]
+        params = {
+            "lstm": lstm,
+            "embed": _weights(self.embed) if self.embed is not None else ([], []),
+            "head": [_weights(layer) for layer in self.head],
+            "allowed": v.grammar(),
+            "kinds": _kinds(v),
+            "attack": np.array([v.is_attack(t) for t in range(len(v))]),
+        }
+        self._loop = backend.compile_loop(self._generate, params)
+        self.on_gpu = backend.accelerator() is not None
 
     # -- one step of the network ------------------------------------------------------------------------
-    def _logits(self, tokens, states):
-        tf = self.tf
+    def _logits(self, params, tokens, states):
+        ops = self.ops
         if self.embed is not None:
-            x = self.embed(tokens)
+            x, _ = self.embed.stateless_call(*params["embed"], tokens)
         else:  # the tutorial's input: the token index divided by the vocabulary size
-            x = tf.cast(tokens, tf.float32)[:, None] / self.scale
+            x = ops.cast(tokens, "float32")[:, None] / self.scale
         new_states = []
-        for (w, b, act, gate), (h, c) in zip(self.fused, states):
-            z = tf.matmul(tf.concat([x, h], 1), w) + b
-            i, f, g, o = tf.split(z, 4, axis=1)  # Keras's gate order
+        for (w, b), (act, gate), (h, c) in zip(params["lstm"], self.activations, states):
+            z = ops.matmul(ops.concatenate([x, h], 1), w) + b
+            i, f, g, o = ops.split(z, 4, axis=1)  # Keras's gate order
             c = gate(f) * c + gate(i) * act(g)
             h = gate(o) * act(c)
             x = h
             new_states.append((h, c))
-        for layer in self.head:
-            x = layer(x, training=False)
-        return x, new_states
+        for layer, weights, kwargs in zip(self.head, params["head"], self.head_kwargs):
+            x, _ = layer.stateless_call(*weights, x, **kwargs)
+        return ops.cast(x, "float32"), new_states
 
-    # -- the loop, traced once per batch shape ------------------------------------------------------------
-    def _generate(self, primers, primer_len, lengths, temperature, top_p, uniforms, max_steps):
+    # -- the loop, compiled once per batch shape ----------------------------------------------------------
+    def _generate(
+        self, params, primers, primer_len, lengths, limits, temperature, top_p, uniforms, max_steps
+    ):
         """Sample a batch.
 
-        primers (B, P) int32, right-padded; primer_len (B,); lengths (B,) events to add; temperature, top_p
-        (B,) float32; uniforms (B, S) float32 in [0, 1); max_steps a Python int (a static size for XLA). Returns tokens (B, S) int32: the
-        whole stream, primer included, and the number of steps each request took (B,).
+        primers (B, P) int32, right-padded; primer_len (B,); lengths (B,) onsets to add before the model may
+        end the piece, limits (B,) the most onsets it may add before it must end; temperature, top_p
+        (B,) float32; uniforms (B, S) float32 in [0, 1); max_steps = S, a Python int (a static size for
+        the compiler). Returns tokens (B, S) int32: the whole stream, primer included, and the number of
+        steps each request took (B,).
         """
-        tf = self.tf
-        b = tf.shape(primers)[0]
+        ops = self.ops
+        b = ops.shape(primers)[0]
         v = len(self.vocab)
-        zeros = tf.zeros((b, self.hidden))
-        states = [(zeros, zeros) for _ in self.cells]
-        pitch_ids = tf.range(v)
-        kinds = self.kinds
-        big = tf.constant(2**31 - 1, tf.int64)
+        kinds, allowed, attack = params["kinds"], params["allowed"], params["attack"]
+        pitch_ids = ops.arange(v, dtype="int32")
+        end_id = self.vocab.end
+        is_end = pitch_ids == end_id
+        # Events are compared by a polynomial hash in base v that never leaves int32 (JAX's default
+        # integer): two different events collide with a chance of about v / 2**31.
+        hash_mod = (2**31 - 1) // v
 
         def body(s: _Loop) -> tuple[_Loop]:
-            logits, states = self._logits(s.tok, s.states)
-            logits = tf.cast(logits, tf.float32)
-            kind = tf.gather(kinds, s.tok)
+            logits, states = self._logits(params, s.tok, s.states)
+            kind = ops.take(kinds, s.tok)
             # Grammar: only tokens that may follow the previous one, within the chord and rest caps.
-            ok = tf.gather(self.allowed, s.tok)
+            ok = ops.take(allowed, s.tok, axis=0)
             next_kind = kinds[None, :]
             ok &= ~((next_kind == 2) & (s.chord[:, None] >= MAX_CHORD))
             ok &= ~((next_kind == 1) & (s.shifts[:, None] >= MAX_SHIFT_CHAIN) & (kind[:, None] == 1))
             # Repetition guard: after MAX_RUN equal events the next one may not start on the same pitch.
             stuck = (s.run >= MAX_RUN) & (kind == 1)
             ok &= ~(stuck[:, None] & (pitch_ids[None, :] == s.prev_first[:, None]))
-            scaled = logits / temperature[:, None]
-            scaled = tf.where(ok, scaled, tf.fill(tf.shape(scaled), -1e9))
-            probs = tf.nn.softmax(scaled)
-            # Nucleus: keep the most likely tokens whose mass reaches top_p (always at least one).
-            order = tf.argsort(probs, direction="DESCENDING", stable=True)
-            sorted_p = tf.gather(probs, order, batch_dims=1)
-            before = tf.cumsum(sorted_p, axis=1, exclusive=True)
-            sorted_p = tf.where(before < top_p[:, None], sorted_p, 0.0)
-            cdf = tf.cumsum(sorted_p, axis=1)
-            u = uniforms[:, s.t] * cdf[:, -1]
-            pick = tf.minimum(tf.reduce_sum(tf.cast(cdf <= u[:, None], tf.int32), axis=1), v - 1)
-            sampled = tf.gather(order, pick[:, None], batch_dims=1)[:, 0]
+            # The end: not before `length` onsets; once `limits` are written, the next shift is the last.
+            ok &= ~(is_end[None, :] & (s.events < lengths)[:, None])
+            must_end = (s.events >= limits) & (kind == 1)
+            ok &= ~must_end[:, None] | is_end[None, :]
+            # After MAX_QUIET frames without a new note, this frame must start one before it closes.
+            ok &= ~((next_kind == 3) & ((s.quiet >= MAX_QUIET) & ~s.attacked)[:, None])
+            scaled = ops.where(ok, logits / temperature[:, None], -1e9)
+            probs = ops.softmax(scaled, axis=-1)
+            # Nucleus: keep the most likely tokens whose mass reaches top_p (always at least one). top_k
+            # over the whole vocabulary is a sort that puts ties in index order on every backend.
+            sorted_p, order = ops.top_k(probs, v)
+            cdf = ops.cumsum(sorted_p, axis=1)
+            before = ops.concatenate([ops.zeros_like(cdf[:, :1]), cdf[:, :-1]], 1)
+            sorted_p = ops.where(before < top_p[:, None], sorted_p, 0.0)
+            cdf = ops.cumsum(sorted_p, axis=1)
+            u = ops.take(uniforms, s.t, axis=1) * cdf[:, -1]
+            pick = ops.minimum(ops.sum(ops.cast(cdf <= u[:, None], "int32"), axis=1), v - 1)
+            sampled = ops.take_along_axis(order, pick[:, None], axis=1)[:, 0]
             # Inside the primer the next token is given; done requests repeat <pad>.
             in_primer = s.t + 1 < primer_len
-            given = tf.gather(primers, tf.minimum(s.t + 1, tf.shape(primers)[1] - 1), axis=1)
-            nxt = tf.where(in_primer, given, sampled)
-            nxt = tf.where(s.done, tf.zeros_like(nxt), nxt)
+            given = ops.take(primers, ops.minimum(s.t + 1, ops.shape(primers)[1] - 1), axis=1)
+            nxt = ops.where(in_primer, given, sampled)
+            nxt = ops.where(s.done, 0, nxt)
+            return (advance(s, nxt, kind, in_primer, states),)
 
-            # Book-keeping for the caps and the repetition guard.
-            nk = tf.gather(kinds, nxt)
+        def advance(s: _Loop, nxt, kind, in_primer, states) -> _Loop:
+            """All the loop's book-keeping: the stream, the event count, the caps, the repetition guard."""
+            nk = ops.take(kinds, nxt)
             starts_event = (nk == 1) & (kind != 1)
-            h = tf.cast(nxt, tf.int64)
-            cur_hash = tf.where(starts_event, h, (s.cur_hash * 1000003 + h) % big)
-            cur_first = tf.where((nk == 2) & (kind == 1), nxt, s.cur_first)
+            cur_hash = ops.where(starts_event, nxt, (s.cur_hash * v + nxt) % hash_mod)
+            cur_first = ops.where((nk == 2) & (kind == 1), nxt, s.cur_first)
             closes = (nk == 3) & ~s.done
-            events = s.events + tf.cast(closes & ~in_primer, tf.int32)
-            finished = (events >= lengths) & ~in_primer & ~s.done
-            return (
-                _Loop(
-                    t=s.t + 1,
-                    tok=nxt,
-                    states=states,
-                    out=s.out.write(s.t + 1, nxt),
-                    events=events,
-                    done=s.done | finished,
-                    steps=tf.where(finished, s.t + 2, s.steps),
-                    run=tf.where(closes, tf.where(cur_hash == s.prev_hash, s.run + 1, 1), s.run),
-                    cur_hash=cur_hash,
-                    prev_hash=tf.where(closes, cur_hash, s.prev_hash),
-                    cur_first=cur_first,
-                    prev_first=tf.where(closes, cur_first, s.prev_first),
-                    chord=tf.where(nk == 2, s.chord + 1, tf.where(nk == 1, 0, s.chord)),
-                    shifts=tf.where(nk == 1, tf.where(kind == 1, s.shifts + 1, 1), 0),
-                ),
+            attacked = ops.where(nk == 1, False, s.attacked | ops.take(attack, nxt))
+            events = s.events + ops.cast(closes & attacked & ~in_primer, "int32")
+            finished = (nxt == end_id) & ~in_primer & ~s.done
+            return _Loop(
+                t=s.t + 1,
+                tok=nxt,
+                states=states,
+                out=ops.slice_update(s.out, (0, s.t + 1), nxt[:, None]),
+                events=events,
+                attacked=attacked,
+                quiet=ops.where(closes, ops.where(attacked, 0, s.quiet + 1), s.quiet),
+                done=s.done | finished,
+                steps=ops.where(finished, s.t + 2, s.steps),
+                run=ops.where(closes, ops.where(cur_hash == s.prev_hash, s.run + 1, 1), s.run),
+                cur_hash=cur_hash,
+                prev_hash=ops.where(closes, cur_hash, s.prev_hash),
+                cur_first=cur_first,
+                prev_first=ops.where(closes, cur_first, s.prev_first),
+                chord=ops.where(nk == 2, s.chord + 1, ops.where(nk == 1, 0, s.chord)),
+                shifts=ops.where(nk == 1, ops.where(kind == 1, s.shifts + 1, 1), 0),
             )
 
         def cond(s: _Loop):
-            return (s.t + 1 < max_steps) & ~tf.reduce_all(s.done)
+            return (s.t + 1 < max_steps) & ~ops.all(s.done)
 
-        out = tf.TensorArray(tf.int32, size=max_steps, element_shape=tf.TensorShape([None]))
-        izeros = tf.zeros((b,), tf.int32)
-        no_hash = tf.fill((b,), tf.constant(-1, tf.int64))
+        zeros = ops.zeros((b, self.hidden), "float32")
+        izeros = ops.zeros((b,), "int32")
         start = _Loop(
-            t=tf.constant(0),
+            t=ops.convert_to_tensor(0, "int32"),
             tok=primers[:, 0],
-            states=states,
-            out=out.write(0, primers[:, 0]),
+            states=[(zeros, zeros) for _ in self.activations],
+            out=ops.slice_update(ops.zeros((b, max_steps), "int32"), (0, 0), primers[:, :1]),
             events=izeros,
-            done=tf.zeros((b,), tf.bool),
-            steps=tf.fill((b,), max_steps),
+            attacked=ops.zeros((b,), "bool"),
+            quiet=izeros,
+            done=ops.zeros((b,), "bool"),
+            steps=izeros + max_steps,
             run=izeros,
-            cur_hash=no_hash,
-            prev_hash=no_hash - 1,  # never equal to the first event's hash
+            cur_hash=izeros - 1,
+            prev_hash=izeros - 2,  # never equal to the first event's hash
             cur_first=izeros,
             prev_first=izeros - 1,
             chord=izeros,
             shifts=izeros,
         )
-        (end,) = tf.while_loop(cond, body, (start,), maximum_iterations=max_steps - 1)
-        return tf.transpose(end.out.stack()), end.steps
+        (end,) = ops.while_loop(cond, body, (start,), maximum_iterations=max_steps - 1)
+        return end.out, end.steps
 
     # -- the public call ------------------------------------------------------------------------------------------
     def sample(self, requests: list[Request]) -> list[list[int]]:
-        """The new tokens of each request (without its primer), each ending with a complete event.
+        """The new tokens of each request (without its primer), each ending with `<end>` (unless its buffer
+        ran out first, which the caps make all but impossible).
 
         On a CPU a large batch is cut into one shard per core, sampled side by side: two half batches on
         two threads do about 1.6 times the work of one whole batch, whose matmuls leave a core idle
@@ -257,7 +289,6 @@ class Sampler:
             return [tokens for part in pool.map(self._sample_batch, parts) for tokens in part]
 
     def _sample_batch(self, requests: list[Request]) -> list[list[int]]:
-        tf = self.tf
         if not requests:
             return []
         primers = [list(r.primer[-MAX_PRIMER_TOKENS:]) for r in requests]
@@ -265,26 +296,68 @@ class Sampler:
         primers = [p if p[0] == self.vocab.start else [self.vocab.start, *p] for p in primers]
         plen = np.array([len(p) for p in primers], np.int32)
         width = int(plen.max())
-        steps = int(max(len(p) + r.length * TOKENS_PER_EVENT_CAP for p, r in zip(primers, requests)))
-        # Round the shapes up, so a server sees few distinct shapes and reuses the traced graph.
+        steps = int(
+            max(
+                len(p) + (cadence_margin(r.length) + r.length + 1) * TOKENS_PER_ONSET_CAP
+                for p, r in zip(primers, requests)
+            )
+        )
+        # Round the shapes up, so a server sees few distinct shapes and reuses the compiled loop.
         width = 1 << max(4, (width - 1).bit_length())
         steps = 1 << max(8, (steps - 1).bit_length())
         padded = np.zeros((len(requests), width), np.int32)
         for i, p in enumerate(primers):
             padded[i, : len(p)] = p
-        uniforms = np.stack(
-            [np.random.default_rng(r.rng_seed).random(steps, dtype=np.float32) for r in requests]
-        )
+        uniforms = draw_uniforms([r.rng_seed for r in requests], steps)
         t0 = time.perf_counter()
         tokens, used = self._loop(
-            tf.constant(padded),
-            tf.constant(plen),
-            tf.constant([r.length for r in requests], tf.int32),
-            tf.constant([r.temperature for r in requests], tf.float32),
-            tf.constant([r.top_p for r in requests], tf.float32),
-            tf.constant(uniforms),
+            padded,
+            plen,
+            np.array([r.length for r in requests], np.int32),
+            np.array([r.length + cadence_margin(r.length) for r in requests], np.int32),
+            np.array([r.temperature for r in requests], np.float32),
+            np.array([r.top_p for r in requests], np.float32),
+            uniforms,
             steps,
         )
-        tokens, used = tokens.numpy(), used.numpy()
         log.debug("sampled %d requests in %.3f s", len(requests), time.perf_counter() - t0)
         return [tokens[i, plen[i] : used[i]].tolist() for i in range(len(requests))]
+
+
+def draw_uniforms(seeds: list[int], steps: int) -> np.ndarray:
+    """(len(seeds), steps) float32 uniforms in [0, 1), row i drawn by numpy from seeds[i] alone.
+
+    numpy, not the backend's generator, so every backend samples with the same numbers. On a large
+    batch this is real work on the host (a GPU batch of 4,096 needs 33 million numbers): rows are filled
+    on several threads, as numpy's generators let go of the GIL while they fill an array.
+    """
+    out = np.empty((len(seeds), steps), np.float32)
+
+    def fill(rows: range) -> None:
+        for i in rows:
+            np.random.default_rng(seeds[i]).random(dtype=np.float32, out=out[i])
+
+    threads = min(os.cpu_count() or 1, len(seeds) // 64) or 1
+    if threads == 1:
+        fill(range(len(seeds)))
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(fill, [range(i, len(seeds), threads) for i in range(threads)]))
+    return out
+
+
+def _array(w) -> np.ndarray:
+    return np.asarray(w.numpy() if hasattr(w, "numpy") else w)
+
+
+def _weights(layer) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A layer's trainable and non-trainable weights as arrays, in the order `stateless_call` takes them."""
+    return [_array(w) for w in layer.trainable_variables], [_array(w) for w in layer.non_trainable_variables]
+
+
+def _kinds(v: Vocabulary) -> np.ndarray:
+    """Each token's class as the loop's grammar counts it: 0 special, 1 shift, 2 pitch, 3 duration."""
+    kinds = np.zeros(len(v), np.int32)
+    for t in range(len(v)):
+        kinds[t] = 1 if v.is_shift(t) else 2 if v.is_pitch(t) else 3 if v.is_duration(t) else 0
+    return kinds

@@ -14,15 +14,39 @@ from pathlib import Path
 import numpy as np
 
 from bot.errors import BadData, EtudeError
-from bot.music.encoding import Event, Piece, Vocabulary, group_notes
+from bot.music.encoding import Event, Piece, Vocabulary, group_notes, transpose
+from bot.music.keys import estimate_key
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DATA = "chorales"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: events carry the fermata mark
 VALIDATION_SHARE = 10  # one piece in ten, chosen by a hash of its name
 MIDI_SUFFIXES = {".mid", ".midi", ".smf"}
 SCORE_SUFFIXES = {".mxl", ".musicxml", ".xml", ".krn", ".abc"}
+# music21's other polyphonic corpora, each with the style token its pieces open with.
+STYLE_OF = {
+    "chorales": "chorale",
+    "corpus:bach": "chorale",
+    "corpus:palestrina": "renaissance",
+    "corpus:monteverdi": "renaissance",
+    "corpus:josquin": "renaissance",
+    "corpus:haydn": "classical",
+    "corpus:mozart": "classical",
+    "corpus:beethoven": "classical",
+}
+# `--data music21`: everything above with the share of each corpus's scores it takes; the chorales last,
+# so a cut (`limit`) keeps them whole. One Palestrina movement in three: his 1,318 mass movements would
+# otherwise be three quarters of the music and a long first parse (about a second each on one core).
+MUSIC21_SOURCES = (
+    ("corpus:palestrina", 3),
+    ("corpus:monteverdi", 1),
+    ("corpus:josquin", 1),
+    ("corpus:haydn", 1),
+    ("corpus:mozart", 1),
+    ("corpus:beethoven", 1),
+    ("chorales", 1),
+)
 
 
 def cache_dir() -> Path:
@@ -36,7 +60,8 @@ def cache_dir() -> Path:
 
 # -- reading one score -----------------------------------------------------------------------------
 def piece_from_stream(score, name: str) -> Piece:
-    """Events of a music21 score: every pitched note, ties merged, grace notes left out."""
+    """Events of a music21 score: every pitched note, ties merged, grace notes left out, fermatas kept."""
+    from music21 import expressions
     from music21 import tempo as m21tempo
 
     flat = score.stripTies().flatten()
@@ -45,8 +70,9 @@ def piece_from_stream(score, name: str) -> Piece:
         if n.duration.isGrace or n.quarterLength <= 0:
             continue
         velocity = n.volume.velocity or 80
+        fermata = any(isinstance(x, expressions.Fermata) for x in n.expressions)
         for p in getattr(n, "pitches", ()):
-            notes.append((float(n.offset), float(n.quarterLength), p.midi, velocity))
+            notes.append((float(n.offset), float(n.quarterLength), p.midi, velocity, fermata))
     marks = list(flat.getElementsByClass(m21tempo.MetronomeMark))
     bpm = marks[0].getQuarterBPM() if marks and marks[0].getQuarterBPM() else 100.0
     return Piece(name, group_notes(notes), float(bpm))
@@ -87,12 +113,14 @@ def _piece_to_json(p: Piece) -> dict:
     return {
         "name": p.name,
         "tempo": p.tempo,
-        "events": [[e.onset, e.duration, list(e.pitches), e.velocity] for e in p.events],
+        "events": [[e.onset, e.duration, list(e.pitches), e.velocity, int(e.fermata)] for e in p.events],
     }
 
 
 def _piece_from_json(d: dict) -> Piece:
-    return Piece(d["name"], [Event(on, du, tuple(ps), v) for on, du, ps, v in d["events"]], d["tempo"])
+    return Piece(
+        d["name"], [Event(on, du, tuple(ps), v, bool(f)) for on, du, ps, v, f in d["events"]], d["tempo"]
+    )
 
 
 def _load_cache(path: Path) -> dict:
@@ -124,10 +152,34 @@ def corpus_works(source: str) -> list[str]:
 
 
 def load_pieces(source: str = DEFAULT_DATA, limit: int | None = None, workers: int = 2) -> list[Piece]:
-    """Pieces of a data source: `chorales`, `corpus:<composer>`, or a folder (or file) of scores.
+    """Pieces of a data source: `chorales`, `corpus:<composer>`, a folder (or file) of scores, `music21`
+    (the chorales and music21's other polyphonic corpora) or several sources joined by `+`.
 
-    Parsed pieces are cached as JSON keyed by the source, so a second run starts at once.
+    Parsed pieces are cached as JSON keyed by the source, so a second run starts at once. Each piece's
+    meta holds its `style` (the token it opens with), its `source` and its estimated `key`.
     """
+    if source == "music21":
+        sources = list(MUSIC21_SOURCES)
+    elif "+" in source:
+        sources = [(part, 1) for part in source.split("+")]
+    else:
+        sources = []
+    if sources:
+        out: list[Piece] = []
+        for part, every in sources:
+            try:
+                out += _load_one(part, None, workers, every)
+            except BadData as e:  # a corpus this music21 does not bundle: train on the rest
+                log.warning("skipping %s: %s", part, e)
+        if limit:
+            out = out[-limit:]
+        if not out:
+            raise BadData(f"no usable notes in {source}")
+        return out
+    return _load_one(source, limit, workers)
+
+
+def _load_one(source: str, limit: int | None, workers: int, every: int = 1) -> list[Piece]:
     if source == "chorales" or source.startswith("corpus:"):
         items = corpus_works(source)
         parse = _parse_corpus_work
@@ -150,11 +202,12 @@ def load_pieces(source: str = DEFAULT_DATA, limit: int | None = None, workers: i
         items = [str(p) for p in files]
         parse = None
         stamp = {str(p): f"{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files}
+    items = items[::every]
     if limit:
         items = items[:limit]
 
     key = hashlib.sha1(source.encode()).hexdigest()[:12]
-    cache_path = cache_dir() / f"pieces-{key}.json"
+    cache_path = cache_dir() / f"pieces-{key}-v{CACHE_VERSION}.json"  # versions never overwrite each other
     cached = _load_cache(cache_path).get("entries", {})
     pieces: dict[str, Piece | None] = {}
     todo = []
@@ -182,8 +235,11 @@ def load_pieces(source: str = DEFAULT_DATA, limit: int | None = None, workers: i
     usable = [p for item in items if (p := pieces.get(item)) is not None and p.events]
     if not usable:
         raise BadData(f"no usable notes in {source}")
+    style = STYLE_OF.get(source, "other")
     for p in usable:
         p.name = Path(p.name).stem if "/" in p.name or "\\" in p.name else p.name
+        key = estimate_key(p.events)
+        p.meta.update(style=style, source=source, key=key.name if key else None)
     return usable
 
 
@@ -198,8 +254,15 @@ def split_by_piece(pieces: Sequence[Piece]) -> tuple[list[Piece], list[Piece]]:
     The choice hangs on the piece's name alone, so it is stable when pieces are added. A tiny data set
     still gets one validation piece and keeps at least one for training.
     """
-    train = [p for p in pieces if not is_validation(p.name)]
-    val = [p for p in pieces if is_validation(p.name)]
+    # With the chorales among other music, validation is the chorales' own held-out pieces alone, the
+    # same ones whatever else is added.
+    chorales_too = (
+        any(p.meta.get("style") == "chorale" for p in pieces)
+        and len({p.meta.get("style") for p in pieces}) > 1
+    )
+    held = [is_validation(p.name) and (not chorales_too or p.meta.get("style") == "chorale") for p in pieces]
+    train = [p for p, h in zip(pieces, held) if not h]
+    val = [p for p, h in zip(pieces, held) if h]
     if not val and len(train) > 1:
         val = [train.pop(min(range(len(train)), key=lambda i: zlib.crc32(train[i].name.encode())))]
     if not train:
@@ -207,8 +270,52 @@ def split_by_piece(pieces: Sequence[Piece]) -> tuple[list[Piece], list[Piece]]:
     return train, val
 
 
-def encode_pieces(pieces: Sequence[Piece], vocab: Vocabulary) -> list[np.ndarray]:
-    return [np.asarray(vocab.encode(p.events), dtype=np.int32) for p in pieces]
+def to_reference_key(piece: Piece) -> tuple[list[Event], str | None]:
+    """A piece's events moved to C major or A minor (by at most a tritone), and its mode."""
+    from bot.music.keys import Key
+
+    if not piece.meta.get("key"):
+        return list(piece.events), None
+    key = Key.parse(piece.meta["key"])
+    return transpose(piece.events, key.to_reference()), key.mode
+
+
+def encode_piece(piece: Piece, vocab: Vocabulary, normalize_key: bool = True) -> np.ndarray:
+    """A whole piece as the network learns it: head (start, style, mode), frames, `<end>`."""
+    events, mode = to_reference_key(piece) if normalize_key else (piece.events, None)
+    head = vocab.head(mode, piece.meta.get("style", "other"))
+    return np.asarray(vocab.encode_frames(events, head)[0], dtype=np.int32)
+
+
+KEY_MODES = {
+    "reference": "every piece moved to C major or A minor (by at most a tritone), a mode token after <start>",
+    "transpose": "pieces in their own keys, each window moved by a random -6..+5 semitones every epoch",
+}
+
+
+def token_data(
+    data: str, limit: int | None = None, keys: str = "reference", vocab: Vocabulary | None = None
+) -> tuple[Vocabulary, list, list, list[np.ndarray], list[np.ndarray]]:
+    """The vocabulary, training and validation pieces and their token streams (one per piece, whole,
+    from `<start>` to `<end>`) for a data source: what `etude train` learns and what a tokens file holds.
+    """
+    if keys not in KEY_MODES:
+        raise BadData(f"keys must be one of {', '.join(KEY_MODES)}")
+    pieces = load_pieces(data, limit=limit)
+    train_p, val_p = split_by_piece(pieces)
+    vocab = vocab or Vocabulary.fit(train_p)
+    reference = keys == "reference"
+    return (
+        vocab,
+        train_p,
+        val_p,
+        encode_pieces(train_p, vocab, reference),
+        encode_pieces(val_p, vocab, reference),
+    )
+
+
+def encode_pieces(pieces: Sequence[Piece], vocab: Vocabulary, normalize_key: bool = True) -> list[np.ndarray]:
+    return [encode_piece(p, vocab, normalize_key) for p in pieces]
 
 
 def windows(seqs: Sequence[np.ndarray], length: int, offset: int = 0) -> np.ndarray:
@@ -230,13 +337,7 @@ def windows(seqs: Sequence[np.ndarray], length: int, offset: int = 0) -> np.ndar
 def transpose_windows(
     w: np.ndarray, vocab: Vocabulary, rng: np.random.Generator, span: int = 6
 ) -> np.ndarray:
-    """Each window moved by a random interval in [-span, span - 1] semitones, as far as its range allows."""
-    w = w.copy()
-    is_pitch = (w >= vocab.pitch_base) & (w < vocab.duration_base)
-    lo = np.where(is_pitch, w, np.iinfo(np.int32).max).min(axis=1) - vocab.pitch_base
-    hi = np.where(is_pitch, w, -1).max(axis=1) - vocab.pitch_base
-    room_down = np.minimum(span, np.maximum(lo, 0))
-    room_up = np.minimum(span - 1, np.maximum(vocab.pitch_high - vocab.pitch_low - hi, 0))
-    k = np.floor(rng.random(len(w)) * (room_down + room_up + 1)).astype(np.int32) - room_down
-    k = np.where(hi < 0, 0, k)
-    return np.where(is_pitch, w + k[:, None], w)
+    """Each window moved by a random interval in [-span, span - 1] semitones (for training without key
+    normalisation; pitches that would leave the piano fold back by octaves)."""
+    k = np.floor(rng.random(len(w)) * 2 * span).astype(np.int32) - span
+    return np.stack([vocab.transpose_ids(row, int(s)) for row, s in zip(w, k)]) if len(w) else w.copy()
