@@ -13,13 +13,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MODEL_DIR=/app/models/etude-chorales \
     STATE_DIR=/data
 
-# FluidSynth renders the .wav; fluid-soundfont-gm is a full General MIDI soundfont (FluidR3_GM.sf2).
+# FluidSynth (its library, through pyfluidsynth) plays the piece; ffmpeg encodes the .ogg, .wav and .mp4;
+# fluid-soundfont-gm is a full General MIDI soundfont (FluidR3_GM.sf2).
 # DL3008 (unpinned apt packages) is ignored: they come from the base image's Debian release, bookworm,
 # which only takes security fixes, and exact versions would break the build at each point release.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        fluidsynth fluid-soundfont-gm \
+        fluidsynth fluid-soundfont-gm ffmpeg \
     && rm -rf /var/lib/apt/lists/*
 
 # An unprivileged user; /data holds the bot's small state (STATE_DIR) and belongs to it, so a named

@@ -30,7 +30,7 @@ from bot.model.network import load as load_model
 from bot.model.sample import Request, Sampler
 from bot.model.train import machine_name
 
-SECTIONS = ("sampler", "train", "e2e", "cold")
+SECTIONS = ("sampler", "train", "e2e", "render", "worker", "cold")
 CPU_BATCHES, GPU_BATCHES = (1, 4, 16, 64), (1, 16, 256, 1024, 4096)
 CPU_TRAIN_BATCHES, GPU_TRAIN_BATCHES = (32,), (32, 256, 1024)
 
@@ -267,6 +267,18 @@ def run_bench(args) -> None:
     if "e2e" in sections:
         bench_end_to_end(shipped, length)
 
+    if "render" in sections or "worker" in sections:
+        from bot.bench_render import bench_render, bench_worker  # FluidSynth, ffmpeg, the queue
+
+        if "render" in sections:
+            from bot.model.composer import Composer
+
+            _say(f"\n(r) rendering on one core, {length}-note pieces (warm synth, in this process)")
+            bench_render(Composer(shipped), length)
+        if "worker" in sections:
+            _say(f"\n(w) the embedded worker, {length}-note jobs (render pool of one process per core)")
+            asyncio.run(bench_worker(model_dir, length, jobs=8 if quick else 32))
+
     if "cold" in sections:
         _say("\n(f) cold start and memory")
         cold, child_rss = cold_start(model_dir)
@@ -310,16 +322,18 @@ def bench_end_to_end(shipped, length: int, runs: int = 3) -> None:
             "parse seed": parse_s,
             "sample": piece.timings["sample"],
             "decode": piece.timings["decode"],
-            "write MIDI": piece.timings["write_midi"],
-            "render WAV": piece.timings["render_wav"],
-            "draw PNG": piece.timings["draw_png"],
+            "render": piece.timings["render"],
+            "  FluidSynth": piece.timings["synth"],
+            "  encode": piece.timings["encode"],
+            "  PNG after": piece.timings["wait_png_video"],
         }
         for name, secs in stages.items():
-            _say(f"  {name:11s} {secs:6.3f} s")
+            _say(f"  {name:13s} {secs:6.3f} s")
+        wav = out.rendered.wav
         _say(
-            f"  {'total':11s} {total:6.3f} s   ({piece.seconds:.0f} s of music; WAV {out.audio.sample_rate} Hz "
-            f"{out.audio.channels} ch, {out.audio.bytes / 2**20:.1f} MiB); all runs: "
-            + ", ".join(f"{t[0]:.2f} s" for t in timed)
+            f"  {'total':13s} {total:6.3f} s   ({piece.seconds:.0f} s of music; .ogg {out.rendered.ogg.describe()} "
+            f"{out.rendered.ogg.bytes / 2**20:.1f} MiB, .wav {wav.describe()} {wav.bytes / 2**20:.1f} MiB); "
+            "all runs: " + ", ".join(f"{t[0]:.2f} s" for t in timed)
         )
 
 

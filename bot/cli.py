@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from bot.errors import EtudeError
-from bot.options import INSTRUMENT_HELP, INSTRUMENTS, KEY_HELP, MELODY_HELP, SEED_HELP, SPECS
+from bot.options import INSTRUMENT_HELP, INSTRUMENTS, KEY_HELP, MELODY_HELP, SEED_HELP, SPECS, VIDEO_HELP
 
 log = logging.getLogger("etude")
 
@@ -127,8 +127,8 @@ def cmd_compose(args) -> int:
     from bot.model.composer import Composer
     from bot.music.midi import read_midi_file
     from bot.options import Options, parse_instrument
-    from bot.render.audio import find_soundfont, fluidsynth_path
-    from bot.render.files import write_outputs
+    from bot.render.audio import ffmpeg_path, find_soundfont
+    from bot.render.files import local_synth, write_outputs
     from bot.settings import get_settings
 
     settings = get_settings()
@@ -143,9 +143,10 @@ def cmd_compose(args) -> int:
         rng_seed=args.rng_seed,
         include_seed=args.include_seed,
         key=args.key,
+        video=args.video,
     ).check()
-    fluidsynth_path()
-    find_soundfont(soundfont)
+    ffmpeg_path()
+    local_synth(find_soundfont(soundfont))  # a missing or unreadable soundfont fails before the model loads
     out_dir = writable_folder(args.out)
     seed_bytes = None
     if args.seed is not None:
@@ -155,12 +156,12 @@ def cmd_compose(args) -> int:
     composer = Composer(args.model or settings.model_dir)
     seed = composer.seed(seed_bytes, Path(args.seed).stem, settings.seed_limits()) if seed_bytes else None
     piece = composer.compose_one(options, seed)
-    out = write_outputs(piece, out_dir, max_bytes=args.max_bytes, soundfont=soundfont)
-    for path in (out.midi, out.wav, out.png):
+    out = write_outputs(piece, out_dir, max_bytes=args.max_bytes, soundfont=soundfont, video=args.video)
+    for path in out.paths.values():
         print(path)
     note = f"{piece.onsets} notes and chords, {piece.key_text}, {piece.tempo:.0f} bpm, rng seed {options.rng_seed}"
-    if out.audio.shortened:
-        note += f"; the audio was cut to {out.audio.seconds:.0f} s to fit {args.max_bytes} bytes"
+    if out.rendered.note:
+        note += f"; {out.rendered.note}"
     print(note, file=sys.stderr)
     return 0
 
@@ -170,8 +171,8 @@ def cmd_harmonize(args) -> int:
     from bot.model.harmonize import harmonize
     from bot.music.melody import read_melody_file
     from bot.options import Options, parse_instrument
-    from bot.render.audio import find_soundfont, fluidsynth_path
-    from bot.render.files import write_outputs
+    from bot.render.audio import ffmpeg_path, find_soundfont
+    from bot.render.files import local_synth, write_outputs
     from bot.settings import get_settings
 
     settings = get_settings()
@@ -184,21 +185,22 @@ def cmd_harmonize(args) -> int:
         rng_seed=args.rng_seed,
         key=args.key,
     ).check()
-    fluidsynth_path()
-    find_soundfont(soundfont)
+    ffmpeg_path()
+    local_synth(find_soundfont(soundfont))  # a missing or unreadable soundfont fails before the model loads
+    out_dir = writable_folder(args.out)
     melody = read_melody_file(Path(args.melody), settings.seed_limits())
     composer = Composer(args.model or settings.model_dir)
     piece = harmonize(composer, options, melody)
-    out = write_outputs(piece, Path(args.out), max_bytes=args.max_bytes, soundfont=soundfont)
-    for path in (out.midi, out.wav, out.png):
+    out = write_outputs(piece, out_dir, max_bytes=args.max_bytes, soundfont=soundfont)
+    for path in out.paths.values():
         print(path)
     moved = f", moved {melody.octaves:+d} octaves" if melody.octaves else ""
     note = (
         f"{len(melody.notes)} melody notes in four parts{moved}, {piece.key_text}, {piece.tempo:.0f} bpm, "
         f"rng seed {piece.options.rng_seed}"
     )
-    if out.audio.shortened:
-        note += f"; the audio was cut to {out.audio.seconds:.0f} s to fit {args.max_bytes} bytes"
+    if out.rendered.note:
+        note += f"; {out.rendered.note}"
     print(note, file=sys.stderr)
     return 0
 
@@ -374,7 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
     t.set_defaults(func=cmd_train)
 
-    c = sub.add_parser("compose", help="compose a piece: writes .mid, .wav and .png, prints their paths")
+    c = sub.add_parser(
+        "compose", help="compose a piece: writes .mid, .ogg, .wav and .png (and .mp4), prints their paths"
+    )
     c.add_argument("--length", type=_option("length"), default=SPECS["length"].default, help=_help("length"))
     c.add_argument("--seed", help=SEED_HELP)
     c.add_argument(
@@ -393,13 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--key", type=_key, help=f"{KEY_HELP}: e.g. 'E minor', 'Eb major' (the 24 major and minor keys)"
     )
     c.add_argument("--model", help="model folder (default: MODEL_DIR or the shipped model)")
-    c.add_argument("--out", default="out", help="folder for the three files")
+    c.add_argument("--out", default="out", help="folder for the files")
     c.add_argument(
         "--max-bytes",
         type=_byte_count,
         default=10 * 1024 * 1024,
-        help="largest .wav to write (default 10 MiB, Discord's upload limit)",
+        help="largest file to write (default 10 MiB, Discord's upload limit)",
     )
+    c.add_argument("--video", action="store_true", help=VIDEO_HELP)
     c.add_argument("--include-seed", action="store_true", help="start the output with the seed itself")
     c.add_argument("--soundfont", help="General MIDI soundfont (default: SOUNDFONT or the system's)")
     c.set_defaults(func=cmd_compose)

@@ -174,6 +174,7 @@ SPECS: dict[str, Spec] = {
 INSTRUMENT_HELP = "The General MIDI sound to play it with"
 SEED_HELP = "A MIDI file for the piece to continue"
 MELODY_HELP = "A MIDI file whose melody (its top line) becomes the soprano of a four-part chorale"
+VIDEO_HELP = "Also send an .mp4: the piano roll scrolling with the music"
 
 
 def parse_instrument(value: str | int) -> int:
@@ -201,6 +202,7 @@ class Options:
     )
     include_seed: bool = False
     key: str | None = None  # one of KEYS; None: the seed's key, or one drawn by the RNG seed
+    video: bool = False  # also an .mp4 of the piano roll scrolling with the audio
 
     def check(self, max_length: int = MAX_LENGTH) -> Options:
         """This same object when every field is in range; `max_length` is an operator's lower cap."""
@@ -230,4 +232,5 @@ def markdown_table() -> str:
     rows.append(f"| `instrument` | 0-127 or a name | piano | {INSTRUMENT_HELP}: {', '.join(INSTRUMENTS)} |")
     rows.append(f"| `key` | the 24 major and minor keys | the seed's | {KEY_HELP} |")
     rows.append(f"| `seed` | a `.mid` file | — | {SEED_HELP} |")
+    rows.append(f"| `video` | true or false | false | {VIDEO_HELP} |")
     return "\n".join(rows)

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     seed_store_max_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
     embedded_result_seconds: float = Field(900.0, gt=0)
     health_port: int | None = None
+    render_processes: int | None = Field(None, ge=1)
+    render_timeout_seconds: float = Field(120.0, gt=0)
 
     def seed_limits(self) -> SeedLimits:
         return SeedLimits(

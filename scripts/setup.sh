@@ -13,7 +13,9 @@ case "$flavour" in
     *) echo "error: unknown flavour '$flavour': choose cpu, gpu, jax or jax-gpu" >&2; exit 2 ;;
 esac
 
-need=(fluidsynth fluid-soundfont-gm redis-server)
+# fluidsynth brings libfluidsynth3, which pyfluidsynth loads; ffmpeg (with libopus and libx264) encodes the
+# audio and video; libsndfile1 is what soundfile reads them back with where its wheel does not bundle one.
+need=(fluidsynth fluid-soundfont-gm ffmpeg libsndfile1 redis-server)
 missing=()
 for pkg in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

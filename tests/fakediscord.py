@@ -1483,7 +1483,14 @@ def _file_entry(upload: _Upload) -> dict:
 
 
 def _guess_type(filename: str) -> str:
-    known = {".mid": "audio/midi", ".midi": "audio/midi", ".wav": "audio/x-wav", ".png": "image/png"}
+    known = {
+        ".mid": "audio/midi",
+        ".midi": "audio/midi",
+        ".wav": "audio/x-wav",
+        ".ogg": "audio/ogg",
+        ".png": "image/png",
+        ".mp4": "video/mp4",
+    }
     suffix = filename[filename.rfind(".") :].lower() if "." in filename else ""
     return known.get(suffix) or mimetypes.guess_type(filename)[0] or "application/octet-stream"
 

@@ -127,7 +127,7 @@ async def test_compose_defers_reports_progress_and_replies_with_files(fake, runn
     edits = [e for e in inter.events if e["kind"] == "edit" and e["status"] < 300]
     assert edits and "Queued" in (edits[0]["body"].get("content") or "")
     sizes = file_sizes(reply)
-    assert set(sizes) == {"mid", "wav", "png"}
+    assert set(sizes) == {"mid", "ogg", "wav", "png"}
     assert all(0 < s <= inter.attachment_size_limit for s in sizes.values())
     embed = embed_of(reply)
     fields = {f["name"]: f["value"] for f in embed["fields"]}
@@ -188,13 +188,13 @@ async def test_reroll_and_continue_buttons_also_after_a_restart(fake, running):
     again = await fake.click(message, reroll)
     second = await again.wait_for_followup(timeout=120)
     assert embed_of(second)["fields"][5]["value"] != "`7`"  # a new RNG seed
-    assert file_sizes(second).keys() == {"mid", "wav", "png"}
+    assert file_sizes(second).keys() == {"mid", "ogg", "wav", "png"}
 
     await running.restart()
     more = await fake.click(message, cont)
     third = await more.wait_for_followup(timeout=120)
     assert "continuing" in embed_of(third)["description"]
-    assert file_sizes(third).keys() == {"mid", "wav", "png"}
+    assert file_sizes(third).keys() == {"mid", "ogg", "wav", "png"}
 
 
 async def test_expired_interaction_posts_in_the_channel(fake, running):
@@ -203,7 +203,7 @@ async def test_expired_interaction_posts_in_the_channel(fake, running):
     inter.expire()
     posted = await fake.wait_for(lambda e: e["kind"] == "channel_message" and e["status"] < 300, timeout=120)
     assert f"<@{fake.user(3)['user']['id']}>" in posted["body"]["content"]
-    assert file_sizes(posted).keys() == {"mid", "wav", "png"}
+    assert file_sizes(posted).keys() == {"mid", "ogg", "wav", "png"}
 
 
 async def test_rate_limited_follow_up_is_retried(fake, running):
@@ -244,7 +244,7 @@ async def test_twenty_users_three_requests_each(fake, running):
     await asyncio.gather(*(i.wait_for_followup(timeout=200) for i in accepted))
     await asyncio.sleep(0.5)
     assert all(len(i.followups) == 1 for i in accepted)
-    assert all(file_sizes(i.followups[0]).keys() == {"mid", "wav", "png"} for i in accepted)
+    assert all(file_sizes(i.followups[0]).keys() == {"mid", "ogg", "wav", "png"} for i in accepted)
     assert time.monotonic() - t0 < 200
 
 
@@ -284,14 +284,14 @@ async def test_unexpected_failure_is_logged_and_answered_with_a_reference(fake, 
     # The bot is still up: the next request is served.
     monkeypatch.undo()
     again = await fake.send_command("compose", {"length": 20, "rng_seed": 10})
-    assert file_sizes(await again.wait_for_followup(timeout=120)).keys() == {"mid", "wav", "png"}
+    assert file_sizes(await again.wait_for_followup(timeout=120)).keys() == {"mid", "ogg", "wav", "png"}
 
 
 async def test_a_seed_with_a_5000_character_name_still_gets_its_piece(fake, running, chorales):
     seed = fake.add_attachment("n" * 5000 + ".mid", midi_bytes(chorales[1].events[:12], tempo=90))
     inter = await fake.send_command("compose", {"length": 12, "rng_seed": 21}, attachment=seed)
     reply = await inter.wait_for_followup(timeout=120)
-    assert file_sizes(reply).keys() == {"mid", "wav", "png"}
+    assert file_sizes(reply).keys() == {"mid", "ogg", "wav", "png"}
     assert all(len(f["filename"]) <= 100 for f in reply["files"])
     assert len(embed_of(reply)["description"]) <= 4096
 

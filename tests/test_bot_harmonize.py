@@ -36,7 +36,7 @@ async def test_harmonize_replies_with_a_chorale_on_the_melody(fake, running):  #
     inter = await fake.send_command("harmonize", {"rng_seed": 12}, attachment=melody, user=fake.user(7))
     reply = await inter.wait_for_followup(timeout=120)
     assert inter.callback["body"]["type"] == 5 and inter.callback["time"] - inter.created < 3.0
-    assert file_sizes(reply).keys() == {"mid", "wav", "png"}
+    assert file_sizes(reply).keys() == {"mid", "ogg", "wav", "png"}
     embed = embed_of(reply)
     assert "Harmonized for" in embed["description"] and "tune" in embed["description"]
     fields = {f["name"]: f["value"] for f in embed["fields"]}
@@ -77,7 +77,7 @@ async def test_bad_melodies_get_a_private_message_and_the_bot_serves_on(fake, ru
     ok = await fake.send_command(
         "harmonize", {"rng_seed": 1}, attachment=fake.add_attachment("t.mid", tune_bytes())
     )
-    assert file_sizes(await ok.wait_for_followup(timeout=120)).keys() == {"mid", "wav", "png"}
+    assert file_sizes(await ok.wait_for_followup(timeout=120)).keys() == {"mid", "ogg", "wav", "png"}
     await asyncio.sleep(0)
 
 

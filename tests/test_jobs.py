@@ -7,18 +7,20 @@ from dataclasses import asdict
 
 import pytest
 
+from bot.errors import RenderError
 from bot.music.midi import midi_bytes
 from bot.options import Options
 from bot.queue.broker import make_broker, register
 from bot.queue.jobs import JobResult, JobSpec
 from bot.queue.scheduler import LocalProgress, QueueFull, Scheduler, UserLimit
 from bot.queue.worker import Batcher, Worker, render_for_limit
+from bot.render.pool import RenderPool
 
 pytestmark = pytest.mark.timeout(300)
 
 
-def spec(user=1, length=20, rng=1, **kw) -> JobSpec:
-    return JobSpec(options=asdict(Options(length=length, rng_seed=rng)), user_id=user, **kw)
+def spec(user=1, length=20, rng=1, video=False, **kw) -> JobSpec:
+    return JobSpec(options=asdict(Options(length=length, rng_seed=rng, video=video)), user_id=user, **kw)
 
 
 def test_job_spec_is_plain_json():
@@ -68,7 +70,9 @@ async def test_batcher_reports_a_failure_to_each_request_and_goes_on():
 @pytest.fixture
 async def embedded(tiny_model_dir):
     progress = LocalProgress()
-    worker = Worker(str(tiny_model_dir), batch_size=8, batch_wait_ms=30, publish=progress.publish)
+    worker = Worker(
+        str(tiny_model_dir), batch_size=8, batch_wait_ms=30, publish=progress.publish, warm_length=20
+    )
     broker = make_broker(None)
     task = register(broker, worker.run)
     await broker.startup()
@@ -93,7 +97,7 @@ async def test_embedded_queue_runs_jobs_with_progress(embedded, chorales):
     assert all(r.ok for r in results), [r.error for r in results]
     assert [r.info["length"] for r in results] == [10, 11, 12, 13, 14, 12]
     assert results[-1].info["seed_name"] == "bach"
-    assert {f.name.rsplit(".", 1)[1] for f in results[0].files} == {"mid", "wav", "png"}
+    assert {f.name.rsplit(".", 1)[1] for f in results[0].files} == {"mid", "ogg", "wav", "png"}
     assert {"started", "composing", "rendering", "uploading"} <= set(events)
     batched = worker.metrics.registry.get_sample_value
     # Jobs that arrived together were sampled together: fewer batches than jobs.
@@ -125,16 +129,58 @@ async def test_result_is_the_same_alone_or_in_a_batch(embedded):
     assert mid(single) == mid(batched[2])
 
 
-def test_render_for_limit_falls_back_when_the_wav_cannot_fit(composer):
+async def test_a_stuck_or_crashed_renderer_costs_only_that_jobs_audio(embedded):
+    from render_faults import CRASH_SEED, HANG_SEED
+
+    sched, worker = embedded
+    font = worker.renderer.soundfont
+    worker.renderer.close()
+    worker.renderer = RenderPool(font, size=1, timeout=8, target="tests.render_faults:render")
+    await asyncio.to_thread(worker.renderer.start)
+    for bad, why in ((HANG_SEED, "rendering took too long"), (CRASH_SEED, "the renderer crashed")):
+        job = spec(length=12, rng=bad)
+        sched.admit(job)
+        result = await sched.run(job)
+        assert result.ok and [f.name for f in result.files] == [f"etude-{bad}.mid"]
+        assert result.info["note"] == f"No audio this time ({why}); the .mid is here."
+    good = spec(length=12, rng=6)
+    sched.admit(good)
+    result = await sched.run(good)
+    assert [f.name.rsplit(".", 1)[1] for f in result.files] == ["mid", "ogg", "wav", "png"]
+    assert worker.renderer.replaced == 2
+
+
+async def test_video_on_request(embedded, tmp_path):
+    sched, _ = embedded
+    job = spec(length=12, rng=8, video=True)
+    sched.admit(job)
+    result = await sched.run(job)
+    assert [f.name.rsplit(".", 1)[1] for f in result.files] == ["mid", "ogg", "wav", "png", "mp4"]
+    assert next(f for f in result.files if f.name.endswith(".mp4")).content_type == "video/mp4"
+
+
+async def test_a_missing_or_unreadable_soundfont_fails_at_start_in_one_line(tiny_model_dir, tmp_path):
+    garbage = tmp_path / "garbage.sf2"
+    garbage.write_bytes(b"not a soundfont")
+    for font in (tmp_path / "missing.sf2", garbage):
+        worker = Worker(str(tiny_model_dir), soundfont=str(font))
+        with pytest.raises(RenderError) as err:
+            await worker.start()
+        assert "\n" not in str(err.value) and font.name in str(err.value)
+        assert not worker.ready.is_set()
+        await worker.close()
+
+
+def test_render_for_limit_reduces_the_wav_and_keeps_a_full_quality_ogg(composer):
     short = composer.compose_one(Options(length=30, rng_seed=3, tempo=200))
     files, note = render_for_limit(short, 10 * 1024 * 1024)
-    assert [f.name.rsplit(".", 1)[1] for f in files] == ["mid", "wav", "png"] and note == ""
+    assert [f.name.rsplit(".", 1)[1] for f in files] == ["mid", "ogg", "wav", "png"] and note == ""
+    assert [f.content_type for f in files] == ["audio/midi", "audio/ogg", "audio/wav", "image/png"]
     piece = composer.compose_one(Options(length=120, rng_seed=3, tempo=40))
-    files, note = render_for_limit(piece, 150_000)
-    assert all(len(f.data) <= 150_000 for f in files)
-    kinds = [f.name.rsplit(".", 1)[1] for f in files]
-    assert kinds[0] == "mid" and kinds[1] in ("ogg", "wav")
-    assert note  # the user is told what was done instead
+    files, note = render_for_limit(piece, 1_500_000)
+    assert all(len(f.data) <= 1_500_000 for f in files)
+    assert [f.name.rsplit(".", 1)[1] for f in files] == ["mid", "ogg", "wav", "png"]
+    assert note.startswith("The .wav ")  # the user is told what was done to it
 
 
 def test_result_json_round_trip():

@@ -355,7 +355,12 @@ async def test_bot_restart_still_answers_queued_jobs(workers, redis_server, tiny
         try:
             for inter in inters[:2]:
                 reply = await inter.wait_for_followup(timeout=120)
-                assert {f["filename"].rsplit(".", 1)[1] for f in reply["files"]} == {"mid", "wav", "png"}
+                assert {f["filename"].rsplit(".", 1)[1] for f in reply["files"]} == {
+                    "mid",
+                    "ogg",
+                    "wav",
+                    "png",
+                }
             posted = await fake.wait_for(lambda e: e["kind"] == "channel_message" and e["status"] < 300, 120)
             assert f"<@{fake.user(2)['user']['id']}>" in posted["body"]["content"]
             await asyncio.sleep(0.5)

@@ -1,62 +1,53 @@
-"""Tests for bot.render: real FluidSynth and a real soundfont, the way a user runs it."""
+"""Tests for bot.render: real FluidSynth (through pyfluidsynth), a real soundfont and a real ffmpeg, the way a
+user runs it; files are read back with soundfile and ffprobe."""
 
 from __future__ import annotations
 
+import io
+import json
 import shutil
-import wave
-from collections.abc import Sequence
+import subprocess
+from dataclasses import replace
 from pathlib import Path
 
-import mido
 import numpy as np
 import pytest
+import soundfile
 from PIL import Image
 
 from bot.errors import RenderError
 from bot.music.encoding import Event
+from bot.music.midi import midi_bytes
 from bot.render.audio import (
+    RATE_LADDER,
     SOUNDFONT_CANDIDATES,
-    AudioInfo,
+    WAV_HEADER,
+    ffmpeg_path,
     find_soundfont,
-    fluidsynth_path,
-    render_ogg,
-    render_wav,
-    supports_ogg,
+    opus_kbps,
+    plan_wav,
 )
+from bot.render.files import RenderRequest, local_synth, midi_only, render_piece
 from bot.render.pianoroll import draw_piano_roll
+from bot.render.pool import RenderPool
+from bot.render.synth import Synth, check_soundfont
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MiB = 1024 * 1024
 
 
 def _have_renderer() -> bool:
     try:
         find_soundfont()
-    except RenderError:
+        import fluidsynth  # noqa: F401
+    except (RenderError, ImportError, OSError):
         return False
-    return shutil.which("fluidsynth") is not None
+    return shutil.which("ffmpeg") is not None
 
 
-needs_fluidsynth = pytest.mark.skipif(not _have_renderer(), reason="needs fluidsynth and a GM soundfont")
-
-
-def write_midi(events: Sequence[Event], path: Path, tempo: float = 100.0) -> Path:
-    """A one-track MIDI file of `events` (bot.midi is not used, so these tests stand alone)."""
-    ticks = 480
-    messages = []  # (tick, order, message): note-offs before note-ons at the same tick
-    for e in events:
-        on, off = round(e.onset * ticks), round((e.onset + e.duration) * ticks)
-        for p in e.pitches:
-            messages.append((on, 1, mido.Message("note_on", note=p, velocity=e.velocity)))
-            messages.append((off, 0, mido.Message("note_off", note=p, velocity=0)))
-    track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo), time=0)])
-    now = 0
-    for tick, _, msg in sorted(messages, key=lambda m: (m[0], m[1])):
-        track.append(msg.copy(time=tick - now))
-        now = tick
-    mid = mido.MidiFile(ticks_per_beat=ticks)
-    mid.tracks.append(track)
-    mid.save(path)
-    return path
+needs_renderer = pytest.mark.skipif(
+    not _have_renderer(), reason="needs libfluidsynth, ffmpeg and a GM soundfont"
+)
 
 
 def piece(seconds: float, tempo: float = 100.0) -> list[Event]:
@@ -71,11 +62,31 @@ def piece(seconds: float, tempo: float = 100.0) -> list[Event]:
     return sorted(events, key=lambda e: (e.onset, e.duration))
 
 
-def read_wav(path: Path) -> tuple[int, int, np.ndarray]:
-    with wave.open(str(path), "rb") as w:
-        assert w.getsampwidth() == 2
-        samples = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-        return w.getframerate(), w.getnchannels(), samples.reshape(-1, w.getnchannels())
+def request(seconds: float, limit: int = 10 * MiB, name: str = "p", video: bool = False) -> RenderRequest:
+    events = tuple(piece(seconds))
+    return RenderRequest(name, midi_bytes(list(events)), events, 0, 100.0, name, limit, video)
+
+
+def kinds(rendered) -> list[str]:
+    return [f.name.rsplit(".", 1)[1] for f in rendered.files]
+
+
+def sound(data: bytes) -> tuple[soundfile._SoundFileInfo, np.ndarray]:
+    info = soundfile.info(io.BytesIO(data))
+    samples, _ = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    return info, samples
+
+
+def ffprobe(data: bytes, tmp_path: Path) -> dict:
+    path = tmp_path / "v.mp4"
+    path.write_bytes(data)
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+        capture_output=True,
+        check=True,
+        text=True,
+    )
+    return json.loads(out.stdout)
 
 
 # -- finding the tools -----------------------------------------------------------------------------
@@ -104,137 +115,216 @@ def test_find_soundfont_none_anywhere(monkeypatch: pytest.MonkeyPatch, tmp_path:
         find_soundfont()
 
 
-def test_fluidsynth_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_ffmpeg_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(RenderError, match="FluidSynth is not installed"):
-        fluidsynth_path()
-    midi = write_midi(piece(2), tmp_path / "p.mid")
-    with pytest.raises(RenderError, match="FluidSynth is not installed"):
-        render_wav(midi, tmp_path / "p.wav", soundfont=SOUNDFONT_CANDIDATES[0])
-    assert not (tmp_path / "p.wav").exists()
+    with pytest.raises(RenderError, match="ffmpeg is not installed"):
+        ffmpeg_path()
 
 
-# -- WAV -------------------------------------------------------------------------------------------
+def test_unreadable_soundfont_is_one_line(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.sf2"
+    garbage.write_bytes(b"RIFF\x00\x00\x00\x00WAVE" + bytes(100))
+    for font in (garbage, tmp_path):  # not a SoundFont; a folder
+        with pytest.raises(RenderError) as err:
+            check_soundfont(font)
+        assert "\n" not in str(err.value) and str(font) in str(err.value)
 
 
-@needs_fluidsynth
-@pytest.mark.timeout(120)
-def test_render_wav_full_quality(tmp_path: Path) -> None:
-    midi = write_midi(piece(10), tmp_path / "p.mid")
-    info = render_wav(midi, tmp_path / "p.wav")
-    assert isinstance(info, AudioInfo)
-    assert (info.sample_rate, info.channels, info.format, info.shortened) == (44100, 2, "wav", False)
-    rate, channels, samples = read_wav(info.path)
-    assert (rate, channels) == (44100, 2)
-    assert info.bytes == info.path.stat().st_size <= 10 * 1024 * 1024
-    assert info.seconds == pytest.approx(len(samples) / rate)
-    # The notes, plus a release tail but no long dead air.
-    length = mido.MidiFile(midi).length
-    assert length <= info.seconds <= length + 3.5
-    assert np.abs(samples).max() > 10_000  # normalised, so clearly audible
-    assert np.abs(samples[: rate // 2]).max() > 1000  # the first note sounds at once
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
+@needs_renderer
+def test_a_soundfont_that_fluidsynth_refuses_is_one_line(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.sf2"
+    cut.write_bytes(SOUNDFONT_CANDIDATES[0].read_bytes()[:4096] if SOUNDFONT_CANDIDATES[0].is_file() else b"")
+    with pytest.raises(RenderError) as err:
+        Synth(cut)
+    assert "\n" not in str(err.value)
 
 
-@needs_fluidsynth
-@pytest.mark.timeout(120)
+# -- fitting: pure arithmetic ----------------------------------------------------------------------
+
+
 @pytest.mark.parametrize(
-    ("max_bytes", "rate", "shortened"),
-    [(3_000_000, 44100, False), (1_000_000, 16000, False), (200_000, 11025, True)],
+    ("seconds", "limit", "rate", "channels", "shortened"),
+    [
+        (20, 10 * MiB, 44100, 2, False),
+        (100, 10 * MiB, 44100, 1, False),
+        (173, 10 * MiB, 22050, 1, False),
+        (20, 1 * MiB, 22050, 1, False),
+        (600, 1 * MiB, 11025, 1, True),
+    ],
 )
-def test_render_wav_lowers_quality_to_fit(tmp_path: Path, max_bytes: int, rate: int, shortened: bool) -> None:
-    midi = write_midi(piece(20), tmp_path / "p.mid")  # about 22 s and the tail: 4 MB as 44.1 kHz stereo
-    info = render_wav(midi, tmp_path / "p.wav", max_bytes=max_bytes)
-    assert info.bytes == info.path.stat().st_size <= max_bytes
-    assert (info.sample_rate, info.channels, info.shortened) == (rate, 1, shortened)
-    assert read_wav(info.path)[:2] == (rate, 1)
-    samples = read_wav(info.path)[2]
-    assert len(samples) > 0 and np.abs(samples).max() > 1000
-    if not shortened:
-        assert info.seconds >= mido.MidiFile(midi).length
+def test_plan_wav(seconds: float, limit: int, rate: int, channels: int, shortened: bool) -> None:
+    plan = plan_wav(seconds, limit)
+    assert (plan.sample_rate, plan.channels, plan.shortened) == (rate, channels, shortened)
+    assert WAV_HEADER + plan.frames * channels * 2 <= limit
+    better = [rc for rc in RATE_LADDER if rc[0] * rc[1] > rate * channels]
+    assert all(WAV_HEADER + seconds * r * c * 2 > limit for r, c in better)  # nothing better would fit
 
 
-@needs_fluidsynth
-@pytest.mark.timeout(120)
-def test_render_wav_cuts_what_cannot_fit(tmp_path: Path) -> None:
-    midi = write_midi(piece(20), tmp_path / "p.mid")
-    out = tmp_path / "p.wav"
-    out.write_bytes(b"an older file is replaced")
-    info = render_wav(midi, out, max_bytes=30_000)
-    assert info.shortened
-    assert info.bytes == out.stat().st_size <= 30_000
-    rate, channels, samples = read_wav(out)
-    assert (rate, channels) == (11025, 1)
-    assert info.seconds == pytest.approx(len(samples) / rate)
-    assert info.seconds > 1
-    assert np.abs(samples).max() > 1000
-    assert np.abs(samples[-20:]).max() < 200  # faded out, not cut off with a click
-
-
-def test_render_wav_refuses_a_limit_too_small_for_audio(tmp_path: Path) -> None:
-    midi = write_midi(piece(2), tmp_path / "p.mid")
+def test_plan_wav_refuses_a_limit_too_small_for_audio() -> None:
     with pytest.raises(RenderError, match="too small"):
-        render_wav(midi, tmp_path / "p.wav", max_bytes=1000)
+        plan_wav(10, 1000)
 
 
-@needs_fluidsynth
-@pytest.mark.timeout(60)
-def test_render_wav_bad_midi(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.mid"
-    bad.write_bytes(b"this is not a MIDI file")
-    with pytest.raises(RenderError, match="MIDI"):
-        render_wav(bad, tmp_path / "bad.wav")
-    with pytest.raises(RenderError, match="not found"):
-        render_wav(tmp_path / "missing.mid", tmp_path / "bad.wav")
-    assert not (tmp_path / "bad.wav").exists()
+def test_opus_rate_fits_the_limit() -> None:
+    assert opus_kbps(120, 10 * MiB) == 128
+    low = opus_kbps(600, 5 * MiB)
+    assert low is not None and low < 128 and low * 1000 / 8 * 600 * 1.15 <= 5 * MiB
+    assert opus_kbps(3600, 1 * MiB) is None
 
 
-@needs_fluidsynth
-@pytest.mark.timeout(60)
-def test_render_wav_timeout(tmp_path: Path) -> None:
-    midi = write_midi(piece(60), tmp_path / "p.mid")
-    with pytest.raises(RenderError, match="took too long"):
-        render_wav(midi, tmp_path / "p.wav", timeout=0.001)
-    assert list(tmp_path.iterdir()) == [midi]
+# -- one render, every file ------------------------------------------------------------------------
 
 
-# -- Ogg -------------------------------------------------------------------------------------------
-
-
-def _ogg_supported() -> bool:
-    return _have_renderer() and supports_ogg()
-
-
-@pytest.mark.skipif(not _ogg_supported(), reason="this FluidSynth's libsndfile cannot write Ogg Vorbis")
+@needs_renderer
 @pytest.mark.timeout(120)
-def test_render_ogg(tmp_path: Path) -> None:
-    midi = write_midi(piece(10), tmp_path / "p.mid")
-    info = render_ogg(midi, tmp_path / "p.ogg")
-    assert info.format == "ogg" and not info.shortened
-    assert info.path.read_bytes()[:4] == b"OggS"
-    assert (info.sample_rate, info.channels) == (44100, 2)
-    length = mido.MidiFile(midi).length
-    assert length <= info.seconds <= length + 4
-    # Far smaller than the same audio as a WAV: that is what the fallback is for.
-    assert info.bytes == info.path.stat().st_size < 44100 * 2 * 2 * info.seconds / 5
+def test_full_quality_when_it_fits() -> None:
+    out = render_piece(request(20), local_synth(find_soundfont()))
+    assert kinds(out) == ["mid", "ogg", "wav", "png"] and out.note == ""
+    ogg, ogg_audio = sound(out.file("ogg").data)
+    assert (ogg.format, ogg.subtype, ogg.samplerate, ogg.channels) == ("OGG", "OPUS", 48000, 2)
+    wav, wav_audio = sound(out.file("wav").data)
+    assert (wav.format, wav.subtype, wav.samplerate, wav.channels) == ("WAV", "PCM_16", 44100, 2)
+    assert 20 <= wav.duration <= 20 + 4.5 and abs(ogg.duration - wav.duration) < 0.1  # one render, both files
+    assert 0.8 < np.abs(wav_audio).max() <= 0.9  # normalised to -1 dBFS
+    assert np.abs(ogg_audio).max() > 0.5
+    assert np.abs(wav_audio[:, 0] - wav_audio[:, 1]).max() > 0  # real stereo, not one channel twice
+    assert out.file("png").data[:8] == PNG_SIGNATURE
+    assert out.wav.bytes == len(out.file("wav").data) and out.ogg.sample_rate == 48000
 
 
-def test_render_ogg_without_support(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    # A stand-in FluidSynth whose libsndfile knows no Ogg, as on some minimal builds.
-    fake = tmp_path / "bin" / "fluidsynth"
-    fake.parent.mkdir()
-    fake.write_text(
-        "#!/bin/sh\necho \"-T options (audio file type):\"\necho \"   'aiff','au','raw','wav'\"\n"
+@needs_renderer
+@pytest.mark.timeout(120)
+def test_reduced_wav_keeps_a_full_quality_ogg_and_says_so() -> None:
+    limit = 3 * MiB  # 40 s of 44.1 kHz stereo is 7 MB; mono at 32 kHz is 2.6 MB
+    out = render_piece(request(40, limit), local_synth(find_soundfont()))
+    assert kinds(out) == ["mid", "ogg", "wav", "png"]
+    assert all(len(f.data) <= limit for f in out.files)
+    wav, _ = sound(out.file("wav").data)
+    ogg, _ = sound(out.file("ogg").data)
+    assert (wav.samplerate, wav.channels) == (32000, 1) and (ogg.samplerate, ogg.channels) == (48000, 2)
+    assert abs(wav.duration - ogg.duration) < 0.1  # reduced, not cut
+    assert (
+        out.note
+        == "The .wav is 32 kHz mono to fit the upload limit. The .ogg is full quality (48 kHz stereo)."
     )
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", str(fake.parent))
-    assert not supports_ogg()
-    midi = write_midi(piece(2), tmp_path / "p.mid")
-    font = tmp_path / "font.sf2"
-    font.write_bytes(b"RIFF")
-    with pytest.raises(RenderError, match="Ogg"):
-        render_ogg(midi, tmp_path / "p.ogg", soundfont=font)
-    assert not (tmp_path / "p.ogg").exists()
+
+
+@needs_renderer
+@pytest.mark.timeout(120)
+def test_wav_cut_to_fit_and_the_note_says_what_holds_the_whole_piece() -> None:
+    limit = 300_000  # 13 s of 11 kHz mono
+    out = render_piece(request(40, limit), local_synth(find_soundfont()))
+    assert all(len(f.data) <= limit for f in out.files)
+    wav, samples = sound(out.file("wav").data)
+    ogg, _ = sound(out.file("ogg").data)
+    assert wav.samplerate == 11025 and wav.duration < 15 and ogg.duration > 40
+    assert np.abs(samples[-100:]).max() < 0.05  # faded out, not chopped
+    assert out.wav.shortened and out.note.startswith(f"The .wav holds the first {wav.duration:.0f} s")
+    assert "the .ogg and the .mid have the whole piece" in out.note
+
+
+@needs_renderer
+@pytest.mark.timeout(120)
+def test_an_empty_piece_still_renders() -> None:
+    empty = RenderRequest("e", midi_bytes([]), (), 0, 100.0, "e", 10 * MiB)
+    out = render_piece(empty, local_synth(find_soundfont()))
+    assert kinds(out) == ["mid", "ogg", "wav", "png"]
+
+
+@needs_renderer
+@pytest.mark.timeout(120)
+def test_a_bad_midi_file_is_a_render_error() -> None:
+    bad = replace(request(5), midi=b"RIFF garbage, not a MIDI file")
+    with pytest.raises(RenderError):
+        render_piece(bad, local_synth(find_soundfont()))
+    assert kinds(midi_only(bad, "x")) == ["mid"]
+
+
+# -- video -----------------------------------------------------------------------------------------
+
+
+@needs_renderer
+@pytest.mark.timeout(180)
+def test_video_scrolls_with_the_audio(tmp_path: Path) -> None:
+    out = render_piece(request(30, video=True), local_synth(find_soundfont()))
+    assert kinds(out) == ["mid", "ogg", "wav", "png", "mp4"]
+    data = out.file("mp4").data
+    assert len(data) <= 10 * MiB
+    probe = ffprobe(data, tmp_path)
+    streams = {s["codec_type"]: s for s in probe["streams"]}
+    assert set(streams) == {"video", "audio"}
+    v, a = streams["video"], streams["audio"]
+    assert (v["codec_name"], v["width"], v["height"], v["pix_fmt"]) == ("h264", 640, 360, "yuv420p")
+    assert a["codec_name"] == "opus" and int(a["channels"]) == 2
+    audio_s = sound(out.file("ogg").data)[0].duration
+    assert abs(float(probe["format"]["duration"]) - audio_s) < 0.5
+    assert abs(float(v["duration"]) - audio_s) < 0.5
+    # The picture moves: a frame 10 s in differs from the first.
+    frames = []
+    for at in (0.5, 10.5):
+        png = subprocess.run(
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-ss",
+                str(at),
+                "-i",
+                str(tmp_path / "v.mp4"),
+                "-frames:v",
+                "1",
+                "-f",
+                "image2pipe",
+                "-c:v",
+                "png",
+                "-",
+            ],
+            capture_output=True,
+            check=True,
+        ).stdout
+        frames.append(np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=int))
+    assert np.abs(frames[0] - frames[1]).mean() > 1
+
+
+@needs_renderer
+@pytest.mark.timeout(120)
+def test_video_left_out_when_it_cannot_fit() -> None:
+    out = render_piece(request(40, 300_000, video=True), local_synth(find_soundfont()))
+    assert "mp4" not in kinds(out) and "The video is left out" in out.note
+
+
+# -- the pool --------------------------------------------------------------------------------------
+
+
+@needs_renderer
+@pytest.mark.timeout(240)
+def test_pool_replaces_a_stuck_and_a_crashed_renderer() -> None:
+    pool = RenderPool(find_soundfont(), size=1, timeout=10, target="tests.render_faults:render")
+    pool.start()
+    try:
+        first = pool.pids()
+        assert kinds(pool.render(request(5))) == ["mid", "ogg", "wav", "png"]
+        with pytest.raises(RenderError, match="took too long"):
+            pool.render(request(5, name="hang"))
+        with pytest.raises(RenderError, match="crashed"):
+            pool.render(request(5, name="crash"))
+        assert pool.replaced == 2
+        out = pool.render(request(5))  # waits for the replacement, which renders normally
+        assert kinds(out) == ["mid", "ogg", "wav", "png"] and pool.pids().isdisjoint(first)
+    finally:
+        pool.close()
+
+
+@needs_renderer
+@pytest.mark.timeout(120)
+def test_pool_start_fails_in_one_line_on_an_unreadable_soundfont(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.sf2"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00sfbk" + bytes(64))
+    pool = RenderPool(bad, size=2)
+    with pytest.raises(RenderError) as err:
+        pool.start()
+    assert "\n" not in str(err.value)
+    assert not pool.pids()
 
 
 # -- piano roll ------------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ async def test_sigterm_with_jobs_queued_then_restart_answers_everyone(fake, tiny
     try:
         for inter in waiting:
             reply = await inter.wait_for_followup(timeout=240)
-            assert {f["filename"].rsplit(".", 1)[1] for f in reply["files"]} == {"mid", "wav", "png"}
+            assert {f["filename"].rsplit(".", 1)[1] for f in reply["files"]} == {"mid", "ogg", "wav", "png"}
         await asyncio.sleep(0.5)
         assert all(len(i.followups) == 1 for i in inters)  # nobody twice, nobody forgotten
         assert not any(e["kind"] == "channel_message" for e in fake.log)

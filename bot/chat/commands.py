@@ -25,7 +25,7 @@ from bot.chat.reply import (
 )
 from bot.errors import BadSeed, EtudeError, reference, went_wrong
 from bot.music.midi import SeedLimits, read_midi
-from bot.options import INSTRUMENT_HELP, INSTRUMENTS, KEY_HELP, KEYS, SEED_HELP, SPECS, Options
+from bot.options import INSTRUMENT_HELP, INSTRUMENTS, KEY_HELP, KEYS, SEED_HELP, SPECS, VIDEO_HELP, Options
 from bot.queue.jobs import JobResult, JobSpec
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,7 @@ class ComposeCog(commands.Cog):
         tempo=_describe("tempo"),
         rng_seed=SPECS["rng_seed"].help,
         key=KEY_HELP[:100],
+        video=VIDEO_HELP,
     )
     @app_commands.choices(instrument=INSTRUMENT_CHOICES, key=KEY_CHOICES)
     async def compose(
@@ -132,6 +133,7 @@ class ComposeCog(commands.Cog):
         tempo: Tempo | None = None,
         rng_seed: RngSeed | None = None,
         key: app_commands.Choice[str] | None = None,
+        video: bool = False,
     ) -> None:
         """Compose a piece of music, optionally continuing a MIDI file you attach."""
         if seed is not None:
@@ -152,6 +154,7 @@ class ComposeCog(commands.Cog):
             instrument=instrument.value if instrument else 0,
             rng_seed=rng_seed,
             key=key.value if key else None,
+            video=video,
         ).check(self.settings.max_length)
         await self.start(interaction, options, seed_attachment=seed, kind="compose")
 

@@ -79,7 +79,7 @@ def result_embed(result: JobResult, user_mention: str) -> discord.Embed:
     )
     embed.add_field(name="RNG seed", value=f"`{info.get('rng_seed')}`")
     embed.add_field(name="Model", value=str(info.get("model", "?")))
-    if info.get("note"):
+    if info.get("note"):  # what was reduced to fit, and which file still holds the whole piece
         embed.set_footer(text=info["note"])
     return embed
 
@@ -96,8 +96,9 @@ def help_embed(card: dict, max_length: int, seed_max_bytes: int) -> discord.Embe
     embed = discord.Embed(
         title="Étude composes music",
         description=(
-            "`/compose` writes a new piece with an LSTM trained on real scores and sends back a `.mid`, "
-            "a `.wav` and a piano-roll picture. Attach a MIDI file as `seed` and it continues your music.\n"
+            "`/compose` writes a new piece with an LSTM trained on real scores and sends back the `.mid`, "
+            "an `.ogg` to listen to, a `.wav` and a piano-roll picture (with `video:True`, also an `.mp4` of "
+            "the roll scrolling with the music). Attach a MIDI file as `seed` and it continues your music.\n"
             "🔁 **re-roll** makes another piece with the same options; ➕ **continue** extends a piece.\n"
             "`/harmonize` takes a melody (a MIDI file) and writes alto, tenor and bass under it, keeping "
             "every note of it, as a four-part chorale."

@@ -4,6 +4,7 @@ renders each piece to files that fit the user's upload limit, and reports progre
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import shutil
@@ -11,16 +12,20 @@ import socket
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bot.errors import BadOption, EtudeError, reference, went_wrong
+from bot.errors import BadOption, EtudeError, RenderError, reference, went_wrong
 from bot.health import Metrics
 from bot.model.backend import default_batching
 from bot.model.composer import Composer, Composition, Seed
 from bot.music.midi import SeedLimits
 from bot.options import Options
 from bot.queue.jobs import JobResult, JobSpec, ResultFile
-from bot.render.files import write_outputs
+from bot.render.audio import find_soundfont
+from bot.render.files import RenderRequest, local_synth, midi_only, render_piece
+from bot.render.pool import RenderPool
+from bot.render.synth import check_soundfont
 
 log = logging.getLogger(__name__)
 
@@ -95,46 +100,44 @@ class Batcher:
 
 
 def render_for_limit(
-    piece: Composition, limit: int, soundfont: str | None = None
+    piece: Composition,
+    limit: int,
+    renderer: RenderPool | None = None,
+    *,
+    video: bool = False,
+    soundfont: str | None = None,
 ) -> tuple[list[ResultFile], str]:
-    """The .mid, an audio file and the piano roll, each within `limit` bytes, and a note on what was done.
+    """The piece's files, each within `limit` bytes, and a note on what was reduced (`render_piece` decides).
 
-    The WAV is resampled or made mono to fit; where even that would cut the piece short, a compressed
-    .ogg takes its place if it fits whole, and failing that the WAV holds as much as fits.
+    With a `renderer` the work runs in its warm processes; without one, in this process. A render that
+    fails, hangs or crashes costs only the audio: the user still gets the `.mid` and one line saying why.
     """
-    from bot.render.audio import render_ogg
+    request = RenderRequest.of(piece, limit, video)
+    try:
+        if renderer is not None:
+            rendered = renderer.render(request)
+        else:
+            rendered = render_piece(request, local_synth(find_soundfont(soundfont)))
+    except RenderError as e:
+        log.warning("render of %s failed: %s", piece.name, e)
+        rendered = midi_only(request, str(e))
+    files = [ResultFile(f.name, f.data, f.content_type) for f in rendered.files]
+    return files, rendered.note
 
-    with tempfile.TemporaryDirectory(prefix="etude-") as tmp:
-        out = write_outputs(piece, Path(tmp), max_bytes=limit, soundfont=soundfont)
-        note = ""
-        audio_path, audio_type = out.wav, "audio/wav"
-        if out.audio.shortened:
-            try:
-                ogg = render_ogg(out.midi, Path(tmp) / f"{piece.name}.ogg", soundfont=soundfont)
-            except EtudeError:
-                ogg = None
-            if ogg is not None and ogg.bytes <= limit:
-                audio_path, audio_type = ogg.path, "audio/ogg"
-                note = (
-                    "The audio is a compressed .ogg: a .wav of the whole piece would pass the upload limit."
-                )
-            else:
-                note = (
-                    f"The .wav holds the first {out.audio.seconds:.0f} s to fit the upload limit; "
-                    "the .mid has the whole piece."
-                )
-        elif out.audio.sample_rate < 44100 or out.audio.channels < 2:
-            note = f"The .wav is {out.audio.sample_rate} Hz {'mono' if out.audio.channels == 1 else 'stereo'} to fit the upload limit."
-        files = [
-            ResultFile(out.midi.name, out.midi.read_bytes(), "audio/midi"),
-            ResultFile(audio_path.name, audio_path.read_bytes(), audio_type),
-            ResultFile(out.png.name, out.png.read_bytes(), "image/png"),
-        ]
-    too_big = [f.name for f in files if len(f.data) > limit]
-    if too_big:  # only a limit far below Discord's could do this; the .mid alone still goes out
-        files = [f for f in files if len(f.data) <= limit]
-        note = (note + " " if note else "") + f"Left out to fit the upload limit: {', '.join(too_big)}."
-    return files, note
+
+def batch_sizes(most: int) -> list[int]:
+    """The batch sizes the sampler is given: powers of two up to `most`, and `most` itself.
+
+    The sampler compiles once per batch shape; rounding a batch up to the next of these (with one-note
+    fillers) keeps the shapes few enough to compile them all before the worker reports ready.
+    """
+    sizes = [1]
+    while sizes[-1] * 2 < most:
+        sizes.append(sizes[-1] * 2)
+    return sorted({*sizes, most})
+
+
+FILLER = Options(length=1, rng_seed=0)
 
 
 class Worker:
@@ -150,6 +153,9 @@ class Worker:
         soundfont: str | None = None,
         publish: Publish | None = None,
         name: str | None = None,
+        render_processes: int | None = None,
+        render_timeout: float = 120.0,
+        warm_length: int | None = None,
     ):
         self.model_dir = model_dir
         self.limits = seed_limits or SeedLimits()
@@ -161,6 +167,13 @@ class Worker:
         self.batch_size, self.batch_wait_ms = batch_size, batch_wait_ms
         self.metrics = Metrics("worker")
         self.ready = asyncio.Event()
+        # Rendering: one warm process per core (or `render_processes`), started by `start`.
+        self.render_processes, self.render_timeout = render_processes, render_timeout
+        self.renderer: RenderPool | None = None
+        self.warm_length = warm_length or Options().length  # the length `warm` compiles for
+        # One thread per render process: jobs waiting for a renderer wait in its queue, not in the
+        # event loop's default executor, which seeds and sampling need.
+        self.render_threads: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_settings(cls, settings, publish: Publish | None = None) -> Worker:
@@ -171,27 +184,67 @@ class Worker:
             seed_limits=settings.seed_limits(),
             soundfont=settings.soundfont,
             publish=publish,
+            render_processes=settings.render_processes,
+            render_timeout=settings.render_timeout_seconds,
         )
 
     async def start(self) -> None:
-        """Load the model (on a thread: it takes seconds) and compile the sampler with a tiny warm-up."""
+        """Start the render pool, load the model and compile the sampler, all before reporting ready.
+
+        A soundfont that is missing or unreadable fails here, in one line, not at the first job.
+        """
         t0 = time.perf_counter()
-        self.composer = await asyncio.to_thread(Composer, self.model_dir)
-        if self.batch_size is None or self.batch_wait_ms is None:  # unset: what suits the model's device
-            size, wait_ms = await asyncio.to_thread(default_batching)
-            self.batch_size = self.batch_size or size
-            self.batch_wait_ms = wait_ms if self.batch_wait_ms is None else self.batch_wait_ms
-        await asyncio.to_thread(self.composer.compose_one, Options(length=1, rng_seed=0))
+        font = find_soundfont(self.soundfont)
+        check_soundfont(font)
+        self.renderer = RenderPool(font, self.render_processes, self.render_timeout)
+        # The pool's processes load the soundfont while the model loads and compiles.
+        pool_ready = asyncio.create_task(asyncio.to_thread(self.renderer.start))
+        try:
+            self.composer = await asyncio.to_thread(Composer, self.model_dir)
+            if self.batch_size is None or self.batch_wait_ms is None:  # unset: what suits the model's device
+                size, wait_ms = await asyncio.to_thread(default_batching)
+                self.batch_size = self.batch_size or size
+                self.batch_wait_ms = wait_ms if self.batch_wait_ms is None else self.batch_wait_ms
+            await asyncio.to_thread(self.warm)
+        finally:
+            await asyncio.wait({pool_ready})
+        pool_ready.result()
+        self.render_threads = ThreadPoolExecutor(self.renderer.size, thread_name_prefix="etude-render")
+        renderer = self.renderer
+        self.metrics.gauge(
+            "render_processes_replaced",
+            "Render processes replaced after a hang or a crash.",
+            lambda: renderer.replaced,
+        )
         self.batcher = Batcher(
-            self.composer.compose, self.batch_size, self.batch_wait_ms, on_batch=self.metrics.batches.observe
+            self.compose, self.batch_size, self.batch_wait_ms, on_batch=self.metrics.batches.observe
         )
         self.ready.set()
         log.info(
-            "worker %s ready: model %s in %.1f s",
+            "worker %s ready: model %s, %d render processes, in %.1f s",
             self.name,
             self.composer.model.name,
+            self.renderer.size,
             time.perf_counter() - t0,
         )
+
+    def warm(self) -> None:
+        """Compile the sampler for every batch size it will be given, at the default length.
+
+        Compiling is per shape: a one-note warm-up left the first 500-note request 3 times slower than the
+        second. Other lengths compile on first use, once per power of two of their sampling steps.
+        """
+        assert self.composer is not None
+        for size in batch_sizes(self.batch_size):
+            t = time.perf_counter()
+            self.composer.compose([(Options(length=self.warm_length, rng_seed=i), None) for i in range(size)])
+            log.debug("sampler warm at batch %d in %.2f s", size, time.perf_counter() - t)
+
+    def compose(self, jobs: list[tuple[Options, Seed | None]]) -> list[Composition]:
+        """`Composer.compose`, with the batch rounded up to a size `warm` compiled (fillers are dropped)."""
+        assert self.composer is not None
+        size = next((s for s in batch_sizes(self.batch_size) if s >= len(jobs)), len(jobs))
+        return self.composer.compose([*jobs, *[(FILLER, None)] * (size - len(jobs))])[: len(jobs)]
 
     async def _compose(self, spec: JobSpec, options: Options, timings: dict) -> tuple[Composition, dict]:
         assert self.composer is not None and self.batcher is not None
@@ -231,6 +284,10 @@ class Worker:
     async def close(self) -> None:
         if self.batcher:
             await self.batcher.close()
+        if self.render_threads is not None:
+            self.render_threads.shutdown(wait=False, cancel_futures=True)
+        if self.renderer is not None:
+            self.renderer.close()
 
     async def run(self, spec_json: dict) -> dict:
         """Do one job; never raises: a failure is a result with a message fit for the user."""
@@ -248,8 +305,11 @@ class Worker:
                 piece, info = await self._compose(spec, options, timings)
             await self.publish(spec.job_id, {"stage": "rendering", "percent": 60})
             t = time.perf_counter()
-            files, note = await asyncio.to_thread(
-                render_for_limit, piece, spec.attachment_limit, self.soundfont
+            files, note = await asyncio.get_running_loop().run_in_executor(
+                self.render_threads,
+                functools.partial(
+                    render_for_limit, piece, spec.attachment_limit, self.renderer, video=options.video
+                ),
             )
             timings["render"] = time.perf_counter() - t
             await self.publish(spec.job_id, {"stage": "uploading", "percent": 95})

@@ -1,16 +1,40 @@
-"""The files of one piece: `.mid`, audio and piano roll, written to a folder."""
+"""The files of one piece and the one place that decides what fits an upload.
+
+`render_piece` turns a piece into its files: the `.mid`, an Ogg Opus listening copy, a `.wav`, the piano
+roll and, on request, an `.mp4`, each within the byte limit, with a note for the user on whatever was
+reduced. FluidSynth plays the piece once; every audio file is encoded from that one render. It runs in a
+render process of the pool (`bot.render.pool`) for the worker, and in-process for `etude compose`.
+"""
 
 from __future__ import annotations
 
+import logging
+import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Protocol
 
+from bot.errors import EtudeError, RenderError
 from bot.music.encoding import Event
-from bot.render.audio import AudioInfo, find_soundfont, render_wav
+from bot.render.atomic import temp_path
+from bot.render.audio import AudioInfo, encode, normalise, opus_kbps, plan_wav, trim
 from bot.render.pianoroll import draw_piano_roll
+from bot.render.synth import Synth, SynthSettings
+
+log = logging.getLogger(__name__)
+
+MAX_AUDIO_SECONDS = 30 * 60.0  # a render never runs past this, whatever the MIDI file claims
+CONTENT_TYPES = {
+    "mid": "audio/midi",
+    "ogg": "audio/ogg",
+    "wav": "audio/wav",
+    "png": "image/png",
+    "mp4": "video/mp4",
+}
 
 
 class Piece(Protocol):
@@ -27,36 +51,212 @@ class Piece(Protocol):
     def midi(self) -> bytes: ...
 
 
+@dataclass(frozen=True)
+class RenderRequest:
+    """Everything a render process needs, and nothing it would have to import a model for."""
+
+    name: str
+    midi: bytes
+    events: tuple[Event, ...]
+    seed_events: int
+    tempo: float
+    title: str
+    max_bytes: int
+    video: bool = False
+    melody: tuple[Event, ...] = ()  # a harmonization's given line, drawn in its own colour
+
+    @classmethod
+    def of(cls, piece: Piece, max_bytes: int, video: bool = False) -> RenderRequest:
+        title = f"{piece.name} · {piece.key} · {piece.tempo:.0f} bpm · {piece.model}"
+        return cls(
+            piece.name,
+            piece.midi(),
+            tuple(piece.events),
+            piece.seed_events,
+            piece.tempo,
+            title,
+            max_bytes,
+            video,
+            tuple(getattr(piece, "melody", ())),
+        )
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    name: str
+    data: bytes
+    content_type: str
+
+
+@dataclass
+class Rendered:
+    """The files of a piece in the order a reply shows them, and what the user should know about them."""
+
+    files: list[RenderedFile]
+    note: str = ""
+    ogg: AudioInfo | None = None
+    wav: AudioInfo | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def file(self, suffix: str) -> RenderedFile | None:
+        return next((f for f in self.files if f.name.endswith("." + suffix)), None)
+
+
+def _file(name: str, suffix: str, data: bytes) -> RenderedFile:
+    return RenderedFile(f"{name}.{suffix}", data, CONTENT_TYPES[suffix])
+
+
+def _png(request: RenderRequest) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="etude-png-") as tmp:
+        path = draw_piano_roll(
+            request.events,
+            Path(tmp) / "roll.png",
+            seed_events=request.seed_events,
+            melody=request.melody,
+            tempo=request.tempo,
+            title=request.title,
+        )
+        return path.read_bytes()
+
+
+def render_piece(request: RenderRequest, synth: Synth) -> Rendered:
+    """All the files of `request`, each within `request.max_bytes`; the note says what was reduced."""
+    from bot.render.video import encode_video, mux, roll_strip, video_kbps
+
+    limit = request.max_bytes
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    rate = synth.settings.sample_rate
+    plan_wav(1.0, limit)  # a limit too small for any audio is refused before FluidSynth runs
+    with ThreadPoolExecutor(2) as side:
+        # The picture does not need the audio: it is drawn while FluidSynth plays.
+        png = side.submit(_png, request)
+        t = time.perf_counter()
+        audio = normalise(trim(synth.render(request.midi, MAX_AUDIO_SECONDS), rate))
+        timings["synth"] = time.perf_counter() - t
+        seconds = len(audio) / rate
+        wav_plan = plan_wav(seconds, limit)
+        kbps = opus_kbps(seconds, limit)
+        video = None
+        if request.video:
+            # The picture moves while the audio is encoded; the sound is the .ogg's, added afterwards.
+            v_kbps = video_kbps(seconds, limit, int(seconds * (kbps or 0) * 1000 / 8 * 1.15))
+            if kbps is None or v_kbps is None:
+                notes.append("The video is left out: it cannot fit the upload limit and still be watched.")
+            else:
+                strip = roll_strip(request.events, request.tempo, seconds, request.seed_events)
+                video = side.submit(encode_video, strip, seconds, v_kbps)
+        t = time.perf_counter()
+        ogg_data, wav_data = encode(audio, rate, wav_plan, kbps)
+        timings["encode"] = time.perf_counter() - t
+        t = time.perf_counter()
+        png_data = png.result()
+        video_data = None
+        if video is not None and ogg_data is not None:
+            try:
+                video_data = mux(video.result(), ogg_data)
+            except EtudeError as e:
+                log.warning("video of %s failed: %s", request.name, e)
+                notes.append("The video could not be made this time.")
+        timings["wait_png_video"] = time.perf_counter() - t
+
+    ogg = AudioInfo.of(ogg_data) if ogg_data is not None else None
+    wav = AudioInfo.of(wav_data, wav_plan.shortened)
+    if ogg is None:
+        notes.insert(0, "The .ogg is left out: the piece is too long for the upload limit even compressed.")
+    if wav.shortened:
+        whole = "the .ogg and the .mid have" if ogg is not None else "the .mid has"
+        notes.insert(
+            0,
+            f"The .wav holds the first {wav.seconds:.0f} s to fit the upload limit; {whole} the whole piece.",
+        )
+    elif (wav.sample_rate, wav.channels) != (44100, 2):
+        full = " The .ogg is full quality (48 kHz stereo)." if ogg is not None else ""
+        notes.insert(0, f"The .wav is {wav.describe()} to fit the upload limit.{full}")
+    files = [_file(request.name, "mid", request.midi)]
+    if ogg_data is not None:
+        files.append(_file(request.name, "ogg", ogg_data))
+    files += [_file(request.name, "wav", wav_data), _file(request.name, "png", png_data)]
+    if video_data is not None:
+        files.append(_file(request.name, "mp4", video_data))
+    too_big = [f.name for f in files if len(f.data) > limit]
+    if too_big:  # only a limit far below Discord's could do this; the .mid alone still goes out
+        files = [f for f in files if len(f.data) <= limit]
+        notes.append(f"Left out to fit the upload limit: {', '.join(too_big)}.")
+    return Rendered(files, " ".join(notes), ogg, wav, timings)
+
+
+def midi_only(request: RenderRequest, reason: str) -> Rendered:
+    """What a user gets when rendering failed: the `.mid`, which needs none, and one line saying why."""
+    return Rendered(
+        [_file(request.name, "mid", request.midi)], f"No audio this time ({reason}); the .mid is here."
+    )
+
+
+@cache
+def local_synth(soundfont: Path, settings: SynthSettings = SynthSettings()) -> Synth:
+    """A synth in this process, loaded once: for `etude compose` and tests, where no pool runs."""
+    return Synth(soundfont, settings)
+
+
 @dataclass
 class Outputs:
-    midi: Path
-    wav: Path
-    png: Path
-    audio: AudioInfo
+    """The files `write_outputs` wrote, by suffix ("mid", "ogg", "wav", "png", "mp4"), and what the render
+    said about them."""
+
+    paths: dict[str, Path]
+    rendered: Rendered
+
+    @property
+    def midi(self) -> Path:
+        return self.paths["mid"]
+
+    @property
+    def wav(self) -> Path:
+        return self.paths["wav"]
+
+    @property
+    def png(self) -> Path:
+        return self.paths["png"]
 
 
 def write_outputs(
-    piece: Piece, out_dir: Path, max_bytes: int = 10 * 1024 * 1024, soundfont: str | None = None
+    piece: Piece,
+    out_dir: Path,
+    max_bytes: int = 10 * 1024 * 1024,
+    soundfont: str | Path | None = None,
+    *,
+    video: bool = False,
 ) -> Outputs:
-    """Write `<name>.mid`, `.wav` (fitted to `max_bytes`) and `.png`; stage timings go into `piece.timings`."""
+    """Write the piece's files to `out_dir` (renamed into place); render timings go into `piece.timings`."""
+    from bot.render.audio import find_soundfont
+
+    font = find_soundfont(soundfont)  # before any work: a missing soundfont is the user's to fix
+    synth = local_synth(font)
+    t = time.perf_counter()
+    rendered = render_piece(RenderRequest.of(piece, max_bytes, video), synth)
+    piece.timings["render"] = time.perf_counter() - t
+    piece.timings.update(rendered.timings)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sf = find_soundfont(soundfont)  # before any work: a missing soundfont is the user's to fix
-    t = time.perf_counter()
-    midi_path = out_dir / f"{piece.name}.mid"
-    midi_path.write_bytes(piece.midi())
-    piece.timings["write_midi"] = time.perf_counter() - t
-    t = time.perf_counter()
-    audio = render_wav(midi_path, out_dir / f"{piece.name}.wav", max_bytes, soundfont=sf)
-    piece.timings["render_wav"] = time.perf_counter() - t
-    t = time.perf_counter()
-    title = f"{piece.name} · {piece.key} · {piece.tempo:.0f} bpm · {piece.model}"
-    png = draw_piano_roll(
-        piece.events,
-        out_dir / f"{piece.name}.png",
-        seed_events=piece.seed_events,
-        melody=getattr(piece, "melody", ()),  # a harmonization's given line, drawn in its own colour
-        tempo=piece.tempo,
-        title=title,
-    )
-    piece.timings["draw_png"] = time.perf_counter() - t
-    return Outputs(midi_path, audio.path, png, audio)
+    paths = {}
+    for f in rendered.files:
+        path = out_dir / f.name
+        with temp_path(out_dir, f.name, ".part") as tmp:
+            tmp.write_bytes(f.data)
+            tmp.replace(path)
+        paths[f.name.rsplit(".", 1)[1]] = path
+    return Outputs(paths, rendered)
+
+
+__all__ = [
+    "Outputs",
+    "Piece",
+    "RenderError",
+    "RenderRequest",
+    "Rendered",
+    "RenderedFile",
+    "local_synth",
+    "midi_only",
+    "render_piece",
+    "write_outputs",
+]

@@ -1,0 +1,282 @@
+"""A warm render pool: one process per core, each holding a FluidSynth with the soundfont loaded.
+
+A render process is `python -m bot.render.pool`: it loads the soundfont, renders a one-note piece so the
+first real job finds everything imported and paged in, says it is ready, then renders requests one at a
+time. Requests and results are pickles framed by their length on the process's stdin and stdout; the pool
+starts these processes itself, so what it unpickles is its own.
+
+Every render runs under a deadline. A process that misses it is killed; one that dies (a crash in the
+synthesizer) is noticed at once. Either way only that render is lost: the caller gets a RenderError, a new
+process takes the old one's place in the background, and the next job renders normally.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import pickle
+import queue
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bot.errors import RenderError
+
+log = logging.getLogger(__name__)
+
+HEADER = struct.Struct("<Q")
+DEFAULT_TARGET = "bot.render.files:render_piece"
+START_TIMEOUT = 60.0  # loading a soundfont from a cold disk; far above the 0.3 s it takes warm
+RESTART_DELAY = 5.0  # between attempts to replace a process when starting one fails
+
+
+def default_size() -> int:
+    """One render process per core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class _Dead(Exception):
+    """The render process exited or closed its pipe."""
+
+
+def _write(stream, obj: object) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
+    chunks, left = [], n
+    while left:
+        if deadline is not None:
+            wait = deadline - time.monotonic()
+            if wait <= 0 or not select.select([fd], [], [], wait)[0]:
+                raise TimeoutError
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            raise _Dead
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read(fd: int, deadline: float | None) -> object:
+    (size,) = HEADER.unpack(_read_exact(fd, HEADER.size, deadline))
+    return pickle.loads(_read_exact(fd, size, deadline))
+
+
+# The folder holding this `bot` package: a render process imports the same code as the one that starts it.
+CODE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+class _Process:
+    """One render process and its pipes."""
+
+    def __init__(self, soundfont: Path, target: str):
+        path = os.environ.get("PYTHONPATH")
+        env = {**os.environ, "PYTHONPATH": CODE_ROOT + (os.pathsep + path if path else "")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bot.render.pool", "--soundfont", str(soundfont), "--target", target],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,  # its log lines go where this process's go
+            env=env,
+        )
+
+    def ready(self, timeout: float) -> None:
+        """Wait for the process's hello: RenderError with its one-line reason when it could not start."""
+        try:
+            status = _read(self.proc.stdout.fileno(), time.monotonic() + timeout)
+        except TimeoutError:
+            self.kill()
+            raise RenderError("a render process did not start in time") from None
+        except _Dead:
+            self.kill()
+            raise RenderError("a render process exited while starting") from None
+        if status != "ready":
+            self.kill()
+            raise RenderError(str(status))
+
+    def call(self, request: object, timeout: float) -> object:
+        _write(self.proc.stdin, request)
+        return _read(self.proc.stdout.fileno(), time.monotonic() + timeout)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+class RenderPool:
+    """`size` warm render processes; `render` is thread-safe and blocks until one is free.
+
+    `target` names the function the processes call as `module:function`, with `(request, synth)`; tests
+    name one that hangs or crashes to see the pool recover.
+    """
+
+    def __init__(
+        self,
+        soundfont: Path,
+        size: int | None = None,
+        timeout: float = 120.0,
+        target: str = DEFAULT_TARGET,
+    ):
+        self.soundfont, self.size, self.timeout, self.target = (
+            Path(soundfont),
+            size or default_size(),
+            timeout,
+            target,
+        )
+        self.idle: queue.Queue[_Process] = queue.Queue()
+        self.all: set[_Process] = set()
+        self.lock = threading.Lock()
+        self.closed = False
+        self.replaced = 0  # processes killed or lost and replaced: a metric, and what the tests look at
+
+    def start(self) -> None:
+        """Start every process and wait for all to be warm; RenderError (one line) if any cannot start."""
+        t0 = time.perf_counter()
+        started = [_Process(self.soundfont, self.target) for _ in range(self.size)]
+        try:
+            for p in started:
+                p.ready(START_TIMEOUT)
+        except RenderError:
+            for p in started:
+                p.kill()
+            raise
+        with self.lock:
+            self.all.update(started)
+        for p in started:
+            self.idle.put(p)
+        log.info("render pool: %d processes warm in %.2f s", self.size, time.perf_counter() - t0)
+
+    def render(self, request: object, timeout: float | None = None) -> object:
+        """`target(request, synth)` in a free process; RenderError when it fails, hangs or crashes."""
+        if self.closed:
+            raise RenderError("the renderer is shut down")
+        proc = self.idle.get()
+        try:
+            result = proc.call(request, timeout or self.timeout)
+        except TimeoutError:
+            self._replace(proc, "took too long")
+            raise RenderError("rendering took too long") from None
+        except (_Dead, BrokenPipeError):
+            self._replace(proc, "crashed")
+            raise RenderError("the renderer crashed") from None
+        except BaseException:  # a caller interrupted mid-call: the process's state is unknown
+            self._replace(proc, "was interrupted")
+            raise
+        self.idle.put(proc)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _replace(self, proc: _Process, why: str) -> None:
+        log.warning("render process %d %s: replacing it", proc.pid, why)
+        proc.kill()
+        with self.lock:
+            self.all.discard(proc)
+            self.replaced += 1
+        threading.Thread(target=self._spawn, name="etude-render-restart", daemon=True).start()
+
+    def _spawn(self) -> None:
+        while not self.closed:
+            try:
+                proc = _Process(self.soundfont, self.target)
+                proc.ready(START_TIMEOUT)
+            except (RenderError, OSError) as e:
+                log.error("a render process could not start: %s; trying again", e)
+                time.sleep(RESTART_DELAY)
+                continue
+            with self.lock:
+                if self.closed:
+                    proc.kill()
+                    return
+                self.all.add(proc)
+            self.idle.put(proc)
+            return
+
+    def pids(self) -> set[int]:
+        with self.lock:
+            return {p.pid for p in self.all}
+
+    def close(self) -> None:
+        self.closed = True
+        with self.lock:
+            procs, self.all = list(self.all), set()
+        for p in procs:
+            p.kill()
+
+
+# -- the render process ----------------------------------------------------------------------------------
+
+
+def _warm_request():
+    from bot.music.encoding import Event
+    from bot.music.midi import midi_bytes
+    from bot.render.files import RenderRequest
+
+    events = (Event(0.0, 1.0, (60, 64, 67)),)
+    return RenderRequest("warm", midi_bytes(list(events)), events, 0, 100.0, "warm", 10 * 1024 * 1024)
+
+
+def serve(soundfont: Path, target: Callable[[object, object], object]) -> None:
+    """Load the synth, warm up, say "ready", then answer requests on stdin until it closes."""
+    from bot.render.files import render_piece
+    from bot.render.synth import Synth
+
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr  # a stray print must not corrupt the pipe
+    try:
+        synth = Synth(soundfont)
+        render_piece(
+            _warm_request(), synth
+        )  # imports, soundfont pages, matplotlib's fonts, ffmpeg's disk cache
+    except Exception as e:  # noqa: BLE001 - the parent shows the reason as one line
+        _write(out, str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return
+    _write(out, "ready")
+    fd = sys.stdin.buffer.fileno()
+    while True:
+        try:
+            request = _read(fd, None)
+        except _Dead:
+            return
+        try:
+            result = target(request, synth)
+        except Exception as e:  # noqa: BLE001 - sent back and raised in the caller
+            result = e if isinstance(e, RenderError) else RenderError(f"rendering failed: {e}")
+            log.exception("render failed")
+        _write(out, result)
+
+
+def _main() -> None:
+    p = argparse.ArgumentParser(description="a render process of the pool (started by RenderPool)")
+    p.add_argument("--soundfont", required=True)
+    p.add_argument("--target", default=DEFAULT_TARGET)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module, _, name = args.target.partition(":")
+    serve(Path(args.soundfont), getattr(importlib.import_module(module), name))
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,26 @@
+"""Render targets that fail the way a hostile piece could make FluidSynth fail, for the pool's tests.
+
+A render process runs `render` from here instead of `bot.render.files.render_piece`: a piece named
+`hang…` or composed with rng seed HANG_SEED never finishes; one named `crash…` or composed with CRASH_SEED
+kills its process as a segfault in the synthesizer would; any other piece renders normally.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from bot.render.files import render_piece
+
+HANG_SEED = 4040
+CRASH_SEED = 5050
+
+
+def render(request, synth):
+    if request.name.startswith("hang") or request.name.endswith(f"-{HANG_SEED}"):
+        while True:
+            time.sleep(60)
+    if request.name.startswith("crash") or request.name.endswith(f"-{CRASH_SEED}"):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return render_piece(request, synth)
