@@ -1,6 +1,7 @@
-# Étude images, two targets from one file:
+# Étude images, three targets from one file:
 #   docker build --target bot        -t etude-bot .         the Discord bot, CPU TensorFlow
 #   docker build --target worker-gpu -t etude-worker-gpu .  a GPU worker, CUDA TensorFlow from pip
+#   docker build --target worker-jax-gpu -t etude-worker-jax-gpu .  a GPU worker, CUDA JAX from pip
 # compose.yaml builds both. The shipped model (models/etude-chorales) is baked in; train it before building.
 
 FROM python:3.11-slim-bookworm AS base
@@ -84,6 +85,36 @@ ENV HEALTH_PORT=8081
 EXPOSE 8081
 USER 10001:10001
 # The health server starts once the model is loaded on the GPU: allow for that in the start period.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['HEALTH_PORT'], timeout=4)"]
+CMD ["etude", "worker"]
+
+
+# ---- a GPU worker on JAX: jax[cuda12] brings its own CUDA and cuDNN libraries from pip, like the TensorFlow
+# worker above, and needs the same of the host; the same model folder loads on either backend ----
+FROM base AS worker-jax-gpu
+
+ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    KERAS_BACKEND=jax
+
+COPY pyproject.toml ./
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['jax-gpu']))" > /tmp/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+COPY models/ models/
+RUN test -f models/etude-chorales/model.keras \
+    || { echo "models/etude-chorales/model.keras is missing: train the shipped model before building" >&2; exit 1; }
+COPY README.md ./
+COPY bot/ bot/
+# The import check also holds the JAX image to its promise: no TensorFlow anywhere on the worker's path.
+RUN pip install --no-cache-dir --no-deps . \
+    && rm -rf build ./*.egg-info \
+    && python -P -c "import sys, bot.cli, bot.queue.worker; from bot.model import backend; backend.keras(); assert 'tensorflow' not in sys.modules"
+
+ENV HEALTH_PORT=8081
+EXPOSE 8081
+USER 10001:10001
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['HEALTH_PORT'], timeout=4)"]
 CMD ["etude", "worker"]

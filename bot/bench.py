@@ -1,5 +1,10 @@
 """`etude bench`: numbers, not tests. Prints the sampler's speed against the tutorial's loop, throughput by
-batch size, end-to-end stage timings, cold start and peak memory, all measured in this one run."""
+batch size, training speed, end-to-end stage timings, cold start and peak memory, all measured in this one
+run on this machine's Keras backend and device.
+
+The sampler and training sections need only numpy and Keras on its backend (no music21, mido, pydantic or
+discord), so they run on a bare GPU machine: `etude bench --sections sampler,train`.
+"""
 
 from __future__ import annotations
 
@@ -19,13 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from bot.errors import ModelNotFound
-from bot.model.composer import Composer
+from bot.model import backend
 from bot.model.network import DEFAULT_MODEL, REPO_MODELS
 from bot.model.network import load as load_model
 from bot.model.sample import Request, Sampler
 from bot.model.train import machine_name
-from bot.options import Options
-from bot.render.files import write_outputs
+
+SECTIONS = ("sampler", "train", "e2e", "cold")
+CPU_BATCHES, GPU_BATCHES = (1, 4, 16, 64), (1, 16, 256, 1024, 4096)
+CPU_TRAIN_BATCHES, GPU_TRAIN_BATCHES = (32,), (32, 256, 1024)
 
 
 def _say(text: str = "") -> None:
@@ -66,7 +73,7 @@ def sampler_rate(sampler: Sampler, batch: int, length: int, repeats: int = 2) ->
     return batch * length / best, tokens / best, best
 
 
-def compare_with_tutorial_loop(model, label: str, tutorial_tokens: int, length: int) -> None:
+def compare_with_tutorial_loop(model, label: str, tutorial_tokens: int, length: int) -> Sampler:
     sampler = Sampler(model)
     notes_s, tokens_s, _ = sampler_rate(sampler, 1, length)
     per_note = tokens_s / notes_s
@@ -82,14 +89,57 @@ def compare_with_tutorial_loop(model, label: str, tutorial_tokens: int, length: 
         f"= {notes_s:7.1f} notes/s"
     )
     _say(f"    ratio: {notes_s / tut_notes_s:.0f}x   ({per_note:.2f} tokens per note in this encoding)")
+    return sampler
 
 
-def _seed_file(folder: Path) -> Path:
-    from music21 import corpus
+def training_rate(model, tokens: list[np.ndarray], batch: int, steps: int) -> float:
+    """Training tokens per second of a fresh network shaped like `model`, at `batch` windows a step."""
+    from dataclasses import replace
 
-    path = folder / "seed.mid"
-    corpus.parse("bach/bwv66.6").write("midi", fp=str(path))
-    return path
+    from bot.model import network as M
+    from bot.model.train import steps_per_execution
+    from bot.music.corpus import windows
+
+    config = replace(model.config, batch_size=batch)
+    w = windows(tokens, config.seq_len)
+    w = np.resize(w, ((steps + 1) * batch, w.shape[1]))  # repeated as often as the steps need
+    x, y = w[:, :-1], w[:, 1:]
+    weight = (y != 0).astype("float32")
+    net = M.build(config)
+    M.compile_model(net, config)
+    net.steps_per_execution = min(steps, steps_per_execution())
+    first = slice(0, batch * net.steps_per_execution)
+    net.fit(x[first], y[first], sample_weight=weight[first], batch_size=batch, verbose=0)  # compile
+    rest = slice(batch, None)
+    t0 = time.perf_counter()
+    net.fit(x[rest], y[rest], sample_weight=weight[rest], batch_size=batch, verbose=0, shuffle=False)
+    return steps * batch * config.seq_len / (time.perf_counter() - t0)
+
+
+def bench_training(model, sampler: Sampler, quick: bool, tokens_file: str | None, on_gpu: bool) -> None:
+    """(d) training speed of the shipped architecture, on a tokens file or on pieces the model samples."""
+    if tokens_file:
+        from bot.model.train import load_tokens
+
+        tokens = load_tokens(Path(tokens_file)).train
+        where = f"{len(tokens)} pieces of {tokens_file}"
+    else:  # any tokens will do for a speed figure; these need no corpus and no music21
+        reqs = [Request((model.vocab.start,), 200, 1.0, 0.95, 500 + i) for i in range(16)]
+        tokens = [np.array([model.vocab.start, *t], np.int32) for t in sampler.sample(reqs)]
+        where = "16 pieces of 200 notes sampled by the model itself"
+    batches = GPU_TRAIN_BATCHES if on_gpu else CPU_TRAIN_BATCHES
+    steps = 64 if on_gpu else (2 if quick else 6)
+    _say(f"\n(d) training the shipped architecture ({model.config.seq_len}-token windows, {where})")
+    for batch in batches:
+        rate = training_rate(model, tokens, batch, steps)
+        _say(f"  batch {batch:5d}: {rate:12,.0f} tokens/s  ({steps} steps)")
+
+
+def _seed_bytes(composer) -> bytes:
+    """A seed MIDI file for the end-to-end run: 32 notes the model writes itself (no corpus needed)."""
+    from bot.options import Options
+
+    return composer.compose_one(Options(length=32, rng_seed=4242)).midi()
 
 
 def cold_start(model_dir: Path) -> tuple[float, float]:
@@ -109,58 +159,102 @@ def cold_start(model_dir: Path) -> tuple[float, float]:
     return float(done) - t0, int(rss_kib) / 1024
 
 
+def _model_dir(args) -> Path:
+    if args.model:
+        return Path(args.model)
+    try:  # settings need pydantic, which a bare GPU machine lacks; there the shipped model is the default
+        from bot.settings import get_settings
+    except ImportError:
+        return DEFAULT_MODEL
+    return Path(get_settings().model_dir or DEFAULT_MODEL)
+
+
 def run_bench(args) -> None:
     quick = args.quick
+    sections = set(args.sections.split(",")) if args.sections else set(SECTIONS)
+    unknown = sections - set(SECTIONS)
+    if unknown:
+        from bot.errors import BadOption
+
+        raise BadOption(
+            f"unknown bench section {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}"
+        )
     length = 100 if quick else 500
     _say(f"etude bench on {machine_name()}, {platform.python_implementation()} {platform.python_version()}")
-    from bot.model import backend
-
     _say(backend.describe())
-    from bot.settings import get_settings
-
-    model_dir = Path(args.model or get_settings().model_dir or DEFAULT_MODEL)
-
-    _say("\n(a, b) the tutorial's generation loop against this sampler")
-    tutorial_dir = REPO_MODELS / "baselines" / "tutorial-chorales"
-    try:
-        tutorial = load_model(tutorial_dir)
-    except ModelNotFound as e:  # absent, or of an older token encoding
-        _say(f"  (no tutorial network to compare: {e})")
-    else:
-        compare_with_tutorial_loop(
-            tutorial, "tutorial network (3 x LSTM 512, scalar input)", 20 if quick else 100, length
-        )
+    on_gpu = backend.accelerator() is not None
+    model_dir = _model_dir(args)
     shipped = load_model(model_dir)
-    compare_with_tutorial_loop(
-        shipped,
-        f"shipped model {shipped.name} ({shipped.config.layers} x LSTM {shipped.config.hidden})",
-        20 if quick else 100,
-        length,
-    )
+    sampler = None
 
-    _say(f"\n(c) throughput, {length}-note requests at once (shipped model)")
-    composer = Composer(shipped)
-    one = None
-    for batch in (1, 4) if quick else (1, 4, 16, 64):
-        notes_s, _, secs = sampler_rate(composer.sampler, batch, length, repeats=3)
-        one = one or notes_s
-        _say(
-            f"  {batch:3d} requests: {secs:6.2f} s, {notes_s:8.0f} notes/s, {notes_s / one:5.1f}x one request"
+    if "sampler" in sections:
+        _say("\n(a, b) the tutorial's generation loop against this sampler")
+        tutorial_dir = REPO_MODELS / "baselines" / "tutorial-chorales"
+        try:
+            tutorial = load_model(tutorial_dir)
+        except ModelNotFound as e:  # absent, or of an older token encoding
+            _say(f"  (no tutorial network to compare: {e})")
+        else:
+            compare_with_tutorial_loop(
+                tutorial, "tutorial network (3 x LSTM 512, scalar input)", 20 if quick else 100, length
+            )
+        sampler = compare_with_tutorial_loop(
+            shipped,
+            f"shipped model {shipped.name} ({shipped.config.layers} x LSTM {shipped.config.hidden})",
+            20 if quick else 100,
+            length,
         )
+        batches = [int(b) for b in args.batches.split(",")] if args.batches else None
+        batches = batches or (GPU_BATCHES if on_gpu else CPU_BATCHES[: 2 if quick else None])
+        _say(f"\n(c) throughput, {length}-note requests at once (shipped model)")
+        one = None
+        for batch in batches:
+            notes_s, _, secs = sampler_rate(sampler, batch, length, repeats=3)
+            one = one or notes_s
+            _say(
+                f"  {batch:5d} requests: {secs:7.3f} s, {notes_s:11,.0f} notes/s, {notes_s / one:7.1f}x one request"
+            )
 
-    runs = 3
+    if "train" in sections:
+        bench_training(shipped, sampler or Sampler(shipped), quick, args.tokens, on_gpu)
+
+    if "e2e" in sections:
+        bench_end_to_end(shipped, length)
+
+    if "cold" in sections:
+        _say("\n(f) cold start and memory")
+        cold, child_rss = cold_start(model_dir)
+        _say(f"  process start to first note: {cold:.2f} s (peak RSS of that process {child_rss:.0f} MiB)")
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        _say(f"  peak RSS of this bench process: {rss:.0f} MiB")
+
+    loaded = [m for m in ("tensorflow", "jax", "music21", "mido", "pydantic", "discord") if m in sys.modules]
+    _say(f"\nmodules this run loaded: {', '.join(loaded) or 'none of the heavy ones'}")
+
+    if args.redis:
+        _say(f"\n(g) Redis queue at {args.redis}: {length}-note jobs through `etude worker` processes")
+        asyncio.run(bench_redis(args.redis, model_dir, length, jobs=8 if quick else 32))
+
+
+def bench_end_to_end(shipped, length: int, runs: int = 3) -> None:
+    """(e) one request through every stage, seed to files; needs mido, FluidSynth and matplotlib."""
+    from bot.model.composer import Composer
+    from bot.options import Options
+    from bot.render.files import write_outputs
+
     _say(
-        f"\n(d) end to end, {length} notes with a seed, warm model (the run with the median total of {runs})"
+        f"\n(e) end to end, {length} notes with a seed, warm model (the run with the median total of {runs})"
     )
+    composer = Composer(shipped)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        seed_path = _seed_file(tmp)
+        seed_data = _seed_bytes(composer)
         opts = Options(length=length, rng_seed=7)
-        composer.compose_one(opts, composer.seed(seed_path.read_bytes()))  # warm this shape
+        composer.compose_one(opts, composer.seed(seed_data))  # warm this shape
         timed = []
         for i in range(runs):
             t0 = time.perf_counter()
-            seed = composer.seed(seed_path.read_bytes(), "seed")
+            seed = composer.seed(seed_data, "seed")
             parse_s = time.perf_counter() - t0
             piece = composer.compose_one(opts, seed)
             out = write_outputs(piece, tmp / f"out{i}")
@@ -181,16 +275,6 @@ def run_bench(args) -> None:
             f"{out.audio.channels} ch, {out.audio.bytes / 2**20:.1f} MiB); all runs: "
             + ", ".join(f"{t[0]:.2f} s" for t in timed)
         )
-
-    _say("\n(e) cold start and memory")
-    cold, child_rss = cold_start(model_dir)
-    _say(f"  process start to first note: {cold:.2f} s (peak RSS of that process {child_rss:.0f} MiB)")
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    _say(f"  peak RSS of this bench process (two models, batch 64): {rss:.0f} MiB")
-
-    if args.redis:
-        _say(f"\n(f) Redis queue at {args.redis}: {length}-note jobs through `etude worker` processes")
-        asyncio.run(bench_redis(args.redis, model_dir, length, jobs=8 if quick else 32))
 
 
 def _free_port() -> int:
@@ -232,6 +316,7 @@ async def bench_redis(url: str, model_dir: Path, length: int, jobs: int = 32) ->
     """Throughput of `jobs` requests through one and then two worker processes on this machine."""
     from dataclasses import asdict
 
+    from bot.options import Options
     from bot.queue.broker import make_broker, register
     from bot.queue.jobs import JobSpec
     from bot.queue.redis_broker import RedisJournal, RedisProgress

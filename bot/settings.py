@@ -37,8 +37,9 @@ class Settings(BaseSettings):
     queue_max: int = Field(50, ge=1)
     user_max_running: int = Field(1, ge=1)
     user_max_waiting: int = Field(2, ge=0)
-    batch_size: int = Field(16, ge=1)
-    batch_wait_ms: int = Field(20, ge=0)
+    # Unset: chosen by the worker for the device its model runs on (see bot.queue.worker.batching).
+    batch_size: int | None = Field(None, ge=1)
+    batch_wait_ms: int | None = Field(None, ge=0)
     job_timeout_seconds: float = Field(600, gt=0)
     reclaim_seconds: float = Field(15.0, gt=0)
     health_port: int | None = None

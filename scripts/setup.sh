@@ -2,9 +2,16 @@
 # Set up Étude on a fresh Debian/Ubuntu machine: system packages, a virtual environment, the package.
 #   scripts/setup.sh          CPU TensorFlow (development, CI, the bot)
 #   scripts/setup.sh gpu      CUDA TensorFlow (a GPU worker)
+#   scripts/setup.sh jax      CPU JAX        (then run with KERAS_BACKEND=jax)
+#   scripts/setup.sh jax-gpu  CUDA JAX       (a GPU worker on JAX; KERAS_BACKEND=jax)
+# Flavours add to one .venv: `setup.sh` then `setup.sh jax` gives both backends, as CI uses them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 flavour="${1:-cpu}"
+case "$flavour" in
+    cpu | gpu | jax | jax-gpu) ;;
+    *) echo "error: unknown flavour '$flavour': choose cpu, gpu, jax or jax-gpu" >&2; exit 2 ;;
+esac
 
 need=(fluidsynth fluid-soundfont-gm redis-server)
 missing=()
@@ -31,4 +38,7 @@ $python -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 [ -x .venv/bin/python ] || $python -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[${flavour},dev]"
-echo "ready: .venv/bin/etude"
+case "$flavour" in
+    jax*) echo "ready: KERAS_BACKEND=jax .venv/bin/etude (without TensorFlow installed, JAX is the default)" ;;
+    *) echo "ready: .venv/bin/etude" ;;
+esac

@@ -34,7 +34,7 @@ class Runtime:
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
-        broker = make_broker(settings.redis_url, settings.reclaim_seconds, settings.batch_size)
+        broker = make_broker(settings.redis_url, settings.reclaim_seconds, settings.batch_size or 16)
         worker = None
         journal = None
         if settings.redis_url:

@@ -13,8 +13,20 @@ import sys
 from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Keras would otherwise also read ~/.keras/keras.json; an unset variable means the documented default.
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def _default() -> str:
+    """TensorFlow, the documented default; JAX where only JAX is installed (`scripts/setup.sh jax`)."""
+    from importlib.util import find_spec
+
+    if find_spec("tensorflow") is None and find_spec("jax") is not None:
+        return "jax"
+    return "tensorflow"
+
+
+# Set before Keras is imported, which would otherwise read ~/.keras/keras.json instead.
+if not os.environ.get("KERAS_BACKEND"):
+    os.environ["KERAS_BACKEND"] = _default()
 
 BACKENDS = ("tensorflow", "jax")
 
@@ -38,7 +50,21 @@ def keras():
         _quiet_import_tensorflow()
     import keras
 
+    if name() == "jax" and "tensorflow" not in sys.modules:
+        _keep_tensorflow_out()
     return keras
+
+
+def _keep_tensorflow_out() -> None:
+    """Under JAX, stop Keras from importing an installed TensorFlow (seconds and hundreds of MiB) just to
+    ask, while saving a model, whether an object is one of TensorFlow's types: none of ours is."""
+    try:
+        from keras.src.utils import module_utils
+    except ImportError:  # a Keras without this lazy module does not have the problem either
+        return
+    lazy = getattr(module_utils, "tensorflow", None)
+    if lazy is not None and getattr(lazy, "module", None) is None and hasattr(lazy, "_available"):
+        lazy._available = False
 
 
 def _quiet_import_tensorflow() -> None:
@@ -78,6 +104,17 @@ def accelerator() -> str | None:
         return None
     details = tf.config.experimental.get_device_details(gpus[0])
     return str(details.get("device_name", gpus[0].name))
+
+
+# Requests sampled together and how long the first waits for company. A GPU step costs about the same for
+# one request as for hundreds, so it wants hundreds; a CPU's cost grows with the batch, so a few will do.
+GPU_BATCH, GPU_WAIT_MS = 256, 50
+CPU_BATCH, CPU_WAIT_MS = 16, 20
+
+
+def default_batching() -> tuple[int, int]:
+    """(batch size, wait in ms) for the device this backend runs on."""
+    return (GPU_BATCH, GPU_WAIT_MS) if accelerator() else (CPU_BATCH, CPU_WAIT_MS)
 
 
 def describe() -> str:

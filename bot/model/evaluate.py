@@ -118,11 +118,19 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def network_probs(net, seqs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Next-token probabilities along each whole piece for an every-step network."""
+def network_probs(net, seqs: Sequence[np.ndarray], bucket: int = 256) -> list[np.ndarray]:
+    """Next-token probabilities along each whole piece for an every-step network.
+
+    One piece at a time, so the state runs over the whole piece. Each is padded at its end to a multiple
+    of `bucket` tokens: the network reads left to right, so the padding cannot change the positions
+    before it, and a compiling backend (JAX) sees a few input shapes instead of one per piece.
+    """
     out = []
-    for s in seqs:  # one piece at a time: no padding, the state runs over the whole piece
-        logits = np.asarray(net(s[None, :-1], training=False))[0]
+    for s in seqs:
+        n = len(s) - 1
+        x = np.zeros((1, -(-n // bucket) * bucket), np.int32)
+        x[0, :n] = s[:-1]
+        logits = np.asarray(net(x, training=False))[0, :n]
         out.append(_softmax(logits.astype(np.float64)))
     return out
 

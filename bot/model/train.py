@@ -1,4 +1,7 @@
-"""Fit a network on tokenised pieces: progress bar, validation loss per epoch, early stopping, resume."""
+"""Fit a network on tokenised pieces: progress bar, validation loss per epoch, early stopping, resume.
+
+The pieces come from a corpus (parsed with music21 or our MIDI reader) or from a tokens file (`.npz`,
+see `save_tokens`), so a machine without music21 can train."""
 
 from __future__ import annotations
 
@@ -6,15 +9,23 @@ import json
 import logging
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from bot.errors import BadData
 from bot.model import backend
 from bot.model import network as M
-from bot.music.corpus import KEY_MODES, token_data, transpose_windows, windows
+from bot.music.corpus import KEY_MODES, transpose_windows, windows
 from bot.music.encoding import Vocabulary
+
+ENCODING_TEXT = (
+    "Encoding 2: a frame at every time the set of sounding pitches changes, listing every sounding pitch "
+    "as a new attack (P) or held (H), after the time since the previous frame (12 steps a beat: "
+    "sixteenths and triplets exact) and before a closing bar (| or |F at a phrase end, the fermatas). "
+    "A piece opens with <start>, a style token and its mode, and closes with <end>. Pitches cover the piano."
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,95 +44,144 @@ def machine_name() -> str:
     return f"{os.cpu_count()}-core CPU ({cpu})"
 
 
-ENCODING_TEXT = (
-    "Encoding 2: a frame at every time the set of sounding pitches changes, listing every sounding pitch "
-    "as a new attack (P) or held (H), after the time since the previous frame (12 steps a beat: "
-    "sixteenths and triplets exact) and before a closing bar (| or |F at a phrase end, the fermatas). "
-    "A piece opens with <start>, a style token and its mode, and closes with <end>. Pitches cover the piano."
-)
+# -- the data: token streams, from a corpus or from a tokens file ------------------------------------------
+@dataclass
+class TokenData:
+    """Encoded training and validation pieces with their vocabulary and where they came from.
+
+    `meta` holds `source`, `train_names`, `valid_names`, `split` (how pieces were divided), `keys` (a
+    `KEY_MODES` entry: how pieces were moved between keys) and `styles` (training pieces by style token).
+    """
+
+    vocab: Vocabulary
+    train: list[np.ndarray]
+    valid: list[np.ndarray]
+    meta: dict
 
 
-def make_datasets(
+def corpus_tokens(
+    data: str, limit: int | None = None, vocab: Vocabulary | None = None, keys: str = "reference"
+) -> TokenData:
+    """Parse a data source (see `load_pieces`), split it by piece and encode it; fit a vocabulary if none.
+
+    With `keys="reference"` every piece is moved to C major or A minor; with `"transpose"` pieces stay in
+    their keys and training moves each window at random."""
+    from bot.music.corpus import VALIDATION_SHARE, token_data
+
+    vocab, train_p, val_p, train, valid = token_data(data, limit, keys, vocab)
+    styles: dict[str, int] = {}
+    for p in train_p:
+        styles[p.meta.get("style", "other")] = styles.get(p.meta.get("style", "other"), 0) + 1
+    meta = {
+        "source": data,
+        "train_names": [p.name for p in train_p],
+        "valid_names": [p.name for p in val_p],
+        "split": f"by piece: one in {VALIDATION_SHARE} by a hash of its name (the chorales' alone when "
+        "other music is added)",
+        "keys": keys,
+        "styles": styles,
+    }
+    return TokenData(vocab, train, valid, meta)
+
+
+def save_tokens(path: Path, data: TokenData) -> None:
+    """One `.npz` a machine without music21 can train from; strings are stored as JSON, nothing pickled."""
+
+    def flat(seqs):
+        starts = np.cumsum([0] + [len(s) for s in seqs[:-1]]).astype(np.int64)
+        return (np.concatenate(seqs) if seqs else np.zeros(0)).astype(np.int32), starts
+
+    train, train_starts = flat(data.train)
+    valid, valid_starts = flat(data.valid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:  # a file object, so numpy does not append .npz to a name without it
+        np.savez_compressed(
+            f,
+            vocab=np.array(json.dumps(data.vocab.to_json())),
+            train=train,
+            train_starts=train_starts,
+            valid=valid,
+            valid_starts=valid_starts,
+            meta=np.array(json.dumps(data.meta)),
+        )
+
+
+def load_tokens(path: Path) -> TokenData:
+    """Read a tokens file written by `save_tokens`; anything else is a `BadData`."""
+    keys = ("vocab", "train", "train_starts", "valid", "valid_starts", "meta")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in keys if k not in z.files]
+            if missing:
+                raise BadData(f"{path} is not a tokens file: it lacks {', '.join(missing)}")
+            arrays = {k: z[k] for k in keys}
+        vocab = Vocabulary.from_json(json.loads(str(arrays["vocab"])))
+        meta = json.loads(str(arrays["meta"]))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise BadData(f"cannot read tokens file {path}: {str(e)[:200]}") from None
+
+    def split(tokens: np.ndarray, starts: np.ndarray) -> list[np.ndarray]:
+        ends = list(starts[1:]) + [len(tokens)]
+        return [tokens[a:b].astype(np.int32) for a, b in zip(starts, ends)]
+
+    train, valid = (
+        split(arrays["train"], arrays["train_starts"]),
+        split(arrays["valid"], arrays["valid_starts"]),
+    )
+    if not train or not valid:
+        raise BadData(f"{path} needs at least one training and one validation piece")
+    if max(int(t.max(initial=0)) for t in train + valid) >= len(vocab):
+        raise BadData(f"{path} holds token ids outside its vocabulary")
+    return TokenData(vocab, train, valid, meta)
+
+
+# -- what one epoch sees ---------------------------------------------------------------------------------
+def step_arrays(
     config: M.Config,
     vocab: Vocabulary,
-    train_seqs,
-    val_seqs,
-    seed: int = 0,
-    val_windows: int = 2048,
+    seqs,
+    rng: np.random.Generator | None,
     transpose_keys: bool = False,
-):
-    """Keras datasets for the config's target scheme; training ones are re-cut every epoch (and moved to
-    random keys with `transpose_keys`)."""
-    import keras
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(inputs, targets, weights) of one epoch for an every-step network, as whole arrays.
 
-    if config.targets == "every_step":
+    With `rng` (training) the windows are cut at a random offset (with `transpose_keys` each moved by a
+    random transposition) and shuffled, so every epoch sees new windows; without it (validation) they are
+    the same each time. Padding targets weigh 0.
+    """
+    offset = int(rng.integers(config.seq_len)) if rng is not None else 0
+    w = windows(seqs, config.seq_len, offset)
+    if rng is not None and transpose_keys:
+        w = transpose_windows(w, vocab, rng)
+    if rng is not None:
+        w = w[rng.permutation(len(w))]
+    x, y = w[:, :-1], w[:, 1:]
+    return x, y, (y != 0).astype("float32")
 
-        class Steps(keras.utils.PyDataset):
-            def __init__(self, seqs, augment):
-                super().__init__()
-                self.seqs, self.augment, self.epoch = seqs, augment, 0
-                self.rng = np.random.default_rng(seed)
-                self._cut()
 
-            def _cut(self):
-                offset = int(self.rng.integers(config.seq_len)) if self.augment else 0
-                w = windows(self.seqs, config.seq_len, offset)
-                if self.augment:
-                    if transpose_keys:
-                        w = transpose_windows(w, vocab, self.rng)
-                    w = w[self.rng.permutation(len(w))]
-                self.w = w
-
-            def __len__(self):
-                return max(1, -(-len(self.w) // config.batch_size))
-
-            def __getitem__(self, i):
-                b = self.w[i * config.batch_size : (i + 1) * config.batch_size]
-                x, y = b[:, :-1], b[:, 1:]
-                return x, y, (y != 0).astype("float32")
-
-            def on_epoch_end(self):
-                if self.augment:
-                    self._cut()
-
-        return Steps(train_seqs, True), Steps(val_seqs, False)
-
-    # The tutorial's scheme: every position is a window of seq_len scaled tokens and one target.
-    def pairs(seqs, rng, limit=None):
-        idx = [(i, t) for i, s in enumerate(seqs) for t in range(1, len(s))]
-        order = rng.permutation(len(idx))
-        if limit:
-            order = order[:limit]
-        return [idx[j] for j in order]
+def last_dataset(config: M.Config, vocab: Vocabulary, seqs, seed: int, augment: bool, limit=None):
+    """The tutorial's scheme as a Keras dataset: every position a window of seq_len scaled tokens and one
+    target. Too large to hold as one array (a window per token), so it is cut batch by batch."""
+    keras = backend.keras()
+    rng = np.random.default_rng(seed)
+    idx = [(i, t) for i, s in enumerate(seqs) for t in range(1, len(s))]
+    order = rng.permutation(len(idx))[:limit] if limit else rng.permutation(len(idx))
+    idx = [idx[j] for j in order]
 
     class Last(keras.utils.PyDataset):
-        def __init__(self, seqs, augment, limit=None):
-            super().__init__()
-            self.seqs, self.augment = seqs, augment
-            self.rng = np.random.default_rng(seed)
-            self.idx = pairs(seqs, self.rng, limit)
-
         def __len__(self):
-            return max(1, -(-len(self.idx) // config.batch_size))
+            return max(1, -(-len(idx) // config.batch_size))
 
         def __getitem__(self, i):
-            rows = self.idx[i * config.batch_size : (i + 1) * config.batch_size]
-            w = np.stack([tutorial_window(self.seqs[s], t, config.seq_len) for s, t in rows])
-            y = np.array([self.seqs[s][t] for s, t in rows], np.int32)
-            if self.augment and transpose_keys:
-                both = transpose_windows(np.concatenate([w, y[:, None]], 1), vocab, self.rng)
+            rows = idx[i * config.batch_size : (i + 1) * config.batch_size]
+            w = np.stack([tutorial_window(seqs[s], t, config.seq_len) for s, t in rows])
+            y = np.array([seqs[s][t] for s, t in rows], np.int32)
+            if augment:
+                both = transpose_windows(np.concatenate([w, y[:, None]], 1), vocab, rng)
                 w, y = both[:, :-1], both[:, -1]
             return (w[..., None] / float(len(vocab))).astype("float32"), y
 
-    return Last(train_seqs, True), Last(val_seqs, False, val_windows)
-
-
-def _style_counts(pieces) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for p in pieces:
-        style = p.meta.get("style", "other")
-        counts[style] = counts.get(style, 0) + 1
-    return counts
+    return Last()
 
 
 def tutorial_window(seq: np.ndarray, t: int, length: int) -> np.ndarray:
@@ -130,23 +190,26 @@ def tutorial_window(seq: np.ndarray, t: int, length: int) -> np.ndarray:
     return np.pad(w, (length - len(w), 0))
 
 
-def budget_callback(seconds: float | None, already: float = 0.0):
-    """A callback that stops training once a wall-clock budget is spent, checked after every batch."""
-    import keras
+def budget_callback(deadline: float | None):
+    """A callback that stops training at a `time.monotonic()` deadline, checked after every execution."""
+    keras = backend.keras()
 
     class Budget(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.t0 = time.monotonic() - already
-
         def on_train_batch_end(self, batch, logs=None):
-            if seconds and time.monotonic() - self.t0 > seconds:
+            if deadline is not None and time.monotonic() > deadline:
                 self.model.stop_training = True
 
     return Budget()
 
 
+def steps_per_execution() -> int:
+    """Training steps per compiled call: many on a GPU, whose steps are too short to return to Python
+    between them; one on a CPU, where a step takes about a second and the budget is checked after each."""
+    return 32 if backend.accelerator() else 1
+
+
 def train(
-    data: str,
+    data: str | None,
     out: Path,
     preset: str = "etude",
     minutes: float | None = None,
@@ -157,11 +220,15 @@ def train(
     steps_per_epoch: int | None = None,
     overrides: dict | None = None,
     verbose: int = 1,
+    tokens: str | Path | None = None,
     keys: str = "reference",
 ) -> dict:
-    """Train a model on `data` into the folder `out`; returns its card.
+    """Train a model on `data` (a corpus or folder) or on a `tokens` file into the folder `out`; returns
+    its card.
 
-    A run that stops (budget, Ctrl-C, a crash) resumes from `out/checkpoint` unless `fresh`.
+    Each epoch is handed to Keras as whole arrays (fresh windows and transpositions every epoch), so a
+    GPU runs many steps per call. A run that stops (budget, Ctrl-C, a crash) resumes from
+    `out/checkpoint` unless `fresh`.
     """
     keras = backend.keras()
 
@@ -169,73 +236,93 @@ def train(
     ckpt = out / "checkpoint"
     state_path = ckpt / "state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() and not fresh else None
+    vocab = Vocabulary.from_json(state["vocab"]) if state else None
+    if tokens is not None:
+        td = load_tokens(Path(tokens))
+        if vocab is not None and td.vocab.to_json() != vocab.to_json():
+            raise BadData(f"{tokens} has another vocabulary than the checkpoint in {ckpt}; use --fresh")
+    else:
+        td = corpus_tokens(
+            data or "chorales", limit=limit, vocab=vocab, keys=state.get("keys", keys) if state else keys
+        )
+    vocab = td.vocab
+    keys = td.meta.get("keys", "transpose")  # a tokens file from before keys were moved: own keys
+    transpose_keys = keys == "transpose"
     if state:
         config = M.Config.from_dict(state["config"])
-        keys = state.get("keys", keys)
-        vocab, train_p, val_p, train_seqs, val_seqs = token_data(
-            data, limit, keys, Vocabulary.from_json(state["vocab"])
-        )
         net = keras.saving.load_model(ckpt / "model.keras", safe_mode=True)
         print(f"resuming from epoch {state['epoch']} (best validation loss {state['best_val_loss']:.4f})")
     else:
-        vocab, train_p, val_p, train_seqs, val_seqs = token_data(data, limit, keys)
         config = M.preset(preset, vocab_size=len(vocab), **(overrides or {}))
         net = M.build(config)
         M.compile_model(net, config)
         state = {"epoch": 0, "best_val_loss": None, "seconds": 0.0, "history": [], "wait": 0}
-    train_ds, val_ds = make_datasets(config, vocab, train_seqs, val_seqs, transpose_keys=keys == "transpose")
+    # Set before the first fit builds the train function; a checkpoint keeps the value it was saved with.
+    net.steps_per_execution = steps_per_execution()
+    source = td.meta.get("source", str(tokens))
     print(
-        f"{len(train_p)} training pieces, {len(val_p)} validation pieces, vocabulary {len(vocab)}, "
-        f"{M.parameter_count(net):,} parameters ({config.preset})"
+        f"{len(td.train)} training pieces, {len(td.valid)} validation pieces, vocabulary {len(vocab)}, "
+        f"{M.parameter_count(net):,} parameters ({config.preset}), {backend.describe()}"
     )
 
     ckpt.mkdir(parents=True, exist_ok=True)
-    budget_s = minutes * 60 if minutes else None
     best_path = ckpt / "best.keras"
+    if config.targets == "every_step":
+        validation = step_arrays(config, vocab, td.valid, None)
+    else:
+        validation = last_dataset(config, vocab, td.valid, 0, augment=False, limit=2048)
 
-    class Checkpoint(keras.callbacks.Callback):
-        """After each epoch: keep the best weights, save everything needed to resume, stop early."""
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t0 = time.monotonic()
-
-        def on_epoch_end(self, epoch, logs=None):
-            val = float(logs["val_loss"])
-            state["seconds"] += time.monotonic() - self.t0
-            state["epoch"] = epoch + 1
-            state["history"].append(
-                {
-                    "epoch": epoch + 1,
-                    "loss": float(logs["loss"]),
-                    "val_loss": val,
-                    "seconds": round(state["seconds"], 1),
-                }
-            )
-            if state["best_val_loss"] is None or val < state["best_val_loss"]:
-                state["best_val_loss"], state["wait"] = val, 0
-                self.model.save(best_path)
-            else:
-                state["wait"] += 1
-                if state["wait"] >= patience:
-                    print(f"no better validation loss for {patience} epochs: stopping")
-                    self.model.stop_training = True
-            self.model.save(ckpt / "model.keras")
-            state_path.write_text(
-                json.dumps({**state, "config": asdict(config), "vocab": vocab.to_json(), "keys": keys})
-            )
-
-    start_epoch = state["epoch"]
-    if budget_s is not None and state["seconds"] >= budget_s:
-        print("training budget already spent")
-    elif state["wait"] < patience:
-        net.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=epochs,
-            initial_epoch=start_epoch,
-            steps_per_epoch=steps_per_epoch,
+    def run_epoch(epoch: int) -> dict:
+        rng = np.random.default_rng([0, epoch])  # a resumed run cuts the same windows as an unbroken one
+        common = dict(
+            epochs=epoch + 1,
+            initial_epoch=epoch,
             verbose=verbose,
-            callbacks=[Checkpoint(), budget_callback(budget_s, state["seconds"])],
+            callbacks=[budget_callback(deadline)],
+            validation_data=validation,
+        )
+        if config.targets == "every_step":
+            x, y, w = step_arrays(config, vocab, td.train, rng, transpose_keys)
+            if steps_per_epoch:
+                x, y, w = (a[: steps_per_epoch * config.batch_size] for a in (x, y, w))
+            history = net.fit(x, y, sample_weight=w, batch_size=config.batch_size, shuffle=False, **common)
+        else:
+            ds = last_dataset(config, vocab, td.train, epoch, augment=transpose_keys)
+            history = net.fit(ds, steps_per_epoch=steps_per_epoch, **common)
+        return {k: v[-1] for k, v in history.history.items()}
+
+    # The budget counts training time only, across resumed runs; reading the data is not part of it.
+    deadline = time.monotonic() + minutes * 60 - state["seconds"] if minutes else None
+    epoch = state["epoch"]
+    if deadline is not None and time.monotonic() >= deadline:
+        print("training budget already spent")
+    while epoch < epochs and state["wait"] < patience:
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        t0 = time.monotonic()
+        logs = run_epoch(epoch)
+        epoch += 1
+        val = float(logs["val_loss"])
+        state["seconds"] += time.monotonic() - t0
+        state["epoch"] = epoch
+        state["history"].append(
+            {
+                "epoch": epoch,
+                "loss": float(logs["loss"]),
+                "val_loss": val,
+                "seconds": round(state["seconds"], 1),
+            }
+        )
+        if state["best_val_loss"] is None or val < state["best_val_loss"]:
+            state["best_val_loss"], state["wait"] = val, 0
+            net.save(best_path)
+        else:
+            state["wait"] += 1
+            if state["wait"] >= patience:
+                print(f"no better validation loss for {patience} epochs: stopping")
+        net.save(ckpt / "model.keras")
+        state_path.write_text(
+            json.dumps({**state, "config": asdict(config), "vocab": vocab.to_json(), "keys": keys})
         )
 
     # Loaded without its optimizer, so the shipped file holds the weights alone (a third of the size).
@@ -244,23 +331,24 @@ def train(
         "name": out.name,
         "summary": (
             f"An LSTM ({config.layers} x {config.hidden}) over frames of sounding pitches (encoding 2), "
-            f"trained on {data}."
+            f"trained on {source}."
         ),
         "config": asdict(config),
         "vocab_size": len(vocab),
         "encoding": ENCODING_TEXT,
         "parameters": M.parameter_count(best),
         "data": {
-            "source": data,
-            "train_pieces": len(train_p),
-            "val_pieces": len(val_p),
-            "train_events": sum(len(p.events) for p in train_p),
-            "val_events": sum(len(p.events) for p in val_p),
-            "train_onsets": int(sum(vocab.count_onsets(s) for s in train_seqs)),
-            "val_onsets": int(sum(vocab.count_onsets(s) for s in val_seqs)),
-            "train_tokens": int(sum(len(s) for s in train_seqs)),
-            "styles": _style_counts(train_p),
-            "keys": KEY_MODES[keys],
+            "source": source,
+            "train_pieces": len(td.train),
+            "val_pieces": len(td.valid),
+            "train_onsets": sum(vocab.count_onsets(s) for s in td.train),
+            "val_onsets": sum(vocab.count_onsets(s) for s in td.valid),
+            "train_tokens": int(sum(len(s) for s in td.train)),
+            "styles": td.meta.get("styles"),
+            "keys": KEY_MODES.get(keys, keys),
+            "augmentation": "none"
+            if not transpose_keys
+            else "random transposition by -6..+5 per window and epoch",
             "regularization": f"dropout {config.dropout}, early stopping on the validation chorales",
         },
         "training": {
@@ -269,6 +357,7 @@ def train(
             "best_val_loss": round(state["best_val_loss"], 4) if state["best_val_loss"] else None,
             "budget_minutes": minutes,
             "machine": machine_name(),
+            "backend": backend.describe(),
             "history": state["history"],
             "wall_seconds_this_run": round(time.monotonic() - t_start, 1),
         },

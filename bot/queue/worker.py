@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bot.errors import BadOption, EtudeError
 from bot.health import Metrics
+from bot.model.backend import default_batching
 from bot.model.composer import Composer, Composition, Seed
 from bot.music.midi import SeedLimits
 from bot.options import Options
@@ -146,8 +147,8 @@ class Worker:
         self,
         model_dir: str | None = None,
         *,
-        batch_size: int = 16,
-        batch_wait_ms: float = 20,
+        batch_size: int | None = None,
+        batch_wait_ms: float | None = None,
         seed_limits: SeedLimits | None = None,
         soundfont: str | None = None,
         publish: Publish | None = None,
@@ -179,6 +180,10 @@ class Worker:
         """Load the model (on a thread: it takes seconds) and compile the sampler with a tiny warm-up."""
         t0 = time.perf_counter()
         self.composer = await asyncio.to_thread(Composer, self.model_dir)
+        if self.batch_size is None or self.batch_wait_ms is None:  # unset: what suits the model's device
+            size, wait_ms = await asyncio.to_thread(default_batching)
+            self.batch_size = self.batch_size or size
+            self.batch_wait_ms = wait_ms if self.batch_wait_ms is None else self.batch_wait_ms
         await asyncio.to_thread(self.composer.compose_one, Options(length=1, rng_seed=0))
         self.batcher = Batcher(
             self.composer.compose, self.batch_size, self.batch_wait_ms, on_batch=self.metrics.batches.observe
@@ -288,7 +293,8 @@ async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     progress = RedisProgress(settings.redis_url)
     worker = Worker.from_settings(settings, progress.publish)
-    broker = make_broker(settings.redis_url, settings.reclaim_seconds, settings.batch_size)
+    await worker.start()  # first: the batch size, which sizes the broker's reads, may come from the device
+    broker = make_broker(settings.redis_url, settings.reclaim_seconds, worker.batch_size)
     register(broker, worker.run)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -299,7 +305,6 @@ async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
             RuntimeError,
         ):  # not the main thread (tests): `stop` is set by the caller
             pass
-    await worker.start()
     await broker.startup()
 
     async def heartbeat() -> None:
@@ -324,7 +329,7 @@ async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
         receiver = Receiver(
             broker,
             pool,
-            max_async_tasks=settings.batch_size,
+            max_async_tasks=worker.batch_size,
             max_prefetch=0,
             ack_type=AcknowledgeType.WHEN_SAVED,
             run_startup=False,
