@@ -275,8 +275,8 @@ def cmd_train(args) -> int:
         }
         or None,
         verbose=1 if sys.stdout.isatty() else 2,
-        tokens=args.tokens,
         keys=args.keys,
+        tokens=args.tokens,
     )
     t = card["training"]
     print(
@@ -342,15 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model on music21's corpus or a folder of MIDI files")
     t.add_argument(
         "--data",
-        help="'chorales' (371 Bach chorales, bundled with music21; the default), 'music21' (the chorales "
-        "with music21's Palestrina, Monteverdi, Josquin and Haydn, Mozart, Beethoven quartets, each with a "
-        "style token), 'corpus:<composer>', a folder of MIDI files, or several joined by '+'",
-    )
-    t.add_argument("--tokens", help="train from a tokens file (.npz) written by --export-tokens; no music21")
-    t.add_argument(
-        "--export-tokens",
-        metavar="FILE",
-        help="encode --data into a tokens file (.npz) for another machine, and stop",
+        help="'chorales' (371 Bach chorales, bundled with music21; the default), 'music21' (the chorales with music21's "
+        "Palestrina, Monteverdi, Josquin and Haydn, Mozart, Beethoven quartets, each with a style token), "
+        "'corpus:<composer>', a folder, or several joined by '+'",
     )
     t.add_argument(
         "--keys",
@@ -358,6 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="reference",
         help="'reference': learn every piece in C major / A minor (the default); 'transpose': in its own "
         "key, moved at random every epoch",
+    )
+    t.add_argument("--tokens", help="train from a tokens file (.npz) written by --export-tokens; no music21")
+    t.add_argument(
+        "--export-tokens",
+        metavar="FILE",
+        help="encode --data into a tokens file (.npz) for another machine, and stop",
     )
     t.add_argument("--out", default="models/etude-chorales", help="model folder to write (and resume from)")
     t.add_argument("--preset", default="etude", help="network preset: etude, small, or tutorial")

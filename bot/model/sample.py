@@ -59,6 +59,7 @@ class _Loop(NamedTuple):
     out: object  # (batch, steps) the stream so far, a fixed-size buffer written one column per step
     events: object  # onsets (frames that start a note) written after the primer
     attacked: object  # whether the frame being written has started a note yet
+    cadence: object  # whether the last frame closed a phrase (a fermata)
     quiet: object  # frames in a row that started no note
     done: object
     steps: object  # stream length once done
@@ -172,7 +173,7 @@ class Sampler:
         v = len(self.vocab)
         kinds, allowed, attack = params["kinds"], params["allowed"], params["attack"]
         pitch_ids = ops.arange(v, dtype="int32")
-        end_id = self.vocab.end
+        end_id, phrase_id = self.vocab.end, self.vocab.phrase
         is_end = pitch_ids == end_id
         # Events are compared by a polynomial hash in base v that never leaves int32 (JAX's default
         # integer): two different events collide with a chance of about v / 2**31.
@@ -191,7 +192,9 @@ class Sampler:
             ok &= ~(stuck[:, None] & (pitch_ids[None, :] == s.prev_first[:, None]))
             # The end: not before `length` onsets; once `limits` are written, the next shift is the last.
             ok &= ~(is_end[None, :] & (s.events < lengths)[:, None])
-            must_end = (s.events >= limits) & (kind == 1)
+            # The model closes the piece with <end>, or with a phrase end (a fermata, which closes every
+            # chorale) once `length` onsets are written: the piece ends on that chord.
+            must_end = ((s.events >= limits) | ((s.events >= lengths) & s.cadence)) & (kind == 1)
             ok &= ~must_end[:, None] | is_end[None, :]
             # After MAX_QUIET frames without a new note, this frame must start one before it closes.
             ok &= ~((next_kind == 3) & ((s.quiet >= MAX_QUIET) & ~s.attacked)[:, None])
@@ -231,6 +234,7 @@ class Sampler:
                 out=ops.slice_update(s.out, (0, s.t + 1), nxt[:, None]),
                 events=events,
                 attacked=attacked,
+                cadence=ops.where(closes, nxt == phrase_id, s.cadence),
                 quiet=ops.where(closes, ops.where(attacked, 0, s.quiet + 1), s.quiet),
                 done=s.done | finished,
                 steps=ops.where(finished, s.t + 2, s.steps),
@@ -255,6 +259,7 @@ class Sampler:
             out=ops.slice_update(ops.zeros((b, max_steps), "int32"), (0, 0), primers[:, :1]),
             events=izeros,
             attacked=ops.zeros((b,), "bool"),
+            cadence=ops.zeros((b,), "bool"),
             quiet=izeros,
             done=ops.zeros((b,), "bool"),
             steps=izeros + max_steps,

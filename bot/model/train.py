@@ -17,10 +17,8 @@ import numpy as np
 from bot.errors import BadData
 from bot.model import backend
 from bot.model import network as M
-from bot.music.corpus import KEY_MODES, token_data, transpose_windows, windows
+from bot.music.corpus import KEY_MODES, transpose_windows, windows
 from bot.music.encoding import Vocabulary
-
-log = logging.getLogger(__name__)
 
 ENCODING_TEXT = (
     "Encoding 2: a frame at every time the set of sounding pitches changes, listing every sounding pitch "
@@ -28,6 +26,8 @@ ENCODING_TEXT = (
     "sixteenths and triplets exact) and before a closing bar (| or |F at a phrase end, the fermatas). "
     "A piece opens with <start>, a style token and its mode, and closes with <end>. Pitches cover the piano."
 )
+
+log = logging.getLogger(__name__)
 
 
 def machine_name() -> str:
@@ -49,8 +49,8 @@ def machine_name() -> str:
 class TokenData:
     """Encoded training and validation pieces with their vocabulary and where they came from.
 
-    `meta` holds `source`, `train_names`, `valid_names`, `split` (how pieces were divided), `keys` (one
-    of `KEY_MODES`) and `styles` (training pieces per style).
+    `meta` holds `source`, `train_names`, `valid_names`, `split` (how pieces were divided), `keys` (a
+    `KEY_MODES` entry: how pieces were moved between keys) and `styles` (training pieces by style token).
     """
 
     vocab: Vocabulary
@@ -62,23 +62,26 @@ class TokenData:
 def corpus_tokens(
     data: str, limit: int | None = None, vocab: Vocabulary | None = None, keys: str = "reference"
 ) -> TokenData:
-    """Parse a data source (see `load_pieces`), split it by piece and encode it; fit a vocabulary if none."""
-    from bot.music.corpus import VALIDATION_SHARE
+    """Parse a data source (see `load_pieces`), split it by piece and encode it; fit a vocabulary if none.
 
-    vocab, train_p, val_p, train_seqs, val_seqs = token_data(data, limit, keys, vocab)
+    With `keys="reference"` every piece is moved to C major or A minor; with `"transpose"` pieces stay in
+    their keys and training moves each window at random."""
+    from bot.music.corpus import VALIDATION_SHARE, token_data
+
+    vocab, train_p, val_p, train, valid = token_data(data, limit, keys, vocab)
     styles: dict[str, int] = {}
     for p in train_p:
-        style = p.meta.get("style", "other")
-        styles[style] = styles.get(style, 0) + 1
+        styles[p.meta.get("style", "other")] = styles.get(p.meta.get("style", "other"), 0) + 1
     meta = {
         "source": data,
         "train_names": [p.name for p in train_p],
         "valid_names": [p.name for p in val_p],
-        "split": f"by piece: one in {VALIDATION_SHARE} by a hash of its name",
+        "split": f"by piece: one in {VALIDATION_SHARE} by a hash of its name (the chorales' alone when "
+        "other music is added)",
         "keys": keys,
         "styles": styles,
     }
-    return TokenData(vocab, train_seqs, val_seqs, meta)
+    return TokenData(vocab, train, valid, meta)
 
 
 def save_tokens(path: Path, data: TokenData) -> None:
@@ -134,27 +137,29 @@ def load_tokens(path: Path) -> TokenData:
 
 # -- what one epoch sees ---------------------------------------------------------------------------------
 def step_arrays(
-    config: M.Config, vocab: Vocabulary, seqs, rng: np.random.Generator | None, transpose: bool = False
+    config: M.Config,
+    vocab: Vocabulary,
+    seqs,
+    rng: np.random.Generator | None,
+    transpose_keys: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(inputs, targets, weights) of one epoch for an every-step network, as whole arrays.
 
-    With `rng` (training) the windows are cut at a random offset, each moved by a random transposition
-    (with `transpose`: pieces kept in their own keys) and shuffled, so every epoch sees new windows; without it (validation) they are the same each time.
-    Padding targets weigh 0.
+    With `rng` (training) the windows are cut at a random offset (with `transpose_keys` each moved by a
+    random transposition) and shuffled, so every epoch sees new windows; without it (validation) they are
+    the same each time. Padding targets weigh 0.
     """
     offset = int(rng.integers(config.seq_len)) if rng is not None else 0
     w = windows(seqs, config.seq_len, offset)
+    if rng is not None and transpose_keys:
+        w = transpose_windows(w, vocab, rng)
     if rng is not None:
-        if transpose:
-            w = transpose_windows(w, vocab, rng)
         w = w[rng.permutation(len(w))]
     x, y = w[:, :-1], w[:, 1:]
     return x, y, (y != 0).astype("float32")
 
 
-def last_dataset(
-    config: M.Config, vocab: Vocabulary, seqs, seed: int, augment: bool, limit=None, transpose: bool = False
-):
+def last_dataset(config: M.Config, vocab: Vocabulary, seqs, seed: int, augment: bool, limit=None):
     """The tutorial's scheme as a Keras dataset: every position a window of seq_len scaled tokens and one
     target. Too large to hold as one array (a window per token), so it is cut batch by batch."""
     keras = backend.keras()
@@ -171,7 +176,7 @@ def last_dataset(
             rows = idx[i * config.batch_size : (i + 1) * config.batch_size]
             w = np.stack([tutorial_window(seqs[s], t, config.seq_len) for s, t in rows])
             y = np.array([seqs[s][t] for s, t in rows], np.int32)
-            if augment and transpose:
+            if augment:
                 both = transpose_windows(np.concatenate([w, y[:, None]], 1), vocab, rng)
                 w, y = both[:, :-1], both[:, -1]
             return (w[..., None] / float(len(vocab))).astype("float32"), y
@@ -232,18 +237,17 @@ def train(
     state_path = ckpt / "state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() and not fresh else None
     vocab = Vocabulary.from_json(state["vocab"]) if state else None
-    keys = state.get("keys", keys) if state else keys
-    if keys not in KEY_MODES:
-        raise BadData(f"keys must be one of {', '.join(KEY_MODES)}")
     if tokens is not None:
         td = load_tokens(Path(tokens))
         if vocab is not None and td.vocab.to_json() != vocab.to_json():
             raise BadData(f"{tokens} has another vocabulary than the checkpoint in {ckpt}; use --fresh")
     else:
-        td = corpus_tokens(data or "chorales", limit=limit, vocab=vocab, keys=keys)
+        td = corpus_tokens(
+            data or "chorales", limit=limit, vocab=vocab, keys=state.get("keys", keys) if state else keys
+        )
     vocab = td.vocab
-    keys = td.meta.get("keys", keys)
-    transpose = keys == "transpose"
+    keys = td.meta.get("keys", "transpose")  # a tokens file from before keys were moved: own keys
+    transpose_keys = keys == "transpose"
     if state:
         config = M.Config.from_dict(state["config"])
         net = keras.saving.load_model(ckpt / "model.keras", safe_mode=True)
@@ -266,7 +270,7 @@ def train(
     if config.targets == "every_step":
         validation = step_arrays(config, vocab, td.valid, None)
     else:
-        validation = last_dataset(config, vocab, td.valid, 0, augment=False, limit=2048, transpose=transpose)
+        validation = last_dataset(config, vocab, td.valid, 0, augment=False, limit=2048)
 
     def run_epoch(epoch: int) -> dict:
         rng = np.random.default_rng([0, epoch])  # a resumed run cuts the same windows as an unbroken one
@@ -278,12 +282,12 @@ def train(
             validation_data=validation,
         )
         if config.targets == "every_step":
-            x, y, w = step_arrays(config, vocab, td.train, rng, transpose)
+            x, y, w = step_arrays(config, vocab, td.train, rng, transpose_keys)
             if steps_per_epoch:
                 x, y, w = (a[: steps_per_epoch * config.batch_size] for a in (x, y, w))
             history = net.fit(x, y, sample_weight=w, batch_size=config.batch_size, shuffle=False, **common)
         else:
-            ds = last_dataset(config, vocab, td.train, epoch, augment=True, transpose=transpose)
+            ds = last_dataset(config, vocab, td.train, epoch, augment=transpose_keys)
             history = net.fit(ds, steps_per_epoch=steps_per_epoch, **common)
         return {k: v[-1] for k, v in history.history.items()}
 
@@ -329,19 +333,22 @@ def train(
             f"An LSTM ({config.layers} x {config.hidden}) over frames of sounding pitches (encoding 2), "
             f"trained on {source}."
         ),
-        "encoding": ENCODING_TEXT,
         "config": asdict(config),
         "vocab_size": len(vocab),
+        "encoding": ENCODING_TEXT,
         "parameters": M.parameter_count(best),
         "data": {
             "source": source,
             "train_pieces": len(td.train),
             "val_pieces": len(td.valid),
-            "train_onsets": int(sum(vocab.count_onsets(s) for s in td.train)),
-            "val_onsets": int(sum(vocab.count_onsets(s) for s in td.valid)),
+            "train_onsets": sum(vocab.count_onsets(s) for s in td.train),
+            "val_onsets": sum(vocab.count_onsets(s) for s in td.valid),
             "train_tokens": int(sum(len(s) for s in td.train)),
-            "styles": td.meta.get("styles", {}),
-            "keys": KEY_MODES[keys],
+            "styles": td.meta.get("styles"),
+            "keys": KEY_MODES.get(keys, keys),
+            "augmentation": "none"
+            if not transpose_keys
+            else "random transposition by -6..+5 per window and epoch",
             "regularization": f"dropout {config.dropout}, early stopping on the validation chorales",
         },
         "training": {
