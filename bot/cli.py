@@ -317,11 +317,11 @@ def cmd_eval(args) -> int:
             tutorial_notes=args.tutorial_notes,
         )
     if not args.no_music:
-        result.update(
-            evaluate_music(
-                model, data=args.data, quick=args.quick, write_card=args.write_card, key_seeds=args.key_seeds
-            )
+        music = evaluate_music(
+            model, data=args.data, quick=args.quick, write_card=args.write_card, key_seeds=args.key_seeds
         )
+        # Both sections name the model; the loss section's "model" holds its scores and stays.
+        result.update({k: v for k, v in music.items() if k not in result})
     if args.json:
         print(json.dumps(result))
     else:
