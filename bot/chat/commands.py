@@ -7,7 +7,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 
 import discord
 from discord import app_commands
@@ -35,6 +35,7 @@ SEED_SUFFIXES = (".mid", ".midi")
 SEED_NAME_MAX = 100  # characters of a seed's file name kept: it names the piece and its files
 BUTTON_GONE = "this button no longer works; use /compose instead"
 RESTART_LINE = "⏸ Étude is restarting; your piece is safe and will come after the restart."
+SETTLE_WAIT = 5.0  # seconds the restart notice waits for a job just admitted to be deferred and journaled
 INSTRUMENT_CHOICES = [app_commands.Choice(name=name, value=program) for name, program in INSTRUMENTS.items()]
 KEY_CHOICES = [app_commands.Choice(name=name, value=name) for name in KEYS]  # 24: Discord allows 25
 # Other job kinds (/harmonize) register how their file is checked before the queue and which buttons
@@ -95,13 +96,29 @@ def piece_view(options: Options, seed_key: str | None) -> discord.ui.View:
     return view
 
 
+@dataclass
+class Waiting:
+    """A user waiting for a job, and their deferred message.
+
+    Edits of the message take turns under `lock`, and progress lines are skipped once the bot drains: so
+    the restart notice is the last edit, even when it is sent while the first "queued" line is on its way.
+    """
+
+    interaction: discord.Interaction
+    # Set once the message exists and the job is in the journal (or the job was refused): from then on
+    # the job survives the bot stopping, and the restart notice may say so.
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
 class ComposeCog(commands.Cog):
     def __init__(self, bot):
         self.bot = bot
         self.settings = bot.settings
         self.seeds = SeedStore(self.settings.state_dir, self.settings.seed_store_max_bytes)
         self.active: set[asyncio.Task] = set()
-        self.live: dict[str, discord.Interaction] = {}  # job id -> the interaction still waiting for it
+        # Job id -> who waits for it: from admission on, so that a SIGTERM a moment later tells them too.
+        self.live: dict[str, Waiting] = {}
         self.delivery = Delivery(bot, keep_seconds=self.settings.delivery_keep_seconds)
 
     @property
@@ -258,6 +275,7 @@ class ComposeCog(commands.Cog):
         except EtudeError as e:
             await self._refuse(interaction, str(e))
             return
+        waiting = self.live[spec.job_id] = Waiting(interaction)
         try:
             await interaction.response.defer(thinking=True)
             if seed_attachment is not None:
@@ -271,7 +289,12 @@ class ComposeCog(commands.Cog):
                 spec.with_seed(seed_bytes, seed_name)
                 seed_key = await asyncio.to_thread(self.seeds.put, seed_bytes) if kind != "continue" else None
             spec.submitted = time.time()
+            # In the journal before anything else can wait: a SIGTERM from here on finds the job safe, and
+            # the bot that comes back runs it (`Scheduler.run` adds it again, which changes nothing).
+            await self.scheduler.journal.add(spec)
         except (BadSeed, discord.HTTPException) as e:
+            self.live.pop(spec.job_id, None)
+            waiting.settled.set()
             self.scheduler.release(spec.job_id)
             message = (
                 str(e) if isinstance(e, BadSeed) else "I couldn't download the seed file; please try again"
@@ -279,15 +302,20 @@ class ComposeCog(commands.Cog):
             await self._say_privately(interaction, message)
             return
         except BaseException:
+            self.live.pop(spec.job_id, None)
+            waiting.settled.set()
             self.scheduler.release(spec.job_id)
             raise
-        await self._edit(interaction, progress_line({"stage": "queued", "place": place}))
-        await self.follow(interaction, spec, options, seed_key)
+        waiting.settled.set()
+        try:
+            await self._progress(waiting, progress_line({"stage": "queued", "place": place}))
+            await self.follow(waiting, spec, options, seed_key)
+        finally:
+            self.live.pop(spec.job_id, None)
 
-    async def follow(
-        self, interaction: discord.Interaction, spec: JobSpec, options: Options, seed_key: str | None
-    ) -> None:
+    async def follow(self, waiting: Waiting, spec: JobSpec, options: Options, seed_key: str | None) -> None:
         """Run the job, keep the deferred message up to date, and deliver the result."""
+        interaction = waiting.interaction
         latest: dict = {"stage": "queued", "place": self.scheduler.place(spec.job_id)}
         changed = asyncio.Event()
 
@@ -305,12 +333,11 @@ class ComposeCog(commands.Cog):
                     latest.update({"stage": "queued", "place": place})
                 line = progress_line(latest)
                 fresh = time.time() - spec.interaction_created < FOLLOWUP_WINDOW
-                if line != shown and fresh and not self.scheduler.draining:  # keep the restart notice
+                if line != shown and fresh:
                     shown = line
-                    await self._edit(interaction, line)
+                    await self._progress(waiting, line)
 
         editor = asyncio.create_task(edits())
-        self.live[spec.job_id] = interaction
         try:
             result = await self.scheduler.run(spec, on_progress)
         finally:
@@ -345,11 +372,26 @@ class ComposeCog(commands.Cog):
         await self.stop_waiting()
 
     async def announce_restart(self) -> None:
-        """The bot is stopping: refuse new jobs and tell everyone waiting that their piece will follow."""
+        """The bot is stopping: refuse new jobs and tell everyone waiting that their piece will follow.
+
+        A job admitted a moment ago may still be deferring its message or not yet be in the journal: the
+        notice waits for both (a few seconds at most), so that the bot closes only once what it promised is
+        safe; a progress line still on its way is sent before the notice, not after.
+        """
         self.scheduler.drain()
-        for interaction in list(self.live.values()):
-            if time.time() - interaction.created_at.timestamp() < FOLLOWUP_WINDOW:
-                await self._edit(interaction, RESTART_LINE)
+
+        async def tell(job_id: str, waiting: Waiting) -> None:
+            try:
+                await asyncio.wait_for(waiting.settled.wait(), SETTLE_WAIT)
+            except TimeoutError:
+                return
+            if job_id not in self.live:  # refused or answered meanwhile: its message says so already
+                return
+            if time.time() - waiting.interaction.created_at.timestamp() < FOLLOWUP_WINDOW:
+                async with waiting.lock:
+                    await self._edit(waiting.interaction, RESTART_LINE)
+
+        await asyncio.gather(*(tell(j, w) for j, w in list(self.live.items())))
 
     async def stop_waiting(self) -> None:
         """Stop waiting on jobs (the bot is closing); their results are answered by the next start."""
@@ -407,6 +449,12 @@ class ComposeCog(commands.Cog):
         log.info("job %s answered: %s", spec.job_id[:12], where)
 
     # -- small helpers ----------------------------------------------------------------------------------------
+    async def _progress(self, waiting: Waiting, line: str) -> None:
+        """A progress line, unless the bot is draining: then the restart notice stays."""
+        async with waiting.lock:
+            if not self.scheduler.draining:
+                await self._edit(waiting.interaction, line)
+
     async def _edit(self, interaction: discord.Interaction, content: str) -> None:
         try:
             await interaction.edit_original_response(content=content)
