@@ -117,15 +117,16 @@ def spec(i: int, length: int = 120) -> JobSpec:
     )
 
 
-def fluidsynths_in(folder: Path) -> list[int]:
-    """FluidSynth processes whose command line names `folder` (they write their output there)."""
+def render_processes_of(pid: int) -> list[int]:
+    """The render pool's processes (`python -m bot.render.pool`) started by the worker `pid`."""
     found = []
     for entry in Path("/proc").glob("[0-9]*"):
         try:
             cmd = (entry / "cmdline").read_bytes()
-        except OSError:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if b"fluidsynth" in cmd and str(folder).encode() in cmd:
+        if b"bot.render.pool" in cmd and ppid == pid:
             found.append(int(entry.name))
     return found
 
@@ -154,8 +155,9 @@ async def test_live_workers_are_never_robbed_and_finished_jobs_leave_redis(worke
 
 
 async def test_a_poison_job_is_set_aside_and_killed_workers_leave_nothing(workers, client):
-    """A job whose worker dies three times (here: SIGKILL while FluidSynth renders it) is answered and set
-    aside; the next worker to start kills the orphaned FluidSynths and deletes the dead workers' folders."""
+    """A job whose worker dies three times (here: SIGKILL while its render pool renders it) is answered and
+    set aside; the dead workers' render processes go (they exit with their worker, or the next worker's
+    start-up kills them) and the next worker deletes the dead workers' folders."""
     names = ["a", "b", "c"]
     for name in names:
         workers.start(name, BATCH_SIZE="2")
@@ -169,12 +171,8 @@ async def test_a_poison_job_is_set_aside_and_killed_workers_leave_nothing(worker
         if e.get("stage") != "rendering":
             return
         name = by_pid[e.get("worker", started[s.job_id]).rsplit(":", 1)[1]]
-        folder = tmp / f"etude-worker-{workers.pid(name)}"
-        for _ in range(1200):  # until its FluidSynth runs
-            if fluidsynths_in(folder):
-                break
-            await asyncio.sleep(0.05)
-        orphans.extend(fluidsynths_in(folder))
+        # The pool is warm before the worker says it is healthy: its processes are there, one rendering.
+        orphans.extend(render_processes_of(workers.pid(name)))
         os.kill(workers.pid(name), signal.SIGKILL)
         killed.append(name)
         if len(killed) == 3:

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import pickle
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -313,6 +318,63 @@ def test_pool_replaces_a_stuck_and_a_crashed_renderer() -> None:
         assert kinds(out) == ["mid", "ogg", "wav", "png"] and pool.pids().isdisjoint(first)
     finally:
         pool.close()
+
+
+OWNER = """
+import pickle, sys, tempfile, threading, time
+tempfile.tempdir = sys.argv[1]
+from bot.render.audio import find_soundfont
+from bot.render.pool import RenderPool
+pool = RenderPool(find_soundfont(), size=1, timeout=600, target="tests.render_faults:render")
+pool.start()
+threading.Thread(target=pool.render, args=(pickle.load(open(sys.argv[2], "rb")),), daemon=True).start()
+print(*pool.pids(), flush=True)
+time.sleep(600)
+"""
+
+
+@needs_renderer
+@pytest.mark.timeout(240)
+def test_render_processes_exit_with_their_owner_even_mid_render(tmp_path: Path) -> None:
+    """A worker killed outright (SIGKILL) while its pool renders: the render process, stuck in a render that
+    never ends, exits by itself; its files are in the owner's temporary folder, which names it."""
+    folder = tmp_path / "etude-worker-x"
+    folder.mkdir()
+    (tmp_path / "request.pickle").write_bytes(pickle.dumps(request(5, name="hang")))
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(folder), str(tmp_path / "request.pickle")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    child = 0
+    try:
+        child = int(owner.stdout.readline())
+        assert str(folder).encode() in Path(f"/proc/{child}/cmdline").read_bytes()  # the sweep finds it
+        for _ in range(1200):  # until the render is under way
+            if (folder / f"hanging-{child}").exists():
+                break
+            time.sleep(0.1)
+        assert (folder / f"hanging-{child}").exists()
+        owner.kill()
+        owner.wait()
+        for _ in range(1200):
+            if not _running(child):
+                break
+            time.sleep(0.1)
+        assert not _running(child)
+    finally:
+        owner.kill()
+        owner.wait()
+        if child and _running(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 @needs_renderer
