@@ -12,6 +12,8 @@ import os
 import stat
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bot.errors import EtudeError
@@ -123,6 +125,26 @@ def seed_path(text: str) -> Path:
     return path
 
 
+@contextmanager
+def paths_only_on_stdout() -> Iterator[None]:
+    """Send whatever the libraries write to file descriptor 1 (FluidSynth's C logger, for one) to stderr
+    while the work runs, so that stdout carries only the paths printed after it."""
+    try:
+        sys.stdout.flush()
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # stdout replaced (pytest capture, a notebook)
+        yield
+        return
+    saved = os.dup(fd)
+    os.dup2(sys.stderr.fileno(), fd)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
 def cmd_compose(args) -> int:
     from bot.model.composer import Composer
     from bot.music.midi import read_midi_file
@@ -145,18 +167,20 @@ def cmd_compose(args) -> int:
         key=args.key,
         video=args.video,
     ).check()
-    ffmpeg_path()
-    local_synth(find_soundfont(soundfont))  # a missing or unreadable soundfont fails before the model loads
-    out_dir = writable_folder(args.out)
-    seed_bytes = None
-    if args.seed is not None:
-        path = seed_path(args.seed)
-        read_midi_file(path, settings.seed_limits())  # refuse a bad seed before loading the model
-        seed_bytes = path.read_bytes()
-    composer = Composer(args.model or settings.model_dir)
-    seed = composer.seed(seed_bytes, Path(args.seed).stem, settings.seed_limits()) if seed_bytes else None
-    piece = composer.compose_one(options, seed)
-    out = write_outputs(piece, out_dir, max_bytes=args.max_bytes, soundfont=soundfont, video=args.video)
+    with paths_only_on_stdout():  # library noise on fd 1 would mix with the paths
+        ffmpeg_path()
+        # A missing or unreadable soundfont fails before the model loads.
+        local_synth(find_soundfont(soundfont))
+        out_dir = writable_folder(args.out)
+        seed_bytes = None
+        if args.seed is not None:
+            path = seed_path(args.seed)
+            read_midi_file(path, settings.seed_limits())  # refuse a bad seed before loading the model
+            seed_bytes = path.read_bytes()
+        composer = Composer(args.model or settings.model_dir)
+        seed = composer.seed(seed_bytes, Path(args.seed).stem, settings.seed_limits()) if seed_bytes else None
+        piece = composer.compose_one(options, seed)
+        out = write_outputs(piece, out_dir, max_bytes=args.max_bytes, soundfont=soundfont, video=args.video)
     for path in out.paths.values():
         print(path)
     note = f"{piece.onsets} notes and chords, {piece.key_text}, {piece.tempo:.0f} bpm, rng seed {options.rng_seed}"
@@ -185,13 +209,15 @@ def cmd_harmonize(args) -> int:
         rng_seed=args.rng_seed,
         key=args.key,
     ).check()
-    ffmpeg_path()
-    local_synth(find_soundfont(soundfont))  # a missing or unreadable soundfont fails before the model loads
-    out_dir = writable_folder(args.out)
-    melody = read_melody_file(Path(args.melody), settings.seed_limits())
-    composer = Composer(args.model or settings.model_dir)
-    piece = harmonize(composer, options, melody)
-    out = write_outputs(piece, out_dir, max_bytes=args.max_bytes, soundfont=soundfont)
+    with paths_only_on_stdout():  # library noise on fd 1 would mix with the paths
+        ffmpeg_path()
+        # A missing or unreadable soundfont fails before the model loads.
+        local_synth(find_soundfont(soundfont))
+        out_dir = writable_folder(args.out)
+        melody = read_melody_file(Path(args.melody), settings.seed_limits())
+        composer = Composer(args.model or settings.model_dir)
+        piece = harmonize(composer, options, melody)
+        out = write_outputs(piece, out_dir, max_bytes=args.max_bytes, soundfont=soundfont)
     for path in out.paths.values():
         print(path)
     moved = f", moved {melody.octaves:+d} octaves" if melody.octaves else ""

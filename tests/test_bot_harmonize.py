@@ -65,7 +65,7 @@ async def test_harmonize_replies_with_a_chorale_on_the_melody(fake, running):  #
         (
             "drums.mid",
             smf([b"".join(note(36 + i % 10, 48, channel=9) for i in range(50))]),
-            "no notes",
+            "only drum notes",
         ),
     ],
 )

@@ -357,3 +357,17 @@ def test_odd_seeds_become_music_or_one_error(composer):
         assert all(21 <= p <= 108 for e in piece.events for p in e.pitches), name
         assert read_midi(piece.midi()).events, name
         assert time.monotonic() - t0 < 30, name
+
+
+def test_stdout_carries_only_the_paths_whatever_a_library_writes():
+    code = (
+        "import os\n"
+        "from bot.cli import paths_only_on_stdout\n"
+        "with paths_only_on_stdout():\n"
+        "    os.write(1, b'fluidsynth: warning: noise from C\\n')\n"
+        "    print('noise from Python')\n"
+        "print('/out/piece.mid')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "/out/piece.mid\n" and "noise from C" in r.stderr and "noise from Python" in r.stderr

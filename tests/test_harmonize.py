@@ -175,7 +175,7 @@ def etude(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     )
 
 
-def test_harmonize_command_writes_three_files(tiny_model_dir, tmp_path):
+def test_harmonize_command_writes_the_files_of_a_reply(tiny_model_dir, tmp_path):
     melody = tmp_path / "tune.mid"
     melody.write_bytes(tune_bytes())
     r = etude(
@@ -195,7 +195,7 @@ def test_harmonize_command_writes_three_files(tiny_model_dir, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     paths = [Path(p) for p in r.stdout.split()]
-    assert [p.suffix for p in paths] == [".mid", ".wav", ".png"] and all(p.is_file() for p in paths)
+    assert [p.suffix for p in paths] == [".mid", ".ogg", ".wav", ".png"] and all(p.is_file() for p in paths)
     assert "15 melody notes in four parts" in r.stderr and "72 bpm" in r.stderr
     out = read_midi(paths[0].read_bytes())
     assert [max(e.pitches) for e in out.events if len(e.pitches) == 4] == [p for _, _, p in TUNE]

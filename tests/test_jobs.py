@@ -95,7 +95,9 @@ async def test_embedded_queue_runs_jobs_with_progress(embedded, chorales):
         sched.admit(j)
     results = await asyncio.gather(*(sched.run(j, on_progress) for j in [*jobs, seeded]))
     assert all(r.ok for r in results), [r.error for r in results]
-    assert [r.info["length"] for r in results] == [10, 11, 12, 13, 14, 12]
+    # `length` counts the notes and chords written: the asked-for number, plus at most the closing cadence.
+    asked = [10, 11, 12, 13, 14, 12]
+    assert all(n <= r.info["length"] <= n + max(8, n // 10) for n, r in zip(asked, results))
     assert results[-1].info["seed_name"] == "bach"
     assert {f.name.rsplit(".", 1)[1] for f in results[0].files} == {"mid", "ogg", "wav", "png"}
     assert {"started", "composing", "rendering", "uploading"} <= set(events)
