@@ -8,7 +8,9 @@ handled by the process around it (`bot.render.pool`), not here.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 import logging
 import time
 from dataclasses import dataclass
@@ -57,7 +59,9 @@ def check_soundfont(path: Path) -> None:
 def _library():
     """pyfluidsynth's module with the few functions it does not wrap declared; RenderError without it."""
     try:
-        import fluidsynth
+        # pyfluidsynth prints where it found the library when CI is set; stdout is for the paths alone.
+        with contextlib.redirect_stdout(io.StringIO()):
+            import fluidsynth
     except (ImportError, OSError) as e:  # the module, or the libfluidsynth it loads, is missing
         raise RenderError(
             f"the FluidSynth library is not installed ({e}): apt-get install libfluidsynth3"
