@@ -183,7 +183,7 @@ def cmd_compose(args) -> int:
         out = write_outputs(piece, out_dir, max_bytes=args.max_bytes, soundfont=soundfont, video=args.video)
     for path in out.paths.values():
         print(path)
-    note = f"{piece.onsets} notes and chords, {piece.key_text}, {piece.tempo:.0f} bpm, rng seed {options.rng_seed}"
+    note = f"{piece.onsets} notes and chords, {piece.key_text}, {piece.tempo:.0f} bpm, rng seed {piece.options.rng_seed}"
     if out.rendered.note:
         note += f"; {out.rendered.note}"
     print(note, file=sys.stderr)
