@@ -145,12 +145,29 @@ def paths_only_on_stdout() -> Iterator[None]:
         os.close(saved)
 
 
+def _ready_to_write(out: str, soundfont: str | None) -> Path:
+    """What a user can get wrong about the outputs, checked before the model loads: ffmpeg, a soundfont
+    that loads, a folder that can be written. Returns the folder."""
+    from bot.render.audio import ffmpeg_path, find_soundfont
+    from bot.render.files import local_synth
+
+    ffmpeg_path()
+    local_synth(find_soundfont(soundfont))
+    return writable_folder(out)
+
+
+def _print_files(out, note: str) -> None:
+    """The paths on stdout, one a line; the summary (and what was reduced to fit) on stderr."""
+    for path in out.paths.values():
+        print(path)
+    print(f"{note}; {out.rendered.note}" if out.rendered.note else note, file=sys.stderr)
+
+
 def cmd_compose(args) -> int:
     from bot.model.composer import Composer
-    from bot.music.midi import read_midi_file
+    from bot.music.midi import read_bounded, read_midi
     from bot.options import Options, parse_instrument
-    from bot.render.audio import ffmpeg_path, find_soundfont
-    from bot.render.files import local_synth, write_outputs
+    from bot.render.files import write_outputs
     from bot.settings import get_settings
 
     settings = get_settings()
@@ -168,25 +185,22 @@ def cmd_compose(args) -> int:
         video=args.video,
     ).check()
     with paths_only_on_stdout():  # library noise on fd 1 would mix with the paths
-        ffmpeg_path()
-        # A missing or unreadable soundfont fails before the model loads.
-        local_synth(find_soundfont(soundfont))
-        out_dir = writable_folder(args.out)
+        out_dir = _ready_to_write(args.out, soundfont)
         seed_bytes = None
         if args.seed is not None:
             path = seed_path(args.seed)
-            read_midi_file(path, settings.seed_limits())  # refuse a bad seed before loading the model
-            seed_bytes = path.read_bytes()
+            seed_bytes = read_bounded(path, settings.seed_limits().max_bytes, "the seed")
+            read_midi(
+                seed_bytes, path.stem, settings.seed_limits()
+            )  # refuse a bad seed before the model loads
         composer = Composer(args.model or settings.model_dir)
         seed = composer.seed(seed_bytes, Path(args.seed).stem, settings.seed_limits()) if seed_bytes else None
         piece = composer.compose_one(options, seed)
         out = write_outputs(piece, out_dir, max_bytes=args.max_bytes, soundfont=soundfont, video=args.video)
-    for path in out.paths.values():
-        print(path)
-    note = f"{piece.onsets} notes and chords, {piece.key_text}, {piece.tempo:.0f} bpm, rng seed {piece.options.rng_seed}"
-    if out.rendered.note:
-        note += f"; {out.rendered.note}"
-    print(note, file=sys.stderr)
+    _print_files(
+        out,
+        f"{piece.onsets} notes and chords, {piece.key_text}, {piece.tempo:.0f} bpm, rng seed {piece.options.rng_seed}",
+    )
     return 0
 
 
@@ -195,8 +209,7 @@ def cmd_harmonize(args) -> int:
     from bot.model.harmonize import harmonize
     from bot.music.melody import read_melody_file
     from bot.options import Options, parse_instrument
-    from bot.render.audio import ffmpeg_path, find_soundfont
-    from bot.render.files import local_synth, write_outputs
+    from bot.render.files import write_outputs
     from bot.settings import get_settings
 
     settings = get_settings()
@@ -210,24 +223,17 @@ def cmd_harmonize(args) -> int:
         key=args.key,
     ).check()
     with paths_only_on_stdout():  # library noise on fd 1 would mix with the paths
-        ffmpeg_path()
-        # A missing or unreadable soundfont fails before the model loads.
-        local_synth(find_soundfont(soundfont))
-        out_dir = writable_folder(args.out)
+        out_dir = _ready_to_write(args.out, soundfont)
         melody = read_melody_file(Path(args.melody), settings.seed_limits())
         composer = Composer(args.model or settings.model_dir)
         piece = harmonize(composer, options, melody)
         out = write_outputs(piece, out_dir, max_bytes=args.max_bytes, soundfont=soundfont)
-    for path in out.paths.values():
-        print(path)
     moved = f", moved {melody.octaves:+d} octaves" if melody.octaves else ""
-    note = (
+    _print_files(
+        out,
         f"{len(melody.notes)} melody notes in four parts{moved}, {piece.key_text}, {piece.tempo:.0f} bpm, "
-        f"rng seed {piece.options.rng_seed}"
+        f"rng seed {piece.options.rng_seed}",
     )
-    if out.rendered.note:
-        note += f"; {out.rendered.note}"
-    print(note, file=sys.stderr)
     return 0
 
 

@@ -33,6 +33,9 @@ KEY_SOURCES = {
     "seed": " (the seed's key)",
     "drawn": " (drawn by the RNG seed)",
     "drawn-unknown-seed": " (the seed's key could not be told, so the RNG seed chose this one)",
+    # A harmonization's (bot.model.harmonize):
+    "melody": " (the melody's key)",
+    "relative": " (the key asked for is in the other mode: its relative, in the melody's mode)",
 }
 
 

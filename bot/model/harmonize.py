@@ -29,6 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from bot.errors import ModelNotFound
+from bot.model.composer import Composition
 from bot.music.encoding import GRID, PIANO_LOW, Event, Vocabulary, transpose
 from bot.music.keys import REFERENCE, Key, key_fit
 from bot.music.melody import BadMelody, Melody, soprano_octaves
@@ -394,46 +395,18 @@ def _resample(log_w: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 @dataclass
-class Harmonization:
-    """A harmonized melody with everything a reply needs (the same fields as a composition, plus the melody)."""
+class Harmonization(Composition):
+    """A harmonized melody: a composition whose soprano was given (kept in `melody`, as it was moved only
+    as the key and the soprano's range required)."""
 
-    name: str
-    events: list[Event]  # four-voice chords, one per melody note
-    melody: list[Event]  # the soprano as given, moved only as the key and the soprano's range required
-    tempo: float
-    options: Options
-    model: str
-    key: str  # the key it is written in, one of bot.options.KEYS
     key_source: str = (
         "melody"  # "melody", "asked", or "relative" (the asked key's relative, in the melody's mode)
     )
-    timings: dict[str, float] = field(default_factory=dict)
-    seed_events: int = 0
-
-    def midi(self) -> bytes:
-        from bot.music.midi import midi_bytes
-
-        return midi_bytes(self.events, tempo=self.tempo, program=self.options.instrument, name=self.name)
-
-    @property
-    def key_text(self) -> str:
-        return self.key + KEY_SOURCES.get(self.key_source, "")
+    melody: list[Event] = field(default_factory=list)
 
     @property
     def onsets(self) -> int:
         return len(self.melody)
-
-    @property
-    def seconds(self) -> float:
-        end = max((e.onset + e.duration for e in self.events), default=0.0)
-        return end * 60.0 / self.tempo
-
-
-KEY_SOURCES = {
-    "melody": " (the melody's key)",
-    "asked": "",
-    "relative": " (the key asked for is in the other mode: its relative, in the melody's mode)",
-}
 
 
 def chords_under(notes: Sequence[Event], lower: np.ndarray) -> list[Event]:
@@ -516,4 +489,5 @@ def harmonize(composer, options: Options, melody: Melody) -> Harmonization:
         key=key.name,
         key_source=source,
         timings=timings,
+        seed_events=0,
     )

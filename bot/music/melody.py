@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bot.errors import BadSeed
 from bot.music.encoding import GRID, Event
-from bot.music.midi import DEFAULT_LIMITS, SeedLimits, read_midi
+from bot.music.midi import DEFAULT_LIMITS, SeedLimits, read_bounded, read_midi
 
 MAX_MELODY_NOTES = 400
 MAX_SPAN = 36  # semitones: wider than three octaves cannot be a soprano line in any octave
@@ -128,12 +128,5 @@ def read_melody(data: bytes, name: str = "melody", limits: SeedLimits = DEFAULT_
 
 def read_melody_file(path: Path, limits: SeedLimits = DEFAULT_LIMITS) -> Melody:
     """`read_melody` on a file, refused by its size before it is read."""
-    path = Path(path)
-    try:
-        if path.stat().st_size > limits.max_bytes:
-            raise BadMelody(f"the melody file is larger than {limits.max_bytes // 1024} KiB")
-        with path.open("rb") as f:
-            data = f.read(limits.max_bytes + 1)  # the file may have grown since stat
-    except OSError as err:
-        raise BadMelody("the melody file could not be read") from err
-    return read_melody(data, path.stem or "melody", limits)
+    data = read_bounded(path, limits.max_bytes, "the melody file", BadMelody)
+    return read_melody(data, Path(path).stem or "melody", limits)

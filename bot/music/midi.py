@@ -459,17 +459,22 @@ def read_midi(data: bytes, name: str = "seed", limits: SeedLimits = DEFAULT_LIMI
         raise BadSeed("the seed MIDI file is damaged") from err
 
 
-def read_midi_file(path: Path, limits: SeedLimits = DEFAULT_LIMITS) -> Piece:
-    """`read_midi` on a file, refused by its size before it is read."""
+def read_bounded(path: Path, max_bytes: int, what: str, error: type[Exception] = BadSeed) -> bytes:
+    """A file's bytes, refused by its size before it is read; `what` names it in the one-line errors."""
     path = Path(path)
     try:
-        if path.stat().st_size > limits.max_bytes:
-            raise BadSeed(f"the seed is larger than {_size(limits.max_bytes)}")
+        if path.stat().st_size > max_bytes:
+            raise error(f"{what} is larger than {_size(max_bytes)}")
         with path.open("rb") as f:
-            data = f.read(limits.max_bytes + 1)  # the file may have grown since stat
+            return f.read(max_bytes + 1)  # the file may have grown since stat
     except OSError as err:
-        raise BadSeed("the seed file could not be read") from err
-    return read_midi(data, path.stem or "seed", limits)
+        raise error(f"{what} could not be read") from err
+
+
+def read_midi_file(path: Path, limits: SeedLimits = DEFAULT_LIMITS) -> Piece:
+    """`read_midi` on a file, refused by its size before it is read."""
+    data = read_bounded(path, limits.max_bytes, "the seed")
+    return read_midi(data, Path(path).stem or "seed", limits)
 
 
 def write_midi(
