@@ -3,6 +3,8 @@
 #   docker build --target worker-gpu -t etude-worker-gpu .  a GPU worker, CUDA TensorFlow from pip
 #   docker build --target worker-jax-gpu -t etude-worker-jax-gpu .  a GPU worker, CUDA JAX from pip
 # compose.yaml builds both. The shipped model (models/etude-chorales) is baked in; train it before building.
+# Each target is its own dependencies (one extra of pyproject.toml), then the `package` stage's checked
+# model and wheel, then its import check and how it runs.
 
 FROM python:3.11-slim-bookworm AS base
 
@@ -33,25 +35,35 @@ RUN groupadd --system --gid 10001 etude \
 
 WORKDIR /app
 
-
-# ---- the Discord bot: CPU TensorFlow; /healthz and /metrics on 8080 ----
-FROM base AS bot
-
-# Dependencies first, from pyproject.toml alone, so a change to the source reuses this (large) layer.
+# Each target's dependency list (requirements/<extra>.txt), from pyproject.toml alone, so that a change
+# to the source reuses the (large) layer that installs them.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['cpu']))" > /tmp/requirements.txt \
-    && pip install --no-cache-dir -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+RUN mkdir requirements \
+    && for extra in cpu gpu jax-gpu; do \
+        python -c "import sys, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies'][sys.argv[1]]))" "$extra" > "requirements/$extra.txt"; \
+    done
+
+
+# ---- the package, built once as a wheel for every target, and the shipped model it needs ----
+FROM base AS package
 
 COPY models/ models/
 RUN test -f models/etude-chorales/model.keras \
     || { echo "models/etude-chorales/model.keras is missing: train the shipped model before building" >&2; exit 1; }
 COPY README.md ./
 COPY bot/ bot/
-# The package itself (its dependencies are installed above); then a check, with the current folder kept
-# off sys.path (-P), that the installed package, not the source folder, has every module the bot imports.
-RUN pip install --no-cache-dir --no-deps . \
-    && rm -rf build ./*.egg-info \
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
+
+# ---- the Discord bot: CPU TensorFlow; /healthz and /metrics on 8080 ----
+FROM base AS bot
+
+RUN pip install --no-cache-dir -r requirements/cpu.txt
+COPY --from=package /app/models/ models/
+# The package from its wheel (its dependencies are installed above); then a check, with the current folder
+# kept off sys.path (-P), that the installed package has every module the bot imports.
+RUN --mount=type=bind,from=package,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-deps /wheels/*.whl \
     && python -P -c "import bot.cli, bot.chat.client, bot.chat.commands, bot.chat.harmonize, bot.queue.journal, bot.queue.redis_broker, bot.queue.worker, bot.model.harmonize"
 
 ENV HEALTH_PORT=8080
@@ -62,60 +74,38 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
 CMD ["etude", "bot"]
 
 
-# ---- a GPU worker: tensorflow[and-cuda] brings its own CUDA and cuDNN libraries from pip, so the host
+# ---- what both GPU workers share: their pip packages bring their own CUDA and cuDNN libraries, so the host
 # needs only the NVIDIA driver and the NVIDIA Container Toolkit; /healthz and /metrics on 8081 ----
-FROM base AS worker-gpu
+FROM base AS worker-base
 
-ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility
-
-COPY pyproject.toml ./
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['gpu']))" > /tmp/requirements.txt \
-    && pip install --no-cache-dir -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
-
-COPY models/ models/
-RUN test -f models/etude-chorales/model.keras \
-    || { echo "models/etude-chorales/model.keras is missing: train the shipped model before building" >&2; exit 1; }
-COPY README.md ./
-COPY bot/ bot/
-RUN pip install --no-cache-dir --no-deps . \
-    && rm -rf build ./*.egg-info \
-    && python -P -c "import bot.cli, bot.queue.redis_broker, bot.queue.worker, bot.model.harmonize"
-
-ENV HEALTH_PORT=8081
+ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    HEALTH_PORT=8081
 EXPOSE 8081
-USER 10001:10001
 # /healthz answers 503 until Redis answers and the model is loaded on the GPU: the start period allows for it.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['HEALTH_PORT'], timeout=4)"]
 CMD ["etude", "worker"]
 
 
-# ---- a GPU worker on JAX: jax[cuda12] brings its own CUDA and cuDNN libraries from pip, like the TensorFlow
-# worker above, and needs the same of the host; the same model folder loads on either backend ----
-FROM base AS worker-jax-gpu
+# ---- a GPU worker on TensorFlow: tensorflow[and-cuda] ----
+FROM worker-base AS worker-gpu
 
-ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility \
-    KERAS_BACKEND=jax
-
-COPY pyproject.toml ./
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['jax-gpu']))" > /tmp/requirements.txt \
-    && pip install --no-cache-dir -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
-
-COPY models/ models/
-RUN test -f models/etude-chorales/model.keras \
-    || { echo "models/etude-chorales/model.keras is missing: train the shipped model before building" >&2; exit 1; }
-COPY README.md ./
-COPY bot/ bot/
-# The import check also holds the JAX image to its promise: no TensorFlow anywhere on the worker's path.
-RUN pip install --no-cache-dir --no-deps . \
-    && rm -rf build ./*.egg-info \
-    && python -P -c "import sys, bot.cli, bot.queue.worker; from bot.model import backend; backend.keras(); assert 'tensorflow' not in sys.modules"
-
-ENV HEALTH_PORT=8081
-EXPOSE 8081
+RUN pip install --no-cache-dir -r requirements/gpu.txt
+COPY --from=package /app/models/ models/
+RUN --mount=type=bind,from=package,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-deps /wheels/*.whl \
+    && python -P -c "import bot.cli, bot.queue.redis_broker, bot.queue.worker, bot.model.harmonize"
 USER 10001:10001
-HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['HEALTH_PORT'], timeout=4)"]
-CMD ["etude", "worker"]
+
+
+# ---- a GPU worker on JAX: jax[cuda12]; the same model folder loads on either backend ----
+FROM worker-base AS worker-jax-gpu
+
+ENV KERAS_BACKEND=jax
+RUN pip install --no-cache-dir -r requirements/jax-gpu.txt
+COPY --from=package /app/models/ models/
+# The import check also holds the JAX image to its promise: no TensorFlow anywhere on the worker's path.
+RUN --mount=type=bind,from=package,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-deps /wheels/*.whl \
+    && python -P -c "import sys, bot.cli, bot.queue.worker; from bot.model import backend; backend.keras(); assert 'tensorflow' not in sys.modules"
+USER 10001:10001
