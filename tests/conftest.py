@@ -1,10 +1,12 @@
-"""Shared fixtures: a private cache folder and a few real chorales from music21's corpus."""
+"""Shared fixtures: a private cache folder, a few real chorales from music21's corpus, a tiny trained model,
+and Redis mode as real processes."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+import pytest_asyncio
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -64,3 +66,35 @@ def composer(tiny_model_dir):
     from bot.model.composer import Composer
 
     return Composer(tiny_model_dir)
+
+
+# Redis mode as real processes (tests/processes.py), for the tests that need Redis and workers.
+@pytest.fixture
+def redis_server(tmp_path):
+    """A redis-server of this test's own, with AOF persistence, fsync'd on each write."""
+    from processes import RedisServer
+
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def workers(redis_server, tiny_model_dir, tmp_path):
+    """`etude worker` processes on `redis_server` (none until a test starts them), killed after the test."""
+    from processes import Workers
+
+    pool = Workers(redis_server.url, tiny_model_dir, tmp_path)
+    yield pool
+    pool.stop_all()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def client(redis_server):
+    """The bot's side of the queue, without Discord: broker, progress, journal, scheduler."""
+    from processes import close, scheduler_for
+
+    sched = await scheduler_for(redis_server.url)
+    yield sched
+    await close(sched)

@@ -12,101 +12,25 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
-from test_redis import RECLAIM, RedisServer, Workers, free_port, run_all
+from processes import RedisServer, Workers, close, free_port, run_all, scheduler_for
 
 from bot.options import Options
-from bot.queue.broker import make_broker, register
 from bot.queue.jobs import JobSpec
-from bot.queue.redis_broker import SET_ASIDE, STREAM, RedisJournal, RedisProgress
-from bot.queue.scheduler import Scheduler
+from bot.queue.redis_broker import SET_ASIDE, STREAM
 
 pytestmark = [
     pytest.mark.timeout(900),
     pytest.mark.asyncio(loop_scope="module"),
     pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed"),
 ]
-
-
-class Server(RedisServer):
-    """A redis-server with or without persistence, or with a password, on a port chosen beforehand."""
-
-    def __init__(self, folder: Path, *, persist: bool = True, password: str | None = None, port: int = 0):
-        super().__init__(folder)
-        self.persist, self.password = persist, password
-        if port:
-            self.port = port
-            self.url = f"redis://127.0.0.1:{port}/0"
-
-    def start(self) -> None:
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--dir", str(self.folder), "--appendonly", "yes" if self.persist else "no"]
-        if self.password:
-            args += ["--requirepass", self.password]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64)[:1] in (b"+", b"-"):  # PONG, or NOAUTH with a password
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-
-async def scheduler_for(url: str) -> Scheduler:
-    broker = make_broker(url, RECLAIM, 8)
-    task = register(broker, None)
-    await broker.startup()
-    return Scheduler(
-        task,
-        RedisProgress(url),
-        queue_max=200,
-        user_running=100,
-        user_waiting=100,
-        timeout=300,
-        journal=RedisJournal(url),
-    )
-
-
-async def close(sched: Scheduler) -> None:
-    await sched.progress.close()
-    await sched.journal.close()
-    await sched.task.broker.shutdown()
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = Server(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def workers(redis_server, tiny_model_dir, tmp_path):
-    pool = Workers(redis_server.url, tiny_model_dir, tmp_path)
-    yield pool
-    pool.stop_all()
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def client(redis_server):
-    sched = await scheduler_for(redis_server.url)
-    yield sched
-    await close(sched)
 
 
 def spec(i: int, length: int = 120) -> JobSpec:
@@ -208,7 +132,7 @@ def _not_zombie(pid: int) -> bool:
 async def test_redis_back_without_its_data_loses_no_job(tiny_model_dir, tmp_path):
     """Redis restarted empty while a worker is busy: the worker recreates its group and lives on, and every
     job the bot waits for is queued again and answered."""
-    server = Server(tmp_path, persist=False)
+    server = RedisServer(tmp_path, persist=False)
     server.start()
     pool = Workers(server.url, tiny_model_dir, tmp_path)
     sched = await scheduler_for(server.url)
@@ -244,7 +168,7 @@ def health(port: int) -> tuple[int, dict]:
 
 async def test_redis_down_at_start_is_waited_for_and_a_wrong_password_is_one_error(tiny_model_dir, tmp_path):
     port = free_port()
-    server = Server(tmp_path, port=port)
+    server = RedisServer(tmp_path, port=port)
     pool = Workers(server.url, tiny_model_dir, tmp_path)
     pool.start("a")
     try:
@@ -268,7 +192,7 @@ async def test_redis_down_at_start_is_waited_for_and_a_wrong_password_is_one_err
         pool.stop_all()
         server.stop()
 
-    locked = Server(tmp_path, password="right")
+    locked = RedisServer(tmp_path, password="right")
     locked.start()
     try:
         env = {

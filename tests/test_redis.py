@@ -1,4 +1,7 @@
-"""Redis mode with a real redis-server and real `etude worker` processes: nothing is lost."""
+"""Redis mode with a real redis-server and real `etude worker` processes: nothing is lost.
+
+The processes are tests/processes.py's, and their fixtures (`redis_server`, `workers`, `client`) conftest.py's.
+"""
 
 from __future__ import annotations
 
@@ -6,194 +9,24 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
-import pytest_asyncio
+from processes import RECLAIM, run_all
 
 from bot.options import Options
-from bot.queue.broker import make_broker, register
 from bot.queue.jobs import JobSpec
-from bot.queue.redis_broker import RedisJournal, RedisProgress
-from bot.queue.scheduler import Scheduler
 
 pytestmark = [
     pytest.mark.timeout(400),
     pytest.mark.asyncio(loop_scope="module"),
     pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed"),
 ]
-RECLAIM = 3.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisServer:
-    """A redis-server on loopback with AOF persistence, restartable on the same port and data."""
-
-    def __init__(self, folder: Path):
-        self.folder, self.port = folder, free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--dir",
-                str(self.folder),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
-class Workers:
-    """`etude worker` processes, each with its own health port."""
-
-    def __init__(self, url: str, model_dir: Path, log_dir: Path):
-        self.url, self.model_dir, self.log_dir = url, model_dir, log_dir
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.ports: dict[str, int] = {}
-
-    def start(self, name: str, **extra: str) -> None:
-        port = free_port()
-        tmp = self.log_dir / "tmp"  # the workers' temporary folders, apart from the machine's
-        tmp.mkdir(exist_ok=True)
-        env = {
-            **os.environ,
-            "REDIS_URL": self.url,
-            "MODEL_DIR": str(self.model_dir),
-            "HEALTH_PORT": str(port),
-            "RECLAIM_SECONDS": str(RECLAIM),
-            "BATCH_SIZE": "8",
-            "BATCH_WAIT_MS": "50",
-            "STOP_DEADLINE_SECONDS": "20",
-            "TMPDIR": str(tmp),
-            **extra,
-        }
-        log = open(self.log_dir / f"{name}.log", "w")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "bot", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        self.ports[name] = port
-
-    def wait_healthy(self, timeout: float = 120, names: list[str] | None = None) -> None:
-        deadline = time.monotonic() + timeout
-        for name, port in self.ports.items():
-            if names is not None and name not in names:
-                continue
-            while True:
-                assert self.procs[name].poll() is None, (self.log_dir / f"{name}.log").read_text()
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                assert time.monotonic() < deadline, f"worker {name} not healthy"
-                time.sleep(0.2)
-
-    def metrics(self, name: str) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[name]}/metrics", timeout=5) as r:
-            return r.read().decode()
-
-    def pid(self, name: str) -> int:
-        return self.procs[name].pid
-
-    def stop_all(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
-        self.procs.clear()
-        self.ports.clear()
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def workers(redis_server, tiny_model_dir, tmp_path):
-    w = Workers(redis_server.url, tiny_model_dir, tmp_path)
-    yield w
-    w.stop_all()
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def client(redis_server):
-    """The bot's side of the queue, without Discord: broker, progress, journal, scheduler."""
-    broker = make_broker(redis_server.url, RECLAIM, 8)
-    task = register(broker, None)
-    await broker.startup()
-    progress, journal = RedisProgress(redis_server.url), RedisJournal(redis_server.url)
-    sched = Scheduler(
-        task, progress, queue_max=200, user_running=100, user_waiting=100, timeout=300, journal=journal
-    )
-    yield sched
-    await progress.close()
-    await journal.close()
-    await broker.shutdown()
 
 
 def spec(i: int, length: int = 120) -> JobSpec:
     return JobSpec(options=asdict(Options(length=length, rng_seed=1000 + i, tempo=200)), user_id=i)
-
-
-async def run_all(sched: Scheduler, specs, on_event=None, finished: dict | None = None):
-    for s in specs:
-        sched.admit(s)
-
-    async def one(s):
-        async def progress(e):
-            if on_event:
-                await on_event(s, e)
-
-        result = await sched.run(s, progress)
-        if finished is not None:
-            finished[s.job_id] = time.monotonic()
-        return result
-
-    return await asyncio.gather(*(one(s) for s in specs))
 
 
 def midi_of(result) -> bytes:
