@@ -12,12 +12,31 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from bot.errors import EtudeError
-from bot.options import INSTRUMENT_HELP, INSTRUMENTS, KEY_HELP, MELODY_HELP, SEED_HELP, SPECS, VIDEO_HELP
+from bot.options import (
+    INSTRUMENT_HELP,
+    INSTRUMENTS,
+    KEY_HELP,
+    MELODY_HELP,
+    SEED_HELP,
+    SPECS,
+    VIDEO_HELP,
+    Options,
+    parse_instrument,
+)
+
+if TYPE_CHECKING:  # the model and rendering load only when a command needs them
+    from bot.model.composer import Composer, Composition
+    from bot.render.files import Outputs
+    from bot.settings import Settings
+
+T = TypeVar("T")
 
 log = logging.getLogger("etude")
 
@@ -88,14 +107,19 @@ def _byte_count(text: str) -> int:
     return value
 
 
+def _given_path(text: str, if_empty: EtudeError) -> tuple[Path, str]:
+    """A path option's text as a path, and as an error message shows it (80 characters at most); `if_empty`
+    is raised for an empty one, which would otherwise mean the current folder."""
+    if not text:
+        raise if_empty
+    return Path(text), text if len(text) <= 80 else text[:77] + "..."
+
+
 def writable_folder(text: str) -> Path:
     """The `--out` folder, made if need be and proven writable by writing into it; `BadOption` otherwise."""
     from bot.errors import BadOption
 
-    if not text:
-        raise BadOption("--out is empty: give a folder for the files")
-    path = Path(text)
-    shown = text if len(text) <= 80 else text[:77] + "..."
+    path, shown = _given_path(text, BadOption("--out is empty: give a folder for the files"))
     try:
         if path.exists() and not path.is_dir():
             raise BadOption(f"--out {shown} is not a folder")
@@ -112,10 +136,7 @@ def seed_path(text: str) -> Path:
     """The `--seed` file: a regular file (not a FIFO, device or folder that could block or mislead)."""
     from bot.errors import BadSeed
 
-    if not text:
-        raise BadSeed("--seed is empty: give a MIDI file, or leave --seed out")
-    path = Path(text)
-    shown = text if len(text) <= 80 else text[:77] + "..."
+    path, shown = _given_path(text, BadSeed("--seed is empty: give a MIDI file, or leave --seed out"))
     try:
         st = path.stat()
     except OSError as e:
@@ -163,40 +184,52 @@ def _print_files(out, note: str) -> None:
     print(f"{note}; {out.rendered.note}" if out.rendered.note else note, file=sys.stderr)
 
 
-def cmd_compose(args) -> int:
+def _piece_to_files(
+    args: argparse.Namespace,
+    read: Callable[[Settings], T],
+    make: Callable[[Composer, Options, Settings, T], Composition],
+) -> tuple[Composition, T, Outputs]:
+    """The way of compose and harmonize: everything a user can get wrong (the options, the output folder,
+    ffmpeg and the soundfont, then what `read` reads) is checked before the model loads; then `make` the
+    piece and write its files. The options are the fields of `Options` that the command's parser defines;
+    the others keep their defaults."""
     from bot.model.composer import Composer
-    from bot.music.midi import read_bounded, read_midi
-    from bot.options import Options, parse_instrument
     from bot.render.files import write_outputs
     from bot.settings import get_settings
 
     settings = get_settings()
     soundfont = args.soundfont or settings.soundfont
-    # Everything a user can get wrong is checked before the model loads.
-    options = Options(
-        length=args.length,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        tempo=args.tempo,
-        instrument=parse_instrument(args.instrument),
-        rng_seed=args.rng_seed,
-        include_seed=args.include_seed,
-        key=args.key,
-        video=args.video,
-    ).check()
+    asked = {f.name: getattr(args, f.name) for f in fields(Options) if hasattr(args, f.name)}
+    checked = Options(**{**asked, "instrument": parse_instrument(args.instrument)}).check()
     with paths_only_on_stdout():  # library noise on fd 1 would mix with the paths
         out_dir = _ready_to_write(args.out, soundfont)
-        seed_bytes = None
-        if args.seed is not None:
-            path = seed_path(args.seed)
-            seed_bytes = read_bounded(path, settings.seed_limits().max_bytes, "the seed")
-            read_midi(
-                seed_bytes, path.stem, settings.seed_limits()
-            )  # refuse a bad seed before the model loads
+        given = read(settings)
         composer = Composer(args.model or settings.model_dir)
+        piece = make(composer, checked, settings, given)
+        out = write_outputs(
+            piece, out_dir, max_bytes=args.max_bytes, soundfont=soundfont, video=checked.video
+        )
+    return piece, given, out
+
+
+def cmd_compose(args) -> int:
+    from bot.music.midi import read_bounded, read_midi
+
+    def read_seed(settings: Settings) -> bytes | None:
+        if args.seed is None:
+            return None
+        path = seed_path(args.seed)
+        data = read_bounded(path, settings.seed_limits().max_bytes, "the seed")
+        read_midi(data, path.stem, settings.seed_limits())  # refuse a bad seed before the model loads
+        return data
+
+    def compose(
+        composer: Composer, options: Options, settings: Settings, seed_bytes: bytes | None
+    ) -> Composition:
         seed = composer.seed(seed_bytes, Path(args.seed).stem, settings.seed_limits()) if seed_bytes else None
-        piece = composer.compose_one(options, seed)
-        out = write_outputs(piece, out_dir, max_bytes=args.max_bytes, soundfont=soundfont, video=args.video)
+        return composer.compose_one(options, seed)
+
+    piece, _, out = _piece_to_files(args, read_seed, compose)
     _print_files(
         out,
         f"{piece.onsets} notes and chords, {piece.key_text}, {piece.tempo:.0f} bpm, rng seed {piece.options.rng_seed}",
@@ -205,29 +238,14 @@ def cmd_compose(args) -> int:
 
 
 def cmd_harmonize(args) -> int:
-    from bot.model.composer import Composer
     from bot.model.harmonize import harmonize
     from bot.music.melody import read_melody_file
-    from bot.options import Options, parse_instrument
-    from bot.render.files import write_outputs
-    from bot.settings import get_settings
 
-    settings = get_settings()
-    soundfont = args.soundfont or settings.soundfont
-    # Everything a user can get wrong is checked before the model loads.
-    options = Options(
-        temperature=args.temperature,
-        tempo=args.tempo,
-        instrument=parse_instrument(args.instrument),
-        rng_seed=args.rng_seed,
-        key=args.key,
-    ).check()
-    with paths_only_on_stdout():  # library noise on fd 1 would mix with the paths
-        out_dir = _ready_to_write(args.out, soundfont)
-        melody = read_melody_file(Path(args.melody), settings.seed_limits())
-        composer = Composer(args.model or settings.model_dir)
-        piece = harmonize(composer, options, melody)
-        out = write_outputs(piece, out_dir, max_bytes=args.max_bytes, soundfont=soundfont)
+    piece, melody, out = _piece_to_files(
+        args,
+        lambda settings: read_melody_file(Path(args.melody), settings.seed_limits()),
+        lambda composer, options, _, melody: harmonize(composer, options, melody),
+    )
     moved = f", moved {melody.octaves:+d} octaves" if melody.octaves else ""
     _print_files(
         out,
@@ -366,6 +384,27 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _add_piece_arguments(p: argparse.ArgumentParser, *names: str, files: str, largest: str) -> None:
+    """What compose and harmonize both take: the options `names` (range, default and help from
+    `bot.options.SPECS`), the instrument, and where the model, the files and the soundfont are."""
+    for name in names:
+        p.add_argument(
+            f"--{name.replace('_', '-')}", type=_option(name), default=SPECS[name].default, help=_help(name)
+        )
+    p.add_argument(
+        "--instrument", default="piano", help=f"{INSTRUMENT_HELP}: 0-127 or a name ({', '.join(INSTRUMENTS)})"
+    )
+    p.add_argument("--model", help="model folder (default: MODEL_DIR or the shipped model)")
+    p.add_argument("--out", default="out", help=f"folder for the {files}")
+    p.add_argument(
+        "--max-bytes",
+        type=_byte_count,
+        default=10 * 1024 * 1024,
+        help=f"largest {largest} to write (default 10 MiB, Discord's upload limit)",
+    )
+    p.add_argument("--soundfont", help="General MIDI soundfont (default: SOUNDFONT or the system's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="etude", description="Compose music with an LSTM, from the command line or on Discord.")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -411,34 +450,15 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "compose", help="compose a piece: writes .mid, .ogg, .wav and .png (and .mp4), prints their paths"
     )
-    c.add_argument("--length", type=_option("length"), default=SPECS["length"].default, help=_help("length"))
     c.add_argument("--seed", help=SEED_HELP)
-    c.add_argument(
-        "--temperature",
-        type=_option("temperature"),
-        default=SPECS["temperature"].default,
-        help=_help("temperature"),
-    )
-    c.add_argument("--top-p", type=_option("top_p"), default=SPECS["top_p"].default, help=_help("top_p"))
-    c.add_argument("--tempo", type=_option("tempo"), help=_help("tempo"))
-    c.add_argument(
-        "--instrument", default="piano", help=f"{INSTRUMENT_HELP}: 0-127 or a name ({', '.join(INSTRUMENTS)})"
-    )
-    c.add_argument("--rng-seed", type=_option("rng_seed"), help=_help("rng_seed"))
     c.add_argument(
         "--key", type=_key, help=f"{KEY_HELP}: e.g. 'E minor', 'Eb major' (the 24 major and minor keys)"
     )
-    c.add_argument("--model", help="model folder (default: MODEL_DIR or the shipped model)")
-    c.add_argument("--out", default="out", help="folder for the files")
-    c.add_argument(
-        "--max-bytes",
-        type=_byte_count,
-        default=10 * 1024 * 1024,
-        help="largest file to write (default 10 MiB, Discord's upload limit)",
+    _add_piece_arguments(
+        c, "length", "temperature", "top_p", "tempo", "rng_seed", files="files", largest="file"
     )
     c.add_argument("--video", action="store_true", help=VIDEO_HELP)
     c.add_argument("--include-seed", action="store_true", help="start the output with the seed itself")
-    c.add_argument("--soundfont", help="General MIDI soundfont (default: SOUNDFONT or the system's)")
     c.set_defaults(func=cmd_compose)
 
     h = sub.add_parser(
@@ -451,26 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_key,
         help="The key to write in; without it, the melody's own: e.g. 'E minor', 'Eb major'",
     )
-    h.add_argument(
-        "--temperature",
-        type=_option("temperature"),
-        default=SPECS["temperature"].default,
-        help=_help("temperature"),
-    )
-    h.add_argument("--tempo", type=_option("tempo"), help=_help("tempo"))
-    h.add_argument(
-        "--instrument", default="piano", help=f"{INSTRUMENT_HELP}: 0-127 or a name ({', '.join(INSTRUMENTS)})"
-    )
-    h.add_argument("--rng-seed", type=_option("rng_seed"), help=_help("rng_seed"))
-    h.add_argument("--model", help="model folder (default: MODEL_DIR or the shipped model)")
-    h.add_argument("--out", default="out", help="folder for the three files")
-    h.add_argument(
-        "--max-bytes",
-        type=_byte_count,
-        default=10 * 1024 * 1024,
-        help="largest .wav to write (default 10 MiB, Discord's upload limit)",
-    )
-    h.add_argument("--soundfont", help="General MIDI soundfont (default: SOUNDFONT or the system's)")
+    _add_piece_arguments(h, "temperature", "tempo", "rng_seed", files="three files", largest=".wav")
     h.set_defaults(func=cmd_harmonize)
 
     b = sub.add_parser("bench", help="measure sampling speed, throughput, stage timings and memory")
