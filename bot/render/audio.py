@@ -80,6 +80,25 @@ def ffmpeg_path() -> str:
     return path
 
 
+def run_ffmpeg(args: list[str], timeout: float, slow: str, failed: str, stdin: bytes | None = None) -> None:
+    """One quiet ffmpeg run on `args`, never reading the terminal; a `RenderError` when it cannot start,
+    takes longer than `timeout` (saying `slow`) or fails (`failed`, then ffmpeg's last line)."""
+    try:
+        proc = subprocess.run(
+            [ffmpeg_path(), "-nostdin", "-hide_banner", "-loglevel", "error", *args],
+            input=stdin,
+            capture_output=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise RenderError(slow) from None
+    except OSError as e:
+        raise RenderError(f"ffmpeg could not be started: {e.strerror or e}") from None
+    if proc.returncode != 0:
+        lines = proc.stderr.decode(errors="replace").strip().splitlines() or [f"status {proc.returncode}"]
+        raise RenderError(f"{failed}: {lines[-1][:200]}")
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     """What an audio file holds, as `soundfile` reads it back."""
@@ -178,8 +197,7 @@ def encode(
     """(Ogg Opus at `kbps` or None, WAV as `wav` plans), encoded by one ffmpeg run from float stereo."""
     with tempfile.TemporaryDirectory(prefix="etude-audio-") as tmp:
         ogg_path, wav_path = Path(tmp) / "a.ogg", Path(tmp) / "a.wav"
-        args = [ffmpeg_path(), "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "1"]
-        args += ["-f", "f32le", "-ar", str(rate), "-ac", "2", "-i", "pipe:0"]
+        args = ["-threads", "1", "-f", "f32le", "-ar", str(rate), "-ac", "2", "-i", "pipe:0"]
         if kbps is not None:
             args += ["-map", "0:a", "-c:a", "libopus", "-b:a", f"{kbps}k", "-compression_level"]
             args += [str(OPUS_COMPLEXITY), "-ar", str(OPUS_RATE), "-f", "ogg", str(ogg_path)]
@@ -201,15 +219,6 @@ def encode(
             "-1",
         ]
         args += ["-f", "wav", str(wav_path)]
-        try:
-            proc = subprocess.run(
-                args, input=np.ascontiguousarray(audio, "<f4").tobytes(), capture_output=True, timeout=timeout
-            )
-        except subprocess.TimeoutExpired:
-            raise RenderError("encoding the audio took too long") from None
-        except OSError as e:
-            raise RenderError(f"ffmpeg could not be started: {e.strerror or e}") from None
-        if proc.returncode != 0:
-            lines = proc.stderr.decode(errors="replace").strip().splitlines() or [f"status {proc.returncode}"]
-            raise RenderError(f"ffmpeg failed: {lines[-1][:200]}")
+        pcm = np.ascontiguousarray(audio, "<f4").tobytes()
+        run_ffmpeg(args, timeout, "encoding the audio took too long", "ffmpeg failed", stdin=pcm)
         return (ogg_path.read_bytes() if kbps is not None else None), wav_path.read_bytes()

@@ -69,43 +69,33 @@ def _library():
     fl = fluidsynth
     if not hasattr(fl, "_etude_write_float"):
         c_void_p, c_int = ctypes.c_void_p, ctypes.c_int
-        fl._etude_write_float = fl.cfunc(
+
+        def cfunc(name: str, result: type, **params: type):
+            """The C function `name`, its parameters in order, each an input (ctypes' flag 1); None when
+            this libfluidsynth lacks it."""
+            return fl.cfunc(name, result, *((param, kind, 1) for param, kind in params.items()))
+
+        fl._etude_write_float = cfunc(
             "fluid_synth_write_float",
             c_int,
-            ("synth", c_void_p, 1),
-            ("len", c_int, 1),
-            ("lout", c_void_p, 1),
-            ("loff", c_int, 1),
-            ("lincr", c_int, 1),
-            ("rout", c_void_p, 1),
-            ("roff", c_int, 1),
-            ("rincr", c_int, 1),
+            synth=c_void_p,
+            len=c_int,
+            lout=c_void_p,
+            loff=c_int,
+            lincr=c_int,
+            rout=c_void_p,
+            roff=c_int,
+            rincr=c_int,
         )
-        fl._etude_add_mem = fl.cfunc(
-            "fluid_player_add_mem",
-            c_int,
-            ("player", c_void_p, 1),
-            ("buffer", c_void_p, 1),
-            ("len", ctypes.c_size_t, 1),
+        fl._etude_add_mem = cfunc(
+            "fluid_player_add_mem", c_int, player=c_void_p, buffer=c_void_p, len=ctypes.c_size_t
         )
-        fl._etude_interp = fl.cfunc(
-            "fluid_synth_set_interp_method",
-            c_int,
-            ("synth", c_void_p, 1),
-            ("chan", c_int, 1),
-            ("interp", c_int, 1),
+        fl._etude_interp = cfunc(
+            "fluid_synth_set_interp_method", c_int, synth=c_void_p, chan=c_int, interp=c_int
         )
-        fl._etude_all_sounds_off = fl.cfunc(
-            "fluid_synth_all_sounds_off", c_int, ("synth", c_void_p, 1), ("chan", c_int, 1)
-        )
+        fl._etude_all_sounds_off = cfunc("fluid_synth_all_sounds_off", c_int, synth=c_void_p, chan=c_int)
         # FluidSynth prints warnings (unknown MIDI events, missing presets) to stderr; they are not errors.
-        set_log = fl.cfunc(
-            "fluid_set_log_function",
-            c_void_p,
-            ("level", c_int, 1),
-            ("fun", c_void_p, 1),
-            ("data", c_void_p, 1),
-        )
+        set_log = cfunc("fluid_set_log_function", c_void_p, level=c_int, fun=c_void_p, data=c_void_p)
         if set_log is not None:
             for level in (2, 3, 4):  # FLUID_WARN, FLUID_INFO, FLUID_DBG
                 set_log(level, None, None)

@@ -8,16 +8,14 @@ Python, so the cost is ffmpeg's: a little over 1 CPU second for a 3-minute piece
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from bot.errors import RenderError
 from bot.music.encoding import Event
-from bot.render.audio import ffmpeg_path
+from bot.render.audio import run_ffmpeg
 
 WIDTH, HEIGHT = 640, 360
 FPS = 20  # scrolling 4 px a frame still reads as smooth; each frame costs the encoder the same, full or not
@@ -137,16 +135,4 @@ def mux(video: bytes, ogg: bytes, timeout: float = 60.0) -> bytes:
 
 
 def _ffmpeg(args: list[str], timeout: float) -> None:
-    try:
-        proc = subprocess.run(
-            [ffmpeg_path(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args],
-            capture_output=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        raise RenderError("making the video took too long") from None
-    except OSError as e:
-        raise RenderError(f"ffmpeg could not be started: {e.strerror or e}") from None
-    if proc.returncode != 0:
-        lines = proc.stderr.decode(errors="replace").strip().splitlines() or [f"status {proc.returncode}"]
-        raise RenderError(f"ffmpeg failed on the video: {lines[-1][:200]}")
+    run_ffmpeg(["-y", *args], timeout, "making the video took too long", "ffmpeg failed on the video")
