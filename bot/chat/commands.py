@@ -8,6 +8,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import discord
 from discord import app_commands
@@ -62,31 +63,45 @@ Tempo = _range("tempo")
 RngSeed = _range("rng_seed")
 
 
-class PieceButton(discord.ui.DynamicItem[discord.ui.Button], template=CUSTOM_ID.pattern):
-    """🔁 re-roll and ➕ continue: everything they need is in the custom id, so they outlive the bot."""
+class CogButton(discord.ui.DynamicItem[discord.ui.Button], template=r"etude:.+"):
+    """A button whose custom id (the subclass's `template`) carries everything it needs, so it outlives the
+    bot: pressed, it hands the id's match to the method `handler` of the cog named `cog`."""
+
+    cog: ClassVar[str]
+    handler: ClassVar[str]
 
     def __init__(self, custom_id: str):
-        match = CUSTOM_ID.fullmatch(custom_id)
+        match = self.template.fullmatch(custom_id)
         assert match is not None
-        action = match["action"]
+        label, emoji = self.face(match)
         super().__init__(
             discord.ui.Button(
-                label="re-roll" if action == "reroll" else "continue",
-                emoji="🔁" if action == "reroll" else "➕",
-                style=discord.ButtonStyle.secondary,
-                custom_id=custom_id,
+                label=label, emoji=emoji, style=discord.ButtonStyle.secondary, custom_id=custom_id
             )
         )
         self.match = match
+
+    def face(self, match: re.Match) -> tuple[str, str]:
+        """The label and emoji of the button with this id."""
+        raise NotImplementedError
 
     @classmethod
     async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match):
         return cls(item.custom_id)
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        cog: ComposeCog | None = interaction.client.get_cog("ComposeCog")  # type: ignore[union-attr]
+        cog = interaction.client.get_cog(self.cog)  # type: ignore[union-attr]
         if cog is not None:
-            await cog.on_button(interaction, self.match)
+            await getattr(cog, self.handler)(interaction, self.match)
+
+
+class PieceButton(CogButton, template=CUSTOM_ID.pattern):
+    """🔁 re-roll and ➕ continue under a composition."""
+
+    cog, handler = "ComposeCog", "on_button"
+
+    def face(self, match: re.Match) -> tuple[str, str]:
+        return ("re-roll", "🔁") if match["action"] == "reroll" else ("continue", "➕")
 
 
 def piece_view(options: Options, seed_key: str | None) -> discord.ui.View:
@@ -354,14 +369,22 @@ class ComposeCog(commands.Cog):
         seed_key: str | None = None,
         interaction: discord.Interaction | None = None,
     ) -> None:
-        """Count the result and answer the user, exactly once even when a job ran twice."""
+        """Count the result and answer the user through `Delivery`, exactly once even when a job ran twice;
+        a piece comes with its kind's buttons (re-roll and continue for a composition)."""
         self.bot.metrics.job(result.ok, time.time() - spec.submitted)
         journal = self.scheduler.journal
         try:
-            if await journal.claim_delivery(spec.job_id):
-                await self.deliver(spec, result, options, seed_key, interaction)
-            else:
+            if not await journal.claim_delivery(spec.job_id):
                 log.info("job %s was answered already; this result is dropped", spec.job_id)
+                return
+            view = (
+                REPLY_VIEWS.get(spec.kind, piece_view)(options or Options(**spec.options), seed_key)
+                if result.ok
+                else None
+            )
+            webhook = interaction.followup if interaction is not None else None
+            where = await self.delivery.deliver(spec, result, view, webhook)
+            log.info("job %s answered: %s", spec.job_id[:12], where)
         finally:
             await journal.remove(spec.job_id)
 
@@ -429,24 +452,6 @@ class ComposeCog(commands.Cog):
             log.exception("could not answer recovered job %s", spec.job_id)
         finally:
             self.scheduler.release(spec.job_id)
-
-    async def deliver(
-        self,
-        spec: JobSpec,
-        result: JobResult,
-        options: Options | None = None,
-        seed_key: str | None = None,
-        interaction: discord.Interaction | None = None,
-    ) -> None:
-        """Answer the user through `Delivery`; the piece comes with its re-roll and continue buttons."""
-        view = (
-            REPLY_VIEWS.get(spec.kind, piece_view)(options or Options(**spec.options), seed_key)
-            if result.ok
-            else None
-        )
-        webhook = interaction.followup if interaction is not None else None
-        where = await self.delivery.deliver(spec, result, view, webhook)
-        log.info("job %s answered: %s", spec.job_id[:12], where)
 
     # -- small helpers ----------------------------------------------------------------------------------------
     async def _progress(self, waiting: Waiting, line: str) -> None:

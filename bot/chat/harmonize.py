@@ -20,6 +20,7 @@ from bot.chat.commands import (
     REPLY_VIEWS,
     SEED_CHECKS,
     SEED_SUFFIXES,
+    CogButton,
     ComposeCog,
     RngSeed,
     Temperature,
@@ -57,27 +58,13 @@ def options_from_match(match: re.Match) -> tuple[Options, str]:
     return options, match["melody"]
 
 
-class RerollHarmony(discord.ui.DynamicItem[discord.ui.Button], template=HARMONIZE_ID.pattern):
+class RerollHarmony(CogButton, template=HARMONIZE_ID.pattern):
     """🔁 re-roll under a chorale: the same melody and options, a new RNG seed."""
 
-    def __init__(self, custom_id: str):
-        super().__init__(
-            discord.ui.Button(
-                label="re-roll", emoji="🔁", style=discord.ButtonStyle.secondary, custom_id=custom_id
-            )
-        )
-        match = HARMONIZE_ID.fullmatch(custom_id)
-        assert match is not None
-        self.match = match
+    cog, handler = "HarmonizeCog", "reroll"
 
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match):
-        return cls(item.custom_id)
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        cog: HarmonizeCog | None = interaction.client.get_cog("HarmonizeCog")  # type: ignore[union-attr]
-        if cog is not None:
-            await cog.reroll(interaction, self.match)
+    def face(self, match: re.Match) -> tuple[str, str]:
+        return "re-roll", "🔁"
 
 
 def harmony_view(options: Options, melody_key: str | None) -> discord.ui.View:
