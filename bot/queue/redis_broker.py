@@ -32,6 +32,7 @@ from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
 from bot.errors import BadOption
 from bot.queue.jobs import JobResult, JobSpec
+from bot.queue.scheduler import LocalProgress
 
 log = logging.getLogger(__name__)
 
@@ -335,11 +336,12 @@ def make_redis_broker(
 
 
 class RedisProgress:
-    """Progress from workers to the bot over Redis pub/sub (`bot.queue.interfaces.Progress`)."""
+    """Progress from workers to the bot over Redis pub/sub (`bot.queue.interfaces.Progress`); in the bot, a
+    `LocalProgress` hands each event to the job's waiters."""
 
     def __init__(self, url: str):
         self.redis = client(url, attempts=3)
-        self.queues: dict[str, list[asyncio.Queue]] = {}
+        self.local = LocalProgress()
         self.reader: asyncio.Task | None = None
 
     async def publish(self, job_id: str, event: dict) -> None:
@@ -349,18 +351,13 @@ class RedisProgress:
             log.debug("progress for %s not sent: Redis unreachable", job_id)
 
     def subscribe(self, job_id: str) -> asyncio.Queue:
-        q: asyncio.Queue = asyncio.Queue()
-        self.queues.setdefault(job_id, []).append(q)
+        q = self.local.subscribe(job_id)
         if self.reader is None or self.reader.done():
             self.reader = asyncio.create_task(self._read())
         return q
 
     def unsubscribe(self, job_id: str, q: asyncio.Queue) -> None:
-        subs = self.queues.get(job_id, [])
-        if q in subs:
-            subs.remove(q)
-        if not subs:
-            self.queues.pop(job_id, None)
+        self.local.unsubscribe(job_id, q)
 
     async def _read(self) -> None:
         delay = 0.2
@@ -373,8 +370,7 @@ class RedisProgress:
                     if message.get("type") != "pmessage":
                         continue
                     job_id = message["channel"].decode()[len(PROGRESS) :]
-                    for q in self.queues.get(job_id, []):
-                        q.put_nowait(json.loads(message["data"]))
+                    await self.local.publish(job_id, json.loads(message["data"]))
             except asyncio.CancelledError:
                 raise
             except DOWN:
