@@ -3,7 +3,8 @@
 Why a subclass of taskiq-redis's stream broker: its listener reclaims a dead consumer's messages only
 after new messages arrive, and a dropped connection (Redis restarted, its group gone) ends its generator.
 Ours keeps every message it has read alive until it is acknowledged (so only a silent worker's jobs are
-reclaimed), reclaims on every poll, counts deliveries and sets a job aside after `MAX_DELIVERIES`,
+reclaimed), reclaims on every poll, counts starts, runs a job its worker died running alone (so a
+second death is blamed on it, not on its batch) and sets a job aside after `MAX_DELIVERIES` starts,
 recreates its group when Redis comes back empty, and deletes a job's entry (with the user's token and
 seed) once it is done. It uses only taskiq-redis's public attributes; `pyproject.toml` pins the versions
 it is tested with.
@@ -119,6 +120,9 @@ class EtudeStreamBroker(RedisStreamBroker):
         )
         # Every message read and not yet acknowledged, whether it runs now or waits its turn in this process.
         self.inflight: dict[bytes, bytes] = {}
+        self.handed: set[bytes] = set()  # of those, the ones handed to the receiver: running
+        self.idle = asyncio.Event()  # set while nothing is handed
+        self.idle.set()
         self.url = url
         self.toucher: threading.Thread | None = None
         self.touching = threading.Event()  # set: the keep-alive thread stops
@@ -141,6 +145,9 @@ class EtudeStreamBroker(RedisStreamBroker):
                 log.warning("acknowledging %s: %s", msg_id, e)
             finally:
                 self.inflight.pop(msg_id, None)
+                self.handed.discard(msg_id)
+                if not self.handed:
+                    self.idle.set()
 
         return ack
 
@@ -180,6 +187,8 @@ class EtudeStreamBroker(RedisStreamBroker):
         job_id = _job_id(msg[b"data"])
         if job_id:
             await conn.hincrby(STARTS, job_id, 1)
+        self.handed.add(msg_id)
+        self.idle.clear()
         return AckableMessage(data=msg[b"data"], ack=self._acker(msg_id, job_id))
 
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
@@ -219,7 +228,7 @@ class EtudeStreamBroker(RedisStreamBroker):
         _next, claimed, *_ = await conn.xautoclaim(
             STREAM, GROUP, self.consumer_name, min_idle_time=self.idle_timeout, count=self.count
         )
-        taken = []
+        taken, starts_of = [], {}
         for msg_id, msg in claimed:
             if not msg:  # deleted from the stream already: only its pending entry was left
                 await conn.xack(STREAM, GROUP, msg_id)
@@ -232,10 +241,20 @@ class EtudeStreamBroker(RedisStreamBroker):
                 continue
             log.warning("reclaimed job %s from a silent worker (started %d times)", job_id, starts)
             taken.append((msg_id, msg))
+            starts_of[msg_id] = starts
         # All in flight before the first is handed on: the rest may wait here for a free slot.
         self.inflight.update({i: m[b"data"] for i, m in taken})
         for msg_id, msg in taken:
+            if not starts_of[msg_id]:  # never started: its worker died before it was its turn
+                yield await self._take(conn, msg_id, msg)
+                continue
+            # A job that was running when its worker died runs alone: if it kills this worker too, the
+            # strike is its own and not shared with jobs that happened to be in its batch, so only a job
+            # that really takes workers down reaches MAX_DELIVERIES.
+            await self.idle.wait()
+            log.info("running job %s alone", _job_id(msg[b"data"]))
             yield await self._take(conn, msg_id, msg)
+            await self.idle.wait()
 
     async def _set_aside(self, conn: Redis, msg_id: bytes, data: bytes, deaths: int) -> None:
         """Answer a poison job with a clear message and keep it, without the user's token, for an operator."""
