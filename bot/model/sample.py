@@ -302,9 +302,10 @@ class Sampler:
             )
             ok = _prefer(ops, ok, steer)
 
-            # Voice leading: no new attack that makes parallel fifths or octaves with a lower voice of
-            # this frame, voices counted from the bass of the last onset (`stats.parallel_perfects_per_change`
-            # compares onsets that sound as many pitches, so only a frame as full as the last one counts).
+            # Voice leading: no pitch (attacked, or held while the voices under it moved) that forms
+            # parallel fifths or octaves with a lower voice of this frame, voices counted from the bass
+            # of the last onset (`stats.parallel_perfects_per_change` compares onsets that sound as many
+            # pitches, so only a frame as full as the last one counts).
             k = s.chord
             upper_was = ops.take_along_axis(s.last, ops.minimum(k, MAX_CHORD - 1)[:, None], axis=1)  # (B, 1)
             lower = in_frame & (k < s.last_n)[:, None]
@@ -319,7 +320,7 @@ class Sampler:
                 & ((cand - upper_was[:, :, None]) * moved[:, :, None] > 0)
                 & ((cand % 12) != (upper_was % 12)[:, :, None])
             )
-            ok = _prefer(ops, ok, ~(ops.any(parallel, axis=1) & attack[None, :]))
+            ok = _prefer(ops, ok, ~(ops.any(parallel, axis=1) & (tok_pitch >= 0)[None, :]))
 
             scaled = ops.where(ok, logits / temperature[:, None], -1e9)
             probs = ops.softmax(scaled, axis=-1)
