@@ -194,6 +194,8 @@ class Sampler:
         is_phrase = pitch_ids == phrase_id
         is_close = kinds == 3
         shift_base = self.vocab.shift_base
+        is_pitch = tok_pitch >= 0
+        key_of_token = ops.clip(tok_pitch - PIANO_LOW, 0, PIANO_KEYS - 1)  # (0 for tokens without a pitch)
         # Events are compared by a polynomial hash in base v that never leaves int32 (JAX's default
         # integer): two different events collide with a chance of about v / 2**31.
         hash_mod = (2**31 - 1) // v
@@ -234,7 +236,7 @@ class Sampler:
             ok &= ~((next_kind == 2) & (s.chord[:, None] >= MAX_CHORD))
             ok &= ~((next_kind == 1) & (s.shifts[:, None] >= MAX_SHIFT_CHAIN) & (kind[:, None] == 1))
             # A frame holds only what sounds (a hold of a silent pitch would be dropped when decoding).
-            heard = ops.take(s.sounding, ops.clip(tok_pitch - PIANO_LOW, 0, PIANO_KEYS - 1), axis=1)
+            heard = ops.take(s.sounding, key_of_token, axis=1)
             ok &= ~(hold[None, :] & ~heard)
             # Repetition guard: after MAX_RUN equal events the next one may not start on the same pitch.
             stuck = (s.run >= MAX_RUN) & (kind == 1)
@@ -312,7 +314,7 @@ class Sampler:
             was = (upper_was - s.last + 120) % 12
             perfect = lower & ((was == 0) | (was == 7))
             moved = s.frame - s.last  # (B, C) how each lower voice moved
-            cand = tok_pitch[None, None, :]
+            cand = keys[None, None, :]  # per piano key, then per token (attacks and holds alike)
             now = (cand - s.frame[:, :, None] + 120) % 12
             parallel = (
                 perfect[:, :, None]
@@ -320,7 +322,8 @@ class Sampler:
                 & ((cand - upper_was[:, :, None]) * moved[:, :, None] > 0)
                 & ((cand % 12) != (upper_was % 12)[:, :, None])
             )
-            ok = _prefer(ops, ok, ~(ops.any(parallel, axis=1) & (tok_pitch >= 0)[None, :]))
+            parallel = ops.take(ops.any(parallel, axis=1), key_of_token, axis=1) & is_pitch[None, :]
+            ok = _prefer(ops, ok, ~parallel)
 
             scaled = ops.where(ok, logits / temperature[:, None], -1e9)
             probs = ops.softmax(scaled, axis=-1)
