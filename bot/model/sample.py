@@ -323,9 +323,18 @@ class Sampler:
                 & ((cand % 12) != (upper_was % 12)[:, :, None])
             )
             parallel = ops.take(ops.any(parallel, axis=1), key_of_token, axis=1) & is_pitch[None, :]
-            ok = _prefer(ops, ok, ~parallel)
+            kept = _prefer(ops, ok, ~parallel)
+            # What the left-out pitches would have had goes to the other pitches, not to the closing bar:
+            # the voice moves elsewhere instead of the chord losing it.
+            scaled = logits / temperature[:, None]
+            before_p = ops.softmax(ops.where(ok, scaled, -1e9), axis=-1)
+            lost = ops.sum(ops.where(ok & ~kept, before_p, 0.0), axis=1)
+            other = ops.sum(ops.where(kept & is_pitch[None, :], before_p, 0.0), axis=1)
+            boost = ops.log((other + lost) / ops.maximum(other, 1e-30))
+            scaled += ops.where(is_pitch[None, :] & (other > 0)[:, None], boost[:, None], 0.0)
+            ok = kept
 
-            scaled = ops.where(ok, logits / temperature[:, None], -1e9)
+            scaled = ops.where(ok, scaled, -1e9)
             probs = ops.softmax(scaled, axis=-1)
             # Nucleus: keep the most likely tokens whose mass reaches top_p (always at least one). top_k
             # over the whole vocabulary is a sort that puts ties in index order on every backend.
