@@ -11,6 +11,11 @@ and the tokens of its seed) the next input is the primer's next token; after tha
 network's distribution, sharpened by `temperature`, cut to the `top_p` nucleus and restricted by the token
 grammar. Every request has its own uniform random numbers, drawn from its own RNG seed before the loop, so
 its result does not depend on which other requests share the batch.
+
+The loop also follows what a listener follows: the pitches of the frame being written and of the last
+onset, the chords they spell and a pitch-class histogram. From these it ends a piece on a cadence onto
+the tonic (V or IV, then a root-position tonic triad, steered into as the margin past `length` runs out)
+and leaves out pitches that would move in parallel fifths or octaves with a lower voice.
 """
 
 from __future__ import annotations
@@ -351,9 +356,9 @@ class Sampler:
             given = ops.take(primers, ops.minimum(s.t + 1, ops.shape(primers)[1] - 1), axis=1)
             nxt = ops.where(in_primer, given, sampled)
             nxt = ops.where(s.done, 0, nxt)
-            return (advance(s, nxt, kind, in_primer, states, chord, final)._replace(minor=minor),)
+            return (advance(s, nxt, kind, in_primer, states, chord, final, minor),)
 
-        def advance(s: _Loop, nxt, kind, in_primer, states, chord, final) -> _Loop:
+        def advance(s: _Loop, nxt, kind, in_primer, states, chord, final, minor) -> _Loop:
             """All the loop's book-keeping: the stream, the event count, the caps, the repetition guard,
             the pitches of this frame and the last, and the harmonies the end is steered by."""
             nk = ops.take(kinds, nxt)
@@ -401,7 +406,7 @@ class Sampler:
                 cad_ok=ops.where(onset, final, s.cad_ok),
                 gap=ops.where(nk == 1, s.gap + nxt - shift_base, ops.where(closes, 0, s.gap)),
                 hist=s.hist + ops.cast(ops.where(closes, s.gap, 0), "float32")[:, None] * heard,
-                minor=s.minor,
+                minor=minor,
             )
 
         def cond(s: _Loop):
