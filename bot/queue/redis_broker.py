@@ -30,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from taskiq import AckableMessage, TaskiqResult
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
+from bot.aio import cancel_and_wait
 from bot.errors import BadOption
 from bot.queue.jobs import JobResult, JobSpec
 
@@ -39,7 +40,7 @@ STREAM = "etude:jobs"
 GROUP = "etude-workers"
 PENDING = "etude:pending"  # hash job_id -> job spec JSON, kept by the bot until the user is answered
 KICKED = "etude:kicked"  # hash job_id -> 1 once the job is in the stream
-DELIVERED = "etude:delivered:"  # SET NX marker: a job is answered once, whoever answers it
+DELIVERED = "etude:delivered:"  # marker set once a job's user has the answer: nobody answers it again
 PROGRESS = "etude:progress:"
 WORKERS = "etude:workers"  # hash worker name -> last heartbeat (epoch seconds)
 SET_ASIDE = "etude:set-aside"  # stream of poison jobs for an operator (no token)
@@ -299,9 +300,8 @@ class EtudeStreamBroker(RedisStreamBroker):
 class PatientResultBackend(RedisAsyncResultBackend):
     """Stores a finished job's result even if Redis is restarting at that moment, rather than redo the job.
 
-    A result is deleted once it has been read (it holds the files) and expires after `result_ex_time`
-    otherwise. Read, then delete, rather than GETDEL: a retried GETDEL whose first answer was lost (a
-    timeout while a busy machine reads megabytes) would find nothing and lose the piece.
+    A result is kept until `forget()` once its user has it, not deleted when read: a bot that stops while
+    Discord is refusing the piece finds it again after the restart. It expires after `result_ex_time`.
     """
 
     def __init__(self, url: str, result_ex_time: int):
@@ -314,11 +314,9 @@ class PatientResultBackend(RedisAsyncResultBackend):
             socket_timeout=60,  # a result is megabytes: give a busy machine time to read it
         )
 
-    async def get_result(self, task_id: str, with_logs: bool = False):
-        result = await super().get_result(task_id, with_logs)
+    async def forget(self, task_id: str) -> None:
         async with Redis(connection_pool=self.redis_pool) as conn:
-            await conn.delete(task_id)  # the key is the task id: this backend has no prefix
-        return result
+            await conn.delete(self._task_name(task_id))
 
 
 def make_redis_broker(
@@ -382,9 +380,7 @@ class RedisProgress:
                 delay = min(delay * 2, 5.0)
 
     async def close(self) -> None:
-        if self.reader:
-            self.reader.cancel()
-            await asyncio.gather(self.reader, return_exceptions=True)
+        await cancel_and_wait([self.reader])
         await self.redis.aclose()
 
 
@@ -407,9 +403,11 @@ class RedisJournal:
     async def contains(self, job_id: str) -> bool:
         return bool(await self.redis.hexists(PENDING, job_id))
 
-    async def claim_delivery(self, job_id: str) -> bool:
-        """True for the first caller only: whoever gets it answers the user."""
-        return bool(await self.redis.set(DELIVERED + job_id, 1, nx=True, ex=7 * 86400))
+    async def delivered(self, job_id: str) -> bool:
+        return bool(await self.redis.exists(DELIVERED + job_id))
+
+    async def mark_delivered(self, job_id: str) -> None:
+        await self.redis.set(DELIVERED + job_id, 1, ex=7 * 86400)
 
     async def pending(self) -> list[tuple[JobSpec, bool]]:
         """(spec, kicked) for every job not yet answered."""
