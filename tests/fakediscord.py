@@ -490,6 +490,10 @@ class FakeDiscord:
         """From now on a `share` of the matching requests (chosen by a seeded RNG) answer `status`."""
         self._injections.append(_Injection(route_substring, status, share=share, rng=random.Random(seed)))
 
+    def heal(self) -> None:
+        """Stop every injected failure: Discord answers normally again."""
+        self._injections.clear()
+
     def expire_token(self, interaction: FakeInteraction | str) -> None:
         """Make an interaction token answer as it does after 15 minutes."""
         inter = interaction if isinstance(interaction, FakeInteraction) else self._by_token[interaction]

@@ -73,8 +73,12 @@ async def test_live_workers_are_never_robbed_and_finished_jobs_leave_redis(worke
     logs = "".join((workers.log_dir / f"{n}.log").read_text() for n in ("a", "b"))
     assert "reclaimed" not in logs
     redis = client.journal.redis
-    # Finished jobs are deleted from the stream (with their tokens), and each result went when it was read.
+    # Finished jobs are deleted from the stream (with their tokens); each result stays until its job is
+    # answered, then goes.
     assert await redis.xlen(STREAM) == 0
+    assert all([await redis.exists(s.job_id) for s in specs])
+    for s in specs:
+        await client.answered(s.job_id, delivered=True)
     assert not any([await redis.exists(s.job_id) for s in specs])
 
 
@@ -214,3 +218,44 @@ async def test_redis_down_at_start_is_waited_for_and_a_wrong_password_is_one_err
         assert "Traceback" not in r.stderr and ":wrong@" not in r.stderr
     finally:
         locked.stop()
+
+
+async def test_a_killed_workers_batch_mates_are_not_blamed_for_the_next_death(workers, client):
+    """Jobs that were running when their worker died run alone on the next one: a second death strikes the
+    job that was running then, not the ones that shared its first batch, so nobody is set aside for having
+    been in a poison job's company (here the deaths are SIGKILLs while a job renders)."""
+    started: dict[str, set[str]] = {}  # worker -> jobs it started
+    on: dict[str, str] = {}  # job -> the worker that started it last
+    killed: list[str] = []
+
+    async def on_event(s, e):
+        if e.get("stage") == "started":
+            started.setdefault(e["worker"], set()).add(s.job_id)
+            on[s.job_id] = e["worker"]
+        if e.get("stage") != "rendering" or len(killed) == 2:
+            return
+        name = "b" if killed else "a"
+        if on[s.job_id].endswith(f":{workers.pid(name)}"):
+            os.kill(workers.pid(name), signal.SIGKILL)
+            killed.append(name)
+            workers.start("c" if killed == ["a", "b"] else "b", BATCH_SIZE="3")
+
+    specs = [spec(300 + i, length=200) for i in range(3)]
+    runs = asyncio.create_task(run_all(client, specs, on_event))
+    for _ in range(300):  # all three in the stream before a worker reads it: they run as one batch
+        if await client.journal.redis.xlen(STREAM) == 3:
+            break
+        await asyncio.sleep(0.1)
+    workers.start("a", BATCH_SIZE="3")
+    results = await asyncio.wait_for(runs, 600)
+    assert killed == ["a", "b"]
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert sorted(len(ids) for ids in started.values()) == [1, 3, 3], started  # a: 3, b: 1 alone, c: 3
+    # The third worker found the job that died with the second started twice and the other two once.
+    # Without running alone, the second worker would have started all three (twice each), and one more
+    # death would have set all three aside.
+    log_c = (workers.log_dir / "c.log").read_text()
+    starts = [
+        int(line.rsplit("(started ", 1)[1].split()[0]) for line in log_c.splitlines() if "reclaimed" in line
+    ]
+    assert sorted(starts) == [1, 1, 2], log_c

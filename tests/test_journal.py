@@ -36,10 +36,24 @@ async def test_the_sqlite_journal_outlives_its_process(tmp_path):
     again = SQLiteJournal(path)
     assert [(s, k) for s, k in await again.pending()] == [(a, False), (b, False)]
     assert await again.contains(a.job_id)
-    assert await again.claim_delivery(a.job_id) and not await again.claim_delivery(a.job_id)
+    assert not await again.delivered(a.job_id)
+    await again.mark_delivered(a.job_id)
     await again.remove(a.job_id)
-    assert not await again.contains(a.job_id) and not await again.claim_delivery(a.job_id)
+    assert not await again.contains(a.job_id) and await again.delivered(a.job_id)
     assert [s.job_id for s, _ in await again.pending()] == [b.job_id]
+    # A job whose answer was on its way when its process stopped is still pending for the next one.
+    assert [s.job_id for s, _ in await SQLiteJournal(path).pending()] == [b.job_id]
+    assert not await SQLiteJournal(path).delivered(b.job_id)
+
+
+async def test_a_job_is_answered_once_by_a_scheduler_and_then_forgotten():
+    sched = Scheduler(register(make_broker(None), None), LocalProgress())
+    a = spec(1)
+    await sched.journal.add(a)
+    assert await sched.claim_delivery(a.job_id) and not await sched.claim_delivery(a.job_id)
+    await sched.answered(a.job_id, delivered=True)
+    assert not await sched.journal.contains(a.job_id)
+    assert not await sched.claim_delivery(a.job_id)  # answered: a second run of the job is not sent
 
 
 async def test_embedded_results_are_read_once_and_bounded():

@@ -22,6 +22,7 @@ ALLOWED = {
     "top": {"top", "chat", "queue", "model", "render", "music"},
 }
 TOP_LEAVES = {
+    "bot.aio",
     "bot.options",
     "bot.errors",
     "bot.settings",

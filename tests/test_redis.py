@@ -58,8 +58,8 @@ async def test_a_killed_worker_loses_no_job(workers, client, capsys):
     assert all(r.ok for r in results), [r.error for r in results]
     assert len({r.job_id for r in results}) == 20
     # Every job is answered once: the journal hands out one delivery per job.
-    claims = [await client.journal.claim_delivery(r.job_id) for r in results]
-    again = [await client.journal.claim_delivery(r.job_id) for r in results]
+    claims = [await client.claim_delivery(r.job_id) for r in results]
+    again = [await client.claim_delivery(r.job_id) for r in results]
     assert all(claims) and not any(again)
     moved = [
         r for r in results if started_on.get(r.job_id) == "a" and r.worker.endswith(str(workers.pid("b")))
@@ -219,3 +219,68 @@ async def test_a_job_journaled_but_never_queued_is_queued_on_recovery(workers, c
     assert [kicked for _, kicked in await client.journal.pending()] == [True]
     await client.journal.remove(lost.job_id)
     assert await client.journal.pending() == []
+
+
+async def test_a_piece_discord_refused_until_the_bot_stopped_is_delivered_by_the_next(
+    workers, redis_server, tiny_model_dir, tmp_path
+):
+    """The piece is kept until its user has it: a bot closed while Discord answers 500 to every follow-up
+    leaves the job and its result in Redis, and the next bot sends it, once."""
+    from fakediscord import FakeDiscord
+
+    from bot.chat.client import EtudeBot
+    from bot.chat.endpoints import apply_endpoints, current_endpoints
+    from bot.queue.redis_broker import PENDING, RedisJournal
+    from bot.settings import Settings
+
+    workers.start("a")
+    workers.wait_healthy()
+    saved = current_endpoints()
+    journal = RedisJournal(redis_server.url)
+    async with FakeDiscord() as fake:
+        apply_endpoints(fake.api_base, fake.gateway_url)
+        settings = Settings(
+            _env_file=None,
+            discord_token=fake.token,
+            discord_api_base=fake.api_base,
+            discord_gateway_url=fake.gateway_url,
+            redis_url=redis_server.url,
+            model_dir=str(tiny_model_dir),
+            state_dir=str(tmp_path),
+            reclaim_seconds=RECLAIM,
+        )
+
+        async def start_bot() -> tuple[EtudeBot, asyncio.Task]:
+            bot = EtudeBot(settings, guild_ready_timeout=0.05)
+            task = asyncio.create_task(bot.start(fake.token))
+            await asyncio.wait_for(bot.wait_until_ready(), 30)
+            return bot, task
+
+        try:
+            bot, task = await start_bot()
+            fake.fail_next("POST /api/v10/webhooks/", 500, count=10**6)
+            inter = await fake.send_command("compose", {"length": 30, "rng_seed": 7}, user=fake.user(7))
+            await inter.wait_for_callback(timeout=10)
+            refused = await inter.wait_for(lambda e: e["kind"] == "followup" and e["status"] == 500, 120)
+            assert refused["injected"]
+            (job_id,) = [k.decode() for k in await journal.redis.hkeys(PENDING)]
+            await asyncio.wait_for(bot.close(), 30)
+            await asyncio.wait_for(task, 10)
+            assert await journal.redis.exists(job_id), "the finished piece was not kept"
+            assert inter.followups == []
+
+            fake.heal()
+            bot, task = await start_bot()
+            reply = await inter.wait_for_followup(timeout=120)
+            assert {f["filename"].rsplit(".", 1)[1] for f in reply["files"]} >= {"mid", "ogg"}
+            for _ in range(50):  # tidied once answered: the journal entry and the result go
+                if not await journal.redis.hlen(PENDING) and not await journal.redis.exists(job_id):
+                    break
+                await asyncio.sleep(0.1)
+            assert await journal.redis.hlen(PENDING) == 0 and not await journal.redis.exists(job_id)
+            assert len(inter.followups) == 1
+        finally:
+            await asyncio.wait_for(bot.close(), 30)
+            await asyncio.wait_for(task, 10)
+            await journal.close()
+            apply_endpoints(*saved)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
+from bot.aio import cancel_and_wait
 from bot.errors import BadOption
 from bot.health import Metrics, serve
 from bot.queue.broker import make_broker, register
@@ -101,9 +102,7 @@ class Runtime:
             return False
 
     async def close(self) -> None:
-        if self.worker_task:
-            self.worker_task.cancel()
-            await asyncio.gather(self.worker_task, return_exceptions=True)
+        await cancel_and_wait([self.worker_task])
         if self.worker:
             await self.worker.close()
         await self.progress.close()

@@ -14,6 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.aio import cancel_and_wait
 from bot.cards import DEFAULT_MODEL, load_card
 from bot.chat.delivery import FOLLOWUP_WINDOW, Delivery, sentence
 from bot.chat.reply import (
@@ -356,8 +357,7 @@ class ComposeCog(commands.Cog):
         try:
             result = await self.scheduler.run(spec, on_progress)
         finally:
-            editor.cancel()
-            await asyncio.gather(editor, return_exceptions=True)
+            await cancel_and_wait([editor])
             self.live.pop(spec.job_id, None)
         await self.finish(spec, result, options, seed_key, interaction)
 
@@ -370,23 +370,32 @@ class ComposeCog(commands.Cog):
         interaction: discord.Interaction | None = None,
     ) -> None:
         """Count the result and answer the user through `Delivery`, exactly once even when a job ran twice;
-        a piece comes with its kind's buttons (re-roll and continue for a composition)."""
+        a piece comes with its kind's buttons (re-roll and continue for a composition).
+
+        A bot that closes while the answer is on its way (Discord failing, say) leaves the job in the
+        journal and its result in the queue: the next start answers it.
+        """
         self.bot.metrics.job(result.ok, time.time() - spec.submitted)
-        journal = self.scheduler.journal
+        delivered = closing = False
         try:
-            if not await journal.claim_delivery(spec.job_id):
+            if await self.scheduler.claim_delivery(spec.job_id):
+                view = (
+                    REPLY_VIEWS.get(spec.kind, piece_view)(options or Options(**spec.options), seed_key)
+                    if result.ok
+                    else None
+                )
+                webhook = interaction.followup if interaction is not None else None
+                where = await self.delivery.deliver(spec, result, view, webhook)
+                log.info("job %s answered: %s", spec.job_id[:12], where)
+                delivered = True
+            else:
                 log.info("job %s was answered already; this result is dropped", spec.job_id)
-                return
-            view = (
-                REPLY_VIEWS.get(spec.kind, piece_view)(options or Options(**spec.options), seed_key)
-                if result.ok
-                else None
-            )
-            webhook = interaction.followup if interaction is not None else None
-            where = await self.delivery.deliver(spec, result, view, webhook)
-            log.info("job %s answered: %s", spec.job_id[:12], where)
+        except asyncio.CancelledError:
+            closing = True
+            raise
         finally:
-            await journal.remove(spec.job_id)
+            if not closing:
+                await self.scheduler.answered(spec.job_id, delivered)
 
     async def cog_load(self) -> None:
         self.recovery = asyncio.create_task(self.recover_pending(), name="etude-recover")
@@ -418,11 +427,7 @@ class ComposeCog(commands.Cog):
 
     async def stop_waiting(self) -> None:
         """Stop waiting on jobs (the bot is closing); their results are answered by the next start."""
-        tasks = [self.recovery, *self.active] if hasattr(self, "recovery") else list(self.active)
-        for task in tasks:
-            if task is not asyncio.current_task():
-                task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait([getattr(self, "recovery", None), *self.active])
 
     async def recover_pending(self) -> None:
         """Jobs queued before a restart of the bot: wait for their results and answer them."""
@@ -444,6 +449,11 @@ class ComposeCog(commands.Cog):
     async def _recover(self, spec: JobSpec, kicked: bool) -> None:
         self.scheduler.track(spec)
         try:
+            if await self.scheduler.journal.delivered(
+                spec.job_id
+            ):  # answered; the bot stopped before tidying
+                await self.scheduler.answered(spec.job_id, True)
+                return
             result = await self.scheduler.recover(spec, kicked)
             keep = spec.seed_b64 and spec.kind != "continue"
             seed_key = await asyncio.to_thread(self.seeds.put, spec.seed) if keep else None

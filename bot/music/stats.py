@@ -23,6 +23,7 @@ depend on how the model encodes music. The words used below:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,6 +56,12 @@ def _profiles() -> np.ndarray:
 
 
 _Z_PROFILES = _profiles()  # rows 0-11: C..B major, 12-23: C..B minor
+
+
+def key_profile(key: Key) -> np.ndarray:
+    """The standardised Krumhansl-Kessler profile of `key` (mean 0, std 1): `estimate_key` picks the key
+    whose profile has the largest dot product with the pitch-class histogram."""
+    return _Z_PROFILES[key.tonic + 12 * key.minor]
 
 
 @dataclass(frozen=True)
@@ -170,6 +177,43 @@ def chord_of(sounding: Sequence[int]) -> Chord | None:
     if best is None or tied:
         return None
     return Chord(best[0], best[1], bass, pcs)
+
+
+QUALITIES = tuple(_TEMPLATES)  # a chord's id is root * 3 + its quality's index here
+
+
+def chord_id(c: Chord | None) -> int:
+    """`root * 3 + quality index` (`QUALITIES`), -1 for no chord: the numbering of `chord_table`."""
+    return -1 if c is None else c.root * len(QUALITIES) + QUALITIES.index(c.quality)
+
+
+@functools.cache
+def chord_table() -> np.ndarray:
+    """`chord_of` for every set of pitch classes and bass, as one int32 array a compiled loop can index.
+
+    Entry `mask * 12 + bass` is the `chord_id` of the pitch classes whose bits (C = bit 0) make `mask`
+    with `bass` the lowest one's pitch class; -1 for no chord (or a bass outside the mask). The same rules
+    as `chord_of`, computed for all 4,096 x 12 cases at once.
+    """
+    bits = (np.arange(4096)[:, None] >> np.arange(12)[None, :]) & 1 == 1  # (mask, pitch class)
+    scores = np.full((4096, 12, 3 * 12), -1, np.int64)  # (mask, bass, chord id)
+    for q, shape in enumerate(_TEMPLATES.values()):
+        for root in range(12):
+            tones = np.zeros(12, bool)
+            tones[[(root + i) % 12 for i in shape]] = True
+            inside = (bits & tones).sum(1)
+            outside = (bits & ~tones).sum(1)
+            eligible = bits[:, root] & bits[:, (root + shape[1]) % 12] & (outside <= 1)
+            # chord_of's score (tones covered, fewer outside, smaller chord, root in the bass) as one number
+            base = inside * 1000 + (1 - outside) * 100 + (4 - len(shape)) * 10
+            for bass in range(12):
+                score = base + (root == bass)
+                scores[:, bass, root * 3 + q] = np.where(eligible, score, -1)
+    best = scores.max(2)
+    unique = (scores == best[:, :, None]).sum(2) == 1
+    table = np.where((best >= 0) & unique, scores.argmax(2), -1)
+    table[~bits] = -1  # the bass must be one of the pitch classes
+    return table.reshape(-1).astype(np.int32)
 
 
 @dataclass(frozen=True)

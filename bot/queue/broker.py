@@ -35,6 +35,11 @@ class ReadOnceResults(InmemoryResultBackend):
         self.stored.pop(task_id, None)
         return self.results.pop(task_id)
 
+    async def forget(self, task_id: str) -> None:
+        """Nothing left to drop: the result left when it was read (a restart of this process reruns it)."""
+        self.stored.pop(task_id, None)
+        self.results.pop(task_id, None)
+
 
 def make_broker(
     redis_url: str | None = None,

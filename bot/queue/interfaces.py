@@ -40,7 +40,13 @@ class Journal(Protocol):
 
     async def contains(self, job_id: str) -> bool: ...
 
-    async def claim_delivery(self, job_id: str) -> bool: ...
+    async def delivered(self, job_id: str) -> bool:
+        """True once the job's user has been answered (by this process or an earlier one)."""
+        ...
+
+    async def mark_delivered(self, job_id: str) -> None:
+        """The user has the answer: a job that ran twice, or a restart, must not answer it again."""
+        ...
 
     async def pending(self) -> list[tuple[JobSpec, bool]]:
         """(spec, kicked) for every job not yet answered; kicked means it is still in the queue."""

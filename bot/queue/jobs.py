@@ -17,7 +17,9 @@ from typing import Any
 from bot.options import Options
 
 TASK_NAME = "etude.compose"
-RESULT_TTL_SECONDS = 3600
+# A finished job's result stays in Redis until its user has it (the bot then deletes it); this bounds the
+# time it waits for a bot that is down: longer than delivery's own patience (15 minutes, then an hour).
+RESULT_TTL_SECONDS = 6 * 3600
 
 
 @dataclass

@@ -78,13 +78,16 @@ class SQLiteJournal:
         rows, _ = await self._run("SELECT COUNT(*) FROM jobs WHERE job_id = ? AND delivered = 0", (job_id,))
         return bool(rows[0][0])
 
-    async def claim_delivery(self, job_id: str) -> bool:
-        _, changed = await self._run(
+    async def delivered(self, job_id: str) -> bool:
+        rows, _ = await self._run("SELECT COUNT(*) FROM jobs WHERE job_id = ? AND delivered = 1", (job_id,))
+        return bool(rows[0][0])
+
+    async def mark_delivered(self, job_id: str) -> None:
+        await self._run(
             "INSERT INTO jobs (job_id, spec, delivered, at) VALUES (?, '', 1, ?) "
-            "ON CONFLICT(job_id) DO UPDATE SET delivered = 1, at = excluded.at WHERE delivered = 0",
+            "ON CONFLICT(job_id) DO UPDATE SET delivered = 1, at = excluded.at",
             (job_id, time.time()),
         )
-        return changed == 1
 
     async def pending(self) -> list[tuple[JobSpec, bool]]:
         rows, _ = await self._run("SELECT job_id, spec FROM jobs WHERE delivered = 0 ORDER BY at")

@@ -3,7 +3,8 @@
 Why a subclass of taskiq-redis's stream broker: its listener reclaims a dead consumer's messages only
 after new messages arrive, and a dropped connection (Redis restarted, its group gone) ends its generator.
 Ours keeps every message it has read alive until it is acknowledged (so only a silent worker's jobs are
-reclaimed), reclaims on every poll, counts deliveries and sets a job aside after `MAX_DELIVERIES`,
+reclaimed), reclaims on every poll, counts starts, runs a job its worker died running alone (so a
+second death is blamed on it, not on its batch) and sets a job aside after `MAX_DELIVERIES` starts,
 recreates its group when Redis comes back empty, and deletes a job's entry (with the user's token and
 seed) once it is done. It uses only taskiq-redis's public attributes; `pyproject.toml` pins the versions
 it is tested with.
@@ -30,6 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from taskiq import AckableMessage, TaskiqResult
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
+from bot.aio import cancel_and_wait
 from bot.errors import BadOption
 from bot.queue.jobs import JobResult, JobSpec
 from bot.queue.scheduler import LocalProgress
@@ -40,7 +42,7 @@ STREAM = "etude:jobs"
 GROUP = "etude-workers"
 PENDING = "etude:pending"  # hash job_id -> job spec JSON, kept by the bot until the user is answered
 KICKED = "etude:kicked"  # hash job_id -> 1 once the job is in the stream
-DELIVERED = "etude:delivered:"  # SET NX marker: a job is answered once, whoever answers it
+DELIVERED = "etude:delivered:"  # marker set once a job's user has the answer: nobody answers it again
 PROGRESS = "etude:progress:"
 WORKERS = "etude:workers"  # hash worker name -> last heartbeat (epoch seconds)
 SET_ASIDE = "etude:set-aside"  # stream of poison jobs for an operator (no token)
@@ -119,6 +121,9 @@ class EtudeStreamBroker(RedisStreamBroker):
         )
         # Every message read and not yet acknowledged, whether it runs now or waits its turn in this process.
         self.inflight: dict[bytes, bytes] = {}
+        self.handed: set[bytes] = set()  # of those, the ones handed to the receiver: running
+        self.idle = asyncio.Event()  # set while nothing is handed
+        self.idle.set()
         self.url = url
         self.toucher: threading.Thread | None = None
         self.touching = threading.Event()  # set: the keep-alive thread stops
@@ -141,6 +146,9 @@ class EtudeStreamBroker(RedisStreamBroker):
                 log.warning("acknowledging %s: %s", msg_id, e)
             finally:
                 self.inflight.pop(msg_id, None)
+                self.handed.discard(msg_id)
+                if not self.handed:
+                    self.idle.set()
 
         return ack
 
@@ -180,6 +188,8 @@ class EtudeStreamBroker(RedisStreamBroker):
         job_id = _job_id(msg[b"data"])
         if job_id:
             await conn.hincrby(STARTS, job_id, 1)
+        self.handed.add(msg_id)
+        self.idle.clear()
         return AckableMessage(data=msg[b"data"], ack=self._acker(msg_id, job_id))
 
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
@@ -219,7 +229,7 @@ class EtudeStreamBroker(RedisStreamBroker):
         _next, claimed, *_ = await conn.xautoclaim(
             STREAM, GROUP, self.consumer_name, min_idle_time=self.idle_timeout, count=self.count
         )
-        taken = []
+        taken, starts_of = [], {}
         for msg_id, msg in claimed:
             if not msg:  # deleted from the stream already: only its pending entry was left
                 await conn.xack(STREAM, GROUP, msg_id)
@@ -232,10 +242,20 @@ class EtudeStreamBroker(RedisStreamBroker):
                 continue
             log.warning("reclaimed job %s from a silent worker (started %d times)", job_id, starts)
             taken.append((msg_id, msg))
+            starts_of[msg_id] = starts
         # All in flight before the first is handed on: the rest may wait here for a free slot.
         self.inflight.update({i: m[b"data"] for i, m in taken})
         for msg_id, msg in taken:
+            if not starts_of[msg_id]:  # never started: its worker died before it was its turn
+                yield await self._take(conn, msg_id, msg)
+                continue
+            # A job that was running when its worker died runs alone: if it kills this worker too, the
+            # strike is its own and not shared with jobs that happened to be in its batch, so only a job
+            # that really takes workers down reaches MAX_DELIVERIES.
+            await self.idle.wait()
+            log.info("running job %s alone", _job_id(msg[b"data"]))
             yield await self._take(conn, msg_id, msg)
+            await self.idle.wait()
 
     async def _set_aside(self, conn: Redis, msg_id: bytes, data: bytes, deaths: int) -> None:
         """Answer a poison job with a clear message and keep it, without the user's token, for an operator."""
@@ -300,9 +320,8 @@ class EtudeStreamBroker(RedisStreamBroker):
 class PatientResultBackend(RedisAsyncResultBackend):
     """Stores a finished job's result even if Redis is restarting at that moment, rather than redo the job.
 
-    A result is deleted once it has been read (it holds the files) and expires after `result_ex_time`
-    otherwise. Read, then delete, rather than GETDEL: a retried GETDEL whose first answer was lost (a
-    timeout while a busy machine reads megabytes) would find nothing and lose the piece.
+    A result is kept until `forget()` once its user has it, not deleted when read: a bot that stops while
+    Discord is refusing the piece finds it again after the restart. It expires after `result_ex_time`.
     """
 
     def __init__(self, url: str, result_ex_time: int):
@@ -315,11 +334,9 @@ class PatientResultBackend(RedisAsyncResultBackend):
             socket_timeout=60,  # a result is megabytes: give a busy machine time to read it
         )
 
-    async def get_result(self, task_id: str, with_logs: bool = False):
-        result = await super().get_result(task_id, with_logs)
+    async def forget(self, task_id: str) -> None:
         async with Redis(connection_pool=self.redis_pool) as conn:
-            await conn.delete(task_id)  # the key is the task id: this backend has no prefix
-        return result
+            await conn.delete(self._task_name(task_id))
 
 
 def make_redis_broker(
@@ -378,9 +395,7 @@ class RedisProgress:
                 delay = min(delay * 2, 5.0)
 
     async def close(self) -> None:
-        if self.reader:
-            self.reader.cancel()
-            await asyncio.gather(self.reader, return_exceptions=True)
+        await cancel_and_wait([self.reader])
         await self.redis.aclose()
 
 
@@ -403,9 +418,11 @@ class RedisJournal:
     async def contains(self, job_id: str) -> bool:
         return bool(await self.redis.hexists(PENDING, job_id))
 
-    async def claim_delivery(self, job_id: str) -> bool:
-        """True for the first caller only: whoever gets it answers the user."""
-        return bool(await self.redis.set(DELIVERED + job_id, 1, nx=True, ex=7 * 86400))
+    async def delivered(self, job_id: str) -> bool:
+        return bool(await self.redis.exists(DELIVERED + job_id))
+
+    async def mark_delivered(self, job_id: str) -> None:
+        await self.redis.set(DELIVERED + job_id, 1, ex=7 * 86400)
 
     async def pending(self) -> list[tuple[JobSpec, bool]]:
         """(spec, kicked) for every job not yet answered."""

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from taskiq.exceptions import TaskiqResultTimeoutError
 
+from bot.aio import cancel_and_wait
 from bot.errors import EtudeError, reference, went_wrong
 from bot.queue.interfaces import Journal, Progress
 from bot.queue.jobs import JobResult, JobSpec
@@ -61,7 +62,7 @@ class MemoryJournal:
     def __init__(self) -> None:
         self.specs: dict[str, JobSpec] = {}
         self.kicked: set[str] = set()
-        self.delivered: set[str] = set()
+        self.answered: set[str] = set()
 
     async def add(self, spec: JobSpec) -> None:
         self.specs[spec.job_id] = spec
@@ -76,11 +77,11 @@ class MemoryJournal:
     async def contains(self, job_id: str) -> bool:
         return job_id in self.specs
 
-    async def claim_delivery(self, job_id: str) -> bool:
-        if job_id in self.delivered:
-            return False
-        self.delivered.add(job_id)
-        return True
+    async def delivered(self, job_id: str) -> bool:
+        return job_id in self.answered
+
+    async def mark_delivered(self, job_id: str) -> None:
+        self.answered.add(job_id)
 
     async def pending(self) -> list[tuple[JobSpec, bool]]:
         return [(spec, job_id in self.kicked) for job_id, spec in self.specs.items()]
@@ -150,6 +151,7 @@ class Scheduler:
         self.running: dict[str, JobSpec] = {}
         self.waits: list[float] = []  # recent seconds from admission to start
         self.draining = False
+        self.answering: set[str] = set()  # jobs whose answer this process is sending now
 
     # -- admission, without I/O so the interaction can be answered at once ---------------------------------
     def admit(self, spec: JobSpec) -> int:
@@ -203,6 +205,30 @@ class Scheduler:
     def in_flight(self) -> int:
         return len(self.waiting) + len(self.running)
 
+    # -- answering ---------------------------------------------------------------------------------------------
+    async def claim_delivery(self, job_id: str) -> bool:
+        """True when this process is to answer the job: nobody has answered it yet (a job that ran twice, or
+        was answered before a restart, has) and this process is not answering it already."""
+        if job_id in self.answering:
+            return False
+        self.answering.add(job_id)  # before the await: a second caller meanwhile sees it
+        if await self.journal.delivered(job_id):
+            self.answering.discard(job_id)
+            return False
+        return True
+
+    async def answered(self, job_id: str, delivered: bool) -> None:
+        """The job is done with: marked delivered when its user has the answer, then its journal entry and
+        its stored result go. A job whose answer is still on its way when the bot stops is not passed here:
+        it stays in the journal, with its result, and the next start answers it."""
+        if delivered:
+            await self.journal.mark_delivered(job_id)
+        await self.journal.remove(job_id)
+        forget = getattr(self.task.broker.result_backend, "forget", None)
+        if forget is not None:
+            await forget(job_id)
+        self.answering.discard(job_id)
+
     # -- running ----------------------------------------------------------------------------------------------
     async def run(self, spec: JobSpec, on_progress: OnProgress | None = None) -> JobResult:
         """Kick an admitted job and wait for its result, passing progress events on as they come."""
@@ -229,8 +255,7 @@ class Scheduler:
         except (TimeoutError, TaskiqResultTimeoutError):
             return JobResult(spec.job_id, False, error=TOO_LONG)
         finally:
-            pumping.cancel()
-            await asyncio.gather(pumping, return_exceptions=True)
+            await cancel_and_wait([pumping])
             self.progress.unsubscribe(spec.job_id, events)
             self.release(spec.job_id)
 

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bot.aio import cancel_and_wait
 from bot.errors import BadOption, EtudeError, RenderError, reference, went_wrong
 from bot.health import Metrics
 from bot.model.backend import default_batching
@@ -94,9 +95,7 @@ class Batcher:
                     fut.set_result(piece)
 
     async def close(self) -> None:
-        if self.task:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+        await cancel_and_wait([self.task])
 
 
 def render_for_limit(
@@ -496,10 +495,8 @@ async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
             settings.stop_deadline_seconds,
         )
         finish.set()
-        _done, late = await asyncio.wait({listening}, timeout=settings.stop_deadline_seconds)
-        for task in (*late, stopping):
-            task.cancel()
-        await asyncio.gather(listening, stopping, return_exceptions=True)
+        await asyncio.wait({listening}, timeout=settings.stop_deadline_seconds)
+        await cancel_and_wait([listening, stopping])
     handed = await broker.hand_back()
     if handed:
         log.info("worker %s handed %d unfinished jobs back to the queue", worker.name, handed)
