@@ -11,12 +11,20 @@ import shutil
 import signal
 import time
 from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from processes import RECLAIM, run_all
 
 from bot.options import Options
 from bot.queue.jobs import JobSpec
+
+if TYPE_CHECKING:
+    from fakediscord import FakeDiscord
+
+    from bot.chat.client import EtudeBot
+    from bot.settings import Settings
 
 pytestmark = [
     pytest.mark.timeout(400),
@@ -31,6 +39,32 @@ def spec(i: int, length: int = 120) -> JobSpec:
 
 def midi_of(result) -> bytes:
     return next(f.data for f in result.files if f.name.endswith(".mid"))
+
+
+def bot_settings(fake: FakeDiscord, redis_url: str, model_dir: Path, state_dir: Path) -> Settings:
+    """A bot's settings in Redis mode, talking to the fake Discord."""
+    from bot.settings import Settings
+
+    return Settings(
+        _env_file=None,
+        discord_token=fake.token,
+        discord_api_base=fake.api_base,
+        discord_gateway_url=fake.gateway_url,
+        redis_url=redis_url,
+        model_dir=str(model_dir),
+        state_dir=str(state_dir),
+        reclaim_seconds=RECLAIM,
+    )
+
+
+async def start_bot(settings: Settings, token: str) -> tuple[EtudeBot, asyncio.Task]:
+    """A bot, once ready, and the task that runs it."""
+    from bot.chat.client import EtudeBot
+
+    bot = EtudeBot(settings, guild_ready_timeout=0.05)
+    task = asyncio.create_task(bot.start(token))
+    await asyncio.wait_for(bot.wait_until_ready(), 30)
+    return bot, task
 
 
 async def test_a_killed_worker_loses_no_job(workers, client, capsys):
@@ -228,10 +262,8 @@ async def test_a_piece_discord_refused_until_the_bot_stopped_is_delivered_by_the
     leaves the job and its result in Redis, and the next bot sends it, once."""
     from fakediscord import FakeDiscord
 
-    from bot.chat.client import EtudeBot
     from bot.chat.endpoints import apply_endpoints, current_endpoints
     from bot.queue.redis_broker import PENDING, RedisJournal
-    from bot.settings import Settings
 
     workers.start("a")
     workers.wait_healthy()
@@ -239,25 +271,9 @@ async def test_a_piece_discord_refused_until_the_bot_stopped_is_delivered_by_the
     journal = RedisJournal(redis_server.url)
     async with FakeDiscord() as fake:
         apply_endpoints(fake.api_base, fake.gateway_url)
-        settings = Settings(
-            _env_file=None,
-            discord_token=fake.token,
-            discord_api_base=fake.api_base,
-            discord_gateway_url=fake.gateway_url,
-            redis_url=redis_server.url,
-            model_dir=str(tiny_model_dir),
-            state_dir=str(tmp_path),
-            reclaim_seconds=RECLAIM,
-        )
-
-        async def start_bot() -> tuple[EtudeBot, asyncio.Task]:
-            bot = EtudeBot(settings, guild_ready_timeout=0.05)
-            task = asyncio.create_task(bot.start(fake.token))
-            await asyncio.wait_for(bot.wait_until_ready(), 30)
-            return bot, task
-
+        settings = bot_settings(fake, redis_server.url, tiny_model_dir, tmp_path)
         try:
-            bot, task = await start_bot()
+            bot, task = await start_bot(settings, fake.token)
             fake.fail_next("POST /api/v10/webhooks/", 500, count=10**6)
             inter = await fake.send_command("compose", {"length": 30, "rng_seed": 7}, user=fake.user(7))
             await inter.wait_for_callback(timeout=10)
@@ -270,7 +286,7 @@ async def test_a_piece_discord_refused_until_the_bot_stopped_is_delivered_by_the
             assert inter.followups == []
 
             fake.heal()
-            bot, task = await start_bot()
+            bot, task = await start_bot(settings, fake.token)
             reply = await inter.wait_for_followup(timeout=120)
             assert {f["filename"].rsplit(".", 1)[1] for f in reply["files"]} >= {"mid", "ogg"}
             for _ in range(50):  # tidied once answered: the journal entry and the result go
