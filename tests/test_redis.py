@@ -19,6 +19,7 @@ from processes import RECLAIM, run_all
 
 from bot.options import Options
 from bot.queue.jobs import JobSpec
+from bot.queue.redis_broker import RedisProgress
 
 if TYPE_CHECKING:
     from fakediscord import FakeDiscord
@@ -300,3 +301,18 @@ async def test_a_piece_discord_refused_until_the_bot_stopped_is_delivered_by_the
             await asyncio.wait_for(task, 10)
             await journal.close()
             apply_endpoints(*saved)
+
+
+async def test_progress_published_once_ready_returns_is_heard(redis_server):
+    """Redis pub/sub keeps nothing for a late subscriber: the scheduler kicks a job only once the bot's
+    subscription is live, so the job's first event ("started") is never lost."""
+    bot_side, worker_side = RedisProgress(redis_server.url), RedisProgress(redis_server.url)
+    try:
+        await worker_side.redis.ping()  # connected: its publish is one round trip, sooner than a subscription
+        events = bot_side.subscribe("job-1")
+        await bot_side.ready()
+        await worker_side.publish("job-1", {"stage": "started"})
+        assert await asyncio.wait_for(events.get(), 10) == {"stage": "started"}
+    finally:
+        await bot_side.close()
+        await worker_side.close()

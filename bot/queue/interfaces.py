@@ -25,6 +25,10 @@ class Progress(Protocol):
 
     def unsubscribe(self, job_id: str, q: asyncio.Queue) -> None: ...
 
+    async def ready(self) -> None:
+        """Until an event published from now on reaches its subscribers."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -360,6 +360,7 @@ class RedisProgress:
         self.redis = client(url, attempts=3)
         self.local = LocalProgress()
         self.reader: asyncio.Task | None = None
+        self.listening = asyncio.Event()  # set while the pattern subscription is live
 
     async def publish(self, job_id: str, event: dict) -> None:
         try:
@@ -376,12 +377,23 @@ class RedisProgress:
     def unsubscribe(self, job_id: str, q: asyncio.Queue) -> None:
         self.local.unsubscribe(job_id, q)
 
+    async def ready(self, wait: float = 5.0) -> None:
+        """Until the subscription is live, so that a job kicked now has its "started" heard (Redis pub/sub
+        keeps nothing for a subscriber that comes late); at most `wait` seconds: progress is a courtesy."""
+        if self.reader is None or self.reader.done():
+            self.reader = asyncio.create_task(self._read())
+        try:
+            await asyncio.wait_for(self.listening.wait(), wait)
+        except TimeoutError:
+            log.debug("progress subscription not live after %.0f s; the job goes on", wait)
+
     async def _read(self) -> None:
         delay = 0.2
         while True:
             try:
                 pubsub = self.redis.pubsub()
                 await pubsub.psubscribe(PROGRESS + "*")
+                self.listening.set()
                 delay = 0.2
                 async for message in pubsub.listen():
                     if message.get("type") != "pmessage":
@@ -391,6 +403,7 @@ class RedisProgress:
             except asyncio.CancelledError:
                 raise
             except DOWN:
+                self.listening.clear()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

@@ -52,6 +52,9 @@ class LocalProgress:
         if not subs:
             self.subscribers.pop(job_id, None)
 
+    async def ready(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 
@@ -249,6 +252,7 @@ class Scheduler:
         try:
             # Journal first, then the queue: a bot that stops between the two kicks the job when it is back.
             await self.journal.add(spec)
+            await self.progress.ready()  # the job's "started" must find us listening
             handle = await self.kick(spec)
             result = await wait_for_result(handle, self.timeout, 0.1, lambda: self._still_queued(spec))
             return self._answer(spec, result)
