@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from bot.chat.reply import (
-    CUSTOM_ID,
-    SeedStore,
-    button_id,
-    help_embed,
-    options_from_id,
-    progress_line,
-    result_embed,
-)
+from bot.chat import reply
 from bot.options import Options
 from bot.queue.jobs import JobResult
 
 
 def test_progress_lines():
-    assert progress_line({"stage": "queued", "place": 1}) == "🎼 Queued: you're next."
-    assert progress_line({"stage": "queued", "place": 4}) == "🎼 Queued: 3 pieces ahead of yours."
-    assert progress_line({"stage": "rendering", "percent": 60}) == "🎹 Rendering audio… 60%"
+    assert reply.progress_line({"stage": "queued", "place": 1}) == "🎼 Queued: you're next."
+    assert reply.progress_line({"stage": "queued", "place": 4}) == "🎼 Queued: 3 pieces ahead of yours."
+    assert reply.progress_line({"stage": "rendering", "percent": 60}) == "🎹 Rendering audio… 60%"
 
 
 def test_button_ids_carry_the_options_within_discords_limit():
@@ -26,10 +18,10 @@ def test_button_ids_carry_the_options_within_discords_limit():
         length=2000, temperature=1.25, top_p=0.9, tempo=240, instrument=127, rng_seed=5, key="F# minor"
     )
     for action in ("reroll", "continue"):
-        cid = button_id(action, opts, "0123456789abcdef")
+        cid = reply.button_id(action, opts, "0123456789abcdef")
         assert len(cid) <= 100
-        match = CUSTOM_ID.fullmatch(cid)
-        back, seed = options_from_id(match)
+        match = reply.CUSTOM_ID.fullmatch(cid)
+        back, seed = reply.options_from_id(match)
         assert (back.length, back.temperature, back.top_p, back.tempo, back.instrument) == (
             2000,
             1.25,
@@ -39,11 +31,11 @@ def test_button_ids_carry_the_options_within_discords_limit():
         )
         assert seed == "0123456789abcdef" and back.rng_seed is None  # a re-roll draws a new seed
         assert back.key == "F# minor"  # ...in the key that was asked for
-    plain = options_from_id(CUSTOM_ID.fullmatch(button_id("reroll", Options(), None)))
+    plain = reply.options_from_id(reply.CUSTOM_ID.fullmatch(reply.button_id("reroll", Options(), None)))
     assert plain[1] is None and plain[0].key is None
     # A button from before keys were an option still works.
     old = "etude:reroll:500:1:0.95:0:0:-"
-    assert options_from_id(CUSTOM_ID.fullmatch(old))[0] == Options()
+    assert reply.options_from_id(reply.CUSTOM_ID.fullmatch(old))[0] == Options()
 
 
 def test_result_embed_names_everything_a_listener_asks():
@@ -64,7 +56,7 @@ def test_result_embed_names_everything_a_listener_asks():
             "note": "mono",
         },
     )
-    embed = result_embed(result, "<@42>").to_dict()
+    embed = reply.result_embed(result, "<@42>").to_dict()
     fields = {f["name"]: f["value"] for f in embed["fields"]}
     assert fields["Length"] == "500 notes and chords · 181 s" and fields["Instrument"] == "organ"
     assert fields["Key"] == "D minor (the seed's key)"
@@ -83,13 +75,13 @@ def test_help_summarises_the_model_card():
             "baselines": {"ngram": {"nll_bits_per_note": 10.24}, "unigram": {"nll_bits_per_note": 19.9}},
         },
     }
-    text = str(help_embed(card, 1200, 2 * 1024 * 1024).to_dict())
+    text = str(reply.help_embed(card, 1200, 2 * 1024 * 1024).to_dict())
     assert "1 to 1200" in text and "2 MiB" in text
     assert "7.45 bits per note" in text and "10.24 for the best baseline (ngram)" in text
 
 
 def test_seed_store_round_trip(tmp_path):
-    store = SeedStore(tmp_path)
+    store = reply.SeedStore(tmp_path)
     key = store.put(b"MThd seed")
     assert store.get(key) == b"MThd seed" and store.put(b"MThd seed") == key
     assert store.get("../../etc/passwd") is None and store.get("0" * 16) is None
