@@ -93,7 +93,7 @@ async def main(args: argparse.Namespace) -> dict:
         t0 = time.monotonic()
         duration = args.minutes * 60
         gap = duration / args.jobs
-        next_kill, victim, restarted = t0 + args.kill_every, 0, False
+        next_kill, restarted = t0 + args.kill_every, False
         for i in range(args.jobs):
             user = fake.user(1000 + i % 60)
             inters.append(
@@ -104,14 +104,16 @@ async def main(args: argparse.Namespace) -> dict:
             seeds[inters[-1].token] = i
             now = time.monotonic()
             if now >= next_kill:
-                name = ("w1", "w2")[victim % 2]
-                victim += 1
-                held = await held_tokens(redis, workers[name].pid)
-                workers[name].kill()
-                workers[name].wait()
-                deaths.append((time.monotonic(), held))
-                workers[name] = spawn(name, "worker")
-                next_kill += args.kill_every
+                # The worker holding the most jobs dies: a kill of an idle worker tests nothing. When both
+                # are idle the kill waits for one that is busy, at most half a period.
+                holding = {n: await held_tokens(redis, w.pid) for n, w in workers.items()}
+                name = max(holding, key=lambda n: len(holding[n]))
+                if holding[name] or now >= next_kill + args.kill_every / 2:
+                    workers[name].kill()
+                    workers[name].wait()
+                    deaths.append((time.monotonic(), holding[name]))
+                    workers[name] = spawn(name, "worker")
+                    next_kill += args.kill_every
             if args.redis_restart and not restarted and now - t0 > duration / 2:
                 restarted = True
                 await redis.aclose()
@@ -162,6 +164,7 @@ async def main(args: argparse.Namespace) -> dict:
             "lost": sum(1 for x in inters if not answered(fake, x, seeds)),
             "told_of_a_failure": sum(1 for x in inters if failure_told(fake, x, seeds)),
             "workers_killed": len(deaths),
+            "jobs_held_by_killed_workers": sum(len(held) for _, held in deaths),
             "redis_restarts": 1 if restarted else 0,
             "upload_failures_injected": sum(1 for e in fake.log if e.get("injected")),
             "worst_death_to_delivery_s": round(worst, 1),
