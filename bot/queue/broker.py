@@ -36,7 +36,7 @@ class ReadOnceResults(InmemoryResultBackend):
         return self.results.pop(task_id)
 
     async def forget(self, task_id: str) -> None:
-        """Nothing left to drop: the result left when it was read (a restart of this process reruns it)."""
+        """Drop a result nobody read (one that was read is gone already; a restart reruns the job)."""
         self.stored.pop(task_id, None)
         self.results.pop(task_id, None)
 

@@ -63,7 +63,7 @@ class Journal(Protocol):
 class Broker(Protocol):
     """What the queue needs of a taskiq broker: start, stop, a task decorator and a result store."""
 
-    result_backend: Any
+    result_backend: Any  # taskiq's, plus `forget(task_id)`: the result goes once its user has it
 
     async def startup(self) -> None: ...
 

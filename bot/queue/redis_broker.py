@@ -369,10 +369,8 @@ class RedisProgress:
             log.debug("progress for %s not sent: Redis unreachable", job_id)
 
     def subscribe(self, job_id: str) -> asyncio.Queue:
-        q = self.local.subscribe(job_id)
-        if self.reader is None or self.reader.done():
-            self.reader = asyncio.create_task(self._read())
-        return q
+        self._listen()
+        return self.local.subscribe(job_id)
 
     def unsubscribe(self, job_id: str, q: asyncio.Queue) -> None:
         self.local.unsubscribe(job_id, q)
@@ -380,12 +378,15 @@ class RedisProgress:
     async def ready(self, wait: float = 5.0) -> None:
         """Until the subscription is live, so that a job kicked now has its "started" heard (Redis pub/sub
         keeps nothing for a subscriber that comes late); at most `wait` seconds: progress is a courtesy."""
-        if self.reader is None or self.reader.done():
-            self.reader = asyncio.create_task(self._read())
+        self._listen()
         try:
             await asyncio.wait_for(self.listening.wait(), wait)
         except TimeoutError:
             log.debug("progress subscription not live after %.0f s; the job goes on", wait)
+
+    def _listen(self) -> None:
+        if self.reader is None or self.reader.done():
+            self.reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
         delay = 0.2

@@ -227,9 +227,7 @@ class Scheduler:
         if delivered:
             await self.journal.mark_delivered(job_id)
         await self.journal.remove(job_id)
-        forget = getattr(self.task.broker.result_backend, "forget", None)
-        if forget is not None:
-            await forget(job_id)
+        await self.task.broker.result_backend.forget(job_id)
         self.answering.discard(job_id)
 
     # -- running ----------------------------------------------------------------------------------------------
