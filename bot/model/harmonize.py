@@ -11,9 +11,15 @@ range, within an octave of its upper neighbour (bass excepted), without consecut
 against the chord before, and, on the last chords, to a cadence.
 
 Because frames list the lowest pitch first, the model chooses the bass before it reads the melody note
-above it. So every chord is proposed by `K` particles at once and they are resampled by how likely the
-model finds the given tokens after each proposal (sequential Monte Carlo): the harmony that survives is
-the one under which the model itself would have sung this melody, its rests and its ending.
+above it. Two things make up for it. A harmony prior learned from the training chorales
+(`bot.model.harmony_prior`), which reads the whole melody, is multiplied into the network's distribution
+of each lower voice while it samples (a product of experts): on the validation chorales the network alone
+puts Bach's bass under a quarter of the beats, the prior alone under about 45%, the two together above
+40% with chords as often triads or sevenths as Bach's or more. And every chord is proposed by `K`
+particles at once, resampled by how likely the model finds the given tokens after each proposal
+(sequential Monte Carlo): the harmony that survives is the one under which the model itself would have
+sung this melody, its rests and its ending. More particles trade Bach's bass for the network's own
+choice (more triads, fewer of Bach's basses), so they are few.
 
 The output keeps the melody exactly: onsets, durations and pitches are copied, never decoded from tokens.
 """
@@ -45,8 +51,9 @@ MAX_GAP = 12  # soprano-alto and alto-tenor at most an octave apart, as the text
 MAX_BASS_GAP = 24  # tenor-bass may open wider
 # The harmony prior's exponent for the bass in the product of experts with the network (0: the network
 # alone), chosen by `etude eval --harmony` on the validation chorales (see the README).
-PRIOR_WEIGHT = 2.0
-INNER_WEIGHT = 1.0  # the same for the tenor and alto
+PRIOR_WEIGHT = 4.0
+# The same for the tenor and alto: more makes more triads than Bach wrote, and fewer of his basses.
+INNER_WEIGHT = 0.25
 RELAX_PENALTY = 10.0  # nats off a particle's weight for each constraint it had to give up
 
 

@@ -3,7 +3,9 @@
 Each validation chorale's soprano goes through the same path a user's melody does (`melody_from_events`,
 then the constrained sampler), and the result is scored with `bot.music.harmony` against Bach's own four
 parts: bass pitch class on the beats, consecutive fifths and octaves, crossings, triads and sevenths. Bach's
-harmonizations are scored the same way, and so is the n-gram baseline sampled under the same constraints.
+harmonizations are scored the same way, and so is the n-gram baseline sampled under the same constraints
+(and the same harmony prior). Beside them: the network without the harmony prior, and the prior's own most
+likely bass line without the network (only the bass is scored: it writes no other voice).
 """
 
 from __future__ import annotations
@@ -159,7 +161,7 @@ def evaluate_harmony(
         train_p, _ = split_by_piece(load_pieces("chorales"))
         kn = KneserNey(encode_pieces(train_p, m.vocab), len(m.vocab), order=ngram_order)
         rows["ngram"] = harmonize_chorales(chorales, lambda: NgramSteps(kn), m.vocab, temperature)
-        rows["ngram"]["kind"] = f"interpolated Kneser-Ney, order {ngram_order}"
+        rows["ngram"]["kind"] = f"interpolated Kneser-Ney, order {ngram_order}, with the same harmony prior"
     return {
         "model": m.name,
         "chorales": len(chorales),
