@@ -38,7 +38,7 @@ from bot.errors import ModelNotFound
 from bot.model.composer import Composition
 from bot.model.harmony_prior import NONE, shipped
 from bot.music.encoding import GRID, PIANO_LOW, Event, Vocabulary, transpose
-from bot.music.keys import REFERENCE, Key, key_fit
+from bot.music.keys import REFERENCE, Key, melody_key
 from bot.music.melody import BadMelody, Melody, soprano_octaves
 from bot.options import Options
 
@@ -365,8 +365,8 @@ def harmonize_line(
 
 
 def _prior_scores(vocab: Vocabulary, table: np.ndarray) -> np.ndarray:
-    """(k, V): each row's prior log-probability of a bass pitch class (`table`, (k, 12)) on the attack
-    tokens of its pitches, zero elsewhere (those tokens are masked out for the bass anyway)."""
+    """(k, V): each row's prior log-probability of a pitch class (`table`, (k, 12)) on the attack tokens
+    of its pitches, zero elsewhere (a lower voice is masked to attacks anyway)."""
     out = np.zeros((len(table), len(vocab)))
     pitches = np.arange(vocab.pitch_low, vocab.pitch_high + 1)
     out[:, _attacks(vocab)] = table[:, pitches % 12]
@@ -457,12 +457,6 @@ def chords_under(notes: Sequence[Event], lower: np.ndarray) -> list[Event]:
     ]
 
 
-def melody_key(notes: Sequence[Event]) -> Key:
-    """The key a melody is in; a line too short to say one is taken as major on its last note."""
-    fit = key_fit(notes)
-    return fit[0] if fit is not None else Key(notes[-1].pitches[0] % 12, "major")
-
-
 def plan_key(notes: Sequence[Event], asked: str | None) -> tuple[Key, str, int]:
     """The key to write in, where it came from, and the semitones (-6..+5) that move the melody there."""
     own = melody_key(notes)
@@ -488,7 +482,7 @@ def harmonize_melody(
 ) -> tuple[list[Event], dict[str, float]]:
     """The four-voice chords for the melody `notes` in `key`, and the time it took.
 
-    The melody is moved to C major or A minor for the network (and the bass prior), and the chords back.
+    The melody is moved to C major or A minor for the network (and the harmony prior), and the chords back.
     """
     from threadpoolctl import threadpool_limits
 

@@ -10,10 +10,8 @@ likely bass line without the network (only the bass is scored: it writes no othe
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from pathlib import Path
 
 from bot.model.harmonize import (
     INNER_WEIGHT,
@@ -22,53 +20,17 @@ from bot.model.harmonize import (
     NgramSteps,
     NumpySteps,
     harmonize_melody,
-    melody_key,
 )
 from bot.model.harmony_prior import HarmonyPrior, shipped
-from bot.music.corpus import cache_dir, corpus_works, is_validation, piece_from_stream
+from bot.music.corpus import chorale_parts
 from bot.music.encoding import Event
 from bot.music.harmony import FourVoices, bass_on_beats, figures, total
+from bot.music.keys import melody_key
 from bot.music.melody import melody_from_events
 
 log = logging.getLogger(__name__)
 
-CACHE_NAME = "chorale-parts-v1.json"
 SHOWN = ("four_voices", "parallels_per_change", "crossings", "triads_or_sevenths", "bass_on_beats")
-
-
-def chorale_parts(validation: bool = True, limit: int | None = None) -> list[tuple[str, list[list[Event]]]]:
-    """(name, [soprano, alto, tenor, bass] events) of the four-part chorales on one side of the split.
-
-    Names are those `load_pieces` gives, so the split is the one the model was trained with. Parsed
-    parts are cached as JSON beside the corpus cache.
-    """
-    path = cache_dir() / CACHE_NAME
-    try:
-        cached = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cached = {}
-    out, changed = [], False
-    for work in corpus_works("chorales"):
-        name = Path(work).stem
-        if is_validation(name) != validation:
-            continue
-        if name not in cached:
-            from music21 import corpus
-
-            score = corpus.parse(work)
-            parts = [piece_from_stream(p, name).events for p in score.parts]
-            cached[name] = [[[e.onset, e.duration, list(e.pitches)] for e in part] for part in parts]
-            changed = True
-        parts = [[Event(on, du, tuple(ps)) for on, du, ps in part] for part in cached[name]]
-        if len(parts) == 4 and all(parts):
-            out.append((name, parts))
-        if limit and len(out) >= limit:
-            break
-    if changed:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cached))
-        tmp.replace(path)
-    return out
 
 
 def harmonize_chorales(

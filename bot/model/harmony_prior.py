@@ -31,7 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bot.music.corpus import chorale_parts
 from bot.music.encoding import Event
+from bot.music.keys import melody_key
+from bot.music.melody import BadMelody, melody_from_events
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +198,6 @@ def _voices(chorales) -> Iterator[tuple[list[Event], bool, list[Callable[[float]
     """For each of `chorales` ((name, four parts) each): its soprano as `melody_from_events` reads a user's
     melody, moved to C major or A minor by the soprano's own key; whether minor; and the pitch class the
     alto, tenor and bass sound at a time of that melody, moved the same."""
-    from bot.model.harmonize import melody_key
-    from bot.music.melody import BadMelody, melody_from_events
 
     for name, parts in chorales:
         try:
@@ -298,7 +299,6 @@ def inner_table(chorales, alpha: float = ALPHA) -> np.ndarray:
 
 def build(path: Path = PATH, limit: int | None = None) -> HarmonyPrior:
     """Learn the prior from the training chorales (the first `limit` of them) and store it."""
-    from bot.model.harmony_eval import chorale_parts
 
     t0 = time.monotonic()
     # One of each: the corpus holds some chorales twice (as two files with the same name).
