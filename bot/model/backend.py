@@ -164,7 +164,11 @@ def compile_loop(fn: Callable, params, jit: bool = True) -> Callable:
 
     # Variables, not constants: the graph refers to the weights instead of copying them into itself.
     held = tf.nest.map_structure(lambda w: tf.Variable(w, trainable=False), params)
-    traced = tf.function(lambda *args: traced_fn(held, *args), jit_compile=jit, reduce_retracing=True)
+    # No autograph: the loop is written with `keras.ops.while_loop` and has no Python control flow on
+    # tensors to convert, and converting its body costs part of every compile.
+    traced = tf.function(
+        lambda *args: traced_fn(held, *args), jit_compile=jit, reduce_retracing=True, autograph=False
+    )
 
     def call_tf(*args):
         *arrays, steps = args
