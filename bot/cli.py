@@ -414,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--data",
         help="'chorales' (371 Bach chorales, bundled with music21; the default), 'music21' (the chorales with music21's "
-        "Palestrina, Monteverdi, Josquin and Haydn, Mozart, Beethoven quartets, each with a style token), "
+        "Palestrina, Monteverdi, Josquin and Haydn and Mozart quartets, each with a style token), "
         "'corpus:<composer>', a folder, or several joined by '+'",
     )
     t.add_argument(

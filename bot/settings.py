@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # Unset: chosen by the worker for the device its model runs on (see bot.queue.worker.batching).
     batch_size: int | None = Field(None, ge=1)
     batch_wait_ms: int | None = Field(None, ge=0)
+    # The length the sampler is compiled for before the worker reports ready (the default length unless
+    # set): requests whose length needs the same buffer are warm from the first.
+    warm_length: int | None = Field(None, ge=1, le=MAX_LENGTH)
     job_timeout_seconds: float = Field(600, gt=0)
     reclaim_seconds: float = Field(15.0, gt=0)
     stop_deadline_seconds: float = Field(30.0, ge=0)

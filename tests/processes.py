@@ -91,6 +91,7 @@ class Workers:
             "RECLAIM_SECONDS": str(RECLAIM),
             "BATCH_SIZE": "8",
             "BATCH_WAIT_MS": "50",
+            "WARM_LENGTH": "150",  # the tests' jobs are 120-200 notes long: one compiled buffer size
             "STOP_DEADLINE_SECONDS": "20",
             "TMPDIR": str(tmp),
             **extra,

@@ -36,7 +36,10 @@ def settings_for(fake: FakeDiscord | None, model_dir, state_dir, **kw) -> Settin
 async def runtime(tiny_model_dir, tmp_path_factory):
     """One embedded queue and worker for the module: a restarted bot gets it back, as a process would."""
     state = tmp_path_factory.mktemp("state")
-    rt = await Runtime.start(settings_for(None, tiny_model_dir, state, queue_max=50, batch_size=16))
+    # Warm for the lengths these tests ask (12-40 notes share one compiled buffer size).
+    rt = await Runtime.start(
+        settings_for(None, tiny_model_dir, state, queue_max=50, batch_size=16, warm_length=30)
+    )
     await rt.worker.ready.wait()
     rt.state_dir = state
     yield rt

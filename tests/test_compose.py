@@ -126,6 +126,15 @@ def test_seed_is_continued_and_can_be_included(composer, chorales):
     assert both.events[both.seed_events].onset >= both.events[both.seed_events - 1].onset
 
 
+def test_a_seed_compiles_no_shape_of_its_own(composer, chorales):
+    """A worker warms its sampler without seeds; a seeded job of the same length must find it warm."""
+    composer.compose_one(Options(length=24, rng_seed=1))
+    traces = composer.sampler._loop.traces()
+    seed = composer.seed(midi_bytes(chorales[2].events[:40], tempo=90), "chorale")
+    composer.compose_one(Options(length=24, rng_seed=2), seed)
+    assert composer.sampler._loop.traces() == traces
+
+
 def test_seed_outside_the_model_range_moves_and_comes_back(composer):
     vocab = composer.vocab
     high = [Event(i * 0.5, 0.5, (min(108, vocab.pitch_high + 14 + i % 3),)) for i in range(24)]

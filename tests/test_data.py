@@ -72,6 +72,20 @@ def test_music21_sources_carry_a_style_and_validation_stays_the_chorales(chorale
     assert all(p.meta["style"] == "chorale" for p in chorales)
 
 
+def test_renaissance_music_is_read_at_half_its_written_note_values():
+    """Palestrina's minim beat read as a quarter: his notes then move at about the chorales' pace."""
+    from bot.music.corpus import _parse_corpus_work, corpus_works
+
+    (piece,) = load_pieces("corpus:palestrina", limit=1)
+    written = _parse_corpus_work(corpus_works("corpus:palestrina")[0])
+    assert piece.meta["style"] == "renaissance"
+    assert [(e.onset, e.duration) for e in piece.events] == [
+        (e.onset / 2, e.duration / 2) for e in written.events
+    ]
+    onsets = sorted({e.onset for e in piece.events})
+    assert 0.4 < (onsets[-1] - onsets[0]) / (len(onsets) - 1) < 1.2  # beats between onsets; chorales 0.63
+
+
 def test_cache_is_plain_json(chorales):
     files = list(cache_dir().glob("pieces-*.json"))
     assert files

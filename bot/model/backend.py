@@ -136,33 +136,46 @@ def compile_loop(fn: Callable, params, jit: bool = True) -> Callable:
 
     `params` (a nested structure of weight arrays) is put on the device once and stays there; `steps` is
     a Python int that sizes the loop's output buffer, a static value for the compiler. `jit` chooses XLA
-    under TensorFlow; JAX always compiles (op by op from Python would be far too slow to offer).
+    under TensorFlow; JAX always compiles (op by op from Python would be far too slow to offer). The
+    returned call's `traces()` counts the shapes compiled so far.
     """
     import numpy as np
 
     keras()
+    traces = [0]  # how many shapes were compiled: Python runs `fn` once per trace, on either backend
+
+    def traced_fn(*args):
+        traces[0] += 1
+        return fn(*args)
+
     if name() == "jax":
         import jax
 
         on_device = jax.tree_util.tree_map(jax.numpy.asarray, params)
-        compiled = jax.jit(fn, static_argnums=(_arity(fn) - 1,))
+        compiled = jax.jit(traced_fn, static_argnums=(_arity(fn) - 1,))
 
         def call_jax(*args):
             return jax.tree_util.tree_map(np.asarray, compiled(on_device, *args))
 
+        call_jax.traces = lambda: traces[0]
         return call_jax
 
     import tensorflow as tf
 
     # Variables, not constants: the graph refers to the weights instead of copying them into itself.
     held = tf.nest.map_structure(lambda w: tf.Variable(w, trainable=False), params)
-    traced = tf.function(lambda *args: fn(held, *args), jit_compile=jit, reduce_retracing=True)
+    # No autograph: the loop is written with `keras.ops.while_loop` and has no Python control flow on
+    # tensors to convert, and converting its body costs part of every compile.
+    traced = tf.function(
+        lambda *args: traced_fn(held, *args), jit_compile=jit, reduce_retracing=True, autograph=False
+    )
 
     def call_tf(*args):
         *arrays, steps = args
         out = traced(*[tf.constant(a) for a in arrays], steps)
         return tf.nest.map_structure(lambda t: t.numpy(), out)
 
+    call_tf.traces = lambda: traces[0]
     return call_tf
 
 

@@ -44,6 +44,7 @@ MAX_CHORD = 10  # pitches in one frame, held ones included
 MAX_SHIFT_CHAIN = 4  # consecutive shift tokens (a rest of up to 16 beats)
 MAX_QUIET = 3  # frames in a row that attack nothing (releases, rests) before one must start a note
 MAX_PRIMER_TOKENS = 768  # how much of a long seed warms the state; the LSTM's memory is shorter anyway
+PRIMER_WIDTH = 1024  # primers are padded to this width: one compiled shape (the <start> token may be added)
 PIANO_KEYS = PIANO_HIGH - PIANO_LOW + 1  # pitches a frame may sound
 MIN_SHARD = 4  # smallest batch worth a thread of its own on a CPU
 # Upper bound on the tokens of one onset (the quiet frames before it and its own), to size the buffer.
@@ -472,15 +473,14 @@ class Sampler:
         # The primer must begin a stream: keep <start> first when a long seed was cut.
         primers = [p if p[0] == self.vocab.start else [self.vocab.start, *p] for p in primers]
         plen = np.array([len(p) for p in primers], np.int32)
-        width = int(plen.max())
-        steps = int(
-            max(
-                len(p) + (cadence_margin(r.length) + r.length + 1) * TOKENS_PER_ONSET_CAP
-                for p, r in zip(primers, requests)
-            )
+        # Sized by the lengths alone (the primer counted at its widest), for the same reason.
+        steps = PRIMER_WIDTH + max(
+            (cadence_margin(r.length) + r.length + 1) * TOKENS_PER_ONSET_CAP for r in requests
         )
-        # Round the shapes up, so a server sees few distinct shapes and reuses the compiled loop.
-        width = 1 << max(4, (width - 1).bit_length())
+        # Round the shapes up, so a server sees few distinct shapes and reuses the compiled loop. Every
+        # primer is padded to the longest one kept (the loop reads a primer only as far as its length), so a
+        # seed does not compile a shape of its own: a worker warmed without one is warm for seeds too.
+        width = PRIMER_WIDTH
         steps = 1 << max(8, (steps - 1).bit_length())
         padded = np.zeros((len(requests), width), np.int32)
         for i, p in enumerate(primers):

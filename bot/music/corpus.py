@@ -9,6 +9,7 @@ import os
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,18 +37,24 @@ STYLE_OF = {
     "corpus:mozart": "classical",
     "corpus:beethoven": "classical",
 }
-# `--data music21`: everything above with the share of each corpus's scores it takes; the chorales last,
+# `--data music21`: the corpora above with the share of each one's scores it takes; the chorales last,
 # so a cut (`limit`) keeps them whole. One Palestrina movement in three: his 1,318 mass movements would
 # otherwise be three quarters of the music and a long first parse (about a second each on one core).
+# Beethoven's quartets are left out: 26 pieces that would be 30% of the tokens, in a texture (string
+# writing, fast figuration) far from a chorale; `music21+corpus:beethoven` adds them.
 MUSIC21_SOURCES = (
     ("corpus:palestrina", 3),
     ("corpus:monteverdi", 1),
     ("corpus:josquin", 1),
     ("corpus:haydn", 1),
     ("corpus:mozart", 1),
-    ("corpus:beethoven", 1),
     ("chorales", 1),
 )
+# Note values each style is read at. The renaissance corpora are written in the old long values (a beat
+# of a half note: their notes move 1.55 beats apart on average, the chorales' 0.63), so they are read at
+# half their written values, as modern editions print them: a beat then means the same pace in every
+# style, and a network that leans into the style it learnt most of does not slow into half notes.
+NOTE_VALUES = {"renaissance": 0.5}
 
 
 def cache_dir() -> Path:
@@ -159,12 +166,10 @@ def load_pieces(source: str = DEFAULT_DATA, limit: int | None = None, workers: i
     Parsed pieces are cached as JSON keyed by the source, so a second run starts at once. Each piece's
     meta holds its `style` (the token it opens with), its `source` and its estimated `key`.
     """
-    if source == "music21":
-        sources = list(MUSIC21_SOURCES)
-    elif "+" in source:
-        sources = [(part, 1) for part in source.split("+")]
-    else:
-        sources = []
+    sources = []
+    if source == "music21" or "+" in source:
+        for part in source.split("+"):
+            sources += list(MUSIC21_SOURCES) if part == "music21" else [(part, 1)]
     if sources:
         out: list[Piece] = []
         for part, every in sources:
@@ -237,8 +242,12 @@ def _load_one(source: str, limit: int | None, workers: int, every: int = 1) -> l
     if not usable:
         raise BadData(f"no usable notes in {source}")
     style = STYLE_OF.get(source, "other")
+    scale = NOTE_VALUES.get(style, 1.0)
     for p in usable:
         p.name = Path(p.name).stem if "/" in p.name or "\\" in p.name else p.name
+        if scale != 1.0:
+            p.events = [replace(e, onset=e.onset * scale, duration=e.duration * scale) for e in p.events]
+            p.tempo /= scale
         key = estimate_key(p.events)
         p.meta.update(style=style, source=source, key=key.name if key else None)
     return usable

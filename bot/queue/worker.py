@@ -184,6 +184,7 @@ class Worker:
             soundfont=settings.soundfont,
             publish=publish,
             render_processes=settings.render_processes,
+            warm_length=settings.warm_length,
             render_timeout=settings.render_timeout_seconds,
         )
 
@@ -228,10 +229,11 @@ class Worker:
         )
 
     def warm(self) -> None:
-        """Compile the sampler for every batch size it will be given, at the default length.
+        """Compile the sampler for every batch size it will be given, at `warm_length`.
 
         Compiling is per shape: a one-note warm-up left the first 500-note request 3 times slower than the
-        second. Other lengths compile on first use, once per power of two of their sampling steps.
+        second. A seed changes no shape; other lengths compile on first use, once per power of two of their
+        sampling steps.
         """
         assert self.composer is not None
         for size in batch_sizes(self.batch_size):
