@@ -18,8 +18,7 @@ puts Bach's bass under a quarter of the beats, the prior alone under about 45%, 
 40% with chords as often triads or sevenths as Bach's or more. And every chord is proposed by `K`
 particles at once, resampled by how likely the model finds the given tokens after each proposal
 (sequential Monte Carlo): the harmony that survives is the one under which the model itself would have
-sung this melody, its rests and its ending. More particles trade Bach's bass for the network's own
-choice (more triads, fewer of Bach's basses), so they are few.
+sung this melody, its rests and its ending. More particles make more of the chords triads or sevenths.
 
 The output keeps the melody exactly: onsets, durations and pitches are copied, never decoded from tokens.
 """
@@ -44,7 +43,7 @@ from bot.options import Options
 
 log = logging.getLogger(__name__)
 
-PARTICLES = 4  # proposals per chord: see the README's harmony table for what more or fewer do
+PARTICLES = 4  # proposals per chord: chords about as often triads or sevenths as Bach's (see the README)
 # Where each lower voice may sound (MIDI pitches), a little wider than the chorales use them.
 RANGES = {"alto": (53, 77), "tenor": (46, 70), "bass": (34, 64)}
 MAX_GAP = 12  # soprano-alto and alto-tenor at most an octave apart, as the textbooks ask
