@@ -263,6 +263,18 @@ def card_markdown(card: dict) -> str:
         lines.append("")
     if card.get("music"):
         lines += music_card_markdown(card["music"])
+    if card.get("sweep", {}).get("table"):
+        lines += [
+            "## Sampling defaults",
+            "",
+            "The defaults of `temperature` and `top_p` are the setting closest to the validation pieces in "
+            "this sweep (`etude eval --sweep --quick --write-card`):",
+            "",
+            "```",
+            card["sweep"]["table"],
+            "```",
+            "",
+        ]
     if card.get("listening_note"):
         lines += ["## Listening note", "", card["listening_note"], ""]
     return "\n".join(lines)
