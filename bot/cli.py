@@ -354,7 +354,9 @@ def cmd_eval(args) -> int:
         return 0
 
     if args.sweep:
-        result = evaluate_music(model, data=args.data, quick=args.quick, sweep=True)
+        result = evaluate_music(
+            model, data=args.data, quick=args.quick, sweep=True, write_card=args.write_card
+        )
         print(json.dumps(result) if args.json else sweep_table(result["sweep"]))
         return 0
     result = {}

@@ -245,6 +245,25 @@ def test_eval_music_section_and_card(model_copy) -> None:
     assert all(s.label in text for s in S.STATISTICS)
 
 
+@pytest.mark.timeout(300)
+def test_the_sweep_behind_the_defaults_goes_into_the_card(model_copy, monkeypatch) -> None:
+    from bot.model import evaluate as EV
+
+    real = EV.music_sweep
+    monkeypatch.setattr(
+        EV,
+        "music_sweep",
+        lambda composer, train_p, val_p, pieces, length: real(
+            composer, train_p, val_p, temperatures=(0.5, 1.0), top_ps=(0.95,), pieces=2, length=30
+        ),
+    )
+    result = EV.evaluate_music(str(model_copy), quick=True, sweep=True, write_card=True)
+    card = read_card(model_copy)
+    assert card["sweep"]["settings"] == result["sweep"]["settings"]
+    readme = (model_copy / "README.md").read_text()
+    assert "## Sampling defaults" in readme and card["sweep"]["table"] in readme
+
+
 def read_card(folder) -> dict:
     import json
 

@@ -415,7 +415,15 @@ def evaluate_music(
     composer = Composer(m)
     pieces, length = (QUICK_PIECES, QUICK_LENGTH) if quick else (MUSIC_PIECES, MUSIC_LENGTH)
     if sweep:
-        return {"model": m.name, "sweep": music_sweep(composer, train_p, val_p, pieces=pieces, length=length)}
+        result = {
+            "model": m.name,
+            "sweep": music_sweep(composer, train_p, val_p, pieces=pieces, length=length),
+        }
+        if write_card:
+            card = dict(M.load_card(m.path))
+            card["sweep"] = {**result["sweep"], "table": sweep_table(result["sweep"])}
+            M.write_card(m.path, card)
+        return result
     n_seeds = KEY_SEEDS_QUICK if quick else None
     fidelity = {"validation pieces": key_fidelity(composer, val_p, length=length // 2, seeds=n_seeds)}
     if other is not None:

@@ -30,16 +30,18 @@ class Config:
     vocab_size: int = 0
     input_mode: str = "embedding"  # "embedding" of token ids, or "scalar": id / vocabulary size (tutorial)
     embed_dim: int = 96
-    hidden: int = 384
+    # 2 x 192: at batch 1 a step's weights (2.2 MB) stay in a core's cache, where 2 x 384 (8 MB) ran at a
+    # third of the speed on a 2-core CPU (README, "The shipped model").
+    hidden: int = 192
     layers: int = 2
-    dropout: float = 0.2
+    dropout: float = 0.3
     recurrent_dropout: float = 0.0
     head: str = (
         "linear"  # "linear", or "tutorial": batch norm, dropout, Dense(256), ReLU, batch norm, dropout
     )
     targets: str = "every_step"  # "every_step", or "last": one target per window (tutorial)
     seq_len: int = 192  # training window in tokens
-    batch_size: int = 32
+    batch_size: int = 64
     learning_rate: float = 3e-3
     optimizer: str = "adam"
 
@@ -187,6 +189,7 @@ def write_card(folder: Path, card: dict) -> None:
 
 _DATA_LINES = (
     ("train_onsets", "onsets (notes and chords) for training"),
+    ("train_tokens", "tokens for training"),
     ("val_onsets", "onsets for validation"),
     ("styles", "training pieces by style token"),
     ("keys", "keys"),
@@ -202,8 +205,6 @@ def card_markdown(card: dict) -> str:
         f"- source: {data.get('source', '?')}",
         f"- pieces: {data.get('train_pieces', '?')} for training, {data.get('val_pieces', '?')} "
         "for validation (split by piece)",
-        f"- events (notes and chords): {data.get('train_events', '?')} training, "
-        f"{data.get('val_events', '?')} validation",
         f"- augmentation: {data.get('augmentation', 'none')}",
     ]
     lines += [f"- {label}: {data[key]}" for key, label in _DATA_LINES if data.get(key)]
@@ -262,6 +263,18 @@ def card_markdown(card: dict) -> str:
         lines.append("")
     if card.get("music"):
         lines += music_card_markdown(card["music"])
+    if card.get("sweep", {}).get("table"):
+        lines += [
+            "## Sampling defaults",
+            "",
+            "The defaults of `temperature` and `top_p` are the setting closest to the validation pieces in "
+            "this sweep (`etude eval --sweep --quick --write-card`):",
+            "",
+            "```",
+            card["sweep"]["table"],
+            "```",
+            "",
+        ]
     if card.get("listening_note"):
         lines += ["## Listening note", "", card["listening_note"], ""]
     return "\n".join(lines)

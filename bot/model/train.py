@@ -362,5 +362,9 @@ def train(
             "wall_seconds_this_run": round(time.monotonic() - t_start, 1),
         },
     }
+    styles = td.meta.get("styles") or {}
+    if "chorale" in styles and len(styles) > 1:
+        # Validation was the chorales' held-out pieces alone (`split_by_piece`): `etude eval` scores it there.
+        card["data"]["validation_source"] = "chorales"
     M.save(out, best, config, vocab, card)
     return card
