@@ -517,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--harmony",
         action="store_true",
-        help="harmonize the validation chorales' sopranos and compare the harmony with Bach's and the n-gram's",
+        help="harmonize the validation chorales' sopranos and compare the harmony with Bach's, the network's without the harmony prior, the prior's own bass and the n-gram's",
     )
     e.add_argument("--chorales", type=int, help="with --harmony: only the first N validation chorales")
     e.add_argument(

@@ -230,10 +230,20 @@ def test_eval_harmony_scores_bach_and_the_model(tiny_model_dir):
 
     result = evaluate_harmony(str(tiny_model_dir), limit=2, baseline=False)
     rows = result["rows"]
-    assert result["chorales"] == 2 and set(rows) == {"bach", "model", "model, no rule"}
+    assert result["chorales"] == 2
+    assert set(rows) == {"bach", "model", "model, no rule", "network alone", "prior alone"}
     assert rows["bach"]["bass_on_beats"] == 1.0 and rows["bach"]["four_voices"] > 0.9
     assert rows["model"]["four_voices"] == 1.0 and rows["model"]["crossed_slices"] == 0
     assert 0 <= rows["model"]["bass_on_beats"] <= 1 and rows["model"]["beats"] > 0
     assert rows["model"]["parallels"] <= rows["model, no rule"]["parallels"]
+    # The prior alone writes only a bass: its other figures are not there to show.
+    assert (
+        set(rows["prior alone"]) >= {"bass_equal", "beats", "bass_on_beats"}
+        and "parallels" not in rows["prior alone"]
+    )
+    assert rows["prior alone"]["beats"] > 0 and 0 <= rows["prior alone"]["bass_on_beats"] <= 1
     table = harmony_table(result)
-    assert "bass on beats" in table and "targets:" in table and len(table.splitlines()) == 6
+    assert "bass on beats" in table and "targets:" in table and len(table.splitlines()) == 8
+    assert "harmony prior to the power" in table.splitlines()[0]
+    prior_line = next(line for line in table.splitlines() if line.startswith("prior alone"))
+    assert prior_line.count("—") == 4 and prior_line.rstrip().endswith("%")

@@ -3,61 +3,34 @@
 Each validation chorale's soprano goes through the same path a user's melody does (`melody_from_events`,
 then the constrained sampler), and the result is scored with `bot.music.harmony` against Bach's own four
 parts: bass pitch class on the beats, consecutive fifths and octaves, crossings, triads and sevenths. Bach's
-harmonizations are scored the same way, and so is the n-gram baseline sampled under the same constraints.
+harmonizations are scored the same way, and so is the n-gram baseline sampled under the same constraints
+(and the same harmony prior). Beside them: the network without the harmony prior, and the prior's own most
+likely bass line without the network (only the bass is scored: it writes no other voice).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from pathlib import Path
 
-from bot.model.harmonize import PARTICLES, NgramSteps, NumpySteps, harmonize_melody, melody_key
-from bot.music.corpus import cache_dir, corpus_works, is_validation, piece_from_stream
+from bot.model.harmonize import (
+    INNER_WEIGHT,
+    PARTICLES,
+    PRIOR_WEIGHT,
+    NgramSteps,
+    NumpySteps,
+    harmonize_melody,
+)
+from bot.model.harmony_prior import HarmonyPrior, shipped
+from bot.music.corpus import chorale_parts
 from bot.music.encoding import Event
-from bot.music.harmony import FourVoices, figures, total
+from bot.music.harmony import FourVoices, bass_on_beats, figures, total
+from bot.music.keys import melody_key
 from bot.music.melody import melody_from_events
 
 log = logging.getLogger(__name__)
 
-CACHE_NAME = "chorale-parts-v1.json"
 SHOWN = ("four_voices", "parallels_per_change", "crossings", "triads_or_sevenths", "bass_on_beats")
-
-
-def chorale_parts(validation: bool = True, limit: int | None = None) -> list[tuple[str, list[list[Event]]]]:
-    """(name, [soprano, alto, tenor, bass] events) of the four-part chorales on one side of the split.
-
-    Names are those `load_pieces` gives, so the split is the one the model was trained with. Parsed
-    parts are cached as JSON beside the corpus cache.
-    """
-    path = cache_dir() / CACHE_NAME
-    try:
-        cached = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cached = {}
-    out, changed = [], False
-    for work in corpus_works("chorales"):
-        name = Path(work).stem
-        if is_validation(name) != validation:
-            continue
-        if name not in cached:
-            from music21 import corpus
-
-            score = corpus.parse(work)
-            parts = [piece_from_stream(p, name).events for p in score.parts]
-            cached[name] = [[[e.onset, e.duration, list(e.pitches)] for e in part] for part in parts]
-            changed = True
-        parts = [[Event(on, du, tuple(ps)) for on, du, ps in part] for part in cached[name]]
-        if len(parts) == 4 and all(parts):
-            out.append((name, parts))
-        if limit and len(out) >= limit:
-            break
-    if changed:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cached))
-        tmp.replace(path)
-    return out
 
 
 def harmonize_chorales(
@@ -67,6 +40,8 @@ def harmonize_chorales(
     temperature: float = 1.0,
     rng_seed: int = 0,
     rules: bool = True,
+    prior_weight: float = PRIOR_WEIGHT,
+    inner_weight: float = INNER_WEIGHT,
 ) -> dict:
     """Figures, summed over `chorales`, of harmonizing each soprano with `make_steps()`."""
     results, seconds, notes = [], 0.0, 0
@@ -76,11 +51,42 @@ def harmonize_chorales(
         bach = [[Event(e.onset - shift, e.duration, e.pitches) for e in part] for part in parts]
         key = melody_key(melody.notes)
         t0 = time.perf_counter()
-        events, _ = harmonize_melody(make_steps(), vocab, melody.notes, key, temperature, rng_seed + i, rules)
+        events, _ = harmonize_melody(
+            make_steps(),
+            vocab,
+            melody.notes,
+            key,
+            temperature,
+            rng_seed + i,
+            rules,
+            prior_weight,
+            inner_weight,
+        )
         seconds += time.perf_counter() - t0
         notes += len(melody.notes)
         results.append(figures(FourVoices.from_events(events, melody.notes), FourVoices.from_parts(bach)))
     return {**total(results), "seconds_per_100_notes": round(100 * seconds / max(notes, 1), 3)}
+
+
+def prior_bass(chorales: list[tuple[str, list[list[Event]]]], prior: HarmonyPrior) -> dict:
+    """Bass on the beats, summed over `chorales`, of the prior's own most likely bass line under each
+    soprano: what the prior knows without the network (it writes no other voice)."""
+    equal = beats = 0
+    for name, parts in chorales:
+        melody = melody_from_events(parts[0], name)
+        shift = melody.meta["quarters_dropped"]
+        bach = [[Event(e.onset - shift, e.duration, e.pitches) for e in part] for part in parts]
+        key = melody_key(melody.notes)
+        move = key.to_reference()
+        moved = [Event(n.onset, n.duration, (n.pitches[0] + move,)) for n in melody.notes]
+        line = prior.best_line(moved, key.mode == "minor")
+        # Any octave will do: the figure compares pitch classes.
+        events = [
+            Event(n.onset, n.duration, (36 + (b - move) % 12, *n.pitches)) for n, b in zip(melody.notes, line)
+        ]
+        e, b = bass_on_beats(FourVoices.from_events(events, melody.notes), FourVoices.from_parts(bach))
+        equal, beats = equal + e, beats + b
+    return {"bass_equal": equal, "beats": beats, "bass_on_beats": round(equal / max(beats, 1), 4)}
 
 
 def evaluate_harmony(
@@ -104,18 +110,27 @@ def evaluate_harmony(
     rows["model, no rule"] = harmonize_chorales(
         chorales, lambda: NumpySteps(m), m.vocab, temperature, rules=False
     )
+    prior = shipped()
+    if prior is not None:
+        rows["network alone"] = harmonize_chorales(
+            chorales, lambda: NumpySteps(m), m.vocab, temperature, prior_weight=0, inner_weight=0
+        )
+        rows["network alone"]["kind"] = "the network without the harmony prior"
+        rows["prior alone"] = prior_bass(chorales, prior)
+        rows["prior alone"]["kind"] = "the harmony prior's most likely bass line (no other voice)"
     if baseline:
         # The n-gram learns what the network learned: the training chorales in C major or A minor.
         train_p, _ = split_by_piece(load_pieces("chorales"))
         kn = KneserNey(encode_pieces(train_p, m.vocab), len(m.vocab), order=ngram_order)
         rows["ngram"] = harmonize_chorales(chorales, lambda: NgramSteps(kn), m.vocab, temperature)
-        rows["ngram"]["kind"] = f"interpolated Kneser-Ney, order {ngram_order}"
+        rows["ngram"]["kind"] = f"interpolated Kneser-Ney, order {ngram_order}, with the same harmony prior"
     return {
         "model": m.name,
         "chorales": len(chorales),
         "melody_notes": int(sum(len(p[0]) for _, p in chorales)),
         "temperature": temperature,
         "particles": PARTICLES,
+        "prior_weights": {"bass": PRIOR_WEIGHT, "inner": INNER_WEIGHT} if prior is not None else None,
         "rows": rows,
         "targets": {
             "parallels_at_most_twice_bach": bool(
@@ -132,7 +147,12 @@ def harmony_table(result: dict) -> str:
     heads = {"parallels_per_change": "parallels/100 changes"}
     lines = [
         f"harmonizations of {result['chorales']} validation chorale sopranos ({result['melody_notes']} notes), "
-        f"model {result['model']}, temperature {result['temperature']:g}, {result['particles']} particles",
+        f"model {result['model']}, temperature {result['temperature']:g}, {result['particles']} particles, "
+        + (
+            f"harmony prior to the power {w['bass']:g} (bass) and {w['inner']:g} (tenor, alto)"
+            if (w := result.get("prior_weights"))
+            else "no harmony prior"
+        ),
         f"{'':16}" + "".join(f"{heads.get(c, c.replace('_', ' ')):>22}" for c in SHOWN),
     ]
     for name, row in result["rows"].items():

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DATA = "chorales"
 CACHE_VERSION = 2  # 2: events carry the fermata mark
+PARTS_CACHE = "chorale-parts-v1.json"  # the chorales' four parts apart, for the harmony figures
 VALIDATION_SHARE = 10  # one piece in ten, chosen by a hash of its name
 MIDI_SUFFIXES = {".mid", ".midi", ".smf"}
 SCORE_SUFFIXES = {".mxl", ".musicxml", ".xml", ".krn", ".abc"}
@@ -277,6 +278,41 @@ def split_by_piece(pieces: Sequence[Piece]) -> tuple[list[Piece], list[Piece]]:
     if not train:
         raise BadData("need at least two pieces to hold one out for validation")
     return train, val
+
+
+def chorale_parts(validation: bool = True, limit: int | None = None) -> list[tuple[str, list[list[Event]]]]:
+    """(name, [soprano, alto, tenor, bass] events) of the four-part chorales on one side of the split.
+
+    Names are those `load_pieces` gives, so the split is the one the model was trained with. Parsed
+    parts are cached as JSON beside the corpus cache.
+    """
+    path = cache_dir() / PARTS_CACHE
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    out, changed = [], False
+    for work in corpus_works("chorales"):
+        name = Path(work).stem
+        if is_validation(name) != validation:
+            continue
+        if name not in cached:
+            from music21 import corpus
+
+            score = corpus.parse(work)
+            parts = [piece_from_stream(p, name).events for p in score.parts]
+            cached[name] = [[[e.onset, e.duration, list(e.pitches)] for e in part] for part in parts]
+            changed = True
+        parts = [[Event(on, du, tuple(ps)) for on, du, ps in part] for part in cached[name]]
+        if len(parts) == 4 and all(parts):
+            out.append((name, parts))
+        if limit and len(out) >= limit:
+            break
+    if changed:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cached))
+        tmp.replace(path)
+    return out
 
 
 def to_reference_key(piece: Piece) -> tuple[list[Event], str | None]:

@@ -68,6 +68,12 @@ def key_fit(events: Sequence[Event]) -> tuple[Key, float] | None:
     return best
 
 
+def melody_key(events: Sequence[Event]) -> Key:
+    """The key a melody is in; a line too short to say one is taken as major on its last note."""
+    fit = key_fit(events)
+    return fit[0] if fit is not None else Key(events[-1].pitches[0] % 12, "major")
+
+
 def estimate_key(events: Sequence[Event]) -> Key | None:
     """The key of `events`, or None when they do not say one (too few pitch classes, or atonal)."""
     fit = key_fit(events)
