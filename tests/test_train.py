@@ -35,6 +35,28 @@ def test_tiny_training_lowers_validation_loss(tiny_model):
     assert "validation" in (out / "README.md").read_text()
 
 
+def test_a_model_of_several_styles_is_scored_on_the_chorales(tmp_path, chorales):
+    """Trained on the chorales among other music, validation was the chorales' own: the card says so, and
+    `etude eval` scores the model there."""
+    from bot.model.train import TokenData, save_tokens
+    from bot.music.corpus import encode_pieces, split_by_piece
+    from bot.music.encoding import Vocabulary
+
+    train_p, val_p = split_by_piece(chorales)
+    vocab = Vocabulary.fit(train_p)
+    styles = {"chorale": len(train_p) - 1, "renaissance": 1}
+    meta = {"source": "music21", "keys": "reference", "styles": styles}
+    tokens = tmp_path / "t.npz"
+    save_tokens(tokens, TokenData(vocab, encode_pieces(train_p, vocab), encode_pieces(val_p, vocab), meta))
+    card = train(None, tmp_path / "m", preset="small", epochs=1, overrides=TINY, verbose=0, tokens=tokens)
+    assert card["data"]["validation_source"] == "chorales"
+    only = tmp_path / "only.npz"
+    meta = {**meta, "source": "chorales", "styles": {"chorale": len(train_p)}}
+    save_tokens(only, TokenData(vocab, encode_pieces(train_p, vocab), encode_pieces(val_p, vocab), meta))
+    alone = train(None, tmp_path / "c", preset="small", epochs=1, overrides=TINY, verbose=0, tokens=only)
+    assert "validation_source" not in alone["data"]
+
+
 def test_model_folder_round_trip(tiny_model):
     out, card = tiny_model
     m = M.load(out)
