@@ -420,9 +420,7 @@ def evaluate_music(
             "sweep": music_sweep(composer, train_p, val_p, pieces=pieces, length=length),
         }
         if write_card:
-            card = dict(M.load_card(m.path))
-            card["sweep"] = {**result["sweep"], "table": sweep_table(result["sweep"])}
-            M.write_card(m.path, card)
+            _store_in_card(m.path, "sweep", {**result["sweep"], "table": sweep_table(result["sweep"])})
         return result
     n_seeds = KEY_SEEDS_QUICK if quick else None
     fidelity = {"validation pieces": key_fidelity(composer, val_p, length=length // 2, seeds=n_seeds)}
@@ -434,10 +432,15 @@ def evaluate_music(
         "key_fidelity": fidelity,
     }
     if write_card:
-        card = dict(M.load_card(m.path))  # as written now: the loss part may have just updated it
-        card["music"] = {**result["music"], "key_fidelity": result["key_fidelity"]}
-        M.write_card(m.path, card)
+        _store_in_card(m.path, "music", {**result["music"], "key_fidelity": result["key_fidelity"]})
     return result
+
+
+def _store_in_card(folder, section: str, value: dict) -> None:
+    """One section of a model's card replaced, the rest as written now (the loss part may just have been)."""
+    card = dict(M.load_card(folder))
+    card[section] = value
+    M.write_card(folder, card)
 
 
 def _inside(stat: S.Statistic, generated: dict, reference: dict) -> str:

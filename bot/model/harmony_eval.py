@@ -21,12 +21,10 @@ from bot.model.harmonize import (
     NumpySteps,
     harmonize_melody,
 )
-from bot.model.harmony_prior import HarmonyPrior, shipped
+from bot.model.harmony_prior import HarmonyPrior, chorale_soprano, shipped
 from bot.music.corpus import chorale_parts
-from bot.music.encoding import Event
+from bot.music.encoding import Event, transpose
 from bot.music.harmony import FourVoices, bass_on_beats, figures, total
-from bot.music.keys import melody_key
-from bot.music.melody import melody_from_events
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +44,7 @@ def harmonize_chorales(
     """Figures, summed over `chorales`, of harmonizing each soprano with `make_steps()`."""
     results, seconds, notes = [], 0.0, 0
     for i, (name, parts) in enumerate(chorales):
-        melody = melody_from_events(parts[0], name)
-        shift = melody.meta["quarters_dropped"]
-        bach = [[Event(e.onset - shift, e.duration, e.pitches) for e in part] for part in parts]
-        key = melody_key(melody.notes)
+        melody, bach, key = chorale_soprano(name, parts)
         t0 = time.perf_counter()
         events, _ = harmonize_melody(
             make_steps(),
@@ -73,13 +68,9 @@ def prior_bass(chorales: list[tuple[str, list[list[Event]]]], prior: HarmonyPrio
     soprano: what the prior knows without the network (it writes no other voice)."""
     equal = beats = 0
     for name, parts in chorales:
-        melody = melody_from_events(parts[0], name)
-        shift = melody.meta["quarters_dropped"]
-        bach = [[Event(e.onset - shift, e.duration, e.pitches) for e in part] for part in parts]
-        key = melody_key(melody.notes)
+        melody, bach, key = chorale_soprano(name, parts)
         move = key.to_reference()
-        moved = [Event(n.onset, n.duration, (n.pitches[0] + move,)) for n in melody.notes]
-        line = prior.best_line(moved, key.mode == "minor")
+        line = prior.best_line(transpose(melody.notes, move), key.mode == "minor")
         # Any octave will do: the figure compares pitch classes.
         events = [
             Event(n.onset, n.duration, (36 + (b - move) % 12, *n.pitches)) for n, b in zip(melody.notes, line)

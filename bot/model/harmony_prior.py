@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from bot.music.corpus import chorale_parts
-from bot.music.encoding import Event
-from bot.music.keys import melody_key
-from bot.music.melody import BadMelody, melody_from_events
+from bot.music.encoding import Event, transpose
+from bot.music.keys import Key, melody_key
+from bot.music.melody import BadMelody, Melody, melody_from_events
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,15 @@ def _sounding(line: Sequence[Event]) -> Callable[[float], int | None]:
     return at
 
 
+def chorale_soprano(name: str, parts: Sequence[Sequence[Event]]) -> tuple[Melody, list[list[Event]], Key]:
+    """A chorale's soprano read as a user's melody is (`melody_from_events`), Bach's four parts on that
+    melody's clock, and the melody's key."""
+    melody = melody_from_events(parts[0], name)
+    shift = melody.meta["quarters_dropped"]
+    bach = [[Event(e.onset - shift, e.duration, e.pitches) for e in part] for part in parts]
+    return melody, bach, melody_key(melody.notes)
+
+
 def _voices(chorales) -> Iterator[tuple[list[Event], bool, list[Callable[[float], int | None]]]]:
     """For each of `chorales` ((name, four parts) each): its soprano as `melody_from_events` reads a user's
     melody, moved to C major or A minor by the soprano's own key; whether minor; and the pitch class the
@@ -201,18 +210,15 @@ def _voices(chorales) -> Iterator[tuple[list[Event], bool, list[Callable[[float]
 
     for name, parts in chorales:
         try:
-            melody = melody_from_events(parts[0], name)
+            melody, bach, key = chorale_soprano(name, parts)
         except BadMelody:
             continue
-        shift = melody.meta["quarters_dropped"]
-        key = melody_key(melody.notes)
         move = key.to_reference()
-        notes = [Event(n.onset, n.duration, (n.pitches[0] + move,)) for n in melody.notes]
         lines = [
-            _sounding([Event(e.onset - shift, e.duration, ((max(e.pitches) + move) % 12,)) for e in part])
-            for part in parts[1:]
+            _sounding([Event(e.onset, e.duration, ((max(e.pitches) + move) % 12,)) for e in part])
+            for part in bach[1:]
         ]
-        yield notes, key.mode == "minor", lines
+        yield transpose(melody.notes, move), key.mode == "minor", lines
 
 
 def examples(chorales) -> tuple[list[list[str]], list[int]]:

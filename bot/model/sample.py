@@ -473,16 +473,15 @@ class Sampler:
         # The primer must begin a stream: keep <start> first when a long seed was cut.
         primers = [p if p[0] == self.vocab.start else [self.vocab.start, *p] for p in primers]
         plen = np.array([len(p) for p in primers], np.int32)
-        # Sized by the lengths alone (the primer counted at its widest), for the same reason.
+        # Few distinct shapes, so a server reuses the compiled loop: every primer is padded to the longest
+        # one kept (the loop reads a primer only as far as its length) and the steps are sized by the
+        # lengths alone, rounded up to a power of two. A seed then compiles no shape of its own: a worker
+        # warmed without one is warm for seeds too.
         steps = PRIMER_WIDTH + max(
             (cadence_margin(r.length) + r.length + 1) * TOKENS_PER_ONSET_CAP for r in requests
         )
-        # Round the shapes up, so a server sees few distinct shapes and reuses the compiled loop. Every
-        # primer is padded to the longest one kept (the loop reads a primer only as far as its length), so a
-        # seed does not compile a shape of its own: a worker warmed without one is warm for seeds too.
-        width = PRIMER_WIDTH
         steps = 1 << max(8, (steps - 1).bit_length())
-        padded = np.zeros((len(requests), width), np.int32)
+        padded = np.zeros((len(requests), PRIMER_WIDTH), np.int32)
         for i, p in enumerate(primers):
             padded[i, : len(p)] = p
         uniforms = draw_uniforms([r.rng_seed for r in requests], steps)

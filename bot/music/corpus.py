@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DATA = "chorales"
 CACHE_VERSION = 2  # 2: events carry the fermata mark
-PARTS_CACHE = "chorale-parts-v1.json"  # the chorales' four parts apart, for the harmony figures
+PARTS_CACHE = "chorale-parts-v2.json"  # the chorales' four parts apart, for the harmony figures
 VALIDATION_SHARE = 10  # one piece in ten, chosen by a hash of its name
 MIDI_SUFFIXES = {".mid", ".midi", ".smf"}
 SCORE_SUFFIXES = {".mxl", ".musicxml", ".xml", ".krn", ".abc"}
@@ -132,10 +132,11 @@ def _piece_from_json(d: dict) -> Piece:
 
 
 def _load_cache(path: Path) -> dict:
+    """The entries of a cache file (empty when it is missing, unreadable or of another version)."""
     try:
         data = json.loads(path.read_text())
-        return data if data.get("version") == CACHE_VERSION else {}
-    except (OSError, ValueError):
+        return data.get("entries", {}) if data.get("version") == CACHE_VERSION else {}
+    except (OSError, ValueError, AttributeError):
         return {}
 
 
@@ -214,7 +215,7 @@ def _load_one(source: str, limit: int | None, workers: int, every: int = 1) -> l
 
     key = hashlib.sha1(source.encode()).hexdigest()[:12]
     cache_path = cache_dir() / f"pieces-{key}-v{CACHE_VERSION}.json"  # versions never overwrite each other
-    cached = _load_cache(cache_path).get("entries", {})
+    cached = _load_cache(cache_path)
     pieces: dict[str, Piece | None] = {}
     todo = []
     for item in items:
@@ -247,7 +248,7 @@ def _load_one(source: str, limit: int | None, workers: int, every: int = 1) -> l
         p.name = Path(p.name).stem if "/" in p.name or "\\" in p.name else p.name
         if scale != 1.0:
             p.events = [replace(e, onset=e.onset * scale, duration=e.duration * scale) for e in p.events]
-            p.tempo /= scale
+            p.tempo *= scale  # the same music in the same time: a half note at 60 is a quarter at 60
         key = estimate_key(p.events)
         p.meta.update(style=style, source=source, key=key.name if key else None)
     return usable
@@ -287,10 +288,7 @@ def chorale_parts(validation: bool = True, limit: int | None = None) -> list[tup
     parts are cached as JSON beside the corpus cache.
     """
     path = cache_dir() / PARTS_CACHE
-    try:
-        cached = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cached = {}
+    cached = _load_cache(path)
     out, changed = [], False
     for work in corpus_works("chorales"):
         name = Path(work).stem
@@ -309,9 +307,7 @@ def chorale_parts(validation: bool = True, limit: int | None = None) -> list[tup
         if limit and len(out) >= limit:
             break
     if changed:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cached))
-        tmp.replace(path)
+        _save_cache(path, cached)
     return out
 
 
