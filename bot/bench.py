@@ -172,7 +172,8 @@ def _model_dir(args) -> Path:
 def bench_harmonize(model_dir: Path, notes: int = 100, runs: int = 5) -> None:
     """A melody of `notes` notes harmonized end to end: read from MIDI bytes, sampled, written as MIDI."""
     from bot.model.composer import Composer
-    from bot.model.harmonize import PARTICLES, harmonize
+    from bot.model.harmonize import harmonize
+    from bot.model.steps import PARTICLES
     from bot.music.encoding import Event
     from bot.music.melody import read_melody
     from bot.music.midi import midi_bytes

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.model.harmonize import NgramSteps, NumpySteps, cadence_for, harmonize, harmonize_line, plan_key
+from bot.model.harmonize import cadence_for, harmonize, harmonize_line, plan_key
+from bot.model.steps import NgramSteps, NumpySteps
 from bot.music.encoding import Event
 from bot.music.harmony import FourVoices, figures, parallels
 from bot.music.melody import melody_from_events, read_melody

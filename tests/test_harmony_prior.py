@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.model.harmonize import NumpySteps, harmonize_line
+from bot.model.harmonize import harmonize_line
 from bot.model.harmony_prior import NONE, HarmonyPrior, build, shipped
+from bot.model.steps import NumpySteps
 from bot.music.corpus import corpus_works, is_validation
 from bot.music.encoding import Event
 
