@@ -25,9 +25,11 @@ def _cpu() -> float:
 
 
 def bench_render(composer, length: int, runs: int = 3) -> None:
-    """Render speed on one core: seconds of audio per second, for FluidSynth alone and for every file."""
+    """Render speed on one core (seconds of audio per second, for FluidSynth alone and for every file), and
+    for one piece played in parts on every core."""
     from bot.render.audio import find_soundfont
-    from bot.render.files import RenderRequest, local_synth, render_piece
+    from bot.render.files import RenderRequest, local_synth, render_here, render_piece
+    from bot.render.parts import cores
 
     synth = local_synth(find_soundfont())
     pieces = [composer.compose_one(Options(length=length, rng_seed=100 + i)) for i in range(runs)]
@@ -57,6 +59,15 @@ def bench_render(composer, length: int, runs: int = 3) -> None:
             f"  {label:30s} {audio_s / wall:6.0f} s of audio per second, {wall / runs:5.2f} s a piece "
             f"({cpu / runs:.2f} CPU s, ffmpeg included)"
         )
+    wall = 0.0
+    for r in requests:
+        t = time.perf_counter()
+        parts = render_here(r, cores=cores()).parts
+        wall += time.perf_counter() - t
+    _say(
+        f"  {'every file, one piece on ' + str(cores()) + ' cores':30s} {audio_s / wall:6.0f} s of audio per second, "
+        f"{wall / runs:5.2f} s a piece (played in {parts} parts at once)"
+    )
     sizes = ", ".join(f"{f.name.rsplit('.', 1)[1]} {len(f.data) / 2**20:.2f} MiB" for f in out.files)
     _say(f"  one {length}-note reply ({audio_s / runs:.0f} s of music): {sizes}")
     if out.note:

@@ -1,8 +1,9 @@
 """Render targets that fail the way a hostile piece could make FluidSynth fail, for the pool's tests.
 
-A render process runs `render` from here instead of `bot.render.files.render_piece`: a piece named
+A render process runs `render` from here instead of `bot.render.files.serve_request`: a piece named
 `hang…` or composed with rng seed HANG_SEED never finishes; one named `crash…` or composed with CRASH_SEED
-kills its process as a segfault in the synthesizer would; any other piece renders normally.
+kills its process as a segfault in the synthesizer would, in whichever part of the piece a process plays;
+any other piece renders normally.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.render.files import render_piece
+from bot.render.files import serve_request
 
 HANG_SEED = 4040
 CRASH_SEED = 5050
@@ -28,4 +29,4 @@ def render(request, synth):
             time.sleep(60)
     if request.name.startswith("crash") or request.name.endswith(f"-{CRASH_SEED}"):
         os.kill(os.getpid(), signal.SIGSEGV)
-    return render_piece(request, synth)
+    return serve_request(request, synth)

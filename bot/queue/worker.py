@@ -24,8 +24,8 @@ from bot.music.midi import SeedLimits
 from bot.options import Options
 from bot.queue.jobs import JobResult, JobSpec, ResultFile
 from bot.render.audio import find_soundfont
-from bot.render.files import RenderRequest, local_synth, midi_only, render_piece
-from bot.render.pool import RenderPool
+from bot.render.files import RenderRequest, midi_only, render_here
+from bot.render.pool import RenderPool, render_on
 from bot.render.synth import check_soundfont
 
 log = logging.getLogger(__name__)
@@ -114,9 +114,9 @@ def render_for_limit(
     request = RenderRequest.of(piece, limit, video)
     try:
         if renderer is not None:
-            rendered = renderer.render(request)
+            rendered = render_on(renderer, request)
         else:
-            rendered = render_piece(request, local_synth(find_soundfont(soundfont)))
+            rendered = render_here(request, soundfont)
     except RenderError as e:
         log.warning("render of %s failed: %s", piece.name, e)
         rendered = midi_only(request, str(e))

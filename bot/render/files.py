@@ -2,8 +2,10 @@
 
 `render_piece` turns a piece into its files: the `.mid`, an Ogg Opus listening copy, a `.wav`, the piano
 roll and, on request, an `.mp4`, each within the byte limit, with a note for the user on whatever was
-reduced. FluidSynth plays the piece once; every audio file is encoded from that one render. It runs in a
-render process of the pool (`bot.render.pool`) for the worker, and in-process for `etude compose`.
+reduced. FluidSynth plays the piece once; every audio file is encoded from that one render. It runs in the
+render processes of the pool (`bot.render.pool`) for the worker, and in this process for `etude compose`;
+either way a long piece is played in parts on every idle core at once (`bot.render.parts`, `render_here`,
+`bot.render.pool.render_on`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ from functools import cache
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from bot.errors import EtudeError, RenderError
 from bot.music.encoding import Event
 from bot.render.atomic import temp_path
 from bot.render.audio import AudioInfo, encode, normalise, opus_kbps, plan_wav, trim
+from bot.render.parts import cores as default_cores
+from bot.render.parts import mix, play_parts, split_midi
 from bot.render.pianoroll import draw_piano_roll
 from bot.render.synth import Synth, SynthSettings
 
@@ -97,6 +103,7 @@ class Rendered:
     ogg: AudioInfo | None = None
     wav: AudioInfo | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    parts: int = 1  # synths that played the piece at once
 
     def file(self, suffix: str) -> RenderedFile | None:
         return next((f for f in self.files if f.name.endswith("." + suffix)), None)
@@ -119,8 +126,11 @@ def _png(request: RenderRequest) -> bytes:
         return path.read_bytes()
 
 
-def render_piece(request: RenderRequest, synth: Synth) -> Rendered:
-    """All the files of `request`, each within `request.max_bytes`; the note says what was reduced."""
+def render_piece(request: RenderRequest, synth: Synth, audio: np.ndarray | None = None) -> Rendered:
+    """All the files of `request`, each within `request.max_bytes`; the note says what was reduced.
+
+    `synth` plays the piece, unless `audio` holds it played already (in parts, by several synths).
+    """
     from bot.render.video import encode_video, mux, roll_strip, video_kbps
 
     limit = request.max_bytes
@@ -132,7 +142,9 @@ def render_piece(request: RenderRequest, synth: Synth) -> Rendered:
         # The picture does not need the audio: it is drawn while FluidSynth plays.
         png = side.submit(_png, request)
         t = time.perf_counter()
-        audio = normalise(trim(synth.render(request.midi, MAX_AUDIO_SECONDS), rate))
+        if audio is None:
+            audio = synth.render(request.midi, MAX_AUDIO_SECONDS)
+        audio = normalise(trim(audio, rate))
         timings["synth"] = time.perf_counter() - t
         seconds = len(audio) / rate
         wav_plan = plan_wav(seconds, limit)
@@ -194,9 +206,69 @@ def midi_only(request: RenderRequest, reason: str) -> Rendered:
 
 
 @cache
-def local_synth(soundfont: Path, settings: SynthSettings = SynthSettings()) -> Synth:
-    """A synth in this process, loaded once: for `etude compose` and tests, where no pool runs."""
+def local_synth(soundfont: Path, settings: SynthSettings = SynthSettings(), index: int = 0) -> Synth:
+    """A synth in this process, loaded once: for `etude compose` and tests, where no pool runs. `index`
+    tells apart the synths that play one piece's parts at once."""
     return Synth(soundfont, settings)
+
+
+# -- one piece on several cores (`bot.render.parts`) --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartRequest:
+    """One part of a piece for a render process to play into `path` as float32 stereo frames."""
+
+    name: str  # the piece's
+    midi: bytes
+    path: str
+
+
+@dataclass(frozen=True)
+class MixRequest:
+    """A piece whose parts are played already: (offset in frames, path) each; mix them, make the files."""
+
+    request: RenderRequest
+    parts: tuple[tuple[int, str], ...]
+
+    @property
+    def name(self) -> str:
+        return self.request.name
+
+
+def serve_request(request: RenderRequest | PartRequest | MixRequest, synth: Synth) -> object:
+    """What a render process of the pool does with each request it is sent."""
+    if isinstance(request, PartRequest):
+        audio = synth.render(request.midi, MAX_AUDIO_SECONDS)
+        np.ascontiguousarray(audio, np.float32).tofile(request.path)
+        return len(audio)
+    if isinstance(request, MixRequest):
+        parts = [(offset, np.fromfile(path, np.float32).reshape(-1, 2)) for offset, path in request.parts]
+        rendered = render_piece(request.request, synth, mix(parts))
+        rendered.parts = len(parts)
+        return rendered
+    return render_piece(request, synth)
+
+
+def render_here(
+    request: RenderRequest, soundfont: str | Path | None = None, cores: int | None = None
+) -> Rendered:
+    """`request` rendered in this process, in parts on one synth per core when the piece is long enough."""
+    from bot.render.audio import find_soundfont
+
+    font = find_soundfont(soundfont)
+    synths = [local_synth(font, index=i) for i in range(cores or default_cores())]
+    parts = split_midi(request.midi, len(synths), synths[0].settings.sample_rate)
+    if len(parts) <= 1:
+        return render_piece(request, synths[0])
+    players = [lambda midi, s=s: s.render(midi, MAX_AUDIO_SECONDS) for s in synths]
+    t = time.perf_counter()
+    audio = play_parts(parts, players)
+    played = time.perf_counter() - t
+    rendered = render_piece(request, synths[0], audio)
+    rendered.timings["synth"] += played
+    rendered.parts = len(parts)
+    return rendered
 
 
 @dataclass
@@ -232,9 +304,8 @@ def write_outputs(
     from bot.render.audio import find_soundfont
 
     font = find_soundfont(soundfont)  # before any work: a missing soundfont is the user's to fix
-    synth = local_synth(font)
     t = time.perf_counter()
-    rendered = render_piece(RenderRequest.of(piece, max_bytes, video), synth)
+    rendered = render_here(RenderRequest.of(piece, max_bytes, video), font)
     piece.timings["render"] = time.perf_counter() - t
     piece.timings.update(rendered.timings)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -255,8 +326,12 @@ __all__ = [
     "RenderRequest",
     "Rendered",
     "RenderedFile",
+    "MixRequest",
+    "PartRequest",
     "local_synth",
     "midi_only",
+    "render_here",
     "render_piece",
+    "serve_request",
     "write_outputs",
 ]

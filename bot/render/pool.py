@@ -8,6 +8,10 @@ starts these processes itself, so what it unpickles is its own.
 Every render runs under a deadline. A process that misses it is killed; one that dies (a crash in the
 synthesizer) is noticed at once. Either way only that render is lost: the caller gets a RenderError, a new
 process takes the old one's place in the background, and the next job renders normally.
+
+A caller may hold several processes at once (`lease`) to play one piece in parts on several cores
+(`render_on`): the first process is waited for, the others are taken only when idle, so a
+busy pool gives each piece one process and the parts never hold up another job.
 """
 
 from __future__ import annotations
@@ -25,26 +29,22 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from bot.errors import RenderError
+from bot.render.files import MixRequest, PartRequest, Rendered, RenderRequest, render_piece
+from bot.render.parts import cores, split_midi
+from bot.render.synth import Synth, SynthSettings
 
 log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("<Q")
-DEFAULT_TARGET = "bot.render.files:render_piece"
+DEFAULT_TARGET = "bot.render.files:serve_request"
 PARENT_POLL = 0.5  # seconds between a render process's checks that the process that started it lives
 START_TIMEOUT = 60.0  # loading a soundfont from a cold disk; far above the 0.3 s it takes warm
 RESTART_DELAY = 5.0  # between attempts to replace a process when starting one fails
-
-
-def default_size() -> int:
-    """One render process per core this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 class _Dead(Exception):
@@ -147,7 +147,7 @@ class RenderPool:
     ):
         self.soundfont, self.size, self.timeout, self.target = (
             Path(soundfont),
-            size or default_size(),
+            size or cores(),
             timeout,
             target,
         )
@@ -174,26 +174,27 @@ class RenderPool:
             self.idle.put(p)
         log.info("render pool: %d processes warm in %.2f s", self.size, time.perf_counter() - t0)
 
-    def render(self, request: object, timeout: float | None = None) -> object:
-        """`target(request, synth)` in a free process; RenderError when it fails, hangs or crashes."""
+    @contextmanager
+    def lease(self, most: int = 1) -> Iterator[Lease]:
+        """Processes held for one piece: the first waited for, up to `most - 1` more taken if idle now."""
         if self.closed:
             raise RenderError("the renderer is shut down")
-        proc = self.idle.get()
+        procs = [self.idle.get()]
+        while len(procs) < most:
+            try:
+                procs.append(self.idle.get_nowait())
+            except queue.Empty:
+                break
+        held = Lease(self, procs)
         try:
-            result = proc.call(request, timeout or self.timeout)
-        except TimeoutError:
-            self._replace(proc, "took too long")
-            raise RenderError("rendering took too long") from None
-        except (_Dead, BrokenPipeError):
-            self._replace(proc, "crashed")
-            raise RenderError("the renderer crashed") from None
-        except BaseException:  # a caller interrupted mid-call: the process's state is unknown
-            self._replace(proc, "was interrupted")
-            raise
-        self.idle.put(proc)
-        if isinstance(result, BaseException):
-            raise result
-        return result
+            yield held
+        finally:
+            held.keep(0)
+
+    def render(self, request: object, timeout: float | None = None) -> object:
+        """`target(request, synth)` in a free process; RenderError when it fails, hangs or crashes."""
+        with self.lease() as held:
+            return held.call([request], time.monotonic() + (timeout or self.timeout))[0]
 
     def _replace(self, proc: _Process, why: str) -> None:
         log.warning("render process %d %s: replacing it", proc.pid, why)
@@ -232,13 +233,84 @@ class RenderPool:
             p.kill()
 
 
+class Lease:
+    """Render processes held by one caller (`RenderPool.lease`); `call` runs requests on them at once."""
+
+    def __init__(self, pool: RenderPool, procs: list[_Process]):
+        self.pool, self.procs = pool, procs
+
+    def __len__(self) -> int:
+        return len(self.procs)
+
+    def keep(self, count: int) -> None:
+        """Give all but the first `count` processes back to the pool."""
+        for proc in self.procs[count:]:
+            self.pool.idle.put(proc)
+        del self.procs[count:]
+
+    def _lose(self, proc: _Process, why: str) -> None:
+        self.procs.remove(proc)
+        self.pool._replace(proc, why)
+
+    def call(self, requests: Sequence[object], deadline: float) -> list[object]:
+        """`requests[i]` on process i, all at once, each answered by `deadline` (a `time.monotonic()`).
+
+        A process that misses it or dies is replaced; once every process has answered or been replaced,
+        the first failure is raised as a RenderError, so no answer is left unread in a pipe.
+        """
+        error: RenderError | None = None
+        sent = []
+        for proc, request in zip(list(self.procs), requests, strict=False):
+            try:
+                _write(proc.proc.stdin, request)
+                sent.append(proc)
+            except BrokenPipeError:
+                self._lose(proc, "crashed")
+                error = error or RenderError("the renderer crashed")
+        results = []
+        for i, proc in enumerate(sent):
+            try:
+                results.append(_read(proc.proc.stdout.fileno(), deadline))
+            except TimeoutError:
+                self._lose(proc, "took too long")
+                error = error or RenderError("rendering took too long")
+            except _Dead:
+                self._lose(proc, "crashed")
+                error = error or RenderError("the renderer crashed")
+            except BaseException:  # a caller interrupted mid-call: these processes' state is unknown
+                for unread in sent[i:]:
+                    self._lose(unread, "was interrupted")
+                raise
+        if error is not None:
+            raise error
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results
+
+
+def render_on(pool: RenderPool, request: RenderRequest, timeout: float | None = None) -> Rendered:
+    """`request` rendered by the pool: in parts on as many of its processes as are idle, else in one."""
+    deadline = time.monotonic() + (timeout or pool.timeout)
+    with pool.lease(most=pool.size) as held:
+        parts = split_midi(request.midi, len(held), SynthSettings().sample_rate) if len(held) > 1 else []
+        if len(parts) <= 1:
+            return held.call([request], deadline)[0]
+        held.keep(len(parts))  # what the piece is too short to use goes back at once
+        with tempfile.TemporaryDirectory(prefix="etude-parts-") as tmp:
+            paths = [str(Path(tmp) / f"part{i}.f32") for i in range(len(parts))]
+            held.call([PartRequest(request.name, p.midi, path) for p, path in zip(parts, paths)], deadline)
+            held.keep(1)
+            mixed = MixRequest(request, tuple((p.offset, path) for p, path in zip(parts, paths)))
+            return held.call([mixed], deadline)[0]
+
+
 # -- the render process ----------------------------------------------------------------------------------
 
 
 def _warm_request():
     from bot.music.encoding import Event
     from bot.music.midi import midi_bytes
-    from bot.render.files import RenderRequest
 
     events = (Event(0.0, 1.0, (60, 64, 67)),)
     return RenderRequest("warm", midi_bytes(list(events)), events, 0, 100.0, "warm", 10 * 1024 * 1024)
@@ -264,8 +336,6 @@ def exit_with_parent(parent: int, every: float = PARENT_POLL) -> threading.Threa
 
 def serve(soundfont: Path, target: Callable[[object, object], object]) -> None:
     """Load the synth, warm up, say "ready", then answer requests on stdin until it closes."""
-    from bot.render.files import render_piece
-    from bot.render.synth import Synth
 
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the pipe

@@ -22,7 +22,7 @@ from bot.errors import RenderError
 
 log = logging.getLogger(__name__)
 
-BLOCK = 4410  # frames written per call: 0.1 s at 44.1 kHz, so the end of the piece is found within 0.1 s
+BLOCK = 4800  # frames written per call: 0.1 s at 48 kHz (the end of the piece is found within it), 75 of FluidSynth's 64-frame blocks so every render starts on one
 TAIL_SECONDS = 2.5  # rendered after the player's last event: releases and reverb
 SOUNDFONT_MAGIC = (b"RIFF", b"sfbk")
 
