@@ -371,7 +371,7 @@ def test_odd_seeds_become_music_or_one_error(composer):
 def test_stdout_carries_only_the_paths_whatever_a_library_writes():
     code = (
         "import os\n"
-        "from bot.cli import paths_only_on_stdout\n"
+        "from bot.cli.compose import paths_only_on_stdout\n"
         "with paths_only_on_stdout():\n"
         "    os.write(1, b'fluidsynth: warning: noise from C\\n')\n"
         "    print('noise from Python')\n"
