@@ -15,7 +15,8 @@ from bot.errors import BadOption, BadSeed
 from bot.model.sample import MAX_RUN, Request
 from bot.music.encoding import GRID, Event, normalize, transpose
 from bot.music.keys import Key, estimate_key
-from bot.music.midi import midi_bytes, read_midi
+from bot.music.midi import read_midi
+from bot.music.midi_out import midi_bytes
 from bot.options import Options, cadence_margin, parse_instrument
 from bot.render.files import write_outputs
 

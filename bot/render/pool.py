@@ -237,7 +237,7 @@ class RenderPool:
 
 def _warm_request():
     from bot.music.encoding import Event
-    from bot.music.midi import midi_bytes
+    from bot.music.midi_out import midi_bytes
     from bot.render.files import RenderRequest
 
     events = (Event(0.0, 1.0, (60, 64, 67)),)
