@@ -35,7 +35,7 @@ def chorales():
 @pytest.fixture(scope="session")
 def midi_folder(tmp_path_factory, chorales):
     """A folder of MIDI files, as a user would point `etude train --data` at."""
-    from bot.music.midi import write_midi
+    from bot.music.midi_out import write_midi
 
     folder = tmp_path_factory.mktemp("midi_songs")
     for p in chorales:

@@ -12,7 +12,7 @@ from fakediscord import FakeDiscord
 
 from bot.chat.client import EtudeBot, Runtime
 from bot.chat.endpoints import apply_endpoints, current_endpoints
-from bot.music.midi import midi_bytes
+from bot.music.midi_out import midi_bytes
 from bot.options import SPECS
 from bot.settings import Settings
 

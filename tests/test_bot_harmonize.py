@@ -11,7 +11,7 @@ from test_midi import note, smf
 
 from bot.music.encoding import Event
 from bot.music.melody import read_melody
-from bot.music.midi import midi_bytes
+from bot.music.midi_out import midi_bytes
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.asyncio(loop_scope="module")]
 

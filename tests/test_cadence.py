@@ -11,7 +11,7 @@ from bot.model.composer import Composer
 from bot.model.sample import Request
 from bot.music import stats as S
 from bot.music.encoding import PIANO_LOW
-from bot.music.midi import midi_bytes
+from bot.music.midi_out import midi_bytes
 from bot.options import Options, cadence_margin
 
 pytestmark = pytest.mark.timeout(600)

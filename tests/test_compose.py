@@ -15,7 +15,8 @@ from bot.errors import BadOption, BadSeed
 from bot.model.sample import MAX_RUN, Request
 from bot.music.encoding import GRID, Event, normalize, transpose
 from bot.music.keys import Key, estimate_key
-from bot.music.midi import midi_bytes, read_midi
+from bot.music.midi import read_midi
+from bot.music.midi_out import midi_bytes
 from bot.options import Options, cadence_margin, parse_instrument
 from bot.render.files import write_outputs
 
@@ -371,7 +372,7 @@ def test_odd_seeds_become_music_or_one_error(composer):
 def test_stdout_carries_only_the_paths_whatever_a_library_writes():
     code = (
         "import os\n"
-        "from bot.cli import paths_only_on_stdout\n"
+        "from bot.cli.compose import paths_only_on_stdout\n"
         "with paths_only_on_stdout():\n"
         "    os.write(1, b'fluidsynth: warning: noise from C\\n')\n"
         "    print('noise from Python')\n"

@@ -14,7 +14,8 @@ from bot.model.steps import NgramSteps, NumpySteps
 from bot.music.encoding import Event
 from bot.music.harmony import FourVoices, figures, parallels
 from bot.music.melody import melody_from_events, read_melody
-from bot.music.midi import midi_bytes, read_midi
+from bot.music.midi import read_midi
+from bot.music.midi_out import midi_bytes
 from bot.options import Options
 
 pytestmark = pytest.mark.timeout(300)

@@ -8,7 +8,7 @@ from dataclasses import asdict
 import pytest
 
 from bot.errors import RenderError
-from bot.music.midi import midi_bytes
+from bot.music.midi_out import midi_bytes
 from bot.options import Options
 from bot.queue.broker import make_broker, register
 from bot.queue.jobs import JobResult, JobSpec

@@ -38,9 +38,14 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+TOP_PACKAGES = {"cli"}  # folders that belong to the top layer: the command line, a module per command
+
+
 def layer(module: str) -> str:
     parts = module.split(".")
-    return parts[1] if len(parts) > 2 and (PACKAGE / parts[1]).is_dir() else "top"
+    if len(parts) > 2 and parts[1] not in TOP_PACKAGES and (PACKAGE / parts[1]).is_dir():
+        return parts[1]
+    return "top"
 
 
 def imports() -> dict[str, set[str]]:

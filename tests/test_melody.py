@@ -17,7 +17,7 @@ from bot.music.melody import (
     read_melody,
     top_line,
 )
-from bot.music.midi import midi_bytes
+from bot.music.midi_out import midi_bytes
 
 pytestmark = pytest.mark.timeout(60)
 

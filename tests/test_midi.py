@@ -13,14 +13,8 @@ import pytest
 
 from bot.errors import BadSeed, EtudeError
 from bot.music.encoding import GRID, Event, Piece
-from bot.music.midi import (
-    DEFAULT_LIMITS,
-    SeedLimits,
-    midi_bytes,
-    read_midi,
-    read_midi_file,
-    write_midi,
-)
+from bot.music.midi import DEFAULT_LIMITS, SeedLimits, read_midi, read_midi_file
+from bot.music.midi_out import midi_bytes, write_midi
 
 pytestmark = pytest.mark.timeout(30)
 

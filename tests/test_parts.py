@@ -11,7 +11,7 @@ import pytest
 
 from bot.errors import RenderError
 from bot.music.encoding import Event
-from bot.music.midi import midi_bytes
+from bot.music.midi_out import midi_bytes
 from bot.render.audio import find_soundfont
 from bot.render.files import render_here
 from bot.render.parts import Part, play_parts, split_midi

@@ -22,7 +22,7 @@ from PIL import Image
 
 from bot.errors import RenderError
 from bot.music.encoding import Event
-from bot.music.midi import midi_bytes
+from bot.music.midi_out import midi_bytes
 from bot.render.audio import (
     RATE_LADDER,
     SOUNDFONT_CANDIDATES,

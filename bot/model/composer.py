@@ -23,7 +23,8 @@ from bot.model.network import load as load_model
 from bot.model.sample import MAX_PRIMER_TOKENS, Request, Sampler
 from bot.music.encoding import PIANO_HIGH, PIANO_LOW, Event, Piece, Vocabulary, fold_pitch, transpose
 from bot.music.keys import Key, draw_key, estimate_key, key_fit
-from bot.music.midi import DEFAULT_LIMITS, SeedLimits, midi_bytes, read_midi
+from bot.music.midi import DEFAULT_LIMITS, SeedLimits, read_midi
+from bot.music.midi_out import midi_bytes
 from bot.options import DEFAULT_TEMPO, Options
 
 log = logging.getLogger(__name__)

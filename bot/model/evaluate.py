@@ -356,7 +356,7 @@ def key_fidelity(composer, pieces: Sequence, length: int = 200, seeds: int | Non
     relative, or a key a fifth either side) the continuation stayed. The piece's own next part, measured
     the same way, is the reference.
     """
-    from bot.music.midi import midi_bytes
+    from bot.music.midi_out import midi_bytes
 
     t0 = time.monotonic()
     chosen = sorted(pieces, key=lambda p: p.name)[: seeds or len(pieces)]

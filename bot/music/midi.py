@@ -1,34 +1,29 @@
-"""Standard MIDI Files in and out: seeds from untrusted users are read within limits, music is written.
+"""Standard MIDI Files in: seeds and melodies from untrusted users, read within limits.
 
-Reading uses a small parser of its own rather than mido's, so every limit (bytes, tracks, messages, notes,
+The reader is a small parser of its own rather than mido's, so every limit (bytes, tracks, messages, notes,
 wall-clock time) is checked while reading, a damaged track still gives the notes read before the damage,
-and every way a file can be bad ends as one `BadSeed` with a message a user understands. Writing uses mido.
+and every way a file can be bad ends as one `BadSeed` with a message a user understands. Writing is in
+`bot.music.midi_out`.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import struct
 import time
 from array import array
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
-import mido
 import numpy as np
 
 from bot.errors import BadSeed
-from bot.music.encoding import Event, Piece, fold_pitch, group_notes
+from bot.music.encoding import Piece, group_notes
+from bot.music.midi_tempo import DEFAULT_US_PER_BEAT, TempoMap
 
 log = logging.getLogger(__name__)
 
-TEMPO_LOW, TEMPO_HIGH = 20.0, 400.0  # quarter notes per minute; anything outside is clamped
-TICKS_PER_BEAT = 480  # what write_midi uses
-_DEFAULT_US_PER_BEAT = 500_000  # the standard's default tempo, 120 bpm, until a file sets one
 _DRUMS = 9  # channel 10, counted from 0
 _DATA_BYTES = {0x80: 2, 0x90: 2, 0xA0: 2, 0xB0: 2, 0xC0: 1, 0xD0: 1, 0xE0: 2}
 _CHECK_EVERY = 1024  # messages between deadline checks: often enough to keep it, rare enough to be cheap
@@ -80,59 +75,6 @@ class _Track:
     name: str = ""
 
 
-@dataclass
-class _TempoMap:
-    """Each tempo change's position in ticks, seconds and beats, and the tempo from there on.
-
-    With a PPQ division a beat is `ticks_per_beat` ticks whatever the tempo, so beats come from ticks
-    alone and stay on the grid the file was written on; the tempo only says how long each beat lasts in
-    seconds (used for the reader's time limits). With an SMPTE division ticks are real time, and the tempo
-    map is what says where the beats fall.
-    """
-
-    tick: np.ndarray
-    second: np.ndarray
-    beat: np.ndarray
-    us: np.ndarray  # microseconds per beat from each change on, clamped
-    ticks_per_beat: int
-    ticks_per_second: float
-
-    @classmethod
-    def build(cls, tempos: list[tuple[int, int]], ticks_per_beat: int, ticks_per_second: float) -> _TempoMap:
-        changes: dict[int, float] = {0: float(_DEFAULT_US_PER_BEAT)}
-        for tick, us in sorted(tempos, key=lambda t: t[0]):  # stable: the last change at a tick wins
-            changes[tick] = _clamp_us_per_beat(us)
-        tick = np.array(sorted(changes), dtype=np.float64)
-        us = np.array([changes[t] for t in sorted(changes)], dtype=np.float64)
-        gaps = np.diff(tick)
-        if ticks_per_beat:
-            beat = tick / ticks_per_beat
-            second = np.concatenate([[0.0], np.cumsum(gaps * us[:-1] / 1e6 / ticks_per_beat)])
-        else:
-            second = tick / ticks_per_second
-            beat = np.concatenate([[0.0], np.cumsum(gaps / ticks_per_second * 1e6 / us[:-1])])
-        return cls(tick, second, beat, us, ticks_per_beat, ticks_per_second)
-
-    def at(self, ticks: np.ndarray) -> np.ndarray:
-        """Index of the tempo in force at each tick."""
-        return np.searchsorted(self.tick, ticks, side="right") - 1
-
-    def seconds(self, ticks: np.ndarray) -> np.ndarray:
-        if not self.ticks_per_beat:
-            return ticks / self.ticks_per_second
-        i = self.at(ticks)
-        return self.second[i] + (ticks - self.tick[i]) * self.us[i] / 1e6 / self.ticks_per_beat
-
-    def beats(self, ticks: np.ndarray) -> np.ndarray:
-        if self.ticks_per_beat:
-            return ticks / self.ticks_per_beat
-        return self.beats_at_seconds(ticks / self.ticks_per_second)
-
-    def beats_at_seconds(self, seconds: np.ndarray) -> np.ndarray:
-        i = np.searchsorted(self.second, seconds, side="right") - 1
-        return self.beat[i] + (seconds - self.second[i]) * 1e6 / self.us[i]
-
-
 def _size(n: int) -> str:
     if n % _MIB == 0:
         return f"{n // _MIB} MiB"
@@ -148,17 +90,6 @@ def _text(raw: bytes) -> str:
     except UnicodeDecodeError:
         text = raw.decode("latin-1")
     return "".join(c for c in text if c.isprintable()).strip()
-
-
-def _clamp_tempo(bpm: float) -> float:
-    if not math.isfinite(bpm):
-        return 100.0
-    return min(max(bpm, TEMPO_LOW), TEMPO_HIGH)
-
-
-def _clamp_us_per_beat(us: int) -> float:
-    # Clamping microseconds rather than bpm means a tempo of 0 microseconds never divides anything.
-    return min(max(float(us), 60e6 / TEMPO_HIGH), 60e6 / TEMPO_LOW)
 
 
 class _Reader:
@@ -326,7 +257,7 @@ class _Reader:
         return tr, pos
 
     # -- ticks -> beats and seconds ---------------------------------------------------------------------
-    def notes(self, tracks: list[_Track], maps: list[_TempoMap]) -> dict[str, np.ndarray]:
+    def notes(self, tracks: list[_Track], maps: list[TempoMap]) -> dict[str, np.ndarray]:
         """Every note's onset and offset in beats and seconds, and the tempo at its onset.
 
         Each `maps[k]` is the tempo map of the k-th group of tracks: one group playing together (formats
@@ -379,11 +310,11 @@ class _Reader:
         if fmt == 2:
             # Format 2 tracks are independent sequences (patterns, songs) with their own tempo maps:
             # they are laid one after another, each starting where the previous one ended.
-            maps = [_TempoMap.build(tr.tempos, ticks_per_beat, ticks_per_second) for tr in tracks]
+            maps = [TempoMap.build(tr.tempos, ticks_per_beat, ticks_per_second) for tr in tracks]
             first_tempo = next((tr.tempos[0][1] for tr in tracks if tr.tempos), None)
         else:
             # Formats 0 and 1 (and unknown ones, read leniently): tracks play together on one tempo map.
-            maps = [_TempoMap.build(all_tempos, ticks_per_beat, ticks_per_second)]
+            maps = [TempoMap.build(all_tempos, ticks_per_beat, ticks_per_second)]
             first_tempo = all_tempos[0][1] if all_tempos else None
         n = self.notes(tracks, maps)
         on_s, on_q, dur_q, us = n["on_s"], n["on_b"], n["off_b"] - n["on_b"], n["us"]
@@ -401,7 +332,7 @@ class _Reader:
         on_q, dur_q, pitch, velocity, us = on_q[order], dur_q[order], pitch[order], velocity[order], us[order]
 
         # The continuation is played at the tempo where the seed ends: the one in force at its last onset.
-        tempo = 60e6 / float(us[-1]) if len(us) else 60e6 / _DEFAULT_US_PER_BEAT
+        tempo = 60e6 / float(us[-1]) if len(us) else 60e6 / DEFAULT_US_PER_BEAT
         shift = 0.0
         if over and len(on_q):
             # The kept notes start late in the file: move them to the front by whole 4/4 bars.
@@ -475,66 +406,3 @@ def read_midi_file(path: Path, limits: SeedLimits = DEFAULT_LIMITS) -> Piece:
     """`read_midi` on a file, refused by its size before it is read."""
     data = read_bounded(path, limits.max_bytes, "the seed")
     return read_midi(data, Path(path).stem or "seed", limits)
-
-
-def write_midi(
-    events: Sequence[Event],
-    out: Path | BinaryIO,
-    tempo: float = 100.0,
-    program: int = 0,
-    name: str = "Étude",
-) -> None:
-    """Write `events` as a type-1 MIDI file: a tempo track, then one note track on channel 0."""
-    tempo = _clamp_tempo(float(tempo))
-    # mido writes names as Latin-1; characters it cannot hold become "?" rather than an error.
-    name = name.encode("latin-1", "replace").decode("latin-1")
-    head = mido.MidiTrack(
-        [
-            mido.MetaMessage("track_name", name=name, time=0),
-            mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo), time=0),
-            mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0),
-        ]
-    )
-
-    # (on, off, pitch, velocity) in ticks; the longest wins when one pitch starts twice at one tick.
-    starts: dict[tuple[int, int], tuple[int, int]] = {}
-    for e in events:
-        on = max(0, round(e.onset * TICKS_PER_BEAT))
-        off = max(on + 1, round((e.onset + e.duration) * TICKS_PER_BEAT))
-        vel = min(max(int(e.velocity), 1), 127)
-        for p in e.pitches:
-            key = (on, fold_pitch(int(p), 0, 127))
-            if key not in starts or starts[key][0] < off:
-                starts[key] = (off, vel)
-    notes = sorted((on, off, pitch, vel) for (on, pitch), (off, vel) in starts.items())
-    # A pitch sounding again before it was released: end the earlier note there, so none is left stuck.
-    last: dict[int, int] = {}
-    for i, (on, _off, pitch, _vel) in enumerate(notes):
-        if pitch in last:
-            j = last[pitch]
-            notes[j] = (notes[j][0], min(notes[j][1], on), pitch, notes[j][3])
-        last[pitch] = i
-    # Releases sort before attacks at the same tick, so a repeated pitch is re-struck, not cut.
-    timeline = sorted(
-        [(off, 0, pitch, vel) for _, off, pitch, vel in notes]
-        + [(on, 1, pitch, vel) for on, _, pitch, vel in notes]
-    )
-    body = mido.MidiTrack([mido.MetaMessage("track_name", name=name, time=0)])
-    body.append(mido.Message("program_change", channel=0, program=min(max(int(program), 0), 127), time=0))
-    now = 0
-    for tick, attack, pitch, vel in timeline:
-        kind = "note_on" if attack else "note_off"
-        body.append(mido.Message(kind, channel=0, note=pitch, velocity=vel, time=tick - now))
-        now = tick
-    midi = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT, tracks=[head, body])
-    if isinstance(out, (str, Path)):
-        midi.save(filename=str(out))
-    else:
-        midi.save(file=out)
-
-
-def midi_bytes(events: Sequence[Event], tempo: float = 100.0, program: int = 0, name: str = "Étude") -> bytes:
-    """`write_midi` in memory."""
-    buf = io.BytesIO()
-    write_midi(events, buf, tempo, program, name)
-    return buf.getvalue()

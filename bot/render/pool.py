@@ -310,7 +310,7 @@ def render_on(pool: RenderPool, request: RenderRequest, timeout: float | None = 
 
 def _warm_request():
     from bot.music.encoding import Event
-    from bot.music.midi import midi_bytes
+    from bot.music.midi_out import midi_bytes
 
     events = (Event(0.0, 1.0, (60, 64, 67)),)
     return RenderRequest("warm", midi_bytes(list(events)), events, 0, 100.0, "warm", 10 * 1024 * 1024)

@@ -1,0 +1,42 @@
+"""`etude bot` and `etude worker`: the long-running services, the Discord bot and a Redis queue worker."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+
+def cmd_bot(args) -> int:
+    import asyncio
+
+    from bot.chat.client import run_bot
+    from bot.settings import get_settings
+
+    logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("discord").setLevel(logging.WARNING if not args.verbose else logging.INFO)
+    try:
+        asyncio.run(run_bot(get_settings()))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_worker(args) -> int:
+    import asyncio
+
+    from bot.queue.worker import serve_worker
+    from bot.settings import get_settings
+
+    logging.getLogger().setLevel(logging.INFO)
+    asyncio.run(serve_worker(get_settings()))
+    return 0
+
+
+def add_bot(sub: argparse._SubParsersAction) -> None:
+    d = sub.add_parser("bot", help="run the Discord bot (needs DISCORD_TOKEN)")
+    d.set_defaults(func=cmd_bot)
+
+
+def add_worker(sub: argparse._SubParsersAction) -> None:
+    w = sub.add_parser("worker", help="sample jobs from the Redis queue (REDIS_URL); one per GPU")
+    w.set_defaults(func=cmd_worker)

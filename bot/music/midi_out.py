@@ -1,0 +1,89 @@
+"""Standard MIDI Files out: a piece's events written as a type-1 file, with mido.
+
+The reader of untrusted files, with its limits, is `bot.music.midi`; the tempo range that both clamp to is
+in `bot.music.midi_tempo`.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import mido
+
+from bot.music.encoding import Event, fold_pitch
+from bot.music.midi_tempo import TEMPO_HIGH, TEMPO_LOW
+
+TICKS_PER_BEAT = 480  # what write_midi uses
+
+
+def _clamp_tempo(bpm: float) -> float:
+    if not math.isfinite(bpm):
+        return 100.0
+    return min(max(bpm, TEMPO_LOW), TEMPO_HIGH)
+
+
+def write_midi(
+    events: Sequence[Event],
+    out: Path | BinaryIO,
+    tempo: float = 100.0,
+    program: int = 0,
+    name: str = "Étude",
+) -> None:
+    """Write `events` as a type-1 MIDI file: a tempo track, then one note track on channel 0."""
+    tempo = _clamp_tempo(float(tempo))
+    # mido writes names as Latin-1; characters it cannot hold become "?" rather than an error.
+    name = name.encode("latin-1", "replace").decode("latin-1")
+    head = mido.MidiTrack(
+        [
+            mido.MetaMessage("track_name", name=name, time=0),
+            mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo), time=0),
+            mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0),
+        ]
+    )
+
+    # (on, off, pitch, velocity) in ticks; the longest wins when one pitch starts twice at one tick.
+    starts: dict[tuple[int, int], tuple[int, int]] = {}
+    for e in events:
+        on = max(0, round(e.onset * TICKS_PER_BEAT))
+        off = max(on + 1, round((e.onset + e.duration) * TICKS_PER_BEAT))
+        vel = min(max(int(e.velocity), 1), 127)
+        for p in e.pitches:
+            key = (on, fold_pitch(int(p), 0, 127))
+            if key not in starts or starts[key][0] < off:
+                starts[key] = (off, vel)
+    notes = sorted((on, off, pitch, vel) for (on, pitch), (off, vel) in starts.items())
+    # A pitch sounding again before it was released: end the earlier note there, so none is left stuck.
+    last: dict[int, int] = {}
+    for i, (on, _off, pitch, _vel) in enumerate(notes):
+        if pitch in last:
+            j = last[pitch]
+            notes[j] = (notes[j][0], min(notes[j][1], on), pitch, notes[j][3])
+        last[pitch] = i
+    # Releases sort before attacks at the same tick, so a repeated pitch is re-struck, not cut.
+    timeline = sorted(
+        [(off, 0, pitch, vel) for _, off, pitch, vel in notes]
+        + [(on, 1, pitch, vel) for on, _, pitch, vel in notes]
+    )
+    body = mido.MidiTrack([mido.MetaMessage("track_name", name=name, time=0)])
+    body.append(mido.Message("program_change", channel=0, program=min(max(int(program), 0), 127), time=0))
+    now = 0
+    for tick, attack, pitch, vel in timeline:
+        kind = "note_on" if attack else "note_off"
+        body.append(mido.Message(kind, channel=0, note=pitch, velocity=vel, time=tick - now))
+        now = tick
+    midi = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT, tracks=[head, body])
+    if isinstance(out, (str, Path)):
+        midi.save(filename=str(out))
+    else:
+        midi.save(file=out)
+
+
+def midi_bytes(events: Sequence[Event], tempo: float = 100.0, program: int = 0, name: str = "Étude") -> bytes:
+    """`write_midi` in memory."""
+    buf = io.BytesIO()
+    write_midi(events, buf, tempo, program, name)
+    return buf.getvalue()
