@@ -33,8 +33,8 @@ import numpy as np
 from bot.errors import BadOption
 from bot.model import backend
 from bot.model.network import LoadedModel
+from bot.music.analysis import Key, chord_table, key_profile
 from bot.music.encoding import PIANO_HIGH, PIANO_LOW, Vocabulary
-from bot.music.stats import Key, chord_table, key_profile
 from bot.options import SPECS, cadence_margin
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class _Loop(NamedTuple):
     last: object  # (batch, MAX_CHORD) the pitches of the last frame that started a note, ascending
     last_n: object  # how many pitches that frame sounds
     sounding: object  # (batch, PIANO_KEYS) the pitches sounding after the last frame: those a frame may hold
-    harm: object  # chord id (bot.music.stats.chord_table) of the last harmony, -1 before the first
+    harm: object  # chord id (bot.music.analysis.chord_table) of the last harmony, -1 before the first
     before: object  # chord id of the harmony before it
     cad_ok: object  # whether the last frame that started a note closes a cadence onto the tonic
     gap: object  # steps since the last frame
@@ -210,7 +210,7 @@ class Sampler:
         bit = ops.convert_to_tensor(np.array([1 << i for i in range(12)], np.int32))
         keys = ops.arange(PIANO_KEYS, dtype="int32") + PIANO_LOW
         # The network writes in C major or A minor, named by the mode token of the primer's head. A piece
-        # ends in the one of the two its notes say (as `stats.estimate_key` hears it: a piece asked in
+        # ends in the one of the two its notes say (as `analysis.estimate_key` hears it: a piece asked in
         # G major may spend itself in E minor); a primer without a mode has no end rules.
         valid = ops.arange(ops.shape(primers)[1], dtype="int32")[None, :] < primer_len[:, None]
         asked_minor = ops.any(valid & (primers == self.vocab.mode_id("minor")), axis=1)
@@ -219,7 +219,7 @@ class Sampler:
         pitch_class = ops.convert_to_tensor(_PITCH_CLASS)
 
         def leads_home(chord, tonic):
-            """Whether a chord id is V, V7 or IV/iv of the tonic (stats.leads_to)."""
+            """Whether a chord id is V, V7 or IV/iv of the tonic (analysis.leads_to)."""
             root, quality = chord // 3, chord % 3
             dominant = (root == (tonic + 7) % 12) & ((quality == 0) | (quality == 2))
             subdominant = (root == (tonic + 5) % 12) & (quality <= 1)
