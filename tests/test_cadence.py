@@ -1,6 +1,7 @@
 """How the shipped model's pieces end and lead their voices: a V-I or IV-I cadence onto a root-position
 tonic triad within N to N + max(8, N/10) onsets, no parallel fifths or octaves, frames that hold only
-what sounds. Everything is read back from the sampled tokens with the statistics of `bot.music.stats`."""
+what sounds. Everything is read back from the sampled tokens with `bot.music.analysis` and the statistics of
+`bot.music.stats`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from bot.model.composer import Composer
 from bot.model.sample import Request
+from bot.music import analysis
 from bot.music import stats as S
 from bot.music.encoding import PIANO_LOW
 from bot.music.midi_out import midi_bytes
@@ -16,7 +18,8 @@ from bot.options import Options, cadence_margin
 
 pytestmark = pytest.mark.timeout(600)
 SEEDS = range(7000, 7006)
-REFERENCE_KEYS = {"major": S.Key(0, False), "minor": S.Key(9, True)}  # what the network writes in
+# What the network writes in.
+REFERENCE_KEYS = {"major": analysis.Key(0, False), "minor": analysis.Key(9, True)}
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +29,13 @@ def shipped() -> Composer:
 
 def ends_on_a_cadence(events, keys) -> bool:
     """The last onset sounds a root-position tonic triad of one of `keys`, the harmony before is V or IV."""
-    ms = S.moments(events)
-    hs = S.harmonies(ms, max(e.onset + e.duration for e in events))
-    last = S.chord_of(ms[-1].sounding)
+    ms = analysis.moments(events)
+    hs = analysis.harmonies(ms, max(e.onset + e.duration for e in events))
+    last = analysis.chord_of(ms[-1].sounding)
     return (
         last is not None
         and len(hs) >= 2
-        and any(S.is_tonic_triad(last, k) and S.leads_to(hs[-2].chord, k.tonic) for k in keys)
+        and any(analysis.is_tonic_triad(last, k) and analysis.leads_to(hs[-2].chord, k.tonic) for k in keys)
     )
 
 
@@ -72,7 +75,7 @@ def test_no_parallel_fifths_or_octaves_and_holds_only_of_sounding_pitches(shippe
     reqs = [Request(tuple(vocab.head(m)), 120, 1.0, 0.95, s) for m in ("major", "minor") for s in SEEDS]
     changes = 0
     for tokens in shipped.sampler.sample(reqs):
-        ms = S.moments(vocab.decode(tokens))
+        ms = analysis.moments(vocab.decode(tokens))
         assert S.parallel_perfects_per_change(ms) in (0.0, None)
         # The outer voices alone, frame by frame as a listener follows them: never a fifth or an octave
         # reached in similar motion from the same interval.
@@ -97,11 +100,11 @@ def test_no_parallel_fifths_or_octaves_and_holds_only_of_sounding_pitches(shippe
 
 
 def test_chord_table_is_chord_of():
-    table = S.chord_table()
+    table = analysis.chord_table()
     rng = np.random.default_rng(0)
     for mask in [*range(1, 4096, 7), *rng.integers(1, 4096, 200)]:
         pcs = [pc for pc in range(12) if mask >> pc & 1]
         for bass in pcs:
             sounding = [bass + 36, *(pc + 60 for pc in pcs)]
-            assert table[mask * 12 + bass] == S.chord_id(S.chord_of(sounding)), (pcs, bass)
-    assert table[0b10010001 * 12] == S.chord_id(S.Chord(0, "major", 0, frozenset({0, 4, 7})))
+            assert table[mask * 12 + bass] == analysis.chord_id(analysis.chord_of(sounding)), (pcs, bass)
+    assert table[0b10010001 * 12] == analysis.chord_id(analysis.Chord(0, "major", 0, frozenset({0, 4, 7})))

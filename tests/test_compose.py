@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from bot.errors import BadOption, BadSeed
-from bot.model.sample import MAX_RUN, Request
+from bot.model.masks import MAX_RUN
+from bot.model.sample import Request
 from bot.music.encoding import GRID, Event, normalize, transpose
 from bot.music.keys import Key, estimate_key
 from bot.music.midi import read_midi

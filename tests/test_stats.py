@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from bot.music import analysis
 from bot.music import stats as S
 from bot.music.encoding import Event
 
@@ -37,7 +38,7 @@ def test_i_iv_v_i_ends_with_a_cadence() -> None:
     piece = chords(I, IV, V, I)
     inside, ends, length = S.cadences(piece)
     assert ends and inside == 0 and length == 4
-    assert S.estimate_key(piece) == S.Key(0, False)
+    assert analysis.estimate_key(piece) == analysis.Key(0, False)
 
 
 def test_plagal_and_dominant_seventh_endings_count() -> None:
@@ -57,7 +58,7 @@ def test_cadence_in_minor_with_a_picardy_third() -> None:
     iv = (50, 57, 65, 74)  # D A F D
     v = (40, 56, 64, 71)  # E G# B E
     picardy = (45, 57, 64, 73)  # A E C#
-    assert S.estimate_key(chords(i, iv, v, i, iv, v, i)).minor
+    assert analysis.estimate_key(chords(i, iv, v, i, iv, v, i)).minor
     assert S.cadences(chords(i, iv, v, i, iv, v, i))[1]
     assert S.cadences(chords(i, iv, v, i, iv, v, picardy))[1]
 
@@ -74,37 +75,37 @@ def test_a_cadence_inside_the_piece_arrives_on_a_held_chord() -> None:
 
 def test_a_pair_of_parallel_fifths_is_counted() -> None:
     fifths = chords((48, 55), (50, 57))  # C-G up to D-A
-    assert S.parallel_perfects_per_change(S.moments(fifths)) == 1.0
+    assert S.parallel_perfects_per_change(analysis.moments(fifths)) == 1.0
     octaves = chords((48, 60), (47, 59))  # C-C down to B-B
-    assert S.parallel_perfects_per_change(S.moments(octaves)) == 1.0
+    assert S.parallel_perfects_per_change(analysis.moments(octaves)) == 1.0
     twelfths = chords((36, 55), (38, 57))  # compound fifths count too
-    assert S.parallel_perfects_per_change(S.moments(twelfths)) == 1.0
+    assert S.parallel_perfects_per_change(analysis.moments(twelfths)) == 1.0
 
 
 def test_what_is_not_a_parallel() -> None:
     contrary = chords((48, 55), (43, 62))  # C-G to G-D in contrary motion
-    assert S.parallel_perfects_per_change(S.moments(contrary)) == 0.0
+    assert S.parallel_perfects_per_change(analysis.moments(contrary)) == 0.0
     oblique = chords((48, 55), (48, 52))  # one voice holds its pitch
-    assert S.parallel_perfects_per_change(S.moments(oblique)) == 0.0
+    assert S.parallel_perfects_per_change(analysis.moments(oblique)) == 0.0
     thirds = chords((48, 52), (50, 53))
-    assert S.parallel_perfects_per_change(S.moments(thirds)) == 0.0
+    assert S.parallel_perfects_per_change(analysis.moments(thirds)) == 0.0
     # The textbook progression has none; a melody has no voices to compare.
-    assert S.parallel_perfects_per_change(S.moments(chords(I, IV, V, I))) == 0.0
-    assert S.parallel_perfects_per_change(S.moments(line(C, D, E))) is None
+    assert S.parallel_perfects_per_change(analysis.moments(chords(I, IV, V, I))) == 0.0
+    assert S.parallel_perfects_per_change(analysis.moments(line(C, D, E))) is None
 
 
 def test_parallels_are_per_chord_change_and_voices_ranked_from_the_top() -> None:
     # Four voices; tenor and bass move in fifths (G2-D3 to A2-E3) on the second change only.
     piece = chords((43, 50, 59, 67), (43, 50, 60, 67), (45, 52, 60, 67))
-    assert S.parallel_perfects_per_change(S.moments(piece)) == pytest.approx(1 / 2)
+    assert S.parallel_perfects_per_change(analysis.moments(piece)) == pytest.approx(1 / 2)
     # A change of texture (three voices to four) is not compared.
-    assert S.parallel_perfects_per_change(S.moments(chords((48, 55, 64), (50, 57, 62, 65)))) is None
+    assert S.parallel_perfects_per_change(analysis.moments(chords((48, 55, 64), (50, 57, 62, 65)))) is None
 
 
 def test_held_notes_sound_on_at_later_onsets() -> None:
     # The soprano holds G for two beats while the bass moves: the second onset still sounds the G.
     piece = [Event(0, 2, (67,)), Event(0, 1, (48,)), Event(1, 1, (50,))]
-    ms = S.moments(piece)
+    ms = analysis.moments(piece)
     assert [m.sounding for m in ms] == [(48, 67), (50, 67)]
     assert [m.attacks for m in ms] == [(48, 67), (50,)]
     assert S.notes_per_onset(ms) == 1.5
@@ -127,24 +128,24 @@ def test_scale_consistency() -> None:
 
 
 def test_soprano_steps() -> None:
-    assert S.soprano_steps(S.moments(line(C, D, E, G))) == pytest.approx(2 / 3)
-    assert S.soprano_steps(S.moments(line(C, C, D))) == 1.0  # a repeated note is no move
-    assert S.soprano_steps(S.moments(line(C))) is None
+    assert S.soprano_steps(analysis.moments(line(C, D, E, G))) == pytest.approx(2 / 3)
+    assert S.soprano_steps(analysis.moments(line(C, C, D))) == 1.0  # a repeated note is no move
+    assert S.soprano_steps(analysis.moments(line(C))) is None
     # The top voice is the highest sounding pitch, whatever moves underneath.
-    assert S.soprano_steps(S.moments(chords((48, 72), (43, 71), (36, 67)))) == pytest.approx(1 / 2)
+    assert S.soprano_steps(analysis.moments(chords((48, 72), (43, 71), (36, 67)))) == pytest.approx(1 / 2)
 
 
 def test_key_estimates_and_circle_of_fifths() -> None:
-    assert S.estimate_key(line(C, D, E, F, G, A, B, C + 12, G, E, C)).name == "C major"
+    assert analysis.estimate_key(line(C, D, E, F, G, A, B, C + 12, G, E, C)).name == "C major"
     a_minor = line(A - 12, B - 12, C, D, E, F, 68, A, E, C, A - 12)
-    assert S.estimate_key(a_minor).name == "A minor"
-    assert S.estimate_key(line(C, C, C)) is None
-    key = S.Key
-    assert S.fifths_distance(key(0, False), key(7, False)) == 1  # C - G
-    assert S.fifths_distance(key(0, False), key(9, True)) == 0  # C - A minor
-    assert S.fifths_distance(key(0, False), key(4, True)) == 1  # C - E minor (relative of G)
-    assert S.fifths_distance(key(0, False), key(6, False)) == 6
-    assert S.fifths_distance(key(11, False), key(1, False)) == 2  # B - C#, across the wrap
+    assert analysis.estimate_key(a_minor).name == "A minor"
+    assert analysis.estimate_key(line(C, C, C)) is None
+    key = analysis.Key
+    assert analysis.fifths_distance(key(0, False), key(7, False)) == 1  # C - G
+    assert analysis.fifths_distance(key(0, False), key(9, True)) == 0  # C - A minor
+    assert analysis.fifths_distance(key(0, False), key(4, True)) == 1  # C - E minor (relative of G)
+    assert analysis.fifths_distance(key(0, False), key(6, False)) == 6
+    assert analysis.fifths_distance(key(11, False), key(1, False)) == 2  # B - C#, across the wrap
 
 
 def test_key_changes() -> None:
@@ -170,15 +171,15 @@ def test_duration_histogram_and_distance() -> None:
 
 def test_a_tune_that_comes_back() -> None:
     tune = [C, D, E, C, E, F, G, G]
-    assert S.repeats_early(S.moments(line(*tune, *tune)))
+    assert S.repeats_early(analysis.moments(line(*tune, *tune)))
     # Harmonised differently the second time: the tune still comes back.
     again = [Event(8 + i, 1, (p, p - 12 - 3 * (i % 2))) for i, p in enumerate(tune)]
-    assert S.repeats_early(S.moments(line(*tune) + again))
-    assert not S.repeats_early(S.moments(line(*tune, *[p + 2 for p in tune])))  # transposed
-    assert not S.repeats_early(S.moments(line(*tune) + line(*tune, beats=0.5, start=8)))  # new rhythm
+    assert S.repeats_early(analysis.moments(line(*tune) + again))
+    assert not S.repeats_early(analysis.moments(line(*tune, *[p + 2 for p in tune])))  # transposed
+    assert not S.repeats_early(analysis.moments(line(*tune) + line(*tune, beats=0.5, start=8)))  # new rhythm
     late = line(*tune) + line(*range(40, 100), start=8) + line(*tune, start=68)
-    assert not S.repeats_early(S.moments(late))  # comes back only after 64 beats
-    assert not S.repeats_early(S.moments(line(*tune[:7], *tune[:7])))  # only 7 notes
+    assert not S.repeats_early(analysis.moments(late))  # comes back only after 64 beats
+    assert not S.repeats_early(analysis.moments(line(*tune[:7], *tune[:7])))  # only 7 notes
 
 
 def test_summaries_and_distance() -> None:

@@ -22,6 +22,7 @@ import numpy as np
 
 from bot.errors import ModelNotFound
 from bot.model import network as M
+from bot.music import analysis
 from bot.music import stats as S
 from bot.music.corpus import encode_pieces, load_pieces, split_by_piece
 from bot.music.encoding import Vocabulary
@@ -370,20 +371,20 @@ def key_fidelity(composer, pieces: Sequence, length: int = 200, seeds: int | Non
         cut, stop = onsets[half], onsets[min(2 * half, len(onsets) - 1)]
         first = [e for e in p.events if e.onset < cut]
         after = [e for e in p.events if cut <= e.onset <= stop]
-        key = S.estimate_key(first)
+        key = analysis.estimate_key(first)
         if key is None:
             skipped += 1  # a seed without a key (one repeated pitch) says nothing here
             continue
         seed = composer.seed(midi_bytes(first, tempo=p.tempo), p.name)
         jobs.append((Options(length=length, rng_seed=MUSIC_RNG_SEED + i), seed))
         keys.append(key)
-        own_key = S.estimate_key(after)
-        own.append(own_key is not None and S.fifths_distance(key, own_key) <= 1)
+        own_key = analysis.estimate_key(after)
+        own.append(own_key is not None and analysis.fifths_distance(key, own_key) <= 1)
     done = composer.compose(jobs) if jobs else []
     stays = []
     for key, c in zip(keys, done):
-        k = S.estimate_key(c.events)
-        stays.append(k is not None and S.fifths_distance(key, k) <= 1)
+        k = analysis.estimate_key(c.events)
+        stays.append(k is not None and analysis.fifths_distance(key, k) <= 1)
     return {
         "seeds": len(jobs),
         "skipped": skipped,

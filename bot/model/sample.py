@@ -13,9 +13,11 @@ grammar. Every request has its own uniform random numbers, drawn from its own RN
 its result does not depend on which other requests share the batch.
 
 The loop also follows what a listener follows: the pitches of the frame being written and of the last
-onset, the chords they spell and a pitch-class histogram. From these it ends a piece on a cadence onto
-the tonic (V or IV, then a root-position tonic triad, steered into as the margin past `length` runs out)
-and leaves out pitches that would move in parallel fifths or octaves with a lower voice.
+onset, the chords they spell and a pitch-class histogram. From these the rules of `bot.model.masks` end a
+piece on a cadence onto the tonic (V or IV, then a root-position tonic triad, steered into as the margin
+past `length` runs out) and leave out pitches that would move in parallel fifths or octaves with a lower
+voice; this module keeps the network's step, the sampling from what the rules allow, and the
+book-keeping that carries the state from one step to the next.
 """
 
 from __future__ import annotations
@@ -32,20 +34,24 @@ import numpy as np
 
 from bot.errors import BadOption
 from bot.model import backend
+from bot.model.masks import (
+    MAX_CHORD,
+    MAX_QUIET,
+    MAX_SHIFT_CHAIN,
+    PIANO_KEYS,
+    Masks,
+    token_kinds,
+    token_pitches,
+)
 from bot.model.network import LoadedModel
-from bot.music.encoding import PIANO_HIGH, PIANO_LOW, Vocabulary
-from bot.music.stats import Key, chord_table, key_profile
+from bot.music.analysis import chord_table
+from bot.music.encoding import PIANO_LOW
 from bot.options import SPECS, cadence_margin
 
 log = logging.getLogger(__name__)
 
-MAX_RUN = 4  # a frame may repeat at most this many times in a row: the tutorial's loop got stuck on one
-MAX_CHORD = 10  # pitches in one frame, held ones included
-MAX_SHIFT_CHAIN = 4  # consecutive shift tokens (a rest of up to 16 beats)
-MAX_QUIET = 3  # frames in a row that attack nothing (releases, rests) before one must start a note
 MAX_PRIMER_TOKENS = 768  # how much of a long seed warms the state; the LSTM's memory is shorter anyway
 PRIMER_WIDTH = 1024  # primers are padded to this width: one compiled shape (the <start> token may be added)
-PIANO_KEYS = PIANO_HIGH - PIANO_LOW + 1  # pitches a frame may sound
 MIN_SHARD = 4  # smallest batch worth a thread of its own on a CPU
 # Upper bound on the tokens of one onset (the quiet frames before it and its own), to size the buffer.
 TOKENS_PER_ONSET_CAP = (1 + MAX_QUIET) * (MAX_SHIFT_CHAIN + MAX_CHORD + 1)
@@ -82,7 +88,7 @@ class _Loop(NamedTuple):
     last: object  # (batch, MAX_CHORD) the pitches of the last frame that started a note, ascending
     last_n: object  # how many pitches that frame sounds
     sounding: object  # (batch, PIANO_KEYS) the pitches sounding after the last frame: those a frame may hold
-    harm: object  # chord id (bot.music.stats.chord_table) of the last harmony, -1 before the first
+    harm: object  # chord id (bot.music.analysis.chord_table) of the last harmony, -1 before the first
     before: object  # chord id of the harmony before it
     cad_ok: object  # whether the last frame that started a note closes a cadence onto the tonic
     gap: object  # steps since the last frame
@@ -149,10 +155,10 @@ class Sampler:
             "embed": _weights(self.embed) if self.embed is not None else ([], []),
             "head": [_weights(layer) for layer in self.head],
             "allowed": v.grammar(),
-            "kinds": _kinds(v),
+            "kinds": token_kinds(v),
             "attack": np.array([v.is_attack(t) for t in range(len(v))]),
             "hold": np.array([v.is_hold(t) for t in range(len(v))]),
-            "pitch": _token_pitches(v),
+            "pitch": token_pitches(v),
             "chords": chord_table(),
         }
         self._loop = backend.compile_loop(self._generate, params)
@@ -192,153 +198,26 @@ class Sampler:
         ops = self.ops
         b = ops.shape(primers)[0]
         v = len(self.vocab)
-        kinds, allowed, attack = params["kinds"], params["allowed"], params["attack"]
-        hold, tok_pitch, chords = params["hold"], params["pitch"], params["chords"]
-        pitch_ids = ops.arange(v, dtype="int32")
+        kinds, attack, tok_pitch = params["kinds"], params["attack"], params["pitch"]
         end_id, phrase_id = self.vocab.end, self.vocab.phrase
-        is_end = pitch_ids == end_id
-        is_phrase = pitch_ids == phrase_id
-        is_close = kinds == 3
         shift_base = self.vocab.shift_base
-        is_pitch = tok_pitch >= 0
-        key_of_token = ops.clip(tok_pitch - PIANO_LOW, 0, PIANO_KEYS - 1)  # (0 for tokens without a pitch)
         # Events are compared by a polynomial hash in base v that never leaves int32 (JAX's default
         # integer): two different events collide with a chance of about v / 2**31.
         hash_mod = (2**31 - 1) // v
         slots = ops.arange(MAX_CHORD, dtype="int32")
-        twelve = ops.arange(12, dtype="int32")
-        bit = ops.convert_to_tensor(np.array([1 << i for i in range(12)], np.int32))
         keys = ops.arange(PIANO_KEYS, dtype="int32") + PIANO_LOW
-        # The network writes in C major or A minor, named by the mode token of the primer's head. A piece
-        # ends in the one of the two its notes say (as `stats.estimate_key` hears it: a piece asked in
-        # G major may spend itself in E minor); a primer without a mode has no end rules.
-        valid = ops.arange(ops.shape(primers)[1], dtype="int32")[None, :] < primer_len[:, None]
-        asked_minor = ops.any(valid & (primers == self.vocab.mode_id("minor")), axis=1)
-        keyed = asked_minor | ops.any(valid & (primers == self.vocab.mode_id("major")), axis=1)
-        prefer_minor = ops.convert_to_tensor(_MINOR_OVER_MAJOR)
         pitch_class = ops.convert_to_tensor(_PITCH_CLASS)
-
-        def leads_home(chord, tonic):
-            """Whether a chord id is V, V7 or IV/iv of the tonic (stats.leads_to)."""
-            root, quality = chord // 3, chord % 3
-            dominant = (root == (tonic + 7) % 12) & ((quality == 0) | (quality == 2))
-            subdominant = (root == (tonic + 5) % 12) & (quality <= 1)
-            return (chord >= 0) & (dominant | subdominant)
+        rules = Masks(ops, self.vocab, params, primers, primer_len)
 
         def body(s: _Loop) -> tuple[_Loop]:
             logits, states = self._logits(params, s.tok, s.states)
-            # The key so far: A minor where the Krumhansl-Schmuckler correlation says so better than
-            # C major (ties go to the mode asked for).
-            lean = ops.sum(s.hist * prefer_minor[None, :], axis=1)
-            # Settled when the steering below begins, so the steps of the ending agree on one tonic.
-            minor = ops.where(limits - s.events > 2, (lean > 0) | ((lean == 0) & asked_minor), s.minor)
-            tonic = ops.where(minor, 9, 0)
-            # Each token's pitch class above the tonic (-1 for tokens that are not pitches).
-            tok_rel = ops.where(tok_pitch[None, :] >= 0, (tok_pitch[None, :] - tonic[:, None] + 120) % 12, -1)
             kind = ops.take(kinds, s.tok)
-            # Grammar: only tokens that may follow the previous one, within the chord and rest caps.
-            ok = ops.take(allowed, s.tok, axis=0)
-            next_kind = kinds[None, :]
-            ok &= ~((next_kind == 2) & (s.chord[:, None] >= MAX_CHORD))
-            ok &= ~((next_kind == 1) & (s.shifts[:, None] >= MAX_SHIFT_CHAIN) & (kind[:, None] == 1))
-            # A frame holds only what sounds (a hold of a silent pitch would be dropped when decoding).
-            heard = ops.take(s.sounding, key_of_token, axis=1)
-            ok &= ~(hold[None, :] & ~heard)
-            # Repetition guard: after MAX_RUN equal events the next one may not start on the same pitch.
-            stuck = (s.run >= MAX_RUN) & (kind == 1)
-            ok &= ~(stuck[:, None] & (pitch_ids[None, :] == s.prev_first[:, None]))
-
-            # The frame so far: its pitch classes (absolute and above the tonic), its chord and bass.
-            in_frame = slots[None, :] < s.chord[:, None]
-            pcs = ops.any(in_frame[:, :, None] & ((s.frame % 12)[:, :, None] == twelve), axis=1)
-            rel = ops.take_along_axis(pcs, (twelve[None, :] + tonic[:, None]) % 12, axis=1)
-            bass = s.frame[:, 0] % 12
-            code = ops.sum(ops.where(pcs, bit[None, :], 0), axis=1) * 12 + bass
-            chord = ops.where(s.chord > 0, ops.take(chords, code), -1)
-            # A root-position tonic triad (major; major or minor in a minor key) with nothing else,
-            # reached from V or IV: the cadence `stats.cadences` hears at the end of a piece.
-            tonic_chord = (chord == tonic * 3) | (minor & (chord == tonic * 3 + 1))
-            extra = rel & ~ops.take(ops.convert_to_tensor(_TRIADS), ops.where(chord % 3 == 1, 1, 0), axis=0)
-            lead = ops.where(chord == s.harm, s.before, s.harm)
-            final = keyed & s.attacked & tonic_chord & (bass == tonic) & ~ops.any(extra, axis=1)
-            final &= leads_home(lead, tonic)
-
-            # The end: not before `length` onsets; once `limits` are written, the next shift is the last.
-            ok &= ~(is_end[None, :] & (s.events < lengths)[:, None])
-            # Past `length`, the model closes the piece with <end> or a phrase end (a fermata, which
-            # closes every chorale); in a known key only on a cadence onto the tonic.
-            past = s.events + ops.cast(s.attacked, "int32") >= lengths
-            ok &= ~(is_phrase[None, :] & (keyed & past & ~final)[:, None])
-            ok &= ~(is_end[None, :] & (keyed & ~s.cad_ok & (s.events < limits))[:, None])
-            left = limits - s.events  # onsets still allowed, this frame's included
-            must_end = (s.events >= limits) | ((s.events >= lengths) & (s.cadence | (s.cad_ok & (left <= 2))))
-            ok &= ~(must_end & (kind == 1))[:, None] | is_end[None, :]
-            # After MAX_QUIET frames without a new note, this frame must start one before it closes.
-            ok &= ~((next_kind == 3) & ((s.quiet >= MAX_QUIET) & ~s.attacked)[:, None])
-
-            # As the margin runs out, steer the last two onsets into V(7)-I (or just I after V or IV):
-            # the bass of the tonic chord on the tonic, only chord tones, closing once root and third sound.
-            home = keyed & ((left <= 1) | ((left == 2) & leads_home(s.harm, tonic)))
-            to_v = keyed & (left == 2) & ~leads_home(s.harm, tonic)
-            first = (s.chord == 0)[:, None]
-            third = rel[:, 4] | (minor & rel[:, 3])
-            thirds = (tok_rel == 4) | ((tok_rel == 3) & minor[:, None])
-            tonic_tones = ops.where(
-                first,
-                tok_rel == 0,
-                (tok_rel == 0)
-                | (tok_rel == 7)
-                | ((tok_rel == 4) & ~rel[:, 3:4])
-                | ((tok_rel == 3) & (minor & ~rel[:, 4])[:, None]),
-            )
-            dominant_tones = (tok_rel == 7) | (tok_rel == 11) | (tok_rel == 2) | (tok_rel == 5)
-            # With the frame nearly as full as the last onset and the chord still not spelt, the next
-            # pitch must bring what is missing (else the network climbs the keyboard to avoid it).
-            full = (s.chord >= ops.maximum(2, s.last_n - 2))[:, None]
-            tonic_tones = ops.where(full & ~third[:, None], tonic_tones & thirds, tonic_tones)
-            missing = ((tok_rel == 7) & ~rel[:, 7:8]) | ((tok_rel == 11) & ~rel[:, 11:12])
-            dominant_tones = ops.where(full & ~(rel[:, 7:8] & rel[:, 11:12]), missing, dominant_tones)
-            tonic_done = s.attacked & third
-            dominant_done = s.attacked & rel[:, 7] & rel[:, 11]
-            free = (next_kind == 1) | is_end[None, :]
-            steer = ops.where(
-                home[:, None],
-                free | tonic_tones | (is_close[None, :] & tonic_done[:, None]),
-                ops.where(
-                    to_v[:, None], free | dominant_tones | (is_close[None, :] & dominant_done[:, None]), True
-                ),
-            )
-            ok = _prefer(ops, ok, steer)
-
-            # Voice leading: no pitch (attacked, or held while the voices under it moved) that forms
-            # parallel fifths or octaves with a lower voice of this frame, voices counted from the bass
-            # of the last onset (`stats.parallel_perfects_per_change` compares onsets that sound as many
-            # pitches, so only a frame as full as the last one counts).
-            k = s.chord
-            upper_was = ops.take_along_axis(s.last, ops.minimum(k, MAX_CHORD - 1)[:, None], axis=1)  # (B, 1)
-            lower = in_frame & (k < s.last_n)[:, None]
-            was = (upper_was - s.last + 120) % 12
-            perfect = lower & ((was == 0) | (was == 7))
-            moved = s.frame - s.last  # (B, C) how each lower voice moved
-            cand = keys[None, None, :]  # per piano key, then per token (attacks and holds alike)
-            now = (cand - s.frame[:, :, None] + 120) % 12
-            parallel = (
-                perfect[:, :, None]
-                & (now == was[:, :, None])
-                & ((cand - upper_was[:, :, None]) * moved[:, :, None] > 0)
-                & ((cand % 12) != (upper_was % 12)[:, :, None])
-            )
-            parallel = ops.take(ops.any(parallel, axis=1), key_of_token, axis=1) & is_pitch[None, :]
-            kept = _prefer(ops, ok, ~parallel)
-            # What the left-out pitches would have had goes to the other pitches, not to the closing bar:
-            # the voice moves elsewhere instead of the chord losing it.
-            scaled = logits / temperature[:, None]
-            before_p = ops.softmax(ops.where(ok, scaled, -1e9), axis=-1)
-            lost = ops.sum(ops.where(ok & ~kept, before_p, 0.0), axis=1)
-            other = ops.sum(ops.where(kept & is_pitch[None, :], before_p, 0.0), axis=1)
-            boost = ops.log((other + lost) / ops.maximum(other, 1e-30))
-            scaled += ops.where(is_pitch[None, :] & (other > 0)[:, None], boost[:, None], 0.0)
-            ok = kept
+            minor, tonic, tok_rel = rules.key(s, limits)
+            ok = rules.grammar(s, kind)
+            spelt = rules.frame(s, tonic, minor)
+            ok, left = rules.ending(ok, s, kind, lengths, limits, spelt.final)
+            ok = rules.steer_cadence(ok, s, left, tonic, minor, tok_rel, spelt.rel)
+            ok, scaled = rules.voice_leading(ok, s, spelt.in_frame, logits / temperature[:, None])
 
             scaled = ops.where(ok, scaled, -1e9)
             probs = ops.softmax(scaled, axis=-1)
@@ -357,7 +236,7 @@ class Sampler:
             given = ops.take(primers, ops.minimum(s.t + 1, ops.shape(primers)[1] - 1), axis=1)
             nxt = ops.where(in_primer, given, sampled)
             nxt = ops.where(s.done, 0, nxt)
-            return (advance(s, nxt, kind, in_primer, states, chord, final, minor),)
+            return (advance(s, nxt, kind, in_primer, states, spelt.chord, spelt.final, minor),)
 
         def advance(s: _Loop, nxt, kind, in_primer, states, chord, final, minor) -> _Loop:
             """All the loop's book-keeping: the stream, the event count, the caps, the repetition guard,
@@ -442,7 +321,7 @@ class Sampler:
             cad_ok=ops.zeros((b,), "bool"),
             gap=izeros,
             hist=ops.zeros((b, 12), "float32"),
-            minor=asked_minor,
+            minor=rules.asked_minor,
         )
         (end,) = ops.while_loop(cond, body, (start,), maximum_iterations=max_steps - 1)
         return end.out, end.steps
@@ -531,36 +410,5 @@ def _weights(layer) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return [_array(w) for w in layer.trainable_variables], [_array(w) for w in layer.non_trainable_variables]
 
 
-def _kinds(v: Vocabulary) -> np.ndarray:
-    """Each token's class as the loop's grammar counts it: 0 special, 1 shift, 2 pitch, 3 duration."""
-    kinds = np.zeros(len(v), np.int32)
-    for t in range(len(v)):
-        kinds[t] = 1 if v.is_shift(t) else 2 if v.is_pitch(t) else 3 if v.is_duration(t) else 0
-    return kinds
-
-
-# Krumhansl-Schmuckler: a pitch-class histogram leans to A minor over C major by this dot product.
-_MINOR_OVER_MAJOR = (key_profile(Key(9, True)) - key_profile(Key(0, False))).astype(np.float32)
 # (piano key, pitch class) one-hot: sounding keys -> sounding pitch classes.
 _PITCH_CLASS = np.eye(12, dtype=np.float32)[(np.arange(PIANO_KEYS) + PIANO_LOW) % 12]
-
-# Pitch classes above the tonic of a major (row 0) and a minor (row 1) tonic triad.
-_TRIADS = np.array([[pc in (0, 4, 7) for pc in range(12)], [pc in (0, 3, 7) for pc in range(12)]])
-
-
-def _prefer(ops, ok, wanted):
-    """`ok` narrowed to `wanted` where that leaves a request some token, else `ok` as it was: a steer,
-    never a dead end."""
-    narrowed = ok & wanted
-    return ops.where(ops.any(narrowed, axis=1, keepdims=True), narrowed, ok)
-
-
-def _token_pitches(v: Vocabulary) -> np.ndarray:
-    """The MIDI pitch of each attack and hold token, -1 for every other token."""
-    out = np.full(len(v), -1, np.int32)
-    for t in range(len(v)):
-        if v.is_attack(t):
-            out[t] = PIANO_LOW + t - v.pitch_base
-        elif v.is_hold(t):
-            out[t] = PIANO_LOW + t - v.hold_base
-    return out
