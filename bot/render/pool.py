@@ -1,6 +1,6 @@
 """A warm render pool: one process per core, each holding a FluidSynth with the soundfont loaded.
 
-A render process is `python -m bot.render.pool`: it loads the soundfont, renders a one-note piece so the
+A render process is `python -m bot.render.pool`: it loads the soundfont, renders every key once so the
 first real job finds everything imported and paged in, says it is ready, then renders requests one at a
 time. Requests and results are pickles framed by their length on the process's stdin and stdout; the pool
 starts these processes itself, so what it unpickles is its own.
@@ -312,7 +312,14 @@ def _warm_request():
     from bot.music.encoding import Event
     from bot.music.midi_out import midi_bytes
 
-    events = (Event(0.0, 1.0, (60, 64, 67)),)
+    # Every key of the piano, soft and loud: FluidSynth loads a sample when a note first needs it, so a
+    # process warmed on one chord would load most of the piano during its first real piece (0.12 s).
+    events = tuple(
+        Event(
+            i * 0.25, 0.25, tuple(range(21 + (i % 8) * 11, min(109, 32 + (i % 8) * 11))), 64 if i < 8 else 100
+        )
+        for i in range(16)
+    )
     return RenderRequest("warm", midi_bytes(list(events)), events, 0, 100.0, "warm", 10 * 1024 * 1024)
 
 
