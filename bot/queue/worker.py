@@ -1,5 +1,6 @@
-"""The worker: loads the model once, gathers waiting jobs into batches, samples them off the event loop,
-renders each piece to files that fit the user's upload limit, and reports progress on the way."""
+"""The worker: loads the model once, gathers waiting jobs into batches (`batcher`), samples them off the
+event loop, renders each piece to files that fit the user's upload limit (`rendering`), and reports
+progress on the way; `serve_worker` runs it as `etude worker` against the Redis queue."""
 
 from __future__ import annotations
 
@@ -13,19 +14,20 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from bot.aio import cancel_and_wait
-from bot.errors import BadOption, EtudeError, RenderError, reference, went_wrong
+from bot.errors import BadOption, EtudeError, reference, went_wrong
 from bot.health import Metrics
 from bot.model.backend import default_batching
 from bot.model.composer import Composer, Composition, Seed
 from bot.music.midi import SeedLimits
 from bot.options import Options
-from bot.queue.jobs import JobResult, JobSpec, ResultFile
+from bot.queue.batcher import Batcher, batch_sizes
+from bot.queue.jobs import JobResult, JobSpec
+from bot.queue.rendering import render_for_limit
+from bot.queue.sweep import own_temp_folder
 from bot.render.audio import find_soundfont
-from bot.render.files import RenderRequest, midi_only, render_here
-from bot.render.pool import RenderPool, render_on
+from bot.render.pool import RenderPool
 from bot.render.synth import check_soundfont
 
 log = logging.getLogger(__name__)
@@ -35,105 +37,6 @@ Publish = Callable[[str, dict], Awaitable[None]]
 
 async def _no_progress(job_id: str, event: dict) -> None:
     return None
-
-
-class Batcher:
-    """Gathers requests that arrive together and samples them in one call on a worker thread.
-
-    The first request waits at most `wait_ms` for company; a batch holds at most `size` requests.
-    """
-
-    def __init__(
-        self,
-        compose: Callable[[list], list],
-        size: int = 16,
-        wait_ms: float = 20,
-        on_batch: Callable[[int], None] | None = None,
-    ):
-        self.compose, self.size, self.wait = compose, size, wait_ms / 1000
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.task: asyncio.Task | None = None
-        self.on_batch = on_batch
-
-    async def submit(self, options: Options, seed: Seed | None) -> Composition:
-        if self.task is None or self.task.done():
-            self.task = asyncio.create_task(self._run(), name="etude-batcher")
-        future = asyncio.get_running_loop().create_future()
-        await self.queue.put((options, seed, future))
-        return await future
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self.queue.get()]
-            deadline = loop.time() + self.wait
-            while len(batch) < self.size:
-                if not self.queue.empty():
-                    batch.append(self.queue.get_nowait())
-                    continue
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), left))
-                except TimeoutError:
-                    break
-            batch = [b for b in batch if not b[2].cancelled()]
-            if not batch:
-                continue
-            if self.on_batch:
-                self.on_batch(len(batch))
-            try:
-                pieces = await asyncio.to_thread(self.compose, [(o, s) for o, s, _ in batch])
-            except Exception as e:  # every request of the batch learns of it; the loop goes on
-                for *_, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
-                continue
-            for (*_, fut), piece in zip(batch, pieces):
-                if not fut.done():
-                    fut.set_result(piece)
-
-    async def close(self) -> None:
-        await cancel_and_wait([self.task])
-
-
-def render_for_limit(
-    piece: Composition,
-    limit: int,
-    renderer: RenderPool | None = None,
-    *,
-    video: bool = False,
-    soundfont: str | None = None,
-) -> tuple[list[ResultFile], str]:
-    """The piece's files, each within `limit` bytes, and a note on what was reduced (`render_piece` decides).
-
-    With a `renderer` the work runs in its warm processes; without one, in this process. A render that
-    fails, hangs or crashes costs only the audio: the user still gets the `.mid` and one line saying why.
-    """
-    request = RenderRequest.of(piece, limit, video)
-    try:
-        if renderer is not None:
-            rendered = render_on(renderer, request)
-        else:
-            rendered = render_here(request, soundfont)
-    except RenderError as e:
-        log.warning("render of %s failed: %s", piece.name, e)
-        rendered = midi_only(request, str(e))
-    files = [ResultFile(f.name, f.data, f.content_type) for f in rendered.files]
-    return files, rendered.note
-
-
-def batch_sizes(most: int) -> list[int]:
-    """The batch sizes the sampler is given: powers of two up to `most`, and `most` itself.
-
-    The sampler compiles once per batch shape; rounding a batch up to the next of these (with one-note
-    fillers) keeps the shapes few enough to compile them all before the worker reports ready.
-    """
-    sizes = [1]
-    while sizes[-1] * 2 < most:
-        sizes.append(sizes[-1] * 2)
-    return sorted({*sizes, most})
 
 
 FILLER = Options(length=1, rng_seed=0)
@@ -348,56 +251,6 @@ class Worker:
             " ".join(f"{k}={v:.2f}s" for k, v in result.timings.items()),
         )
         return result.to_json()
-
-
-def own_temp_folder(base: str | Path | None = None) -> Path:
-    """One temporary folder per worker process, after sweeping those of workers that are gone.
-
-    A worker killed outright leaves its folder behind and perhaps a FluidSynth still writing into it; the
-    sweep kills any process whose command line names a dead worker's folder, then deletes the folder.
-    Everything the worker writes through `tempfile` goes into its own folder from then on.
-    """
-    base = Path(base or tempfile.gettempdir())
-    for old in base.glob("etude-worker-*"):
-        pid = old.name.rsplit("-", 1)[1]
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
-            continue
-        for orphan in _processes_naming(str(old)):
-            log.warning("killing process %d left running by worker %s", orphan, pid)
-            try:
-                os.kill(orphan, 9)
-            except OSError:
-                pass
-        shutil.rmtree(old, ignore_errors=True)
-    mine = base / f"etude-worker-{os.getpid()}"
-    mine.mkdir(exist_ok=True)
-    tempfile.tempdir = str(mine)
-    return mine
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, only not yet reaped
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-
-def _processes_naming(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            if text.encode() in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
