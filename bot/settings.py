@@ -37,7 +37,8 @@ class Settings(BaseSettings):
     queue_max: int = Field(50, ge=1)
     user_max_running: int = Field(1, ge=1)
     user_max_waiting: int = Field(2, ge=0)
-    # Unset: chosen by the worker for the device its model runs on (see bot.queue.worker.batching).
+    # Unset: chosen by the worker for the device its model runs on (see `Worker.start` and
+    # bot.model.backend.default_batching).
     batch_size: int | None = Field(None, ge=1)
     batch_wait_ms: int | None = Field(None, ge=0)
     # The length the sampler is compiled for before the worker reports ready (the default length unless
