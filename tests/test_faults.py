@@ -24,7 +24,7 @@ from processes import RedisServer, Workers, close, free_port, run_all, scheduler
 
 from bot.options import Options
 from bot.queue.jobs import JobSpec
-from bot.queue.redis_broker import SET_ASIDE, STREAM
+from bot.queue.redis_keys import SET_ASIDE, STREAM
 
 pytestmark = [
     pytest.mark.timeout(900),

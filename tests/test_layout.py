@@ -115,7 +115,8 @@ def test_bot_in_redis_mode_loads_neither_tensorflow_nor_the_sampler():
     """What the Discord side imports to run in Redis mode: the client, its cog, the Redis queue."""
     code = (
         "import sys\n"
-        "import bot.chat.client, bot.chat.commands, bot.chat.reply, bot.queue.redis_broker, bot.queue.scheduler\n"
+        "import bot.chat.client, bot.chat.commands, bot.chat.reply, bot.queue.scheduler\n"
+        "import bot.queue.redis_broker, bot.queue.redis_stream\n"
         "bad = [m for m in ('tensorflow', 'keras', 'jax', 'bot.model.sample', 'bot.model.network') if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )

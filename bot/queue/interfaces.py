@@ -4,7 +4,7 @@
 | --- | --- | --- |
 | `Progress` | `scheduler.LocalProgress` | `redis_broker.RedisProgress` |
 | `Journal` | `journal.SQLiteJournal` (under `STATE_DIR`) | `redis_broker.RedisJournal` |
-| `Broker` | taskiq's `InMemoryBroker` | `redis_broker.EtudeStreamBroker` |
+| `Broker` | taskiq's `InMemoryBroker` | `redis_stream.EtudeStreamBroker` |
 """
 
 from __future__ import annotations

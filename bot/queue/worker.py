@@ -267,7 +267,8 @@ async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
 
     from bot.health import serve
     from bot.queue.broker import make_broker, register
-    from bot.queue.redis_broker import STREAM, WORKERS, RedisProgress, queue_depth, wait_for_redis
+    from bot.queue.redis_broker import RedisProgress, queue_depth, wait_for_redis
+    from bot.queue.redis_keys import STREAM, WORKERS
 
     if not settings.redis_url:
         raise BadOption(
