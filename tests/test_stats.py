@@ -9,7 +9,7 @@ import pytest
 
 from bot.music import analysis
 from bot.music import stats as S
-from bot.music.encoding import Event
+from bot.music.events import Event
 
 pytestmark = pytest.mark.timeout(60)
 
