@@ -174,7 +174,7 @@ def bench_harmonize(model_dir: Path, notes: int = 100, runs: int = 5) -> None:
     from bot.model.composer import Composer
     from bot.model.harmonize import harmonize
     from bot.model.steps import PARTICLES
-    from bot.music.encoding import Event
+    from bot.music.events import Event
     from bot.music.melody import read_melody
     from bot.music.midi_out import midi_bytes
     from bot.options import Options

@@ -9,7 +9,7 @@ from test_bot import EPHEMERAL, embed_of, fake, file_sizes, running, runtime  # 
 from test_harmonize import TUNE, tune_bytes
 from test_midi import note, smf
 
-from bot.music.encoding import Event
+from bot.music.events import Event
 from bot.music.melody import read_melody
 from bot.music.midi_out import midi_bytes
 

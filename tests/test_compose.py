@@ -14,7 +14,7 @@ import pytest
 from bot.errors import BadOption, BadSeed
 from bot.model.masks import MAX_RUN
 from bot.model.sample import Request
-from bot.music.encoding import GRID, Event, normalize, transpose
+from bot.music.events import GRID, Event, normalize, transpose
 from bot.music.keys import Key, estimate_key
 from bot.music.midi import read_midi
 from bot.music.midi_out import midi_bytes

@@ -9,7 +9,8 @@ import pytest
 
 from bot.errors import BadData
 from bot.music.corpus import cache_dir, encode_pieces, load_pieces, split_by_piece, transpose_windows, windows
-from bot.music.encoding import Piece, Vocabulary
+from bot.music.encoding import Vocabulary
+from bot.music.events import Piece
 
 
 def test_split_is_by_piece_and_stable(chorales):

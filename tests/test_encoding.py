@@ -8,17 +8,8 @@ import mido
 import numpy as np
 import pytest
 
-from bot.music.encoding import (
-    GRID,
-    MAX_SHIFT,
-    PIANO_HIGH,
-    PIANO_LOW,
-    Event,
-    Vocabulary,
-    group_notes,
-    normalize,
-    transpose,
-)
+from bot.music.encoding import MAX_SHIFT, PIANO_HIGH, PIANO_LOW, Vocabulary
+from bot.music.events import GRID, Event, group_notes, normalize, transpose
 from bot.music.midi import read_midi
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from bot.model.harmonize import cadence_for, harmonize, harmonize_line, plan_key
 from bot.model.steps import NgramSteps, NumpySteps
-from bot.music.encoding import Event
+from bot.music.events import Event
 from bot.music.harmony import FourVoices, figures, parallels
 from bot.music.melody import melody_from_events, read_melody
 from bot.music.midi import read_midi

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bot.music.encoding import Event
+from bot.music.events import Event
 from bot.music.harmony import FourVoices, figures, is_triad_or_seventh, parallels, total
 
 pytestmark = pytest.mark.timeout(120)

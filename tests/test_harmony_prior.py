@@ -11,7 +11,7 @@ from bot.model.harmonize import harmonize_line
 from bot.model.harmony_prior import NONE, HarmonyPrior, build, shipped
 from bot.model.steps import NumpySteps
 from bot.music.corpus import corpus_works, is_validation
-from bot.music.encoding import Event
+from bot.music.events import Event
 
 pytestmark = pytest.mark.timeout(300)
 

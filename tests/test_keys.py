@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.errors import BadOption
-from bot.music.encoding import Event, transpose
+from bot.music.events import Event, transpose
 from bot.music.keys import Key, draw_key, estimate_key
 from bot.options import KEYS, Options, parse_key
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from bot.errors import BadSeed
-from bot.music.encoding import Event
+from bot.music.events import Event
 from bot.music.melody import (
     MAX_MELODY_NOTES,
     SOPRANO_HIGH,

@@ -12,7 +12,7 @@ import mido
 import pytest
 
 from bot.errors import BadSeed, EtudeError
-from bot.music.encoding import GRID, Event, Piece
+from bot.music.events import GRID, Event, Piece
 from bot.music.midi import DEFAULT_LIMITS, SeedLimits, read_midi, read_midi_file
 from bot.music.midi_out import midi_bytes, write_midi
 

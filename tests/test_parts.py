@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bot.errors import RenderError
-from bot.music.encoding import Event
+from bot.music.events import Event
 from bot.music.midi_out import midi_bytes
 from bot.render.audio import find_soundfont
 from bot.render.files import render_here

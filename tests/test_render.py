@@ -21,7 +21,7 @@ import soundfile
 from PIL import Image
 
 from bot.errors import RenderError
-from bot.music.encoding import Event
+from bot.music.events import Event
 from bot.music.midi_out import midi_bytes
 from bot.render.audio import (
     RATE_LADDER,

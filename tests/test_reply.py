@@ -1,9 +1,8 @@
-"""What the bot says and the state its buttons carry, apart from the network."""
+"""What the bot says, apart from the network."""
 
 from __future__ import annotations
 
 from bot.chat import reply
-from bot.options import Options
 from bot.queue.jobs import JobResult
 
 
@@ -11,31 +10,6 @@ def test_progress_lines():
     assert reply.progress_line({"stage": "queued", "place": 1}) == "🎼 Queued: you're next."
     assert reply.progress_line({"stage": "queued", "place": 4}) == "🎼 Queued: 3 pieces ahead of yours."
     assert reply.progress_line({"stage": "rendering", "percent": 60}) == "🎹 Rendering audio… 60%"
-
-
-def test_button_ids_carry_the_options_within_discords_limit():
-    opts = Options(
-        length=2000, temperature=1.25, top_p=0.9, tempo=240, instrument=127, rng_seed=5, key="F# minor"
-    )
-    for action in ("reroll", "continue"):
-        cid = reply.button_id(action, opts, "0123456789abcdef")
-        assert len(cid) <= 100
-        match = reply.CUSTOM_ID.fullmatch(cid)
-        back, seed = reply.options_from_id(match)
-        assert (back.length, back.temperature, back.top_p, back.tempo, back.instrument) == (
-            2000,
-            1.25,
-            0.9,
-            240,
-            127,
-        )
-        assert seed == "0123456789abcdef" and back.rng_seed is None  # a re-roll draws a new seed
-        assert back.key == "F# minor"  # ...in the key that was asked for
-    plain = reply.options_from_id(reply.CUSTOM_ID.fullmatch(reply.button_id("reroll", Options(), None)))
-    assert plain[1] is None and plain[0].key is None
-    # A button from before keys were an option still works.
-    old = "etude:reroll:500:1:0.95:0:0:-"
-    assert reply.options_from_id(reply.CUSTOM_ID.fullmatch(old))[0] == Options()
 
 
 def test_result_embed_names_everything_a_listener_asks():

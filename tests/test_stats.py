@@ -9,7 +9,7 @@ import pytest
 
 from bot.music import analysis
 from bot.music import stats as S
-from bot.music.encoding import Event
+from bot.music.events import Event
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -225,15 +225,15 @@ def model_copy(tiny_model_dir, tmp_path_factory):
 
 @pytest.mark.timeout(300)
 def test_eval_music_section_and_card(model_copy) -> None:
-    from bot.model import evaluate as EV
+    from bot.model import music_eval as ME
 
-    result = EV.evaluate_music(str(model_copy), quick=True, write_card=True)
+    result = ME.evaluate_music(str(model_copy), quick=True, write_card=True)
     music = result["music"]
-    assert music["pieces"] == EV.QUICK_PIECES and music["length"] == EV.QUICK_LENGTH
+    assert music["pieces"] == ME.QUICK_PIECES and music["length"] == ME.QUICK_LENGTH
     for s in S.STATISTICS:
         assert music["reference"][s.key]["n"] > 0, s.key
         assert s.key in music["generated"]
-    assert music["generated"]["notes_per_onset"]["n"] == EV.QUICK_PIECES
+    assert music["generated"]["notes_per_onset"]["n"] == ME.QUICK_PIECES
     assert 0 <= music["distance"] < 100
     key = result["key_fidelity"]["validation pieces"]
     assert key["seeds"] > 0 and 0 <= key["share_within_one_fifth"] <= 1
@@ -242,23 +242,23 @@ def test_eval_music_section_and_card(model_copy) -> None:
     assert card["music"]["generated"] == music["generated"]
     readme = (model_copy / "README.md").read_text()
     assert "## Music" in readme and "pitch-class entropy" in readme and "Seed key fidelity" in readme
-    text = EV.music_table(music, result["key_fidelity"])
+    text = ME.music_table(music, result["key_fidelity"])
     assert all(s.label in text for s in S.STATISTICS)
 
 
 @pytest.mark.timeout(300)
 def test_the_sweep_behind_the_defaults_goes_into_the_card(model_copy, monkeypatch) -> None:
-    from bot.model import evaluate as EV
+    from bot.model import music_eval as ME
 
-    real = EV.music_sweep
+    real = ME.music_sweep
     monkeypatch.setattr(
-        EV,
+        ME,
         "music_sweep",
         lambda composer, train_p, val_p, pieces, length: real(
             composer, train_p, val_p, temperatures=(0.5, 1.0), top_ps=(0.95,), pieces=2, length=30
         ),
     )
-    result = EV.evaluate_music(str(model_copy), quick=True, sweep=True, write_card=True)
+    result = ME.evaluate_music(str(model_copy), quick=True, sweep=True, write_card=True)
     card = read_card(model_copy)
     assert card["sweep"]["settings"] == result["sweep"]["settings"]
     readme = (model_copy / "README.md").read_text()
@@ -273,14 +273,14 @@ def read_card(folder) -> dict:
 
 @pytest.mark.timeout(300)
 def test_samples_are_the_same_every_run_and_the_sweep_ranks_settings(composer, chorales) -> None:
-    from bot.model import evaluate as EV
+    from bot.model import music_eval as ME
     from bot.music.corpus import split_by_piece
 
     train_p, val_p = split_by_piece(chorales)
-    one = EV.music_section(composer, train_p, val_p, pieces=2, length=40)
-    two = EV.music_section(composer, train_p, val_p, pieces=2, length=40)
+    one = ME.music_section(composer, train_p, val_p, pieces=2, length=40)
+    two = ME.music_section(composer, train_p, val_p, pieces=2, length=40)
     assert one["generated"] == two["generated"]
-    sweep = EV.music_sweep(
+    sweep = ME.music_sweep(
         composer, train_p, val_p, temperatures=(0.3, 1.5), top_ps=(0.9, 1.0), pieces=2, length=40
     )
     rows = sweep["settings"]
@@ -291,7 +291,7 @@ def test_samples_are_the_same_every_run_and_the_sweep_ranks_settings(composer, c
         (1.5, 1.0),
     ]
     assert [r["distance"] for r in rows] == sorted(r["distance"] for r in rows)
-    text = EV.sweep_table(sweep)
+    text = ME.sweep_table(sweep)
     assert "validation" in text and "1.5" in text
 
 

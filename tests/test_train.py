@@ -143,14 +143,15 @@ def test_cli_eval_json_on_a_missing_model(tmp_path):
 def test_eval_prints_both_sections(monkeypatch, capsys):
     """The loss section and the musical section both name the model; the table shows both."""
     import bot.model.evaluate as E
+    import bot.model.music_eval as ME
     from bot.cli import main
 
     scores = {"nll_bits_per_note": 9.5, "accuracy": 0.5, "notes": 10}
     loss = {"model": scores, "baselines": {"ngram": dict(scores, nll_bits_per_note=11.0)}}
     loss["improvement_over_best_baseline"] = 0.1
     monkeypatch.setattr(E, "evaluate", lambda *a, **k: dict(loss))
-    monkeypatch.setattr(E, "evaluate_music", lambda *a, **k: {"model": "m", "music": {}})
-    monkeypatch.setattr(E, "music_table", lambda music, fidelity=None: "MUSIC TABLE")
+    monkeypatch.setattr(ME, "evaluate_music", lambda *a, **k: {"model": "m", "music": {}})
+    monkeypatch.setattr(ME, "music_table", lambda music, fidelity=None: "MUSIC TABLE")
     assert main(["eval", "--model", "x"]) == 0
     out = capsys.readouterr().out
     assert "9.500" in out and "MUSIC TABLE" in out

@@ -135,7 +135,8 @@ class EtudeBot(commands.Bot):
         self.waiting_for: str | None = None  # what start-up waits for, for /healthz ("redis")
 
     async def setup_hook(self) -> None:
-        from bot.chat.commands import ComposeCog, PieceButton
+        from bot.chat.buttons import PieceButton
+        from bot.chat.commands import ComposeCog
 
         if self.settings.health_port:  # first, so that /healthz can say what start-up waits for
             self.health = await serve(
@@ -178,7 +179,7 @@ class EtudeBot(commands.Bot):
         log.info("stopping: no new jobs; finishing within %.0f s", self.settings.stop_deadline_seconds)
         cog = self.get_cog("ComposeCog")
         if cog is not None and self.runtime is not None:
-            await cog.announce_restart()
+            await cog.desk.announce_restart()
             if self.runtime.worker is not None:
                 deadline = asyncio.get_running_loop().time() + self.settings.stop_deadline_seconds
                 while self.runtime.scheduler.running and asyncio.get_running_loop().time() < deadline:
@@ -188,7 +189,7 @@ class EtudeBot(commands.Bot):
     async def close(self) -> None:
         cog = self.get_cog("ComposeCog")
         if cog is not None:
-            await cog.stop_waiting()
+            await cog.desk.stop_waiting()
         await super().close()
         if self.health is not None:
             await self.health.cleanup()

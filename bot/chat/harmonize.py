@@ -1,6 +1,6 @@
 """`/harmonize`: a melody in, a four-part chorale out, through the same queue and delivery as `/compose`.
 
-The job is a `JobSpec` of kind `harmonize` whose seed is the melody file; `ComposeCog.start` admits it,
+The job is a `JobSpec` of kind `harmonize` whose seed is the melody file; `ComposeCog`'s `Desk` admits it,
 defers, downloads and checks the file, and delivers the result, with the 🔁 re-roll button below, which
 carries its options and the stored melody's key in its id, so it keeps working after a restart.
 """
@@ -14,18 +14,17 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.chat.commands import (
+from bot.chat.buttons import CogButton
+from bot.chat.commands import ComposeCog
+from bot.chat.desk import REPLY_VIEWS, SEED_CHECKS
+from bot.chat.params import (
     INSTRUMENT_CHOICES,
     KEY_CHOICES,
-    REPLY_VIEWS,
-    SEED_CHECKS,
     SEED_SUFFIXES,
-    CogButton,
-    ComposeCog,
     RngSeed,
     Temperature,
     Tempo,
-    _describe,
+    describe,
 )
 from bot.music.melody import MAX_MELODY_NOTES, read_melody
 from bot.options import INSTRUMENT_HELP, KEYS, MELODY_HELP, SPECS, Options
@@ -94,8 +93,8 @@ class HarmonizeCog(commands.Cog):
     @app_commands.describe(
         melody=f"{MELODY_HELP} (up to {MAX_MELODY_NOTES} notes)"[:100],
         key="The key to write in; without it, the melody's own",
-        temperature=_describe("temperature"),
-        tempo=_describe("tempo"),
+        temperature=describe("temperature"),
+        tempo=describe("tempo"),
         instrument=INSTRUMENT_HELP,
         rng_seed=SPECS["rng_seed"].help,
     )
@@ -113,10 +112,10 @@ class HarmonizeCog(commands.Cog):
         """Harmonize a melody you attach as a four-part chorale."""
         # The declared name and size are checked before anything is downloaded.
         if not melody.filename.lower().endswith(SEED_SUFFIXES):
-            await self.compose._refuse(interaction, "the melody must be a MIDI file (.mid or .midi)")
+            await self.compose.desk.refuse(interaction, "the melody must be a MIDI file (.mid or .midi)")
             return
         if melody.size > self.settings.seed_max_bytes:
-            await self.compose._refuse(
+            await self.compose.desk.refuse(
                 interaction, f"the melody file is larger than {self.settings.seed_max_bytes // 1024} KiB"
             )
             return
@@ -127,17 +126,19 @@ class HarmonizeCog(commands.Cog):
             rng_seed=rng_seed,
             key=key.value if key else None,
         ).check()
-        await self.compose.start(interaction, options, seed_attachment=melody, kind=KIND)
+        await self.compose.desk.start(interaction, options, seed_attachment=melody, kind=KIND)
 
     async def reroll(self, interaction: discord.Interaction, match: re.Match) -> None:
         options, key = options_from_match(match)
-        data = await asyncio.to_thread(self.compose.seeds.get, key)
+        data = await asyncio.to_thread(self.compose.desk.seeds.get, key)
         if data is None:
-            await self.compose._refuse(
+            await self.compose.desk.refuse(
                 interaction, "the melody of this chorale is no longer kept; use /harmonize with it again"
             )
             return
-        await self.compose.start(interaction, options.check(), seed_bytes=data, seed_name="melody", kind=KIND)
+        await self.compose.desk.start(
+            interaction, options.check(), seed_bytes=data, seed_name="melody", kind=KIND
+        )
 
     async def cog_app_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError

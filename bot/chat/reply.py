@@ -9,13 +9,8 @@ from pathlib import Path
 
 import discord
 
-from bot.options import KEYS, PROGRAM_NAMES, SPECS, Options
+from bot.options import PROGRAM_NAMES, SPECS
 from bot.queue.jobs import JobResult
-
-CUSTOM_ID = re.compile(
-    r"etude:(?P<action>reroll|continue):(?P<length>\d+):(?P<temperature>[0-9.]+):(?P<top_p>[0-9.]+):"
-    r"(?P<tempo>\d+):(?P<instrument>\d+):(?P<seed>[0-9a-f]{16}|-)(?::k(?P<key>\d{1,2}))?"
-)
 
 
 def progress_line(event: dict) -> str:
@@ -34,27 +29,6 @@ def progress_line(event: dict) -> str:
         "uploading": "Uploading",
     }
     return f"🎹 {labels.get(stage, stage.capitalize())}… {event.get('percent', 0)}%"
-
-
-def button_id(action: str, options: Options, seed_key: str | None) -> str:
-    """A custom id that carries everything a button needs, so it works after a restart."""
-    return (
-        f"etude:{action}:{options.length}:{options.temperature:g}:{options.top_p:g}:{int(options.tempo or 0)}:"
-        f"{options.instrument}:{seed_key or '-'}" + (f":k{KEYS.index(options.key)}" if options.key else "")
-    )
-
-
-def options_from_id(match: re.Match) -> tuple[Options, str | None]:
-    tempo = int(match["tempo"])
-    opts = Options(
-        length=int(match["length"]),
-        temperature=float(match["temperature"]),
-        top_p=float(match["top_p"]),
-        tempo=tempo or None,
-        instrument=int(match["instrument"]),
-        key=KEYS[int(match["key"])] if match["key"] and int(match["key"]) < len(KEYS) else None,
-    )
-    return opts, None if match["seed"] == "-" else match["seed"]
 
 
 def result_embed(result: JobResult, user_mention: str) -> discord.Embed:

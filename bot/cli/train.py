@@ -78,7 +78,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from bot.model.evaluate import evaluate, evaluate_music, music_table, sweep_table
+    from bot.model.evaluate import evaluate
+    from bot.model.music_eval import evaluate_music, music_table, sweep_table
     from bot.settings import get_settings
 
     model = args.model or get_settings().model_dir

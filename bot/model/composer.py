@@ -21,7 +21,8 @@ import numpy as np
 from bot.model.network import LoadedModel
 from bot.model.network import load as load_model
 from bot.model.sample import MAX_PRIMER_TOKENS, Request, Sampler
-from bot.music.encoding import PIANO_HIGH, PIANO_LOW, Event, Piece, Vocabulary, fold_pitch, transpose
+from bot.music.encoding import PIANO_HIGH, PIANO_LOW, Vocabulary
+from bot.music.events import Event, Piece, fold_pitch, transpose
 from bot.music.keys import Key, draw_key, estimate_key, key_fit
 from bot.music.midi import DEFAULT_LIMITS, SeedLimits, read_midi
 from bot.music.midi_out import midi_bytes

@@ -36,7 +36,8 @@ from bot.errors import ModelNotFound
 from bot.model.composer import Composition
 from bot.model.harmony_prior import NONE, shipped
 from bot.model.steps import NumpySteps, Steps
-from bot.music.encoding import GRID, PIANO_LOW, Event, Vocabulary, transpose
+from bot.music.encoding import PIANO_LOW, Vocabulary
+from bot.music.events import GRID, Event, transpose
 from bot.music.keys import REFERENCE, Key, melody_key
 from bot.music.melody import BadMelody, Melody, soprano_octaves
 from bot.options import Options

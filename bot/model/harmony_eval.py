@@ -17,7 +17,7 @@ from bot.model.harmonize import INNER_WEIGHT, PRIOR_WEIGHT, harmonize_melody
 from bot.model.harmony_prior import HarmonyPrior, chorale_soprano, shipped
 from bot.model.steps import PARTICLES, NgramSteps, NumpySteps
 from bot.music.corpus import chorale_parts
-from bot.music.encoding import Event, transpose
+from bot.music.events import Event, transpose
 from bot.music.harmony import FourVoices, bass_on_beats, figures, total
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from bot.music.corpus import chorale_parts
-from bot.music.encoding import Event, transpose
+from bot.music.events import Event, transpose
 from bot.music.keys import Key, melody_key
 from bot.music.melody import BadMelody, Melody, melody_from_events
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bot.music.encoding import Event
+from bot.music.events import Event
 
 TICKS = 480  # times are compared in 1/480 beats: exact for sixteenths, triplets and 32nds alike
 

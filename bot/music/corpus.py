@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from bot.errors import BadData, EtudeError
-from bot.music.encoding import Event, Piece, Vocabulary, group_notes, transpose
+from bot.music.encoding import Vocabulary
+from bot.music.events import Event, Piece, group_notes, transpose
 from bot.music.keys import estimate_key
 
 log = logging.getLogger(__name__)

@@ -1,13 +1,10 @@
-"""Events and tokens: the only place that knows how music becomes token ids.
+"""Tokens: the only place that knows how music becomes token ids.
 
-A piece is a list of `Event`s. An event is a note or chord: the pitches that start together and last
-equally long (notes that start together but end at different times are separate events).
-
-The network does not see events but *frames* (encoding 2, after BachBot): a frame is written at every
-time the set of sounding pitches changes (an onset or a release) and lists **every** sounding pitch, each
-marked as a new attack (`P60`) or as still held from before (`H60`), so when the alto moves under a held
-soprano the network sees the soprano. Durations are implicit: a note lasts until the first frame that does
-not hold it. A frame is::
+A piece is a list of `Event`s (`bot.music.events`). The network does not see events but *frames*
+(encoding 2, after BachBot): a frame is written at every time the set of sounding pitches changes (an
+onset or a release) and lists **every** sounding pitch, each marked as a new attack (`P60`) or as still
+held from before (`H60`), so when the alto moves under a held soprano the network sees the soprano.
+Durations are implicit: a note lasts until the first frame that does not hold it. A frame is::
 
     S<steps> [S<steps> ...]  (P<pitch> | H<pitch>) ...  |   (or |F: a phrase ends here, a fermata)
 
@@ -15,9 +12,8 @@ time since the previous frame (chained when longer than the longest shift; `S0` 
 frame), the pitches ascending, then the closing bar. A frame without pitches is a rest. A piece opens with
 `<start>`, an optional style token (`<chorale>`, ...) and its mode (`<major>`/`<minor>`; training pieces
 are moved to C major or A minor, see keys.py), and closes with `S<steps> <end>`: the last sounding notes
-stop after that shift. Times are counted in `GRID` steps per quarter note, so sixteenths, eighth-note
-triplets and sixteenth triplets all land on the grid. Pitches cover the piano. The network sees token ids
-only, never MIDI.
+stop after that shift. Times are counted in the events' `GRID` steps per quarter note. Pitches cover the
+piano. The network sees token ids only, never MIDI.
 """
 
 from __future__ import annotations
@@ -29,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bot.music.events import GRID, Event, Piece, fold_pitch, group_notes, monophonic_notes
+
 ENCODING = 2
-GRID = 12  # steps per quarter note: sixteenths (3), eighth-note triplets (4), sixteenth triplets (2)
 MAX_SHIFT = 4 * GRID  # longest single time-shift token; longer gaps chain several
 MAX_DURATION = 8 * GRID  # kept for readers of older data: the frames themselves have no duration cap
 PIANO_LOW, PIANO_HIGH = 21, 108  # A0 .. C8
@@ -39,104 +36,6 @@ PAD, START, END = "<pad>", "<start>", "<end>"
 MODES = ("major", "minor")
 STYLES = ("chorale", "renaissance", "classical", "other")
 CLOSE, PHRASE = "|", "|F"
-
-
-@dataclass(frozen=True)
-class Event:
-    """A note or chord: MIDI pitches that start at `onset` and last `duration` (both in quarter notes).
-
-    `fermata` marks the end of a phrase (the chorales' fermatas).
-    """
-
-    onset: float
-    duration: float
-    pitches: tuple[int, ...]
-    velocity: int = 80
-    fermata: bool = False
-
-
-@dataclass
-class Piece:
-    """A named list of events with the tempo it was written at."""
-
-    name: str
-    events: list[Event]
-    tempo: float = 100.0  # quarter notes per minute
-    meta: dict = field(default_factory=dict)
-
-
-def group_notes(notes: Iterable[tuple]) -> list[Event]:
-    """Group (onset, duration, pitch, velocity[, fermata]) notes into events sorted by onset, then duration.
-
-    Onsets and durations are snapped to the grid first, so notes a hair apart still form one chord.
-    """
-    groups: dict[tuple[int, int], dict[int, int]] = {}
-    marks: set[tuple[int, int]] = set()
-    for note in notes:
-        onset, duration, pitch, velocity = note[:4]
-        on = max(0, round(onset * GRID))
-        dur = max(1, round(duration * GRID))
-        groups.setdefault((on, dur), {})
-        groups[(on, dur)][int(pitch)] = max(groups[(on, dur)].get(int(pitch), 0), int(velocity))
-        if len(note) > 4 and note[4]:
-            marks.add((on, dur))
-    events = []
-    for (on, dur), pitches in sorted(groups.items()):
-        vel = round(sum(pitches.values()) / len(pitches))
-        events.append(Event(on / GRID, dur / GRID, tuple(sorted(pitches)), vel, (on, dur) in marks))
-    return events
-
-
-def fold_pitch(pitch: int, low: int, high: int) -> int:
-    """Move a pitch by octaves into [low, high], keeping its pitch class; clamp if the range is too narrow."""
-    while pitch < low:
-        pitch += 12
-    while pitch > high:
-        pitch -= 12
-    return min(max(pitch, low), high)
-
-
-def transpose(events: Sequence[Event], semitones: int) -> list[Event]:
-    return [
-        Event(e.onset, e.duration, tuple(p + semitones for p in e.pitches), e.velocity, e.fermata)
-        for e in events
-    ]
-
-
-def monophonic_notes(events: Sequence[Event]) -> list[tuple[int, int, int, bool]]:
-    """(onset, end, pitch, fermata) in grid steps, with one sounding note per pitch at any time.
-
-    A pitch cannot sound twice at once (a piano key, a MIDI channel, a frame): when it is attacked again
-    while sounding, the earlier note stops there; of two attacks at one time the longer note stays. This is
-    the form the frames keep exactly.
-    """
-    by_pitch: dict[int, dict[int, tuple[int, bool]]] = {}
-    for e in events:
-        on = max(0, round(e.onset * GRID))
-        end = on + max(1, round(e.duration * GRID))
-        for p in e.pitches:
-            notes = by_pitch.setdefault(int(p), {})
-            old = notes.get(on)
-            if old is None or end > old[0]:
-                notes[on] = (end, e.fermata or (old[1] if old else False))
-    out = []
-    for p, notes in by_pitch.items():
-        onsets = sorted(notes)
-        for i, on in enumerate(onsets):
-            end, mark = notes[on]
-            if i + 1 < len(onsets):
-                end = min(end, onsets[i + 1])
-            out.append((on, end, p, mark))
-    out.sort(key=lambda n: (n[0], n[1], n[2]))
-    return out
-
-
-def normalize(events: Sequence[Event]) -> list[Event]:
-    """The events as the frames keep them: one sounding note per pitch (see `monophonic_notes`), velocity
-    left out, and the phrase mark on every note that starts with a marked one (a frame holds one mark)."""
-    notes = monophonic_notes(events)
-    marked = {on for on, _, _, f in notes if f}
-    return group_notes((on / GRID, (end - on) / GRID, p, 80, on in marked) for on, end, p, _ in notes)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from itertools import combinations
 
 import numpy as np
 
-from bot.music.encoding import Event
+from bot.music.events import Event
 
 VOICES = ("soprano", "alto", "tenor", "bass")
 _EPS = 1e-6

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bot.music.encoding import Event
+from bot.music.events import Event
 from bot.options import key_name, key_pitch_class
 
 # Krumhansl-Kessler key profiles: how strongly each degree of the scale belongs to the key.

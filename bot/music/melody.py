@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.errors import BadSeed
-from bot.music.encoding import GRID, Event
+from bot.music.events import GRID, Event
 from bot.music.midi import DEFAULT_LIMITS, SeedLimits, read_bounded, read_midi
 
 MAX_MELODY_NOTES = 400
@@ -50,7 +50,7 @@ class Melody:
 def top_line(events: Sequence[Event]) -> list[Event]:
     """The highest voice of `events`: one note at a time, a note cut where a higher one starts.
 
-    Onsets and durations stay on the encoding's grid (the reader put them there), so they are compared
+    Onsets and durations stay on the events' grid (the reader put them there), so they are compared
     in whole grid steps and a cut note keeps an exact length.
     """
     # (onset, end, pitch, velocity) in grid steps: the highest pitch starting at each onset, held longest.

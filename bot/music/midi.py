@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bot.errors import BadSeed
-from bot.music.encoding import Piece, group_notes
+from bot.music.events import Piece, group_notes
 from bot.music.midi_tempo import DEFAULT_US_PER_BEAT, TempoMap
 
 log = logging.getLogger(__name__)

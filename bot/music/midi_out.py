@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 import mido
 
-from bot.music.encoding import Event, fold_pitch
+from bot.music.events import Event, fold_pitch
 from bot.music.midi_tempo import TEMPO_HIGH, TEMPO_LOW
 
 TICKS_PER_BEAT = 480  # what write_midi uses

@@ -26,7 +26,7 @@ from bot.music.analysis import (
     melody,
     moments,
 )
-from bot.music.encoding import Event
+from bot.music.events import Event
 
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)  # natural minor

@@ -23,7 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from bot.errors import EtudeError, RenderError
-from bot.music.encoding import Event
+from bot.music.events import Event
 from bot.render.atomic import temp_path
 from bot.render.audio import AudioInfo, encode, normalise, opus_kbps, plan_wav, trim
 from bot.render.parts import cores as default_cores

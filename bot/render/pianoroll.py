@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.music.encoding import Event
+from bot.music.events import Event
 from bot.render.atomic import temp_path
 
 SEED_COLOUR = "#d9822b"

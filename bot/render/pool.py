@@ -309,7 +309,7 @@ def render_on(pool: RenderPool, request: RenderRequest, timeout: float | None = 
 
 
 def _warm_request():
-    from bot.music.encoding import Event
+    from bot.music.events import Event
     from bot.music.midi_out import midi_bytes
 
     # Every key of the piano, soft and loud: FluidSynth loads a sample when a note first needs it, so a

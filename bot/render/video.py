@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.music.encoding import Event
+from bot.music.events import Event
 from bot.render.audio import run_ffmpeg
 
 WIDTH, HEIGHT = 640, 360
