@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bot.errors import BadOption, BadSeed
-from bot.model.masks import MAX_RUN
+from bot.model.masks import MAX_IDLE, MAX_RUN
 from bot.model.sample import Request
 from bot.music.events import GRID, Event, normalize, transpose
 from bot.music.keys import Key, estimate_key
@@ -114,6 +114,28 @@ def test_no_event_repeats_more_than_the_guard_allows(composer):
             run = run + 1 if a == b else 1
             longest = max(longest, run)
         assert longest <= MAX_RUN
+
+
+def test_no_piece_goes_more_than_eight_beats_without_a_new_note(composer):
+    """Rests and held notes end by MAX_IDLE steps after the last note's start (the chorales' longest wait
+    is 6 beats); a request whose network would wait longer is made to start a note there."""
+    vocab = composer.vocab
+    longest = 0
+    for seed in range(24):
+        tokens = composer.sampler.sample(
+            [Request((vocab.start, vocab.mode_id("major")), 200, 1.5, 1.0, seed)]
+        )[0]
+        idle = 0
+        attacked = False
+        for t in tokens:
+            if vocab.is_shift(t):
+                idle += t - vocab.shift_base
+                longest = max(longest, idle)
+            elif vocab.is_attack(t):
+                attacked = True
+            elif vocab.is_duration(t):
+                idle, attacked = (0, False) if attacked else (idle, False)
+    assert MAX_IDLE - GRID < longest <= MAX_IDLE  # the cap is reached, and held
 
 
 def test_seed_is_continued_and_can_be_included(composer, chorales):

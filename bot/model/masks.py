@@ -2,8 +2,9 @@
 
 Each rule narrows a (batch, vocabulary) boolean mask of the tokens allowed next:
 
-- the grammar: only tokens that may follow the previous one, within caps on chord size, rests and quiet
-  frames; a frame holds only pitches that sound; the same event may not repeat for ever;
+- the grammar: only tokens that may follow the previous one, within caps on chord size, rests, quiet
+  frames and the time between two notes' starts; a frame holds only pitches that sound; the same event
+  may not repeat for ever;
 - the key: the piece's mode (C major or A minor, as the network writes) from a pitch-class histogram
   weighed with the Krumhansl-Schmuckler profiles, settled before the ending;
 - the ending: not before `length` onsets, past it only on a cadence onto the tonic, at `limits` at the
@@ -24,11 +25,15 @@ import numpy as np
 
 from bot.music.analysis import Key, key_profile
 from bot.music.encoding import PIANO_HIGH, PIANO_LOW, Vocabulary
+from bot.music.events import GRID
 
 MAX_RUN = 4  # a frame may repeat at most this many times in a row: the tutorial's loop got stuck on one
 MAX_CHORD = 10  # pitches in one frame, held ones included
 MAX_SHIFT_CHAIN = 4  # consecutive shift tokens (a rest of up to 16 beats)
 MAX_QUIET = 3  # frames in a row that attack nothing (releases, rests) before one must start a note
+# Steps from one note's start to the next's: 8 beats. The chorales' longest is 6 (a held fermata), and
+# without a cap one piece in seven went silent or held one note for 12-34 beats.
+MAX_IDLE = 8 * GRID
 PIANO_KEYS = PIANO_HIGH - PIANO_LOW + 1  # pitches a frame may sound
 
 Tensor = Any  # a tensor of the backend in use, as `keras.ops` takes and returns it
@@ -51,6 +56,7 @@ class Masks:
         self.ops = ops
         self.kinds, self.allowed, self.hold = params["kinds"], params["allowed"], params["hold"]
         self.tok_pitch, self.chords = params["pitch"], params["chords"]
+        self.steps = params["steps"]  # each shift token's steps, 0 for other tokens
         self.pitch_ids = ops.arange(len(vocab), dtype="int32")
         self.is_end = self.pitch_ids == vocab.end
         self.is_phrase = self.pitch_ids == vocab.phrase
@@ -105,6 +111,14 @@ class Masks:
         ok &= ~(stuck[:, None] & (self.pitch_ids[None, :] == s.prev_first[:, None]))
         # After MAX_QUIET frames without a new note, this frame must start one before it closes.
         ok &= ~((next_kind == 3) & ((s.quiet >= MAX_QUIET) & ~s.attacked)[:, None])
+        # No shift takes the music past MAX_IDLE steps without a new note, except the shortest right after
+        # a closing bar, where a shift must come (only a frame written in the primer can close past the
+        # cap); a frame at the cap must start a note before it closes.
+        too_long = (s.idle[:, None] + self.steps[None, :] > MAX_IDLE) & (
+            (self.steps[None, :] > 1) | (kind[:, None] == 1)
+        )
+        ok &= ~((next_kind == 1) & too_long)
+        ok &= ~((next_kind == 3) & ((s.idle >= MAX_IDLE) & ~s.attacked)[:, None])
         return ok
 
     def frame(self, s, tonic: Tensor, minor: Tensor) -> Frame:

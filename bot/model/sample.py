@@ -92,6 +92,7 @@ class _Loop(NamedTuple):
     before: object  # chord id of the harmony before it
     cad_ok: object  # whether the last frame that started a note closes a cadence onto the tonic
     gap: object  # steps since the last frame
+    idle: object  # steps since the last frame that started a note
     hist: object  # (batch, 12) float32: how long each pitch class has sounded, in steps
     minor: object  # whether the piece ends in A minor (else C major)
 
@@ -159,6 +160,7 @@ class Sampler:
             "attack": np.array([v.is_attack(t) for t in range(len(v))]),
             "hold": np.array([v.is_hold(t) for t in range(len(v))]),
             "pitch": token_pitches(v),
+            "steps": np.array([t - v.shift_base if v.is_shift(t) else 0 for t in range(len(v))], np.int32),
             "chords": chord_table(),
         }
         self._loop = backend.compile_loop(self._generate, params)
@@ -285,6 +287,7 @@ class Sampler:
                 before=ops.where(new_harmony, s.harm, s.before),
                 cad_ok=ops.where(onset, final, s.cad_ok),
                 gap=ops.where(nk == 1, s.gap + nxt - shift_base, ops.where(closes, 0, s.gap)),
+                idle=ops.where(nk == 1, s.idle + nxt - shift_base, ops.where(onset, 0, s.idle)),
                 hist=s.hist + ops.cast(ops.where(closes, s.gap, 0), "float32")[:, None] * heard,
                 minor=minor,
             )
@@ -320,6 +323,7 @@ class Sampler:
             before=izeros - 1,
             cad_ok=ops.zeros((b,), "bool"),
             gap=izeros,
+            idle=izeros,
             hist=ops.zeros((b, 12), "float32"),
             minor=rules.asked_minor,
         )
