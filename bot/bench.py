@@ -380,7 +380,7 @@ async def bench_redis(url: str, model_dir: Path, length: int, jobs: int = 32) ->
     from bot.options import Options
     from bot.queue.broker import make_broker, register
     from bot.queue.jobs import JobSpec
-    from bot.queue.redis_broker import RedisJournal, RedisProgress
+    from bot.queue.redis_state import RedisJournal, RedisProgress
     from bot.queue.scheduler import Scheduler
 
     broker = make_broker(url)

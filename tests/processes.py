@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from bot.queue.broker import make_broker, register
-from bot.queue.redis_broker import RedisJournal, RedisProgress
+from bot.queue.redis_state import RedisJournal, RedisProgress
 from bot.queue.scheduler import Scheduler
 
 RECLAIM = 3.0  # RECLAIM_SECONDS of the workers and the scheduler: short, so that reclaiming is quick to see

@@ -116,7 +116,7 @@ def test_bot_in_redis_mode_loads_neither_tensorflow_nor_the_sampler():
     code = (
         "import sys\n"
         "import bot.chat.client, bot.chat.commands, bot.chat.reply, bot.queue.scheduler\n"
-        "import bot.queue.redis_broker, bot.queue.redis_stream\n"
+        "import bot.queue.redis_state, bot.queue.redis_broker\n"
         "bad = [m for m in ('tensorflow', 'keras', 'jax', 'bot.model.sample', 'bot.model.network') if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )

@@ -19,7 +19,7 @@ from processes import RECLAIM, run_all
 
 from bot.options import Options
 from bot.queue.jobs import JobSpec
-from bot.queue.redis_broker import RedisProgress
+from bot.queue.redis_state import RedisProgress
 
 if TYPE_CHECKING:
     from fakediscord import FakeDiscord
@@ -178,8 +178,8 @@ async def test_bot_restart_still_answers_queued_jobs(workers, redis_server, tiny
 
     from bot.chat.client import EtudeBot
     from bot.chat.endpoints import apply_endpoints, current_endpoints
-    from bot.queue.redis_broker import RedisJournal
     from bot.queue.redis_keys import PENDING
+    from bot.queue.redis_state import RedisJournal
     from bot.settings import Settings
 
     saved = current_endpoints()
@@ -265,8 +265,8 @@ async def test_a_piece_discord_refused_until_the_bot_stopped_is_delivered_by_the
     from fakediscord import FakeDiscord
 
     from bot.chat.endpoints import apply_endpoints, current_endpoints
-    from bot.queue.redis_broker import RedisJournal
     from bot.queue.redis_keys import PENDING
+    from bot.queue.redis_state import RedisJournal
 
     workers.start("a")
     workers.wait_healthy()

@@ -47,7 +47,7 @@ class Runtime:
         )
         worker = None
         if settings.redis_url:
-            from bot.queue.redis_broker import RedisJournal, RedisProgress, wait_for_redis
+            from bot.queue.redis_state import RedisJournal, RedisProgress, wait_for_redis
 
             await wait_for_redis(settings.redis_url, on_wait)
             progress = RedisProgress(settings.redis_url)
@@ -82,7 +82,7 @@ class Runtime:
         sched = self.scheduler
         if self.worker is not None:
             return len(sched.waiting) + len(sched.running), int(self.worker.ready.is_set())
-        from bot.queue.redis_broker import queue_depth, workers_online
+        from bot.queue.redis_state import queue_depth, workers_online
 
         redis = self.progress.redis
         try:

@@ -52,7 +52,7 @@ def make_broker(
     if not redis_url:
         broker = InMemoryBroker(max_async_tasks=256)
         return broker.with_result_backend(ReadOnceResults(result_seconds))
-    from bot.queue.redis_stream import make_redis_broker
+    from bot.queue.redis_broker import make_redis_broker
 
     return make_redis_broker(redis_url, reclaim_seconds, fetch, RESULT_TTL_SECONDS, consumer)
 

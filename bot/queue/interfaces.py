@@ -2,9 +2,9 @@
 
 | interface | embedded | Redis |
 | --- | --- | --- |
-| `Progress` | `scheduler.LocalProgress` | `redis_broker.RedisProgress` |
-| `Journal` | `journal.SQLiteJournal` (under `STATE_DIR`) | `redis_broker.RedisJournal` |
-| `Broker` | taskiq's `InMemoryBroker` | `redis_stream.EtudeStreamBroker` |
+| `Progress` | `scheduler.LocalProgress` | `redis_state.RedisProgress` |
+| `Journal` | `journal.SQLiteJournal` (under `STATE_DIR`) | `redis_state.RedisJournal` |
+| `Broker` | taskiq's `InMemoryBroker` | `redis_broker.EtudeStreamBroker` |
 """
 
 from __future__ import annotations

@@ -267,8 +267,8 @@ async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
 
     from bot.health import serve
     from bot.queue.broker import make_broker, register
-    from bot.queue.redis_broker import RedisProgress, queue_depth, wait_for_redis
     from bot.queue.redis_keys import STREAM, WORKERS
+    from bot.queue.redis_state import RedisProgress, queue_depth, wait_for_redis
 
     if not settings.redis_url:
         raise BadOption(
