@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 from pathlib import Path
 
@@ -56,10 +55,6 @@ def result_embed(result: JobResult, user_mention: str) -> discord.Embed:
     if info.get("note"):  # what was reduced to fit, and which file still holds the whole piece
         embed.set_footer(text=info["note"])
     return embed
-
-
-def result_files(result: JobResult) -> list[discord.File]:
-    return [discord.File(io.BytesIO(f.data), filename=f.name) for f in result.files]
 
 
 def _size(n: int) -> str:

@@ -310,10 +310,6 @@ def distance(generated: dict, reference: dict) -> float:
     return round(float(np.mean(gaps)), 4) if gaps else math.nan
 
 
-def apply(pieces: Sequence[Sequence[Event]], reference_durations: np.ndarray) -> list[dict]:
-    return [piece_statistics(p, reference_durations) for p in pieces]
-
-
 def fmt(stat: Statistic, summary: dict, spread: bool = True) -> str:
     """A summary as a table cell: `52%`, or `2.94 [2.71, 3.14]` (median [5th, 95th percentile])."""
     if not summary.get("n"):

@@ -52,7 +52,7 @@ FADE_SECONDS = 0.5  # fade-out of audio cut to fit
 MIN_SECONDS = 1.0  # a byte limit that cannot hold this much audio even at the lowest rate is refused
 PEAK = 0.89  # -1 dBFS: loud, with headroom for players that resample
 MAX_BOOST = 8.0  # a near-silent piece is not amplified into noise
-OPUS_RATE = 48000  # Opus codes at 48 kHz; ffmpeg resamples the 44.1 kHz render on the way in
+OPUS_RATE = 48000  # Opus codes at 48 kHz, the rate FluidSynth renders at: nothing is resampled
 OPUS_KBPS = 128  # stereo music: Xiph's range for near-transparent is 96-128
 OPUS_MIN_KBPS = 24  # below this a long piece's listening copy is left out rather than made to fit
 # 0.6 of the CPU time of the default 10 (0.8 s against 1.3 s for 3 minutes); at 128 kb/s the bit rate

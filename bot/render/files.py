@@ -126,10 +126,12 @@ def _png(request: RenderRequest) -> bytes:
         return path.read_bytes()
 
 
-def render_piece(request: RenderRequest, synth: Synth, audio: np.ndarray | None = None) -> Rendered:
+def render_piece(
+    request: RenderRequest, synth: Synth, audio: np.ndarray | None = None, parts: int = 1
+) -> Rendered:
     """All the files of `request`, each within `request.max_bytes`; the note says what was reduced.
 
-    `synth` plays the piece, unless `audio` holds it played already (in parts, by several synths).
+    `synth` plays the piece, unless `audio` holds it played already, by `parts` synths at once.
     """
     from bot.render.video import encode_video, mux, roll_strip, video_kbps
 
@@ -195,7 +197,7 @@ def render_piece(request: RenderRequest, synth: Synth, audio: np.ndarray | None 
     if too_big:  # only a limit far below Discord's could do this; the .mid alone still goes out
         files = [f for f in files if len(f.data) <= limit]
         notes.append(f"Left out to fit the upload limit: {', '.join(too_big)}.")
-    return Rendered(files, " ".join(notes), ogg, wav, timings)
+    return Rendered(files, " ".join(notes), ogg, wav, timings, parts)
 
 
 def midi_only(request: RenderRequest, reason: str) -> Rendered:
@@ -244,9 +246,7 @@ def serve_request(request: RenderRequest | PartRequest | MixRequest, synth: Synt
         return len(audio)
     if isinstance(request, MixRequest):
         parts = [(offset, np.fromfile(path, np.float32).reshape(-1, 2)) for offset, path in request.parts]
-        rendered = render_piece(request.request, synth, mix(parts))
-        rendered.parts = len(parts)
-        return rendered
+        return render_piece(request.request, synth, mix(parts), len(parts))
     return render_piece(request, synth)
 
 
@@ -265,9 +265,8 @@ def render_here(
     t = time.perf_counter()
     audio = play_parts(parts, players)
     played = time.perf_counter() - t
-    rendered = render_piece(request, synths[0], audio)
+    rendered = render_piece(request, synths[0], audio, len(parts))
     rendered.timings["synth"] += played
-    rendered.parts = len(parts)
     return rendered
 
 

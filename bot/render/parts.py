@@ -142,9 +142,7 @@ def split_midi(midi: bytes, most: int, rate: int, min_seconds: float = MIN_PART_
 
 
 def mix(parts: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
-    """Rendered parts (offset in frames, float frames × channels) added into one piece."""
-    if not parts:
-        return np.zeros((0, 2), np.float32)
+    """Rendered parts (offset in frames, float frames × channels; at least one) added into one piece."""
     channels = parts[0][1].shape[1]
     out = np.zeros((max(offset + len(audio) for offset, audio in parts), channels), np.float32)
     for offset, audio in parts:
@@ -154,8 +152,6 @@ def mix(parts: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
 
 def play_parts(parts: Sequence[Part], players: Sequence[Callable[[bytes], np.ndarray]]) -> np.ndarray:
     """Each part played by its own player at once (threads: the synth runs outside the GIL), then mixed."""
-    if len(parts) == 1:
-        return mix([(parts[0].offset, players[0](parts[0].midi))])
     with ThreadPoolExecutor(len(parts), thread_name_prefix="etude-part") as threads:
         audio = list(threads.map(lambda i: players[i](parts[i].midi), range(len(parts))))
     return mix([(p.offset, a) for p, a in zip(parts, audio)])

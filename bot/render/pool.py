@@ -343,7 +343,6 @@ def exit_with_parent(parent: int, every: float = PARENT_POLL) -> threading.Threa
 
 def serve(soundfont: Path, target: Callable[[object, object], object]) -> None:
     """Load the synth, warm up, say "ready", then answer requests on stdin until it closes."""
-
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the pipe
     try:

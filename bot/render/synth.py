@@ -22,7 +22,10 @@ from bot.errors import RenderError
 
 log = logging.getLogger(__name__)
 
-BLOCK = 4800  # frames written per call: 0.1 s at 48 kHz (the end of the piece is found within it), 75 of FluidSynth's 64-frame blocks so every render starts on one
+# Frames written per call: 0.1 s at 48 kHz, so the end of the piece is found within 0.1 s; 75 of
+# FluidSynth's 64-frame blocks, so every render starts on a block and a note's frame does not depend on
+# what the synth played before (the parts of `bot.render.parts` line up with a whole render).
+BLOCK = 4800
 TAIL_SECONDS = 2.5  # rendered after the player's last event: releases and reverb
 SOUNDFONT_MAGIC = (b"RIFF", b"sfbk")
 
