@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from bot.music.encoding import PIANO_HIGH, PIANO_LOW, Vocabulary
 from bot.music.events import Event, Piece, fold_pitch, transpose
 from bot.music.keys import Key, draw_key, estimate_key, key_fit
 from bot.music.midi import DEFAULT_LIMITS, SeedLimits, read_midi
-from bot.music.midi_out import midi_bytes
+from bot.music.perform import Performance, SeedStyle, perform, seed_style
 from bot.options import DEFAULT_TEMPO, Options
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,22 @@ class Composition:
     key: str  # the key it is written in, one of bot.options.KEYS
     timings: dict[str, float]
     key_source: str = "asked"  # one of KEY_SOURCES
+    seed_style: SeedStyle | None = None  # how the seed was played, when there was one
+
+    @cached_property
+    def performance(self) -> Performance:
+        """The piece as played (`bot.music.perform`): what the .mid holds and the synth plays."""
+        return perform(
+            self.events,
+            self.tempo,
+            self.options.instrument,
+            getattr(self.options, "performance", "expressive"),
+            self.seed_events,
+            self.seed_style,
+        )
 
     def midi(self) -> bytes:
-        return midi_bytes(self.events, tempo=self.tempo, program=self.options.instrument, name=self.name)
+        return self.performance.midi(self.name)
 
     @property
     def key_text(self) -> str:
@@ -80,8 +94,9 @@ class Composition:
 
     @property
     def seconds(self) -> float:
-        end = max((e.onset + e.duration for e in self.events), default=0.0)
-        return end * 60.0 / self.tempo
+        """How long the piece plays, its tempo map applied."""
+        end = max((n.end for n in self.performance.notes), default=0.0)
+        return self.performance.seconds(end)
 
 
 # -- seeds --------------------------------------------------------------------------------------------------
@@ -224,6 +239,7 @@ class Composer:
                     key=key.name,
                     timings={"sample": sample_s, "decode": time.perf_counter() - t1},
                     key_source=source,
+                    seed_style=seed_style(seed.piece) if seed is not None else None,
                 )
             )
         return out

@@ -37,9 +37,10 @@ from bot.model.composer import Composition
 from bot.model.harmony_prior import NONE, shipped
 from bot.model.steps import NumpySteps, Steps
 from bot.music.encoding import PIANO_LOW, Vocabulary
-from bot.music.events import GRID, Event, transpose
+from bot.music.events import GRID, Event, Piece, transpose
 from bot.music.keys import REFERENCE, Key, melody_key
 from bot.music.melody import BadMelody, Melody, soprano_octaves
+from bot.music.perform import seed_style
 from bot.options import Options
 
 log = logging.getLogger(__name__)
@@ -427,4 +428,6 @@ def harmonize(composer, options: Options, melody: Melody) -> Harmonization:
         key_source=source,
         timings=timings,
         seed_events=0,
+        # The melody's own level sets the piece's; it is not heard apart, so nothing is said about it.
+        seed_style=seed_style(Piece(melody.name, list(melody.notes))),
     )

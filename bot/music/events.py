@@ -36,6 +36,7 @@ class Piece:
     events: list[Event]
     tempo: float = 100.0  # quarter notes per minute
     meta: dict = field(default_factory=dict)
+    pedal: tuple[tuple[float, int], ...] = ()  # sustain pedal (CC64) changes: (beat, value)
 
 
 def group_notes(notes: Iterable[tuple]) -> list[Event]:

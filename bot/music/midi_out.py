@@ -10,12 +10,15 @@ import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import mido
 
 from bot.music.events import Event, fold_pitch
 from bot.music.midi_tempo import TEMPO_HIGH, TEMPO_LOW
+
+if TYPE_CHECKING:
+    from bot.music.perform import Performance
 
 TICKS_PER_BEAT = 480  # what write_midi uses
 
@@ -24,6 +27,44 @@ def _clamp_tempo(bpm: float) -> float:
     if not math.isfinite(bpm):
         return 100.0
     return min(max(bpm, TEMPO_LOW), TEMPO_HIGH)
+
+
+def _note_track(
+    starts: dict[tuple[int, int], tuple[int, int]],
+    controls: Sequence[tuple[int, int, int]],
+    program: int,
+    name: str,
+) -> mido.MidiTrack:
+    """Channel 0's track: the program, then notes ((on, pitch) -> (off, velocity), in ticks) and
+    controllers ((tick, number, value)) in time order."""
+    notes = sorted((on, off, pitch, vel) for (on, pitch), (off, vel) in starts.items())
+    # A pitch sounding again before it was released: end the earlier note there, so none is left stuck.
+    last: dict[int, int] = {}
+    for i, (on, _off, pitch, _vel) in enumerate(notes):
+        if pitch in last:
+            j = last[pitch]
+            notes[j] = (notes[j][0], min(notes[j][1], on), pitch, notes[j][3])
+        last[pitch] = i
+    # At one tick: releases, then controllers (a pedal lifted before the new chord), then attacks, so a
+    # repeated pitch is re-struck, not cut, and the old harmony is damped before the new one sounds.
+    timeline = sorted(
+        [(off, 0, pitch, vel) for _, off, pitch, vel in notes]
+        + [(tick, 1, number, value) for tick, number, value in controls]
+        + [(on, 2, pitch, vel) for on, _, pitch, vel in notes]
+    )
+    body = mido.MidiTrack([mido.MetaMessage("track_name", name=name, time=0)])
+    body.append(mido.Message("program_change", channel=0, program=min(max(int(program), 0), 127), time=0))
+    now = 0
+    for tick, kind, a, b in timeline:
+        if kind == 1:
+            msg = mido.Message("control_change", channel=0, control=a, value=b, time=tick - now)
+        else:
+            msg = mido.Message(
+                "note_on" if kind else "note_off", channel=0, note=a, velocity=b, time=tick - now
+            )
+        body.append(msg)
+        now = tick
+    return body
 
 
 def write_midi(
@@ -55,26 +96,7 @@ def write_midi(
             key = (on, fold_pitch(int(p), 0, 127))
             if key not in starts or starts[key][0] < off:
                 starts[key] = (off, vel)
-    notes = sorted((on, off, pitch, vel) for (on, pitch), (off, vel) in starts.items())
-    # A pitch sounding again before it was released: end the earlier note there, so none is left stuck.
-    last: dict[int, int] = {}
-    for i, (on, _off, pitch, _vel) in enumerate(notes):
-        if pitch in last:
-            j = last[pitch]
-            notes[j] = (notes[j][0], min(notes[j][1], on), pitch, notes[j][3])
-        last[pitch] = i
-    # Releases sort before attacks at the same tick, so a repeated pitch is re-struck, not cut.
-    timeline = sorted(
-        [(off, 0, pitch, vel) for _, off, pitch, vel in notes]
-        + [(on, 1, pitch, vel) for on, _, pitch, vel in notes]
-    )
-    body = mido.MidiTrack([mido.MetaMessage("track_name", name=name, time=0)])
-    body.append(mido.Message("program_change", channel=0, program=min(max(int(program), 0), 127), time=0))
-    now = 0
-    for tick, attack, pitch, vel in timeline:
-        kind = "note_on" if attack else "note_off"
-        body.append(mido.Message(kind, channel=0, note=pitch, velocity=vel, time=tick - now))
-        now = tick
+    body = _note_track(starts, [], program, name)
     midi = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT, tracks=[head, body])
     if isinstance(out, (str, Path)):
         midi.save(filename=str(out))
@@ -86,4 +108,30 @@ def midi_bytes(events: Sequence[Event], tempo: float = 100.0, program: int = 0, 
     """`write_midi` in memory."""
     buf = io.BytesIO()
     write_midi(events, buf, tempo, program, name)
+    return buf.getvalue()
+
+
+def performance_bytes(performance: Performance, name: str = "Étude") -> bytes:
+    """A performance (`bot.music.perform`) as a type-1 file: its tempo map in the tempo track, each note's
+    velocity, and the sustain pedal (CC64) beside the notes, so any sequencer plays it as the render does."""
+    name = name.encode("latin-1", "replace").decode("latin-1")
+    head = mido.MidiTrack([mido.MetaMessage("track_name", name=name, time=0)])
+    now = 0
+    for i, (beat, bpm) in enumerate(performance.tempos):
+        tick = max(now, round(beat * TICKS_PER_BEAT))
+        head.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(_clamp_tempo(bpm)), time=tick - now))
+        if i == 0:
+            head.append(mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0))
+        now = tick
+    starts: dict[tuple[int, int], tuple[int, int]] = {}
+    for n in performance.notes:
+        on = max(0, round(n.onset * TICKS_PER_BEAT))
+        off = max(on + 1, round(n.end * TICKS_PER_BEAT))
+        key = (on, fold_pitch(int(n.pitch), 0, 127))
+        if key not in starts or starts[key][0] < off:
+            starts[key] = (off, min(max(int(n.velocity), 1), 127))
+    controls = [(max(0, round(beat * TICKS_PER_BEAT)), 64, value) for beat, value in performance.pedal]
+    body = _note_track(starts, controls, performance.program, name)
+    buf = io.BytesIO()
+    mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT, tracks=[head, body]).save(file=buf)
     return buf.getvalue()

@@ -50,8 +50,6 @@ KEEP_SILENCE = 2.0  # seconds kept after the last audible sample: room for the d
 SILENCE_DB = -60.0  # below the peak by this much counts as silence
 FADE_SECONDS = 0.5  # fade-out of audio cut to fit
 MIN_SECONDS = 1.0  # a byte limit that cannot hold this much audio even at the lowest rate is refused
-PEAK = 0.89  # -1 dBFS: loud, with headroom for players that resample
-MAX_BOOST = 8.0  # a near-silent piece is not amplified into noise
 OPUS_RATE = 48000  # Opus codes at 48 kHz, the rate FluidSynth renders at: nothing is resampled
 OPUS_KBPS = 128  # stereo music: Xiph's range for near-transparent is 96-128
 OPUS_MIN_KBPS = 24  # below this a long piece's listening copy is left out rather than made to fit
@@ -148,14 +146,6 @@ def trim(audio: np.ndarray, rate: int) -> np.ndarray:
             break
     end = (last // audio.shape[1] + 1 if last >= 0 else 0) + int(KEEP_SILENCE * rate)
     return audio[:end]
-
-
-def normalise(audio: np.ndarray) -> np.ndarray:
-    """`audio` scaled so its peak is at PEAK (a quiet piece is raised at most MAX_BOOST times)."""
-    top = peak(audio)
-    gain = min(PEAK / top, MAX_BOOST) if top > 0 else 1.0
-    audio *= np.float32(gain)
-    return audio
 
 
 def wav_bytes(seconds: float, rate: int, channels: int) -> int:

@@ -25,7 +25,8 @@ import numpy as np
 from bot.errors import EtudeError, RenderError
 from bot.music.events import Event
 from bot.render.atomic import temp_path
-from bot.render.audio import AudioInfo, encode, normalise, opus_kbps, plan_wav, trim
+from bot.render.audio import AudioInfo, encode, opus_kbps, plan_wav, trim
+from bot.render.loudness import master
 from bot.render.parts import cores as default_cores
 from bot.render.parts import mix, play_parts, split_midi
 from bot.render.pianoroll import draw_piano_roll
@@ -146,7 +147,7 @@ def render_piece(
         t = time.perf_counter()
         if audio is None:
             audio = synth.render(request.midi, MAX_AUDIO_SECONDS)
-        audio = normalise(trim(audio, rate))
+        audio = master(trim(audio, rate), rate)  # EBU R128 loudness, peaks under the ceiling
         timings["synth"] = time.perf_counter() - t
         seconds = len(audio) / rate
         wav_plan = plan_wav(seconds, limit)

@@ -7,8 +7,8 @@ where the reverb's slow modulation starts again at each part. With N cores idle,
 about 1/N of the time; under load the pool gives each piece one process and nothing is split.
 
 Each part's MIDI file holds the notes that start in its stretch of time, every controller and program
-change up to its last release (those before its start are replayed at its start), and runs on a clock of
-its own: times in seconds, so the tempo map needs no rewriting. Its start is a whole number of
+change up to its last release or the pedal lift after it (those before its start are replayed at its
+start), and runs on a clock of its own: times in seconds, so the tempo map needs no rewriting. Its start is a whole number of
 FluidSynth's 64-frame blocks and of milliseconds, the two clocks the player quantizes events to, so a
 note lands on the same frame as in a whole render.
 """
@@ -75,6 +75,10 @@ def _is_off(msg: mido.Message) -> bool:
     return msg.type == "note_off" or (msg.type == "note_on" and msg.velocity == 0)
 
 
+def _is_lift(msg: mido.Message) -> bool:
+    return msg.type == "control_change" and msg.control == 64 and msg.value < 64
+
+
 def _write(messages: Sequence[tuple[float, mido.Message]]) -> bytes:
     track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=_US_PER_BEAT, time=0)])
     now = 0
@@ -127,6 +131,9 @@ def split_midi(midi: bytes, most: int, rate: int, min_seconds: float = MIN_PART_
         if not notes[k]:
             continue
         begin, last = starts[k], notes[k][-1][0]
+        # Notes held by the sustain pedal sound until it lifts: the part keeps the first lift after its
+        # last release, or they would ring on into its tail instead of being damped with the rest.
+        last = next((t for t, msg in timeline if t > last and _is_lift(msg)), last)
         # Controllers and programs: those before the part's start set up its synth at time 0.
         setup = [(0.0, msg) for t, msg in timeline if t < begin and not (_is_on(msg) or _is_off(msg))]
         during = [
