@@ -30,7 +30,7 @@ from bot.model.network import load as load_model
 from bot.model.sample import Request, Sampler
 from bot.model.train import machine_name
 
-SECTIONS = ("sampler", "train", "e2e", "render", "worker", "cold")
+SECTIONS = ("sampler", "train", "e2e", "render", "perform", "worker", "cold")
 CPU_BATCHES, GPU_BATCHES = (1, 4, 16, 64), (1, 16, 256, 1024, 4096)
 CPU_TRAIN_BATCHES, GPU_TRAIN_BATCHES = (32,), (32, 256, 1024)
 
@@ -268,7 +268,7 @@ def run_bench(args) -> None:
     if "e2e" in sections:
         bench_end_to_end(shipped, length)
 
-    if "render" in sections or "worker" in sections:
+    if sections & {"render", "perform", "worker"}:
         from bot.bench_render import bench_render, bench_worker  # FluidSynth, ffmpeg, the queue
 
         if "render" in sections:
@@ -276,6 +276,12 @@ def run_bench(args) -> None:
 
             _say(f"\n(r) rendering on one core, {length}-note pieces (warm synth, in this process)")
             bench_render(Composer(shipped), length)
+        if "perform" in sections:
+            from bot.bench_perform import bench_perform
+            from bot.model.composer import Composer
+
+            _say(f"\n(p) the performance: {length}-note pieces played plain and expressive, .ogg on one core")
+            bench_perform(Composer(shipped), length)
         if "worker" in sections:
             _say(f"\n(w) the embedded worker, {length}-note jobs (render pool of one process per core)")
             asyncio.run(bench_worker(model_dir, length, jobs=8 if quick else 32))

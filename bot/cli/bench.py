@@ -22,8 +22,8 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--redis", help="also measure throughput through Redis workers at this URL")
     b.add_argument(
         "--sections",
-        help="comma-separated: sampler, train, e2e, cold (default: all); sampler and train need neither "
-        "music21 nor FluidSynth",
+        help="comma-separated: sampler, train, e2e, render, perform, worker, cold (default: all); sampler and "
+        "train need neither music21 nor FluidSynth",
     )
     b.add_argument("--batches", help="comma-separated sampler batch sizes (default: by device)")
     b.add_argument(

@@ -28,6 +28,7 @@ _DRUMS = 9  # channel 10, counted from 0
 _DATA_BYTES = {0x80: 2, 0x90: 2, 0xA0: 2, 0xB0: 2, 0xC0: 1, 0xD0: 1, 0xE0: 2}
 _CHECK_EVERY = 1024  # messages between deadline checks: often enough to keep it, rare enough to be cheap
 _MIB = 1024 * 1024
+MUTE_VELOCITY = 80  # for notes a file struck at velocity 0 (see _Track.mute): the model's own notes' level
 # What a parser bug on a hostile file could raise; read_midi turns these into BadSeed, never lets them out.
 _PARSE_ERRORS = (
     ZeroDivisionError,
@@ -71,6 +72,10 @@ class _Track:
     pitch: array = field(default_factory=lambda: array("B"))
     velocity: array = field(default_factory=lambda: array("B"))
     tempos: list[tuple[int, int]] = field(default_factory=list)  # (tick, microseconds per beat)
+    pedal: list[tuple[int, int]] = field(default_factory=list)  # (tick, CC64 value)
+    # Notes struck with velocity 0 and ended by a note-off: silent in MIDI's terms, but what a writer that
+    # lost its velocities leaves. Used only when a file has no other notes.
+    mute: list[tuple[int, int, int]] = field(default_factory=list)  # (on, off, pitch)
     end: int = 0
     name: str = ""
 
@@ -177,6 +182,7 @@ class _Reader:
         """One track chunk and where its parse stopped; damage stops it, keeping what came before."""
         buf, limits, tr = self.buf, self.limits, _Track()
         active: dict[int, tuple[int, int]] = {}  # channel << 7 | pitch -> (onset tick, velocity)
+        struck_mute: dict[int, int] = {}  # channel << 7 | pitch -> tick of a velocity-0 note-on
         tick = status = 0
 
         def close(key: int, at: int) -> None:
@@ -237,6 +243,10 @@ class _Reader:
                 if max(data) >= 0x80:
                     raise _Damaged("a message is cut short")
                 kind, channel = status & 0xF0, status & 0x0F
+                if kind == 0xB0 and data[0] == 64 and channel != _DRUMS:
+                    if len(tr.pedal) < limits.max_notes:
+                        tr.pedal.append((tick, data[1]))
+                    continue
                 if kind not in (0x80, 0x90):
                     continue
                 if channel == _DRUMS:
@@ -247,8 +257,13 @@ class _Reader:
                     if key in active:  # the same pitch again before its release: end the first one here
                         close(key, tick)
                     active[key] = (tick, data[1])
+                    struck_mute.pop(key, None)
                 elif key in active:  # note-off, or note-on with velocity 0
                     close(key, tick)
+                elif kind == 0x90:
+                    struck_mute[key] = tick
+                elif key in struck_mute and len(tr.mute) < limits.max_notes:
+                    tr.mute.append((struck_mute.pop(key), tick, key & 0x7F))
         except _Damaged as err:
             self.damage.append(str(err))
         self.unreleased += len(active)
@@ -306,6 +321,17 @@ class _Reader:
         self.check_time()
         if not tracks:
             raise BadSeed("the seed MIDI file has no tracks")
+        muted = 0
+        if not any(len(tr.on) for tr in tracks):
+            # Every note was struck at velocity 0: a writer that lost its velocities. Played at the
+            # level the model's own notes have, rather than refused as empty.
+            for tr in tracks:
+                for on, off, pitch in tr.mute:
+                    tr.on.append(on)
+                    tr.off.append(off)
+                    tr.pitch.append(pitch)
+                    tr.velocity.append(MUTE_VELOCITY)
+                muted += len(tr.mute)
         all_tempos = sorted((t for tr in tracks for t in tr.tempos), key=lambda t: t[0])
         if fmt == 2:
             # Format 2 tracks are independent sequences (patterns, songs) with their own tempo maps:
@@ -340,6 +366,19 @@ class _Reader:
             on_q = on_q - shift
         self.check_time()
         events = group_notes(zip(on_q.tolist(), dur_q.tolist(), pitch.tolist(), velocity.tolist()))
+        pedal: tuple[tuple[float, int], ...] = ()
+        if fmt != 2 and len(on_q):
+            # The sustain pedal in beats, as down (127) or up (0) where it changes; format 2's pedal, whose
+            # tracks play one after another, is left out.
+            ticks = np.array([t for tr in tracks for t, _ in tr.pedal], dtype=np.float64)
+            values = [v >= 64 for tr in tracks for _, v in tr.pedal]
+            beats = maps[0].beats(ticks) - shift if len(ticks) else ticks
+            state, changes = False, []
+            for i in np.argsort(beats, kind="stable"):
+                if values[i] != state and beats[i] >= 0:
+                    state = values[i]
+                    changes.append((round(float(beats[i]), 4), 127 if state else 0))
+            pedal = tuple(changes)
         meta = {
             "format": fmt,
             "tracks": len(tracks),
@@ -353,6 +392,8 @@ class _Reader:
             "notes_read": notes_read,
             "drum_notes_ignored": self.drum_notes,
             "notes_never_released": self.unreleased,
+            "velocities_zero": muted,
+            "pedal_changes": len(pedal),
             "notes_cut_long": cut,
             "notes_dropped_late": late,
             "notes_dropped_over_limit": over,
@@ -371,7 +412,7 @@ class _Reader:
             if self.drum_notes and not notes_read:
                 raise BadSeed(f"the seed has only drum notes ({self.drum_notes}), and drums are ignored")
             raise BadSeed("the seed has no notes")
-        return Piece(name, events, tempo, meta)
+        return Piece(name, events, tempo, meta, pedal)
 
 
 def read_midi(data: bytes, name: str = "seed", limits: SeedLimits = DEFAULT_LIMITS) -> Piece:
