@@ -175,6 +175,17 @@ INSTRUMENT_HELP = "The General MIDI sound to play it with"
 SEED_HELP = "A MIDI file for the piece to continue"
 MELODY_HELP = "A MIDI file whose melody (its top line) becomes the soprano of a four-part chorale"
 VIDEO_HELP = "Also send an .mp4: the piano roll scrolling with the music"
+# How the notes are played (bot.music.perform): the first is the default.
+PERFORMANCES: tuple[str, ...] = ("expressive", "plain")
+PERFORMANCE_HELP = "How it is played: expressive (dynamics, voicing, rubato, pedal) or plain (as written)"
+
+
+def parse_performance(value: str) -> str:
+    """One of `PERFORMANCES` from a user's text, in any case."""
+    text = str(value).strip().lower()
+    if text not in PERFORMANCES:
+        raise BadOption(f"unknown performance {str(value)[:40]!r}: use {' or '.join(PERFORMANCES)}")
+    return text
 
 
 def parse_instrument(value: str | int) -> int:
@@ -203,6 +214,7 @@ class Options:
     include_seed: bool = False
     key: str | None = None  # one of KEYS; None: the seed's key, or one drawn by the RNG seed
     video: bool = False  # also an .mp4 of the piano roll scrolling with the audio
+    performance: str = PERFORMANCES[0]  # one of PERFORMANCES
 
     def check(self, max_length: int = MAX_LENGTH) -> Options:
         """This same object when every field is in range; `max_length` is an operator's lower cap."""
@@ -216,6 +228,8 @@ class Options:
             raise BadOption("instrument must be a General MIDI program, 0-127")
         if self.key is not None and self.key not in KEYS:
             raise BadOption(f"key must be one of: {', '.join(KEYS)}")
+        if self.performance not in PERFORMANCES:
+            raise BadOption(f"performance must be {' or '.join(PERFORMANCES)}")
         return self
 
     def with_rng_seed(self) -> Options:
@@ -233,4 +247,5 @@ def markdown_table() -> str:
     rows.append(f"| `key` | the 24 major and minor keys | the seed's | {KEY_HELP} |")
     rows.append(f"| `seed` | a `.mid` file | — | {SEED_HELP} |")
     rows.append(f"| `video` | true or false | false | {VIDEO_HELP} |")
+    rows.append(f"| `performance` | {' or '.join(PERFORMANCES)} | {PERFORMANCES[0]} | {PERFORMANCE_HELP} |")
     return "\n".join(rows)

@@ -19,6 +19,7 @@ from bot.chat.desk import Desk
 from bot.chat.params import (
     INSTRUMENT_CHOICES,
     KEY_CHOICES,
+    PERFORMANCE_CHOICES,
     SEED_SUFFIXES,
     Length,
     RngSeed,
@@ -29,7 +30,16 @@ from bot.chat.params import (
 )
 from bot.chat.reply import help_embed
 from bot.errors import EtudeError, reference, went_wrong
-from bot.options import INSTRUMENT_HELP, KEY_HELP, SEED_HELP, SPECS, VIDEO_HELP, Options
+from bot.options import (
+    INSTRUMENT_HELP,
+    KEY_HELP,
+    PERFORMANCE_HELP,
+    PERFORMANCES,
+    SEED_HELP,
+    SPECS,
+    VIDEO_HELP,
+    Options,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +64,9 @@ class ComposeCog(commands.Cog):
         rng_seed=SPECS["rng_seed"].help,
         key=KEY_HELP[:100],
         video=VIDEO_HELP,
+        performance=PERFORMANCE_HELP,
     )
-    @app_commands.choices(instrument=INSTRUMENT_CHOICES, key=KEY_CHOICES)
+    @app_commands.choices(instrument=INSTRUMENT_CHOICES, key=KEY_CHOICES, performance=PERFORMANCE_CHOICES)
     async def compose(
         self,
         interaction: discord.Interaction,
@@ -68,6 +79,7 @@ class ComposeCog(commands.Cog):
         rng_seed: RngSeed | None = None,
         key: app_commands.Choice[str] | None = None,
         video: bool = False,
+        performance: app_commands.Choice[str] | None = None,
     ) -> None:
         """Compose a piece of music, optionally continuing a MIDI file you attach."""
         if seed is not None:
@@ -89,6 +101,7 @@ class ComposeCog(commands.Cog):
             rng_seed=rng_seed,
             key=key.value if key else None,
             video=video,
+            performance=performance.value if performance else PERFORMANCES[0],
         ).check(self.settings.max_length)
         await self.desk.start(interaction, options, seed_attachment=seed, kind="compose")
 

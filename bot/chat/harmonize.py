@@ -20,6 +20,7 @@ from bot.chat.desk import REPLY_VIEWS, SEED_CHECKS
 from bot.chat.params import (
     INSTRUMENT_CHOICES,
     KEY_CHOICES,
+    PERFORMANCE_CHOICES,
     SEED_SUFFIXES,
     RngSeed,
     Temperature,
@@ -27,7 +28,15 @@ from bot.chat.params import (
     describe,
 )
 from bot.music.melody import MAX_MELODY_NOTES, read_melody
-from bot.options import INSTRUMENT_HELP, KEYS, MELODY_HELP, SPECS, Options
+from bot.options import (
+    INSTRUMENT_HELP,
+    KEYS,
+    MELODY_HELP,
+    PERFORMANCE_HELP,
+    PERFORMANCES,
+    SPECS,
+    Options,
+)
 
 KIND = "harmonize"
 HARMONIZE_ID = re.compile(
@@ -97,8 +106,9 @@ class HarmonizeCog(commands.Cog):
         tempo=describe("tempo"),
         instrument=INSTRUMENT_HELP,
         rng_seed=SPECS["rng_seed"].help,
+        performance=PERFORMANCE_HELP,
     )
-    @app_commands.choices(instrument=INSTRUMENT_CHOICES, key=KEY_CHOICES)
+    @app_commands.choices(instrument=INSTRUMENT_CHOICES, key=KEY_CHOICES, performance=PERFORMANCE_CHOICES)
     async def harmonize(
         self,
         interaction: discord.Interaction,
@@ -108,6 +118,7 @@ class HarmonizeCog(commands.Cog):
         tempo: Tempo | None = None,
         instrument: app_commands.Choice[int] | None = None,
         rng_seed: RngSeed | None = None,
+        performance: app_commands.Choice[str] | None = None,
     ) -> None:
         """Harmonize a melody you attach as a four-part chorale."""
         # The declared name and size are checked before anything is downloaded.
@@ -125,6 +136,7 @@ class HarmonizeCog(commands.Cog):
             instrument=instrument.value if instrument else 0,
             rng_seed=rng_seed,
             key=key.value if key else None,
+            performance=performance.value if performance else PERFORMANCES[0],
         ).check()
         await self.compose.desk.start(interaction, options, seed_attachment=melody, kind=KIND)
 

@@ -24,6 +24,8 @@ from bot.options import (
     INSTRUMENTS,
     KEY_HELP,
     MELODY_HELP,
+    PERFORMANCE_HELP,
+    PERFORMANCES,
     SEED_HELP,
     SPECS,
     VIDEO_HELP,
@@ -44,6 +46,15 @@ def _key(text: str) -> str:
 
     try:
         return parse_key(text)
+    except EtudeError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _performance(text: str) -> str:
+    from bot.options import parse_performance
+
+    try:
+        return parse_performance(text)
     except EtudeError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -218,6 +229,12 @@ def _add_piece_arguments(p: argparse.ArgumentParser, *names: str, files: str, la
         )
     p.add_argument(
         "--instrument", default="piano", help=f"{INSTRUMENT_HELP}: 0-127 or a name ({', '.join(INSTRUMENTS)})"
+    )
+    p.add_argument(
+        "--performance",
+        type=_performance,
+        default=PERFORMANCES[0],
+        help=f"{PERFORMANCE_HELP} (default {PERFORMANCES[0]})",
     )
     p.add_argument("--model", help="model folder (default: MODEL_DIR or the shipped model)")
     p.add_argument("--out", default="out", help=f"folder for the {files}")

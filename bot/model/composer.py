@@ -74,7 +74,7 @@ class Composition:
             self.events,
             self.tempo,
             self.options.instrument,
-            getattr(self.options, "performance", "expressive"),
+            self.options.performance,
             self.seed_events,
             self.seed_style,
         )

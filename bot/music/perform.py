@@ -23,8 +23,6 @@ import numpy as np
 
 from bot.music.events import GRID, Event, Piece
 
-PERFORMANCES = ("expressive", "plain")
-
 # Pianos (acoustic, electric, honky-tonk: 0-5) and the chromatic percussion whose real instruments have a
 # damper pedal: celesta (8), vibraphone (11) and tubular bells (14). Harpsichord (6) and clavinet (7) have
 # none; glockenspiel, music box, marimba, xylophone and dulcimer are let ring or damped by hand; organ,
@@ -133,13 +131,7 @@ class Performance:
 
     def seconds(self, beat: float) -> float:
         """The time of `beat` with the tempo map applied."""
-        total, prev_beat, prev_bpm = 0.0, 0.0, self.tempos[0][1]
-        for b, bpm in self.tempos[1:]:
-            if b >= beat:
-                break
-            total += (b - prev_beat) * 60.0 / prev_bpm
-            prev_beat, prev_bpm = b, bpm
-        return total + (beat - prev_beat) * 60.0 / prev_bpm
+        return float(beat_seconds(self.tempos, np.array([beat]))[0])
 
     def midi(self, name: str = "Étude") -> bytes:
         from bot.music.midi_out import midi_bytes, performance_bytes
@@ -147,6 +139,15 @@ class Performance:
         if self.style == "plain":  # byte for byte what the piece always wrote
             return midi_bytes(self.events, self.tempos[0][1], self.program, name)
         return performance_bytes(self, name)
+
+
+def beat_seconds(tempos: Sequence[tuple[float, float]], beats: np.ndarray) -> np.ndarray:
+    """Seconds from the start at each of `beats`, under the tempo map `tempos` ((beat, bpm), first at 0)."""
+    at = np.array([b for b, _ in tempos], dtype=float)
+    per_beat = 60.0 / np.array([bpm for _, bpm in tempos], dtype=float)
+    start = np.concatenate([[0.0], np.cumsum(np.diff(at) * per_beat[:-1])])
+    i = np.clip(np.searchsorted(at, beats, side="right") - 1, 0, len(at) - 1)
+    return start[i] + (beats - at[i]) * per_beat[i]
 
 
 def _roles(notes: list[tuple[float, float, int]]) -> list[str]:

@@ -24,6 +24,7 @@ import numpy as np
 
 from bot.errors import EtudeError, RenderError
 from bot.music.events import Event
+from bot.music.perform import Performance
 from bot.render.atomic import temp_path
 from bot.render.audio import AudioInfo, encode, opus_kbps, plan_wav, trim
 from bot.render.loudness import master
@@ -54,6 +55,7 @@ class Piece(Protocol):
     key: str
     model: str
     timings: dict[str, float]
+    performance: Performance
 
     def midi(self) -> bytes: ...
 
@@ -71,10 +73,13 @@ class RenderRequest:
     max_bytes: int
     video: bool = False
     melody: tuple[Event, ...] = ()  # a harmonization's given line, drawn in its own colour
+    tempos: tuple[tuple[float, float], ...] = ()  # the performance's tempo map: (beat, bpm)
+    note: str = ""  # what the performance changed of the seed, for the user
 
     @classmethod
     def of(cls, piece: Piece, max_bytes: int, video: bool = False) -> RenderRequest:
         title = f"{piece.name} · {piece.key} · {piece.tempo:.0f} bpm · {piece.model}"
+        performance = piece.performance
         return cls(
             piece.name,
             piece.midi(),
@@ -85,6 +90,8 @@ class RenderRequest:
             max_bytes,
             video,
             tuple(getattr(piece, "melody", ())),
+            tuple(performance.tempos),
+            performance.note,
         )
 
 
@@ -159,7 +166,9 @@ def render_piece(
             if kbps is None or v_kbps is None:
                 notes.append("The video is left out: it cannot fit the upload limit and still be watched.")
             else:
-                strip = roll_strip(request.events, request.tempo, seconds, request.seed_events)
+                strip = roll_strip(
+                    request.events, request.tempo, seconds, request.seed_events, request.tempos
+                )
                 video = side.submit(encode_video, strip, seconds, v_kbps)
         t = time.perf_counter()
         ogg_data, wav_data = encode(audio, rate, wav_plan, kbps)
@@ -198,14 +207,15 @@ def render_piece(
     if too_big:  # only a limit far below Discord's could do this; the .mid alone still goes out
         files = [f for f in files if len(f.data) <= limit]
         notes.append(f"Left out to fit the upload limit: {', '.join(too_big)}.")
+    if request.note:
+        notes.insert(0, request.note)
     return Rendered(files, " ".join(notes), ogg, wav, timings, parts)
 
 
 def midi_only(request: RenderRequest, reason: str) -> Rendered:
     """What a user gets when rendering failed: the `.mid`, which needs none, and one line saying why."""
-    return Rendered(
-        [_file(request.name, "mid", request.midi)], f"No audio this time ({reason}); the .mid is here."
-    )
+    note = f"No audio this time ({reason}); the .mid is here."
+    return Rendered([_file(request.name, "mid", request.midi)], f"{request.note} {note}".strip())
 
 
 @cache

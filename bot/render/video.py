@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bot.music.events import Event
+from bot.music.perform import beat_seconds
 from bot.render.audio import run_ffmpeg
 
 WIDTH, HEIGHT = 640, 360
@@ -39,11 +40,17 @@ def video_kbps(seconds: float, max_bytes: int, audio_bytes: int) -> int | None:
     return kbps if kbps >= MIN_VIDEO_KBPS else None
 
 
-def roll_strip(events: Sequence[Event], tempo: float, seconds: float, seed_events: int = 0) -> np.ndarray:
+def roll_strip(
+    events: Sequence[Event],
+    tempo: float,
+    seconds: float,
+    seed_events: int = 0,
+    tempos: Sequence[tuple[float, float]] = (),
+) -> np.ndarray:
     """The whole piece as one RGB strip (HEIGHT tall), padded by half a frame each side.
 
-    x is time (PIXELS_PER_SECOND), y pitch; the padding puts the first note under the playhead at 0 s and
-    lets the last one scroll away.
+    x is time (PIXELS_PER_SECOND, by the performance's tempo map `tempos`, else at `tempo`), y pitch; the
+    padding puts the first note under the playhead at 0 s and lets the last one scroll away.
     """
     pad = WIDTH // 2
     width = pad * 2 + int(np.ceil(seconds * PIXELS_PER_SECOND)) + 1
@@ -68,11 +75,13 @@ def roll_strip(events: Sequence[Event], tempo: float, seconds: float, seed_event
             strip[y0:y1] = BLACK_KEY_ROW
         if pitch % 12 == 0:
             strip[y1 - 1 : y1] = C_LINE
-    per_beat = 60.0 / tempo * PIXELS_PER_SECOND
+    # Where each note starts and ends on the clock the audio was played by (a performance's tempo map).
+    beats = np.array([[e.onset, e.onset + e.duration] for e in events], dtype=float)
+    x = pad + np.round(beat_seconds(tempos or [(0.0, tempo)], beats) * PIXELS_PER_SECOND).astype(int)
     for i, e in enumerate(events):
         colour = SEED if i < seed_events else COMPOSED
-        x0 = pad + int(round(e.onset * per_beat))
-        x1 = max(pad + int(round((e.onset + e.duration) * per_beat)) - 1, x0 + 2)
+        x0 = int(x[i, 0])
+        x1 = max(int(x[i, 1]) - 1, x0 + 2)
         shade = 0.55 + 0.45 * min(max(e.velocity, 1), 127) / 127
         rgb = tuple(int(c * shade) for c in colour)
         for p in e.pitches:
