@@ -297,8 +297,8 @@ def _tempo_map(
     half = GRID // 2
     for s in range(start, last, half):
         x = (s + half / 2 - start) / max(last - start, 1)
-        factor[s : min(s + half, last)] = (1 + (FINAL_TEMPO**FINAL_Q - 1) * x) ** (1 / FINAL_Q)
-    factor[last:] = FINAL_TEMPO
+        factor[s : min(s + half, last)] *= (1 + (FINAL_TEMPO**FINAL_Q - 1) * x) ** (1 / FINAL_Q)
+    factor[last:] *= FINAL_TEMPO  # a fermata in the last bars is held on top of the ritardando
     changes = np.flatnonzero(np.diff(factor)) + 1
     tempos = [(0.0, tempo * float(factor[0]))]
     tempos += [(s / GRID, tempo * float(factor[s])) for s in changes]
