@@ -133,7 +133,7 @@ def split_midi(midi: bytes, most: int, rate: int, min_seconds: float = MIN_PART_
         begin, last = starts[k], notes[k][-1][0]
         # Notes held by the sustain pedal sound until it lifts: the part keeps the first lift after its
         # last release, or they would ring on into its tail instead of being damped with the rest.
-        last = next((t for t, msg in timeline if t > last and _is_lift(msg)), last)
+        last = next((t for t, msg in timeline if t >= last and _is_lift(msg)), last)
         # Controllers and programs: those before the part's start set up its synth at time 0.
         setup = [(0.0, msg) for t, msg in timeline if t < begin and not (_is_on(msg) or _is_off(msg))]
         during = [
