@@ -71,7 +71,8 @@ def integrated_loudness(audio: np.ndarray, rate: int) -> float:
         spectrum = np.fft.rfft(frames[:, :, ch], axis=1)  # float32 in, complex64 out
         power = np.abs(spectrum)
         power *= power
-        energy += power @ weight
+        # einsum, not a BLAS product: BLAS threads spinning beside FluidSynth cost more than this saves.
+        energy += np.einsum("ij,j->i", power, weight)
     blocks = np.convolve(energy, np.ones(4) / 4, mode="valid")  # 400 ms blocks every 100 ms
     loud = blocks[blocks > 10 ** ((-70 + 0.691) / 10)]  # the absolute gate
     if not len(loud):
@@ -101,6 +102,7 @@ def limit(audio: np.ndarray, ceiling: float = CEILING) -> np.ndarray:
     """
     if not len(audio):
         return audio
+    audio = np.ascontiguousarray(audio)  # the steps below are a view of it
     peaks = _step_peaks(audio)
     if peaks.max() <= ceiling:
         return audio
@@ -114,19 +116,18 @@ def limit(audio: np.ndarray, ceiling: float = CEILING) -> np.ndarray:
     gain = np.convolve(np.pad(least, r, mode="edge"), np.ones(2 * r + 1) / (2 * r + 1), mode="valid")
     gain = np.minimum(gain, need)
     gain[gain > 1 - 1e-6] = 1.0  # a mean of ones is not always exactly one
-    centres = (np.arange(steps) + 0.5) * _LIMIT_BLOCK
-    low = np.flatnonzero(gain < 1.0)
-    # Stretches of steps turned down (with one step of margin each side for the interpolation).
-    breaks = np.flatnonzero(np.diff(low) > 1)
-    for first, last in zip(np.r_[low[0], low[breaks + 1]], np.r_[low[breaks], low[-1]]):
-        a = max(0, (first - 1) * _LIMIT_BLOCK)
-        b = min(len(audio), (last + 2) * _LIMIT_BLOCK)
-        frames = np.interp(np.arange(a, b), centres, gain).astype(np.float32)
-        part = audio[a:b]
-        part *= frames[:, None]
-        # Interpolation between step centres is bounded by the steps' own needs; the clip catches only
-        # float rounding.
-        np.clip(part, -ceiling, ceiling, out=part)
+    # Across each step the gain moves in a straight line from its own value to the next step's: both are
+    # at most what the step needs, so every sample in it is too.
+    after = np.append(gain[1:], gain[-1])
+    whole = len(audio) // _LIMIT_BLOCK
+    rows = np.flatnonzero((gain[:whole] < 1.0) | (after[:whole] < 1.0))
+    ramp = np.arange(_LIMIT_BLOCK, dtype=np.float32) / _LIMIT_BLOCK
+    frames = gain[rows, None].astype(np.float32) + (after - gain)[rows, None].astype(np.float32) * ramp
+    view = audio[: whole * _LIMIT_BLOCK].reshape(whole, _LIMIT_BLOCK, audio.shape[1])
+    # The clip catches only float rounding.
+    view[rows] = np.clip(view[rows] * frames[:, :, None], -ceiling, ceiling)
+    if whole < steps:  # the short last step, at its own gain
+        audio[whole * _LIMIT_BLOCK :] *= np.float32(gain[-1])
     return audio
 
 
