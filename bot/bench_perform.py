@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import re
-import time
 from dataclasses import dataclass, replace
 
 import mido
@@ -60,7 +59,7 @@ class Measures:
     lead: float  # mean velocity of the top voice minus that of the inner voices
     final_tempo: float  # tempo at the final chord against the tempo before the last two bars, in %
     chord_ms: float  # the widest spread of onsets among notes written to start together
-    render_cpu: float
+    render_cpu: float  # this process and its ffmpeg runs
 
 
 def chord_spread_ms(midi: bytes) -> float:
@@ -80,6 +79,7 @@ def chord_spread_ms(midi: bytes) -> float:
 
 
 def measure(piece, style: str, cores: int) -> Measures:
+    from bot.bench_render import _cpu
     from bot.render.files import RenderRequest, render_here
 
     piece = replace(piece, options=replace(piece.options, performance=style))
@@ -92,9 +92,9 @@ def measure(piece, style: str, cores: int) -> Measures:
     last = max(n.onset for n in performance.notes)
     before = [bpm for beat, bpm in performance.tempos if beat <= last - 8] or [performance.tempos[0][1]]
     at_end = [bpm for beat, bpm in performance.tempos if beat <= last][-1]
-    t = time.process_time()
+    t = _cpu()
     rendered = render_here(RenderRequest.of(piece, 50 * 1024 * 1024), cores=cores)
-    cpu = time.process_time() - t
+    cpu = _cpu() - t
     loud = ebur128(rendered.file("ogg").data)
     return Measures(
         loud["I"],

@@ -10,15 +10,12 @@ import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 import mido
 
 from bot.music.events import Event, fold_pitch
 from bot.music.midi_tempo import TEMPO_HIGH, TEMPO_LOW
-
-if TYPE_CHECKING:
-    from bot.music.perform import Performance
 
 TICKS_PER_BEAT = 480  # what write_midi uses
 
@@ -111,27 +108,34 @@ def midi_bytes(events: Sequence[Event], tempo: float = 100.0, program: int = 0, 
     return buf.getvalue()
 
 
-def performance_bytes(performance: Performance, name: str = "Étude") -> bytes:
-    """A performance (`bot.music.perform`) as a type-1 file: its tempo map in the tempo track, each note's
-    velocity, and the sustain pedal (CC64) beside the notes, so any sequencer plays it as the render does."""
+def performance_bytes(
+    notes: Sequence[tuple[float, float, int, int]],
+    tempos: Sequence[tuple[float, float]],
+    pedal: Sequence[tuple[float, int]],
+    program: int = 0,
+    name: str = "Étude",
+) -> bytes:
+    """A performance (`bot.music.perform`) as a type-1 file: the tempo map ((beat, bpm), the first at 0) in
+    the tempo track, each note ((onset, end) in beats, pitch, velocity) at its own velocity, and the
+    sustain pedal ((beat, CC64 value)) beside the notes, so any sequencer plays it as the render does."""
     name = name.encode("latin-1", "replace").decode("latin-1")
     head = mido.MidiTrack([mido.MetaMessage("track_name", name=name, time=0)])
     now = 0
-    for i, (beat, bpm) in enumerate(performance.tempos):
+    for i, (beat, bpm) in enumerate(tempos):
         tick = max(now, round(beat * TICKS_PER_BEAT))
         head.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(_clamp_tempo(bpm)), time=tick - now))
         if i == 0:
             head.append(mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0))
         now = tick
     starts: dict[tuple[int, int], tuple[int, int]] = {}
-    for n in performance.notes:
-        on = max(0, round(n.onset * TICKS_PER_BEAT))
-        off = max(on + 1, round(n.end * TICKS_PER_BEAT))
-        key = (on, fold_pitch(int(n.pitch), 0, 127))
+    for onset, end, pitch, velocity in notes:
+        on = max(0, round(onset * TICKS_PER_BEAT))
+        off = max(on + 1, round(end * TICKS_PER_BEAT))
+        key = (on, fold_pitch(int(pitch), 0, 127))
         if key not in starts or starts[key][0] < off:
-            starts[key] = (off, min(max(int(n.velocity), 1), 127))
-    controls = [(max(0, round(beat * TICKS_PER_BEAT)), 64, value) for beat, value in performance.pedal]
-    body = _note_track(starts, controls, performance.program, name)
+            starts[key] = (off, min(max(int(velocity), 1), 127))
+    controls = [(max(0, round(beat * TICKS_PER_BEAT)), 64, value) for beat, value in pedal]
+    body = _note_track(starts, controls, program, name)
     buf = io.BytesIO()
     mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT, tracks=[head, body]).save(file=buf)
     return buf.getvalue()

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bot.music.events import GRID, Event, Piece
+from bot.music.midi_out import midi_bytes, performance_bytes
 
 # Pianos (acoustic, electric, honky-tonk: 0-5) and the chromatic percussion whose real instruments have a
 # damper pedal: celesta (8), vibraphone (11) and tubular bells (14). Harpsichord (6) and clavinet (7) have
@@ -134,11 +135,10 @@ class Performance:
         return float(beat_seconds(self.tempos, np.array([beat]))[0])
 
     def midi(self, name: str = "Étude") -> bytes:
-        from bot.music.midi_out import midi_bytes, performance_bytes
-
         if self.style == "plain":  # byte for byte what the piece always wrote
             return midi_bytes(self.events, self.tempos[0][1], self.program, name)
-        return performance_bytes(self, name)
+        notes = [(n.onset, n.end, n.pitch, n.velocity) for n in self.notes]
+        return performance_bytes(notes, self.tempos, self.pedal, self.program, name)
 
 
 def beat_seconds(tempos: Sequence[tuple[float, float]], beats: np.ndarray) -> np.ndarray:
