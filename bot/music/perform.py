@@ -42,7 +42,8 @@ HIGH_LOUD, HIGH_LOUD_MAX = 0.8, 8.0
 ACCENT = {0: 6.0, 2: 3.0}  # beats 1 and 3 of a 4/4 bar; other beats 0, notes between beats OFFBEAT
 OFFBEAT = -3.0
 VOICE = {"top": 6.0, "bass": 1.0, "inner": -6.0}  # melody lead: 12 steps over the inner voices
-DEFAULT_SPREAD = 34.0  # the 10th-90th percentile velocity range these rules give; a seed's scales them
+DEFAULT_SPREAD = 34.0  # about the 10th-90th percentile velocity range these rules give (27-33 on the
+# bench's pieces); a seed's own range scales every shaping rule above by its ratio to this, within 0.5-1.5
 ARCH_PEAK = 0.6  # where in a phrase (and in the piece) the arch peaks
 PHRASE_BEATS = 16.0  # without fermatas, a phrase is four 4/4 bars
 # Timing, as factors of the written tempo.
@@ -111,6 +112,8 @@ def _pedal_stuck(pedal: Sequence[tuple[float, int]], events: Sequence[Event]) ->
 
 @dataclass(frozen=True)
 class PlayedNote:
+    """One note as played."""
+
     onset: float  # beats, as written
     end: float
     pitch: int
@@ -128,7 +131,7 @@ class Performance:
     program: int
     note: str = ""  # what the user should know: a seed's level or pedal that was not used
     style: str = "expressive"
-    events: list[Event] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)  # as written (expressive: the last chord held)
 
     def seconds(self, beat: float) -> float:
         """The time of `beat` with the tempo map applied."""
