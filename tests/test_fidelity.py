@@ -85,6 +85,7 @@ def test_a_tiny_or_negative_denominator_gives_no_ratio() -> None:
     assert F.fidelity(0.2, 0.3, 0.5) == pytest.approx(2 / 3)
     assert F.fidelity(0.30, 0.1, 0.31) is None  # chorale and real next within MIN_GAP
     assert F.fidelity(0.45, 0.6, 0.19) is None  # the real next part further than the chorale
+    assert F.fidelity(0.09, 0.27, 0.12) is None  # a gap of 0.03: under a third of the chorale's 0.12
     assert F.fidelity(0.1, 0.9, 0.5) == pytest.approx(-1.0)  # further than the chorale: below 0
 
 

@@ -98,16 +98,19 @@ def cmd_eval(args) -> int:
     if args.fidelity or args.listener:
         result = {}
         if args.fidelity:
-            from bot.model.fidelity import evaluate_fidelity, fidelity_table
+            from bot.model.listener_eval import evaluate_fidelity
 
             result.update(evaluate_fidelity(model, quick=args.quick, write_card=args.write_card))
         if args.listener:
-            from bot.model.discriminate import evaluate_listener, listener_table
+            from bot.model.listener_eval import evaluate_listener
 
             result.update(evaluate_listener(model, quick=args.quick, write_card=args.write_card))
         if args.json:
             print(json.dumps(result))
         else:
+            from bot.model.discriminate import listener_table
+            from bot.model.fidelity import fidelity_table
+
             parts = [fidelity_table(result["fidelity"])] if "fidelity" in result else []
             parts += [listener_table(result["listener"])] if "listener" in result else []
             print("\n\n".join(parts))

@@ -12,7 +12,6 @@ Two measures on unseeded samples at the defaults beside the validation chorales:
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -278,33 +277,6 @@ def form_section(real: Sequence[Sequence[Event]], generated: Sequence[Sequence[E
         }
         for side, pieces in (("real", real), ("generated", generated))
     }
-
-
-def evaluate_listener(model_dir: str | None = None, quick: bool = False, write_card: bool = False) -> dict:
-    """Unseeded samples at the defaults beside the validation chorales: the discriminator and the form."""
-    from bot.model import network as M
-    from bot.model.composer import Composer
-    from bot.model.heldout import validation_chorales
-    from bot.options import Options
-
-    t0 = time.monotonic()
-    m = M.load(model_dir)
-    pieces, length = (QUICK_PIECES, QUICK_LENGTH) if quick else (PIECES, LENGTH)
-    chorales = [p.events for p in validation_chorales()]
-    done = Composer(m).compose([(Options(length=length, rng_seed=RNG_SEED + i), None) for i in range(pieces)])
-    samples = [c.events for c in done]
-    section = {
-        "samples": {"pieces": pieces, "length": length, "rng_seeds": [RNG_SEED, RNG_SEED + pieces - 1]},
-        "discriminator": discriminate(chorales, samples),
-        "form": form_section(chorales, samples),
-        "seconds": 0.0,
-    }
-    section["seconds"] = round(time.monotonic() - t0, 1)
-    if write_card:
-        card = dict(M.load_card(m.path))
-        card["listener"] = section
-        M.write_card(m.path, card)
-    return {"model": m.name, "listener": section}
 
 
 def _num(v: float | None) -> str:

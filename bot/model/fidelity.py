@@ -11,8 +11,8 @@ the real next part (validation chorales, one after another; what "ignore the see
 
 on distances averaged over the seeds of a group: 1 when the model is as close to the seed as the real
 continuation, 0 when no closer than a chorale, below 0 when further. When the chorale and the real next
-part lie within `MIN_GAP` of each other, the feature cannot tell them apart on that group and is left out
-(shown as a dash) rather than divided by almost nothing.
+part lie close (a gap under `MIN_GAP`, or under a third of the chorale's distance), the feature cannot
+tell them apart on that group and is left out (shown as a dash) rather than divided by almost nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from bot.music.stats import DURATION_CLASSES, duration_histogram, histogram_dist
 
 SEED_BEATS = 64
 MIN_BEATS = 16  # a half shorter than four 4/4 bars says too little about a piece's rhythm
-MIN_GAP = 0.02  # d(chorale) - d(real next) below this: the feature cannot separate them, no ratio
+# No ratio where the feature hardly separates the chorale from the real next part: their gap must be at
+# least MIN_GAP and a third of the chorale's distance (the chorale half as far again as the real part).
+MIN_GAP, MIN_SHARE = 0.02, 1 / 3
 GRID_SHARE = 0.9  # a passage keeps an eighth-note grid when this share of its onsets lie on it
 RNG_SEED = 3000  # seed i is continued with RNG seed RNG_SEED + i
 CHORALE_SEEDS, QUICK_CHORALE_SEEDS = 8, 2
@@ -46,7 +48,11 @@ FEATURES: tuple[tuple[str, str], ...] = (
     ("onsets_per_beat", "onsets per beat (abs. log ratio)"),
     ("mean_pitch", "mean pitch (semitones / 12)"),
 )
-GROUPS = {"piano": ("piano",), "trained styles": ("chorale", "renaissance", "classical")}
+GROUPS = {
+    "piano": ("piano",),
+    "songs": ("song",),
+    "trained styles": ("chorale", "renaissance", "classical"),
+}
 
 
 # -- cutting ------------------------------------------------------------------------------------------------
@@ -163,10 +169,11 @@ def distances(a: dict, b: dict) -> dict[str, float | None]:
     return out
 
 
-def fidelity(real: float, model: float, chorale: float, min_gap: float = MIN_GAP) -> float | None:
-    """(d(chorale) - d(model)) / (d(chorale) - d(real)); None when the denominator is below `min_gap`."""
+def fidelity(real: float, model: float, chorale: float) -> float | None:
+    """(d(chorale) - d(model)) / (d(chorale) - d(real)); None when that denominator is below `MIN_GAP` or
+    a third of d(chorale): a ratio over almost nothing would swing on noise."""
     gap = chorale - real
-    return (chorale - model) / gap if gap >= min_gap else None
+    return (chorale - model) / gap if gap >= max(MIN_GAP, chorale * MIN_SHARE) else None
 
 
 # -- one seed, a group of seeds -----------------------------------------------------------------------------
@@ -279,30 +286,14 @@ def fidelity_section(
     }
 
 
-def evaluate_fidelity(model_dir: str | None = None, quick: bool = False, write_card: bool = False) -> dict:
-    """The seed-fidelity section of `etude eval`: held-out pieces of every trained style and piano music,
-    and validation chorales as the chorale style's seeds (with `quick`, a few of each)."""
-    from bot.model import network as M
-    from bot.model.composer import Composer
-    from bot.model.heldout import held_out_pieces, validation_chorales
-
-    m = M.load(model_dir)
-    chorales = validation_chorales()
-    n_chorales = QUICK_CHORALE_SEEDS if quick else CHORALE_SEEDS
-    pieces = chorales[:n_chorales] + held_out_pieces(QUICK_PER_STYLE if quick else None)
-    result = {"model": m.name, "fidelity": fidelity_section(Composer(m), pieces, chorales)}
-    if write_card:
-        card = dict(M.load_card(m.path))
-        card["fidelity"] = result["fidelity"]
-        M.write_card(m.path, card)
-    return result
-
-
 def _cell(v: float | None, digits: int = 2) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
 
 def _count_lines(g: dict) -> list[str]:
+    if not g["grid_seeds"]:
+        grid = f"grid: no seed keeps to an eighth-note grid (at least {GRID_SHARE:.0%} of onsets on beats or half-beats)"
+        return [grid, _count_lines({**g, "grid_seeds": 1})[1]]
     return [
         f"grid: {g['grid_kept']} of {g['grid_seeds']} seeds on an eighth-note grid (at least "
         f"{GRID_SHARE:.0%} of onsets on beats or half-beats) are continued on it (the real next parts: "
@@ -334,7 +325,7 @@ def fidelity_table(section: dict) -> str:
             )
         lines.append(
             f"mean fidelity: {_cell(g['mean_fidelity'])} (1: as close as the real next part, 0: as a chorale; "
-            f"— where chorale and real next lie within {MIN_GAP})"
+            "— where the chorale is not half as far again as the real next part)"
         )
         lines += _count_lines(g)
     if section.get("skipped"):
@@ -348,7 +339,7 @@ def card_markdown(section: dict) -> list[str]:
         "## Seed fidelity (held-out pieces continued)",
         "",
         f"{len(section['seeds'])} pieces outside every training set (validation chorales, held-out "
-        "renaissance and classical pieces, piano music; `bot/model/heldout.py` lists each with its terms) "
+        "renaissance and classical pieces, piano music, songs; `bot/model/heldout.py` lists each with its terms) "
         f"cut into a seed of up to {section['seed_beats']} beats and its real next part, the seed continued "
         "at the defaults for as many onsets. Distance to the seed, mean over seeds; fidelity = "
         "(d(chorale) - d(model)) / (d(chorale) - d(real next)): 1 as close as the real continuation, 0 no "

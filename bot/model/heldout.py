@@ -8,7 +8,9 @@ model, not to train one or to ship.
 
 A piece is held out when no `etude train --data music21` source reads it: the Palestrina movements that
 `MUSIC21_SOURCES` skips (it takes one in three), composers no source names (Lusitano, the `luca` Gloria,
-Beethoven, whose quartets `music21` leaves out), and the piano works. `check_held_out` holds the list
+Beethoven, whose quartets `music21` leaves out), the piano works and the songs. A file whose terms
+reserve its rights (Berlin's "Alexander's Ragtime Band" lead sheet) or leave them blank (Schubert's
+"Der Lindenbaum") is left out. `check_held_out` holds the list
 to that whenever it is loaded, so a training source that grows to take one of them fails loudly.
 """
 
@@ -62,6 +64,13 @@ HELD_OUT: tuple[HeldOut, ...] = (
     HeldOut("schumann_clara/polonaise_op1n3.mxl", "piano", _NO_TERMS),
     HeldOut("schumann_clara/polonaise_op1n4.mxl", "piano", _NO_TERMS),
     HeldOut("cpebach/h186.mxl", "piano", _NO_TERMS),
+    # Songs, melody-led, on an eighth-note grid (every piano work above moves in sixteenths somewhere).
+    HeldOut(
+        "beach/prayer_of_a_tired_child.musicxml", "song", "original out of copyright (1915, G. Schirmer)"
+    ),
+    HeldOut("liliuokalani/aloha_oe.mxl", "song", "public domain; encoding CC0 (M. S. A. Cuthbert)"),
+    HeldOut("johnson_j_r/lift_every_voice.mxl", "song", "public domain; encoding CC0 (M. S. A. Cuthbert)"),
+    HeldOut("leadSheet/fosterBrownHair.mxl", "song", "public domain (stated in the file)"),
 )
 STYLE_NOTE_VALUES = {"renaissance": NOTE_VALUES.get("renaissance", 1.0)}  # read as training reads them
 
