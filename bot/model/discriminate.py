@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from bot.model.fidelity import _class_histogram, clip, on_grid_share, onsets
+from bot.model.fidelity import class_histogram, clip, on_grid_share, onsets
 from bot.music import analysis
 from bot.music import stats as S
 from bot.music.events import Event
@@ -105,7 +105,7 @@ def excerpt_features(events: Sequence[Event], start: float = 0.0, beats: float =
     }
     for c, v in zip(S.DURATION_CLASSES, S.duration_histogram(events)):
         out[f"durations of {c:.2g} beats"] = float(v)
-    for c, v in zip(S.DURATION_CLASSES, _class_histogram(np.diff(ts))):
+    for c, v in zip(S.DURATION_CLASSES, class_histogram(np.diff(ts))):
         out[f"inter-onsets of {c:.2g} beats"] = float(v)
     return out
 

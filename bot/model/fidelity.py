@@ -117,7 +117,8 @@ def onsets(events: Sequence[Event]) -> list[float]:
     return sorted({round(e.onset * analysis.TICKS) / analysis.TICKS for e in events if e.pitches})
 
 
-def _class_histogram(values: Sequence[float]) -> np.ndarray:
+def class_histogram(values: Sequence[float]) -> np.ndarray:
+    """Share of `values` (beats) in each of `DURATION_CLASSES`, each in the nearest class on a log scale."""
     centres = np.log2(DURATION_CLASSES)
     if not len(values):
         return np.zeros(len(centres))
@@ -145,7 +146,7 @@ def features(events: Sequence[Event]) -> dict:
         "pitch_classes": pcs / max(pcs.sum(), 1),
         "notes_per_onset": notes_per_onset(analysis.moments(events)),
         "durations": duration_histogram(events),
-        "inter_onsets": _class_histogram(gaps),
+        "inter_onsets": class_histogram(gaps),
         "beat_positions": positions / max(positions.sum(), 1),
         # n onsets over the span of n inter-onset gaps, so a passage's last gap counts as its mean one
         "onsets_per_beat": len(ts) / (gaps.mean() * len(ts)) if len(gaps) and gaps.mean() > 0 else None,
