@@ -18,6 +18,8 @@ from pathlib import Path
 from bot.cards import DEFAULT_MODEL, REPO_MODELS, load_card  # noqa: F401  (re-exported)
 from bot.errors import ModelNotFound
 from bot.model import backend
+from bot.model.discriminate import card_markdown as listener_markdown
+from bot.model.fidelity import card_markdown as fidelity_markdown
 from bot.music.encoding import Vocabulary
 from bot.music.stats import card_markdown as music_card_markdown
 from bot.paths import checked_file
@@ -272,6 +274,10 @@ def card_markdown(card: dict) -> str:
         lines.append("")
     if card.get("music"):
         lines += music_card_markdown(card["music"])
+    if card.get("fidelity"):
+        lines += fidelity_markdown(card["fidelity"])
+    if card.get("listener"):
+        lines += listener_markdown(card["listener"])
     if card.get("sweep", {}).get("table"):
         lines += [
             "## Sampling defaults",
