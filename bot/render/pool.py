@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bot.errors import RenderError
+from bot.options import UPLOAD_LIMIT_BYTES
 from bot.render.files import MixRequest, PartRequest, Rendered, RenderRequest, render_piece
 from bot.render.parts import cores, split_midi
 from bot.render.synth import Synth, SynthSettings
@@ -320,7 +321,7 @@ def _warm_request():
         )
         for i in range(16)
     )
-    return RenderRequest("warm", midi_bytes(list(events)), events, 0, 100.0, "warm", 10 * 1024 * 1024)
+    return RenderRequest("warm", midi_bytes(list(events)), events, 0, 100.0, "warm", UPLOAD_LIMIT_BYTES)
 
 
 def exit_with_parent(parent: int, every: float = PARENT_POLL) -> threading.Thread:
