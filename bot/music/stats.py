@@ -19,7 +19,6 @@ from bot.music.analysis import (
     TICKS,
     Moment,
     chord_of,
-    estimate_key,
     harmonies,
     is_tonic_triad,
     leads_to,
@@ -27,6 +26,7 @@ from bot.music.analysis import (
     moments,
 )
 from bot.music.events import Event
+from bot.music.keys import estimate_key
 
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)  # natural minor
@@ -81,7 +81,7 @@ def key_changes_per_16_beats(events: Sequence[Event]) -> float | None:
     keys = []
     s = start
     while s + KEY_WINDOW <= end + 1e-9:
-        k = estimate_key(events, s, s + KEY_WINDOW)
+        k = estimate_key(events, s, s + KEY_WINDOW, min_fit=None)
         if k is not None:
             keys.append(k)
         s += KEY_HOP
@@ -166,13 +166,13 @@ def cadences(events: Sequence[Event], ms: Sequence[Moment] | None = None) -> tup
         return 0, False, 0.0
     end = max(e.onset + e.duration for e in events)
     length = end - ms[0].time
-    key = estimate_key(events)
+    key = estimate_key(events, min_fit=None)
     hs = harmonies(ms, end)
     inside = 0
     for x, y in zip(hs, hs[1:-1]):
         if y.end - y.start < ARRIVAL_BEATS:
             continue
-        local = estimate_key(events, y.start - KEY_WINDOW, y.start + 2)
+        local = estimate_key(events, y.start - KEY_WINDOW, y.start + 2, min_fit=None)
         keys = {k for k in (key, local) if k is not None}
         if any(is_tonic_triad(y.chord, k) and leads_to(x.chord, k.tonic) for k in keys):
             inside += 1
@@ -180,7 +180,7 @@ def cadences(events: Sequence[Event], ms: Sequence[Moment] | None = None) -> tup
     last = chord_of(ms[-1].sounding)
     if last is not None and len(hs) >= 2:
         # The last onset fits a chord, so it is part of the last harmony; the one before leads into it.
-        keys = {k for k in (key, estimate_key(events, end - 16, end)) if k is not None}
+        keys = {k for k in (key, estimate_key(events, end - 16, end, min_fit=None)) if k is not None}
         ends = any(is_tonic_triad(last, k) and leads_to(hs[-2].chord, k.tonic) for k in keys)
     return inside, ends, length
 
@@ -255,7 +255,7 @@ def piece_statistics(events: Sequence[Event], reference_durations: np.ndarray | 
         "ends_with_cadence": ends,
         "repeats_early": repeats_early(ms),
         "onsets": len(ms),
-        "key": (k.name if (k := estimate_key(events)) else None),
+        "key": (k.name if (k := estimate_key(events, min_fit=None)) else None),
     }
 
 
