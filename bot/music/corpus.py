@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -59,10 +58,10 @@ NOTE_VALUES = {"renaissance": 0.5}
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("ETUDE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "etude"
-    )
-    path = Path(base)
+    """The cache folder of `bot.settings.Environment`, made if missing; read afresh, so tests can move it."""
+    from bot.settings import Environment
+
+    path = Environment().cache_folder
     path.mkdir(parents=True, exist_ok=True)
     return path
 
