@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from bot.cards import store_section as _store_in_card
 from bot.model import network as M
 from bot.model.evaluate import validation_source
 from bot.music import stats as S
@@ -210,13 +211,6 @@ def evaluate_music(
     if write_card:
         _store_in_card(m.path, "music", {**result["music"], "key_fidelity": result["key_fidelity"]})
     return result
-
-
-def _store_in_card(folder, section: str, value: dict) -> None:
-    """One section of a model's card replaced, the rest as written now (the loss part may just have been)."""
-    card = dict(M.load_card(folder))
-    card[section] = value
-    M.write_card(folder, card)
 
 
 def _inside(stat: S.Statistic, generated: dict, reference: dict) -> str:

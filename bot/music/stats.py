@@ -3,8 +3,8 @@
 Each statistic is counted on the reading of `bot.music.analysis`, whose docstring defines the words used
 here (note, onset, sounding, voices, key, chord, harmony, cadence). A piece's statistics
 (`piece_statistics`) are summarised over many pieces (`summarize`: a median and 5th-95th percentiles, or
-a share of pieces), compared with the validation pieces' (`distance`) and written as the model card's
-musical section (`card_markdown`).
+a share of pieces) and compared with the validation pieces' (`distance`); `bot.cards` writes them into the
+model card.
 """
 
 from __future__ import annotations
@@ -321,7 +321,7 @@ def fmt(stat: Statistic, summary: dict, spread: bool = True) -> str:
     return f"{text} [{summary['p5']:.{d}f}, {summary['p95']:.{d}f}]" if spread else text
 
 
-# -- the model card's section -------------------------------------------------------------------------------
+# -- lines for eval's table and the model card -------------------------------------------------------------
 def key_fidelity_line(source: str, key: dict) -> str:
     """One line on seed key fidelity, as `etude eval` measures it on `source`."""
     share, own = key["share_within_one_fifth"], key["own_continuation"]
@@ -331,32 +331,3 @@ def key_fidelity_line(source: str, key: dict) -> str:
         f"seed key fidelity ({source}): {share * 100:.0f}% of {key['seeds']} seeds continue within one "
         f"fifth of their key (the pieces' own continuations: {own * 100:.0f}%)"
     )
-
-
-def card_markdown(section: dict) -> list[str]:
-    """The model card's musical section: the table, what each figure means, and key fidelity."""
-    lines = [
-        "## Music (samples beside the validation pieces)",
-        "",
-        f"{section['pieces']} pieces of {section['length']} notes sampled at temperature "
-        f"{section['temperature']:g} and top-p {section['top_p']:g} (RNG seeds {section['rng_seeds'][0]}-"
-        f"{section['rng_seeds'][1]}), beside the {section['reference_pieces']} validation pieces; figures "
-        "are medians over pieces, [5th, 95th percentile] for the validation pieces, or a share of pieces.",
-        "",
-        "| what a listener hears | validation pieces | this model |",
-        "| --- | --- | --- |",
-    ]
-    for s in STATISTICS:
-        g, r = section["generated"][s.key], section["reference"][s.key]
-        lines.append(f"| {s.label} | {fmt(s, r, True)} | {fmt(s, g, False)} |")
-    lines += [
-        "",
-        f"Distance to the validation pieces: {section['distance']:.3f} (the mean gap of a statistic, in "
-        "units of the validation pieces' 5th-95th percentile range; 0 when every median sits on theirs). "
-        "Each statistic is defined in `bot/music/stats.py`.",
-    ]
-    for source, key in section.get("key_fidelity", {}).items():
-        line = key_fidelity_line(source, key)
-        lines += ["", line[0].upper() + line[1:] + "."]
-    lines.append("")
-    return lines
