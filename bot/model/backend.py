@@ -44,6 +44,13 @@ def _check() -> str:
 
     if name() not in BACKENDS:
         raise EtudeError(f"KERAS_BACKEND={name()!r} is not supported; use {' or '.join(BACKENDS)}")
+    from importlib.util import find_spec
+
+    if find_spec(name()) is None:  # the bot's image has no backend: its models run on `etude worker`s
+        raise EtudeError(
+            f"{name()} is not installed, so no model runs here: install an extra (cpu, gpu, jax or jax-gpu), "
+            "or set REDIS_URL and run `etude worker`s"
+        )
     return name()
 
 
