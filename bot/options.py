@@ -32,6 +32,8 @@ PROGRAM_NAMES = {program: name for name, program in INSTRUMENTS.items()}
 
 MAX_LENGTH = 2000  # the sampler's hard cap; an operator may lower it with MAX_LENGTH
 DEFAULT_TEMPO = 100.0
+# Discord's upload limit per file for a server without boosts; an interaction carries its own, larger or not.
+UPLOAD_LIMIT_BYTES = 10 * 1024 * 1024
 RNG_SEED_MAX = 2**31 - 1  # Discord integers are doubles: keep the number exact everywhere
 
 # The 24 keys as a musician spells them (Discord offers at most 25 choices, so they all fit).

@@ -36,11 +36,13 @@ from typing import Any, TextIO
 
 from aiohttp import WSMsgType, web
 
+from bot.options import UPLOAD_LIMIT_BYTES
+
 _log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v10"
 DISCORD_EPOCH_MS = 1_420_070_400_000
-DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024  # what Discord gives a guild without boosts
+DEFAULT_ATTACHMENT_LIMIT = UPLOAD_LIMIT_BYTES  # what Discord gives a guild without boosts
 INTERACTION_TOKEN_TTL = 15 * 60.0  # follow-ups work for 15 minutes after the interaction
 CALLBACK_DEADLINE = 3.0  # the first answer must come within 3 s, or the interaction is gone
 

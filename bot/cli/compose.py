@@ -25,6 +25,7 @@ from bot.options import (
     MELODY_HELP,
     SEED_HELP,
     SPECS,
+    UPLOAD_LIMIT_BYTES,
     VIDEO_HELP,
     Options,
     parse_instrument,
@@ -223,8 +224,8 @@ def _add_piece_arguments(p: argparse.ArgumentParser, *names: str, files: str, la
     p.add_argument(
         "--max-bytes",
         type=_byte_count,
-        default=10 * 1024 * 1024,
-        help=f"largest {largest} to write (default 10 MiB, Discord's upload limit)",
+        default=UPLOAD_LIMIT_BYTES,
+        help=f"largest {largest} to write (default {UPLOAD_LIMIT_BYTES // 2**20} MiB, Discord's upload limit)",
     )
     p.add_argument("--soundfont", help="General MIDI soundfont (default: SOUNDFONT or the system's)")
 

@@ -21,6 +21,7 @@ from bot.model.fidelity import class_histogram, clip, on_grid_share, onsets
 from bot.music import analysis
 from bot.music import stats as S
 from bot.music.events import Event
+from bot.music.keys import MODES, Key, key_profile, pitch_class_weights
 from bot.music.phrases import passage_returns, phrase_cadences_per_16_beats
 
 EXCERPT_BEATS = 32
@@ -68,7 +69,7 @@ def excerpt_features(events: Sequence[Event], start: float = 0.0, beats: float =
     ts = np.array(onsets(events))
     whole = np.abs(ts - np.round(ts)) < 1e-3
     half = (np.abs(ts * 2 - np.round(ts * 2)) < 1e-3) & ~whole
-    hist = analysis.pitch_class_weights(events)
+    hist = pitch_class_weights(events)
     voices, variation = _texture(ms, start, start + beats)
     sounding = sum(max(0.0, min(e.onset + e.duration, start + beats) - e.onset) for e in events)
     silent = _silent_share(events, start, start + beats)
@@ -115,8 +116,8 @@ def _key_clarity(hist: np.ndarray) -> float | None:
     if hist.std() == 0:
         return None
     z = (hist - hist.mean()) / hist.std()
-    keys = [analysis.Key(t, minor) for t in range(12) for minor in (False, True)]
-    return float(max(analysis.key_profile(k) @ z for k in keys) / 12)
+    candidates = [Key(t, mode) for t in range(12) for mode in MODES]
+    return float(max(key_profile(k) @ z for k in candidates) / 12)
 
 
 def _silent_share(events: Sequence[Event], start: float, end: float) -> float:

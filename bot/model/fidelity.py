@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bot.music import analysis
+from bot.music import analysis, keys
 from bot.music.events import Event, Piece
 from bot.music.stats import DURATION_CLASSES, duration_histogram, histogram_distance, notes_per_onset
 
@@ -181,11 +181,11 @@ def fidelity(real: float, model: float, chorale: float) -> float | None:
 def score_seed(c: Cut, continuation: Sequence[Event], chorale: Sequence[Event]) -> dict:
     """The three distances to the seed per feature, and whether grid and key are kept."""
     f_seed = features(c.seed)
-    seed_key = analysis.estimate_key(c.seed)
+    seed_key = keys.estimate_key(c.seed, min_fit=None)
 
     def keeps_key(events: Sequence[Event]) -> bool | None:
-        k = analysis.estimate_key(events)
-        return None if seed_key is None else k is not None and analysis.fifths_distance(seed_key, k) <= 1
+        k = keys.estimate_key(events, min_fit=None)
+        return None if seed_key is None else k is not None and keys.fifths_distance(seed_key, k) <= 1
 
     return {
         "name": c.name,

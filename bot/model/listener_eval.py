@@ -8,6 +8,7 @@ import time
 from bot.model import discriminate as D
 from bot.model import fidelity as F
 from bot.model import network as M
+from bot.model.card import store_section
 from bot.model.composer import Composer
 from bot.model.heldout import held_out_pieces, validation_chorales
 from bot.options import Options
@@ -22,9 +23,7 @@ def evaluate_fidelity(model_dir: str | None = None, quick: bool = False, write_c
     pieces = chorales[:n_chorales] + held_out_pieces(F.QUICK_PER_STYLE if quick else None)
     result = {"model": m.name, "fidelity": F.fidelity_section(Composer(m), pieces, chorales)}
     if write_card:
-        card = dict(M.load_card(m.path))
-        card["fidelity"] = result["fidelity"]
-        M.write_card(m.path, card)
+        store_section(m.path, "fidelity", result["fidelity"])
     return result
 
 
@@ -46,7 +45,5 @@ def evaluate_listener(model_dir: str | None = None, quick: bool = False, write_c
     }
     section["seconds"] = round(time.monotonic() - t0, 1)
     if write_card:
-        card = dict(M.load_card(m.path))
-        card["listener"] = section
-        M.write_card(m.path, card)
+        store_section(m.path, "listener", section)
     return {"model": m.name, "listener": section}

@@ -23,9 +23,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from bot.music.analysis import Key, key_profile
 from bot.music.encoding import PIANO_HIGH, PIANO_LOW, Vocabulary
 from bot.music.events import GRID
+from bot.music.keys import Key, key_profile
 
 MAX_RUN = 4  # a frame may repeat at most this many times in a row: the tutorial's loop got stuck on one
 MAX_CHORD = 10  # pitches in one frame, held ones included
@@ -69,7 +69,7 @@ class Masks:
         self.bit = ops.convert_to_tensor(np.array([1 << i for i in range(12)], np.int32))
         self.keys = ops.arange(PIANO_KEYS, dtype="int32") + PIANO_LOW
         # The network writes in C major or A minor, named by the mode token of the primer's head. A piece
-        # ends in the one of the two its notes say (as `analysis.estimate_key` hears it: a piece asked in
+        # ends in the one of the two its notes say (as `keys.estimate_key` hears it: a piece asked in
         # G major may spend itself in E minor); a primer without a mode has no end rules.
         valid = ops.arange(ops.shape(primers)[1], dtype="int32")[None, :] < primer_len[:, None]
         self.asked_minor = ops.any(valid & (primers == vocab.mode_id("minor")), axis=1)
@@ -259,6 +259,6 @@ def token_pitches(v: Vocabulary) -> np.ndarray:
 
 
 # Krumhansl-Schmuckler: a pitch-class histogram leans to A minor over C major by this dot product.
-_MINOR_OVER_MAJOR = (key_profile(Key(9, True)) - key_profile(Key(0, False))).astype(np.float32)
+_MINOR_OVER_MAJOR = (key_profile(Key(9, "minor")) - key_profile(Key(0, "major"))).astype(np.float32)
 # Pitch classes above the tonic of a major (row 0) and a minor (row 1) tonic triad.
 _TRIADS = np.array([[pc in (0, 4, 7) for pc in range(12)], [pc in (0, 3, 7) for pc in range(12)]])

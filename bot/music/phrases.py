@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bot.music.analysis import TICKS, estimate_key, harmonies, is_tonic_triad, leads_to, moments
+from bot.music.analysis import TICKS, harmonies, is_tonic_triad, leads_to, moments
 from bot.music.events import Event
+from bot.music.keys import estimate_key
 from bot.music.stats import ARRIVAL_BEATS, KEY_WINDOW, repeats_early
 
 ON_BEAT = TICKS // 40  # an arrival within 1/40 of a beat of a whole beat is on it
@@ -26,7 +27,7 @@ def phrase_cadences(events: Sequence[Event]) -> list[float]:
     if not ms:
         return []
     end = max(e.onset + e.duration for e in events)
-    key = estimate_key(events)
+    key = estimate_key(events, min_fit=None)
     hs = harmonies(ms, end)
     out = []
     for x, y in zip(hs, hs[1:-1]):
@@ -35,7 +36,7 @@ def phrase_cadences(events: Sequence[Event]) -> list[float]:
         ticks = round(y.start * TICKS)
         if min(ticks % TICKS, TICKS - ticks % TICKS) > ON_BEAT:
             continue
-        local = estimate_key(events, y.start - KEY_WINDOW, y.start + 2)
+        local = estimate_key(events, y.start - KEY_WINDOW, y.start + 2, min_fit=None)
         keys = {k for k in (key, local) if k is not None}
         if any(is_tonic_triad(y.chord, k) and leads_to(x.chord, k.tonic) for k in keys):
             out.append(y.start)
