@@ -39,7 +39,10 @@ def result_embed(result: JobResult, user_mention: str) -> discord.Embed:
         desc = f"Harmonized for {user_mention}: **{melody}** as a four-part chorale"
     elif info.get("seed_name"):
         desc += f", continuing **{discord.utils.escape_markdown(str(info['seed_name']))}**"
-    embed = discord.Embed(title=title, description=desc + ".", colour=discord.Colour.blurple())
+    desc += "."
+    if info.get("folded"):  # the melody was wider than a soprano's range: which notes moved
+        desc += f" {str(info['folded'])[0].upper()}{str(info['folded'])[1:]}."
+    embed = discord.Embed(title=title, description=desc, colour=discord.Colour.blurple())
     embed.add_field(
         name="Length", value=f"{info.get('length')} notes and chords · {info.get('seconds', 0):.0f} s"
     )

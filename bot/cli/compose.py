@@ -198,10 +198,11 @@ def cmd_harmonize(args) -> int:
         lambda composer, options, _, melody: harmonize(composer, options, melody),
     )
     moved = f", moved {melody.octaves:+d} octaves" if melody.octaves else ""
+    folded = f"; {piece.folded}" if piece.folded else ""
     _print_files(
         out,
         f"{len(melody.notes)} melody notes in four parts{moved}, {piece.key_text}, {piece.tempo:.0f} bpm, "
-        f"rng seed {piece.options.rng_seed}",
+        f"rng seed {piece.options.rng_seed}{folded}",
     )
     return 0
 

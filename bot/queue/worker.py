@@ -183,7 +183,7 @@ class Worker:
         await self.publish(spec.job_id, {"stage": "composing", "percent": 15})
         piece = await asyncio.to_thread(harmonize, self.composer, options, melody)
         timings["sample"] = piece.timings["sample"]
-        return piece, {"length": len(melody.notes), "seed_name": spec.seed_name}
+        return piece, {"length": len(melody.notes), "seed_name": spec.seed_name, "folded": piece.folded}
 
     async def close(self) -> None:
         if self.batcher:
