@@ -183,7 +183,8 @@ def cmd_compose(args) -> int:
     piece, _, out = _piece_to_files(args, read_seed, compose)
     _print_files(
         out,
-        f"{piece.onsets} notes and chords, {piece.key_text}, {piece.tempo:.0f} bpm, rng seed {piece.options.rng_seed}",
+        f"{piece.onsets} notes and chords, {piece.key_text}, {piece.tempo:.0f} bpm, rng seed {piece.options.rng_seed}"
+        + "".join(f"; {s}" for s in piece.said),
     )
     return 0
 
@@ -198,11 +199,10 @@ def cmd_harmonize(args) -> int:
         lambda composer, options, _, melody: harmonize(composer, options, melody),
     )
     moved = f", moved {melody.octaves:+d} octaves" if melody.octaves else ""
-    folded = f"; {piece.folded}" if piece.folded else ""
     _print_files(
         out,
         f"{len(melody.notes)} melody notes in four parts{moved}, {piece.key_text}, {piece.tempo:.0f} bpm, "
-        f"rng seed {piece.options.rng_seed}{folded}",
+        f"rng seed {piece.options.rng_seed}" + "".join(f"; {s}" for s in piece.said),
     )
     return 0
 

@@ -22,8 +22,9 @@ from bot.model.network import LoadedModel
 from bot.model.network import load as load_model
 from bot.model.sample import MAX_PRIMER_TOKENS, Request, Sampler
 from bot.music.encoding import PIANO_HIGH, PIANO_LOW, Vocabulary
-from bot.music.events import Event, Piece, fold_pitch, transpose
+from bot.music.events import GRID, Event, Piece, fold_pitch, transpose
 from bot.music.keys import Key, draw_key, estimate_key, key_fit
+from bot.music.meter import Meter, meter_of, seed_grid
 from bot.music.midi import DEFAULT_LIMITS, SeedLimits, read_midi
 from bot.music.midi_out import midi_bytes
 from bot.options import DEFAULT_TEMPO, Options
@@ -49,6 +50,8 @@ class Seed:
     events: list[Event]  # in the piano range, as the user will hear them
     key: Key | None  # None: the notes do not say a key (one repeated note, atonal noise)
     meta: dict = field(default_factory=dict)
+    meter: Meter = field(default_factory=Meter)  # its time signature and where its bars start
+    grid: int = 0  # the onsets' grid it keeps to (`meter.seed_grid`), which the continuation keeps too
 
 
 @dataclass
@@ -64,14 +67,22 @@ class Composition:
     key: str  # the key it is written in, one of bot.options.KEYS
     timings: dict[str, float]
     key_source: str = "asked"  # one of KEY_SOURCES
+    meter: Meter = field(default_factory=lambda: Meter(source="default"))  # of `events`' own times
 
     def midi(self) -> bytes:
-        return midi_bytes(self.events, tempo=self.tempo, program=self.options.instrument, name=self.name)
+        return midi_bytes(
+            self.events, tempo=self.tempo, program=self.options.instrument, name=self.name, meter=self.meter
+        )
 
     @property
     def key_text(self) -> str:
         """The key and where it came from, as the reply and the command line show it."""
         return self.key + KEY_SOURCES.get(self.key_source, "")
+
+    @property
+    def said(self) -> list[str]:
+        """What a reply tells the user beyond the options: here, a meter that was assumed, not read."""
+        return [self.meter.assumed] if self.meter.assumed else []
 
     @property
     def onsets(self) -> int:
@@ -115,13 +126,17 @@ def prepare_seed(
     events, moved = to_piano_range(piece.events)
     fit = key_fit(events)
     key = estimate_key(events)
+    meter = meter_of(events, piece.meta.get("time_signatures", []), piece.meta.get("tempo_changes", 0))
+    grid = seed_grid(events)
     meta = {
         **piece.meta,
         "pitches_moved_to_piano_range": moved,
         "key": key.name if key else None,
         "key_fit": round(fit[1], 3) if fit else None,
+        "meter": f"{meter.name} from {meter.downbeat:g} ({meter.source})",
+        "grid_steps": grid,
     }
-    return Seed(piece, events, key, meta)
+    return Seed(piece, events, key, meta, meter, grid)
 
 
 def hold_last_chord(events: Sequence[Event], beats: float = 2.0) -> list[Event]:
@@ -184,8 +199,16 @@ class Composer:
         jobs = [(o.check().with_rng_seed(), s) for o, s in jobs]
         plans = [self.plan(o, s) for o, s in jobs]
         requests = [
-            Request(plan[2], o.length, o.temperature, o.top_p, o.rng_seed)
-            for (o, _), plan in zip(jobs, plans)
+            Request(
+                plan[2],
+                o.length,
+                o.temperature,
+                o.top_p,
+                o.rng_seed,
+                grid=s.grid if s is not None else 0,
+                phase=round(plan[4] * GRID) % GRID,
+            )
+            for (o, s), plan in zip(jobs, plans)
         ]
         t0 = time.perf_counter()
         streams = self.sampler.sample(requests)
@@ -198,14 +221,18 @@ class Composer:
             new = [Event(e.onset + last_frame, e.duration, e.pitches, e.velocity, e.fermata) for e in new]
             new, _ = to_piano_range(new)
             seed_events: list[Event] = []
+            meter = Meter(source="default") if seed is None else seed.meter
             if seed is not None and opts.include_seed:
                 # The seed sounds in the key of the piece: moved only when another key was asked for.
                 seed_events, _ = to_piano_range(
                     transpose(seed.events, (seed.key or key).to_reference() - key.to_reference())
                 )
             elif seed is not None and new:
-                first = new[0].onset
-                new = [Event(e.onset - first, e.duration, e.pitches, e.velocity, e.fermata) for e in new]
+                # The file starts on the downbeat of the seed's bar where the continuation begins (a rest
+                # up to its first note), so pasted after the seed it keeps the seed's bars.
+                bar = meter.bar_start(new[0].onset)
+                new = [Event(e.onset - bar, e.duration, e.pitches, e.velocity, e.fermata) for e in new]
+                meter = meter.moved(-bar)
             events = seed_events + hold_last_chord(new)
             tempo = opts.tempo or (seed.piece.tempo if seed else DEFAULT_TEMPO)
             name = (
@@ -224,6 +251,7 @@ class Composer:
                     key=key.name,
                     timings={"sample": sample_s, "decode": time.perf_counter() - t1},
                     key_source=source,
+                    meter=meter,
                 )
             )
         return out

@@ -336,6 +336,10 @@ class Harmonization(Composition):
     def onsets(self) -> int:
         return len(self.melody)
 
+    @property
+    def said(self) -> list[str]:
+        return [self.folded] if self.folded else []
+
 
 def chords_under(notes: Sequence[Event], lower: np.ndarray) -> list[Event]:
     """One event per melody note: its three lower voices and the melody note, with the note's own timing."""

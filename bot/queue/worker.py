@@ -183,7 +183,7 @@ class Worker:
         await self.publish(spec.job_id, {"stage": "composing", "percent": 15})
         piece = await asyncio.to_thread(harmonize, self.composer, options, melody)
         timings["sample"] = piece.timings["sample"]
-        return piece, {"length": len(melody.notes), "seed_name": spec.seed_name, "folded": piece.folded}
+        return piece, {"length": len(melody.notes), "seed_name": spec.seed_name}
 
     async def close(self) -> None:
         if self.batcher:
@@ -229,6 +229,7 @@ class Worker:
                 seconds=round(piece.seconds, 1),
                 note=note,
                 kind=spec.kind,
+                said=piece.said,
             )
             result = JobResult(spec.job_id, True, files=files, info=info)
         except EtudeError as e:
