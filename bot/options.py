@@ -88,8 +88,15 @@ def cadence_margin(length: int) -> int:
     return max(8, length // 10)
 
 
+def number_text(value: int | float, decimals: int = 6) -> str:
+    """A number as people and ids write it: `500`, `0.95`, `0.0001`, never with an exponent (`1e-05`)."""
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{decimals}f}".rstrip("0").rstrip(".") or "0"
+
+
 def _number(value: int | float) -> str:
-    return str(value) if isinstance(value, int) else f"{value:g}"
+    return number_text(value)
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,8 @@ class Spec:
     help: str
     lo_open: bool = False
     unit: str = ""
+    # A float is kept to this many decimals (it travels in button ids, which hold 100 characters).
+    decimals: int = 0
 
     def range_text(self) -> str:
         """The range as a reader writes it: `1-2000`, or `more than 0, up to 1`."""
@@ -127,7 +136,12 @@ class Spec:
             if self.lo_open:
                 raise BadOption(f"{label} must be more than {lo} and at most {hi}")
             raise BadOption(f"{label} must be between {lo} and {hi}{self.unit}")
-        return self.kind(value)
+        if self.kind is int:
+            return int(value)
+        # Kept to `decimals`: a value below the first step of an open range takes that step (a top-p of
+        # 0.00001 samples exactly as 0.0001 does: both keep the likeliest choice alone).
+        step = 10.0**-self.decimals
+        return max(round(float(value), self.decimals), self.lo + step if self.lo_open else self.lo)
 
 
 SPECS: dict[str, Spec] = {
@@ -142,7 +156,7 @@ SPECS: dict[str, Spec] = {
             "Notes and chords to write; the closing cadence may add up to max(8, length/10)",
             unit=" notes",
         ),
-        Spec("temperature", float, 1.0, 0.05, 2.0, "Lower is safer, higher is wilder"),
+        Spec("temperature", float, 1.0, 0.05, 2.0, "Lower is safer, higher is wilder", decimals=4),
         Spec(
             "top_p",
             float,
@@ -151,6 +165,7 @@ SPECS: dict[str, Spec] = {
             1.0,
             "Sample only from the likeliest choices holding this share of the probability",
             lo_open=True,
+            decimals=4,
         ),
         Spec(
             "tempo",
@@ -160,6 +175,7 @@ SPECS: dict[str, Spec] = {
             400,
             "Beats per minute; without it, the seed's tempo or 100",
             unit=" bpm",
+            decimals=2,
         ),
         Spec(
             "rng_seed",
@@ -205,22 +221,34 @@ class Options:
     video: bool = False  # also an .mp4 of the piano roll scrolling with the audio
 
     def check(self, max_length: int = MAX_LENGTH) -> Options:
-        """This same object when every field is in range; `max_length` is an operator's lower cap."""
-        for name, spec in SPECS.items():
-            spec.check(getattr(self, name))
-        if self.length > max_length:
+        """These options with every value in range and numbers kept to their decimals (`BadOption` for
+        anything else); `max_length` is an operator's lower cap."""
+        values = {name: spec.check(getattr(self, name)) for name, spec in SPECS.items()}
+        if values["length"] > max_length:
             raise BadOption(f"length can be at most {max_length} notes here")
         if isinstance(self.instrument, bool) or not isinstance(self.instrument, int):
             raise BadOption("instrument must be a General MIDI program, 0-127")
         if not 0 <= self.instrument <= 127:
             raise BadOption("instrument must be a General MIDI program, 0-127")
-        if self.key is not None and self.key not in KEYS:
-            raise BadOption(f"key must be one of: {', '.join(KEYS)}")
-        return self
+        for name, choices in CHOICES.items():
+            value = getattr(self, name)
+            if value is not None and value not in choices:
+                raise BadOption(f"{name} must be one of: {', '.join(choices)}")
+        for name in FLAGS:
+            if not isinstance(getattr(self, name), bool):
+                raise BadOption(f"{name.replace('_', ' ')} must be true or false")
+        return replace(self, **values)
 
     def with_rng_seed(self) -> Options:
         """These options with an RNG seed: the given one, or a fresh random one."""
         return self if self.rng_seed is not None else replace(self, rng_seed=random.randrange(RNG_SEED_MAX))
+
+
+# Options that take one of a list of names (None, where allowed, leaves the choice to the piece), and the
+# options that are switched on or off. Every field of `Options` is a number of `SPECS`, the instrument, one
+# of these, or a flag: `bot.codec` carries each kind through button ids and job records.
+CHOICES: dict[str, tuple[str, ...]] = {"key": KEYS}
+FLAGS: tuple[str, ...] = ("include_seed", "video")
 
 
 def markdown_table() -> str:

@@ -142,7 +142,7 @@ async def test_compose_defers_reports_progress_and_replies_with_files(fake, runn
     assert {"Key", "Tempo", "Temperature", "Model"} <= set(fields)
     assert f"<@{fake.user(1)['user']['id']}>" in embed["description"]
     buttons = [c["custom_id"] for row in reply["body"]["components"] for c in row["components"]]
-    assert buttons[0].startswith("etude:reroll:40:") and buttons[1].startswith("etude:continue:40:")
+    assert buttons[0].startswith("etude:reroll:l40") and buttons[1].startswith("etude:continue:l40")
     await asyncio.sleep(0.2)
     assert len(inter.followups) == 1
 
@@ -318,9 +318,9 @@ async def test_buttons_are_checked_against_todays_limits(fake, running):
         settings.max_length = saved
     data = answer["body"]["data"]
     assert answer["body"]["type"] == 4 and data["flags"] & EPHEMERAL
-    assert data["content"] == "This button no longer works; use /compose instead"
+    assert data["content"] == "This button no longer works: length can be at most 30 notes here"
     # A button whose options do not validate at all (temperature 9) is answered the same way.
-    message["components"][0]["components"][0]["custom_id"] = reroll.replace(":1:0.95:", ":9:0.95:")
+    message["components"][0]["components"][0]["custom_id"] = reroll.replace(":l40", ":l40:t9")
     click = await fake.click(message, message["components"][0]["components"][0]["custom_id"])
     answer = await click.wait_for_callback(timeout=10)
     assert "no longer works" in answer["body"]["data"]["content"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -83,18 +82,13 @@ def writable_folder(text: str) -> Path:
     return path
 
 
-def seed_path(text: str) -> Path:
-    """The `--seed` file: a regular file (not a FIFO, device or folder that could block or mislead)."""
+def seed_path(text: str, max_bytes: int) -> Path:
+    """The `--seed` file, checked as every file the command reads is (`bot.paths.checked_file`)."""
     from bot.errors import BadSeed
+    from bot.paths import checked_file
 
-    path, shown = _given_path(text, BadSeed("--seed is empty: give a MIDI file, or leave --seed out"))
-    try:
-        st = path.stat()
-    except OSError as e:
-        raise BadSeed(f"the seed {shown} cannot be read: {e.strerror or e}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise BadSeed(f"the seed {shown} is not a regular file")
-    return path
+    path, _ = _given_path(text, BadSeed("--seed is empty: give a MIDI file, or leave --seed out"))
+    return checked_file(path, "the seed", max_bytes, BadSeed)
 
 
 @contextmanager
@@ -135,6 +129,12 @@ def _print_files(out, note: str) -> None:
     print(f"{note}; {out.rendered.note}" if out.rendered.note else note, file=sys.stderr)
 
 
+def options_from_args(args: argparse.Namespace) -> Options:
+    """Checked options from the flags a command's parser defines; the others keep their defaults."""
+    asked = {f.name: getattr(args, f.name) for f in fields(Options) if hasattr(args, f.name)}
+    return Options(**{**asked, "instrument": parse_instrument(args.instrument)}).check()
+
+
 def _piece_to_files(
     args: argparse.Namespace,
     read: Callable[[Settings], T],
@@ -150,8 +150,7 @@ def _piece_to_files(
 
     settings = get_settings()
     soundfont = args.soundfont or settings.soundfont
-    asked = {f.name: getattr(args, f.name) for f in fields(Options) if hasattr(args, f.name)}
-    checked = Options(**{**asked, "instrument": parse_instrument(args.instrument)}).check()
+    checked = options_from_args(args)
     with paths_only_on_stdout():  # library noise on fd 1 would mix with the paths
         out_dir = _ready_to_write(args.out, soundfont)
         given = read(settings)
@@ -169,7 +168,7 @@ def cmd_compose(args) -> int:
     def read_seed(settings: Settings) -> bytes | None:
         if args.seed is None:
             return None
-        path = seed_path(args.seed)
+        path = seed_path(args.seed, settings.seed_limits().max_bytes)
         data = read_bounded(path, settings.seed_limits().max_bytes, "the seed")
         read_midi(data, path.stem, settings.seed_limits())  # refuse a bad seed before the model loads
         return data

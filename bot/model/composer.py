@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bot.errors import ModelNotFound
 from bot.model.network import LoadedModel
 from bot.model.network import load as load_model
 from bot.model.sample import MAX_PRIMER_TOKENS, Request, Sampler
@@ -161,7 +162,12 @@ class Composer:
 
     def __init__(self, model: LoadedModel | str | Path | None = None):
         self.model = model if isinstance(model, LoadedModel) else load_model(model)
-        self.sampler = Sampler(self.model)
+        try:
+            self.sampler = Sampler(self.model)
+        except Exception as e:  # weights that load but do not fit the config or vocabulary beside them
+            raise ModelNotFound(
+                f"the model in {self.model.path} does not fit its own config ({e})"[:300]
+            ) from e
 
     @property
     def vocab(self) -> Vocabulary:

@@ -18,8 +18,11 @@ from pathlib import Path
 from bot.cards import DEFAULT_MODEL, REPO_MODELS, load_card  # noqa: F401  (re-exported)
 from bot.errors import ModelNotFound
 from bot.model import backend
+from bot.model.discriminate import card_markdown as listener_markdown
+from bot.model.fidelity import card_markdown as fidelity_markdown
 from bot.music.encoding import Vocabulary
 from bot.music.stats import card_markdown as music_card_markdown
+from bot.paths import checked_file
 
 
 @dataclass
@@ -158,6 +161,10 @@ def save(folder: Path, net, config: Config, vocab: Vocabulary, card: dict | None
         write_card(folder, card)
 
 
+# What a model folder's files may weigh: far above any model this code trains, far below what hurts.
+MODEL_FILE_MAX_BYTES = {"model.keras": 2**30, "config.json": 2**20, "vocab.json": 16 * 2**20}
+
+
 def load(folder: str | Path | None = None) -> LoadedModel:
     """Load a model folder in Keras safe mode; a missing or incomplete folder is a `ModelNotFound`."""
     folder = Path(folder) if folder else DEFAULT_MODEL
@@ -165,15 +172,19 @@ def load(folder: str | Path | None = None) -> LoadedModel:
     if missing:
         what = "no model folder" if not folder.is_dir() else f"model folder lacks {', '.join(missing)}"
         raise ModelNotFound(f"{what}: {folder}")
+    for name, cap in MODEL_FILE_MAX_BYTES.items():
+        checked_file(folder / name, f"the model's {name}", cap, ModelNotFound)
     keras = backend.keras()
-    config = Config.from_dict(json.loads((folder / "config.json").read_text()))
     try:
+        config = Config.from_dict(json.loads((folder / "config.json").read_text()))
         vocab = Vocabulary.load(folder / "vocab.json")
-    except ValueError as e:  # a model of an older token encoding: as good as missing to this code
-        raise ModelNotFound(f"{folder}: {e}") from None
-    net = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
-    card_path = folder / "card.json"
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        net = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
+        card_path = folder / "card.json"
+        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    except Exception as e:  # whatever Keras or the JSON reader make of broken files, it is one line here
+        raise ModelNotFound(
+            f"the model in {folder} cannot be loaded ({type(e).__name__}: {e})"[:300]
+        ) from None
     return LoadedModel(net, config, vocab, card, folder)
 
 
@@ -263,6 +274,10 @@ def card_markdown(card: dict) -> str:
         lines.append("")
     if card.get("music"):
         lines += music_card_markdown(card["music"])
+    if card.get("fidelity"):
+        lines += fidelity_markdown(card["fidelity"])
+    if card.get("listener"):
+        lines += listener_markdown(card["listener"])
     if card.get("sweep", {}).get("table"):
         lines += [
             "## Sampling defaults",

@@ -21,6 +21,7 @@ import numpy as np
 from bot.errors import BadSeed
 from bot.music.events import Piece, group_notes
 from bot.music.midi_tempo import DEFAULT_US_PER_BEAT, TempoMap
+from bot.paths import checked_file, size_text
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +76,6 @@ class _Track:
     meters: list[tuple[int, int, int]] = field(default_factory=list)  # (tick, numerator, denominator)
     end: int = 0
     name: str = ""
-
-
-def _size(n: int) -> str:
-    if n % _MIB == 0:
-        return f"{n // _MIB} MiB"
-    if n % 1024 == 0:
-        return f"{n // 1024} KiB"
-    return f"{n} bytes"
 
 
 def _text(raw: bytes) -> str:
@@ -389,7 +382,7 @@ def read_midi(data: bytes, name: str = "seed", limits: SeedLimits = DEFAULT_LIMI
     if not data:
         raise BadSeed("the seed file is empty")
     if len(data) > limits.max_bytes:
-        raise BadSeed(f"the seed is larger than {_size(limits.max_bytes)}")
+        raise BadSeed(f"the seed is larger than {size_text(limits.max_bytes)}")
     try:
         return _Reader(bytes(data), limits).piece(name)
     except BadSeed:
@@ -402,14 +395,15 @@ def read_midi(data: bytes, name: str = "seed", limits: SeedLimits = DEFAULT_LIMI
 
 def read_bounded(path: Path, max_bytes: int, what: str, error: type[Exception] = BadSeed) -> bytes:
     """A file's bytes, refused by its size before it is read; `what` names it in the one-line errors."""
-    path = Path(path)
+    path = checked_file(path, what, max_bytes, error)
     try:
-        if path.stat().st_size > max_bytes:
-            raise error(f"{what} is larger than {_size(max_bytes)}")
         with path.open("rb") as f:
-            return f.read(max_bytes + 1)  # the file may have grown since stat
+            data = f.read(max_bytes + 1)  # the file may have grown since it was checked
     except OSError as err:
         raise error(f"{what} could not be read") from err
+    if len(data) > max_bytes:
+        raise error(f"{what} is larger than {size_text(max_bytes)}")
+    return data
 
 
 def read_midi_file(path: Path, limits: SeedLimits = DEFAULT_LIMITS) -> Piece:

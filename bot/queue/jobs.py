@@ -14,6 +14,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bot.codec import from_record
 from bot.options import Options
 
 TASK_NAME = "etude.compose"
@@ -50,7 +51,8 @@ class JobSpec:
         return self
 
     def compose_options(self) -> Options:
-        return Options(**self.options)
+        """The job's options, checked (`bot.codec`)."""
+        return from_record(self.options)
 
     def to_json(self) -> dict:
         return asdict(self)
