@@ -25,6 +25,8 @@ from bot.options import (
     MELODY_HELP,
     SEED_HELP,
     SPECS,
+    STYLE_HELP,
+    STYLES,
     VIDEO_HELP,
     Options,
     parse_instrument,
@@ -240,6 +242,9 @@ def add_compose(sub: argparse._SubParsersAction) -> None:
     )
     _add_piece_arguments(
         c, "length", "temperature", "top_p", "tempo", "rng_seed", files="files", largest="file"
+    )
+    c.add_argument(
+        "--style", type=lambda text: text.strip().lower(), help=f"{STYLE_HELP}: {', '.join(STYLES)}"
     )
     c.add_argument("--video", action="store_true", help=VIDEO_HELP)
     c.add_argument("--include-seed", action="store_true", help="start the output with the seed itself")

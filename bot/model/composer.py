@@ -22,6 +22,8 @@ from bot.errors import ModelNotFound
 from bot.model.network import LoadedModel
 from bot.model.network import load as load_model
 from bot.model.sample import MAX_PRIMER_TOKENS, Request, Sampler
+from bot.model.steps import NumpySteps
+from bot.model.styles import check_style, default_style, known_styles, seed_losses
 from bot.music.encoding import PIANO_HIGH, PIANO_LOW, Vocabulary
 from bot.music.events import GRID, Event, Piece, fold_pitch, transpose
 from bot.music.keys import Key, draw_key, estimate_key, key_fit
@@ -69,6 +71,8 @@ class Composition:
     timings: dict[str, float]
     key_source: str = "asked"  # one of KEY_SOURCES
     meter: Meter = field(default_factory=lambda: Meter(source="default"))  # of `events`' own times
+    style: str = "chorale"  # the style token the piece opened with
+    style_source: str = "default"  # "asked", "seed" (the style that fits the seed best) or "default"
 
     def midi(self) -> bytes:
         return midi_bytes(
@@ -82,8 +86,14 @@ class Composition:
 
     @property
     def said(self) -> list[str]:
-        """What a reply tells the user beyond the options: here, a meter that was assumed, not read."""
-        return [self.meter.assumed] if self.meter.assumed else []
+        """What a reply tells the user beyond the options: the style that fits the seed best, a meter that
+        was assumed, not read."""
+        said = (
+            [f"written as {self.style}, the style that fits the seed best"]
+            if self.style_source == "seed"
+            else []
+        )
+        return said + ([self.meter.assumed] if self.meter.assumed else [])
 
     @property
     def onsets(self) -> int:
@@ -176,9 +186,26 @@ class Composer:
     def seed(self, data: bytes, name: str = "seed", limits: SeedLimits = DEFAULT_LIMITS) -> Seed:
         return prepare_seed(data, self.vocab, name, limits)
 
-    def plan(self, options: Options, seed: Seed | None) -> tuple[Key, str, tuple[int, ...], int, float]:
-        """What one job feeds the sampler: its key and where that came from, the primer, the semitones
-        that move the model's output back into the key, and the time of the primer's last frame.
+    def style(self, options: Options, seed: Seed | None) -> tuple[str, str]:
+        """The style to write in and where it came from ("asked", "seed" or "default"); with a seed and no
+        style asked for, the one of the model's styles under which the network finds the seed likeliest."""
+        if options.style:
+            check_style(self.model, options.style)
+            return options.style, "asked"
+        known = known_styles(self.model)
+        if seed is None or len(known) < 2 or not NumpySteps.supports(self.model):
+            return default_style(self.model), "default"
+        primer = self.plan(options, seed, known[0])[2]
+        losses = seed_losses(self.model, primer, known)
+        seed.meta["style_losses"] = {s: round(v, 4) for s, v in losses.items()}
+        return min(known, key=lambda s: losses[s]), "seed"
+
+    def plan(
+        self, options: Options, seed: Seed | None, style: str | None = None
+    ) -> tuple[Key, str, tuple[int, ...], int, float]:
+        """What one job feeds the sampler: its key and where that came from, the primer (opening with
+        `style`, by default the model's default style), the semitones that move the model's output back
+        into the key, and the time of the primer's last frame.
 
         A seed is moved to C major / A minor from its own key (or, when it does not say one, from the key
         the RNG seed draws), then by whole octaves into the range the network learned.
@@ -190,20 +217,20 @@ class Composer:
         else:
             key = draw_key(self.vocab.key_counts, options.rng_seed)
             source = "drawn" if seed is None else "drawn-unknown-seed"
+        head = self.vocab.head(key.mode, style or default_style(self.model))
         if seed is None:
-            return key, source, tuple(self.vocab.head(key.mode)), -key.to_reference(), 0.0
+            return key, source, tuple(head), -key.to_reference(), 0.0
         moved = transpose(seed.events, (seed.key or key).to_reference())
         octave = fit_shift(moved, self.vocab)
-        ids, last_frame = self.vocab.encode_frames(
-            transpose(moved, octave), self.vocab.head(key.mode), end=False
-        )
+        ids, last_frame = self.vocab.encode_frames(transpose(moved, octave), head, end=False)
         primer = tuple(self.vocab.trim(ids, MAX_PRIMER_TOKENS))
         return key, source, primer, -octave - key.to_reference(), last_frame
 
     def compose(self, jobs: Sequence[tuple[Options, Seed | None]]) -> list[Composition]:
         """Sample every job in one batch; each result is what it would be alone with the same options."""
         jobs = [(o.check().with_rng_seed(), s) for o, s in jobs]
-        plans = [self.plan(o, s) for o, s in jobs]
+        styles = [self.style(o, s) for o, s in jobs]
+        plans = [self.plan(o, s, style) for (o, s), (style, _) in zip(jobs, styles)]
         requests = [
             Request(
                 plan[2],
@@ -220,7 +247,9 @@ class Composer:
         streams = self.sampler.sample(requests)
         sample_s = time.perf_counter() - t0
         out = []
-        for (opts, seed), (key, source, _, back, last_frame), tokens in zip(jobs, plans, streams):
+        for (opts, seed), (key, source, _, back, last_frame), (style, style_source), tokens in zip(
+            jobs, plans, styles, streams
+        ):
             t1 = time.perf_counter()
             new = transpose(self.vocab.decode(tokens), back)
             # The continuation's first shift counts from the primer's last frame.
@@ -258,6 +287,8 @@ class Composer:
                     timings={"sample": sample_s, "decode": time.perf_counter() - t1},
                     key_source=source,
                     meter=meter,
+                    style=style,
+                    style_source=style_source,
                 )
             )
         return out
