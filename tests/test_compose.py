@@ -16,7 +16,6 @@ from bot.model.masks import MAX_IDLE, MAX_RUN
 from bot.model.sample import Request
 from bot.music.events import GRID, Event, normalize, transpose
 from bot.music.keys import Key, estimate_key
-from bot.music.meter import Meter
 from bot.music.midi import read_midi
 from bot.music.midi_out import midi_bytes
 from bot.options import Options, cadence_margin, parse_instrument
@@ -228,7 +227,7 @@ E_MINOR_SEED = [
 def test_a_seed_in_e_minor_continues_in_e_minor(composer):
     seed = composer.seed(midi_bytes(E_MINOR_SEED, tempo=90), "e-minor")
     assert seed.key.name == "E minor"
-    key, source, primer, back, _ = composer.plan(Options(rng_seed=2), seed)
+    key, source, primer, back, last = composer.plan(Options(rng_seed=2), seed)
     assert (key.name, source) == ("E minor", "seed")
     # The network hears the seed in A minor, with the minor mode token...
     heard = composer.vocab.decode(primer)
@@ -237,7 +236,8 @@ def test_a_seed_in_e_minor_continues_in_e_minor(composer):
     piece = composer.compose_one(Options(length=60, rng_seed=2, temperature=0.6), seed)
     assert piece.key == "E minor" and piece.key_text == "E minor (the seed's key)"
     assert in_key(piece.events, "E minor") >= 0.8
-    raw = composer.vocab.decode(composer.sampler.sample([Request(primer, 60, 0.6, 0.95, 2)])[0])
+    grid, phase = seed.grid, round(last * GRID) % GRID  # the seed's grid, kept from where it stopped
+    raw = composer.vocab.decode(composer.sampler.sample([Request(primer, 60, 0.6, 0.95, 2, grid, phase)])[0])
     assert [e.pitches for e in transpose(raw, back)] == [e.pitches for e in piece.events]
 
 
@@ -277,70 +277,6 @@ def test_a_seed_in_triplets_keeps_its_rhythm(composer):
     assert [e.onset for e in heard] == [e.onset for e in normalize(seed.events)]
     piece = composer.compose_one(Options(length=20, rng_seed=1, include_seed=True), seed)
     assert piece.events[: piece.seed_events] == seed.events
-
-
-# A tune on an eighth-note grid: quarters and pairs of eighths over a chord on every bar's first beat.
-RHYTHM = (1.0, 0.5, 0.5, 1.0, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0)  # two bars of 4/4
-TUNE = (60, 62, 64, 65, 67, 65, 64, 62, 64, 60, 67, 69, 71, 72, 71, 69, 67, 65, 64, 62)
-
-
-def eighth_seed(bars: int = 8, meter_bar: float = 4.0) -> list[Event]:
-    out, t, i = [], 0.0, 0
-    while t < bars * meter_bar - 1e-9:
-        d = RHYTHM[i % len(RHYTHM)]
-        chord = (48, 55) if t % meter_bar == 0 else ()
-        out.append(Event(t, d, (*chord, TUNE[i % len(TUNE)])))
-        t, i = t + d, i + 1
-    return out
-
-
-def off_grid(events, start: int = 0) -> list[float]:
-    return [e.onset for e in events[start:] if round(e.onset * GRID) % (GRID // 2)]
-
-
-def test_a_seed_on_an_eighth_grid_is_continued_on_it(composer):
-    seed = composer.seed(midi_bytes(eighth_seed()), "eighths")
-    assert seed.grid == GRID // 2 and seed.meter.name == "4/4"
-    left = 0
-    for rng_seed in range(4):
-        piece = composer.compose_one(Options(length=60, rng_seed=rng_seed, include_seed=True), seed)
-        assert off_grid(piece.events, piece.seed_events) == [], rng_seed
-        # The same request without the grid rule: the network alone leaves the grid.
-        key, _, primer, _, _ = composer.plan(piece.options, seed)
-        free = composer.sampler.sample([Request(primer, 60, 1.0, piece.options.top_p, rng_seed, grid=0)])[0]
-        left += bool(off_grid(composer.vocab.decode(primer + tuple(free))))
-    assert left > 0
-
-
-def test_the_mid_without_the_seed_starts_on_the_seeds_bar_phase(composer):
-    # 3/4 with a one-beat pickup: bars start at 1, 4, 7, ... and the seed stops in the middle of one.
-    events = [e for e in eighth_seed(4, 3.0) if e.onset < 9.5]
-    seed = composer.seed(midi_bytes(events, meter=Meter(3, 4, 1.0)), "waltz")
-    assert (seed.meter.name, seed.meter.downbeat) == ("3/4", 1.0)
-    for rng_seed in (1, 2):
-        both = composer.compose_one(Options(length=16, rng_seed=rng_seed, include_seed=True), seed)
-        alone = composer.compose_one(Options(length=16, rng_seed=rng_seed), seed)
-        first = both.events[both.seed_events].onset
-        phase = (first - 1.0) % 3.0
-        assert alone.events[0].onset == pytest.approx(phase)  # a rest up to where the seed's bar goes on
-        assert [e.pitches for e in alone.events] == [e.pitches for e in both.events[both.seed_events :]]
-        back = read_midi(alone.midi())
-        assert back.meta["time_signatures"] == [(0.0, 3, 4)]
-        assert back.events[0].onset == pytest.approx(phase)
-        assert alone.said == []  # the meter was the file's own
-    assert read_midi(both.midi()).meta["time_signatures"] == [(0.0, 1, 4), (1.0, 3, 4)]
-
-
-def test_a_seed_without_a_time_signature_continues_in_four_four_and_says_so(composer):
-    import test_midi as tm
-
-    data = tm.smf([b"".join(tm.note(60 + (0, 4, 7)[i % 3], 48) for i in range(24))])
-    seed = composer.seed(data, "plain")
-    piece = composer.compose_one(Options(length=8, rng_seed=1), seed)
-    assert piece.meter.name == "4/4" and piece.meter.downbeat == 0
-    assert piece.said == [
-        "the seed has no time signature: continued in 4/4 with bars where its notes suggest"
-    ]
 
 
 # -- the command line --------------------------------------------------------------------------------------

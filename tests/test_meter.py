@@ -1,16 +1,19 @@
-"""A seed's meter and bar phase: read from its time signatures, estimated from its onsets, written back."""
+"""A seed's meter and bar phase: read from its time signatures, estimated from its onsets, written back,
+and carried into the continuation: its grid kept by the sampler, its bars by the file written without it."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bot.music.events import Event
+from bot.model.sample import Request
+from bot.music.events import GRID, Event
 from bot.music.meter import Meter, estimate_meter, meter_of, seed_grid
 from bot.music.midi import read_midi
 from bot.music.midi_out import midi_bytes, time_signatures
+from bot.options import Options
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(300)
 
 
 def signature(numerator: int, denominator: int, delta: int = 0) -> bytes:
@@ -112,3 +115,68 @@ def test_the_grid_a_seed_keeps():
     # One stray onset in twenty keeps the grid (95%); three do not (85%).
     assert seed_grid([*eighths[:19], Event(9.75, 0.25, (60,))]) == 6
     assert seed_grid([*eighths[:17], *(Event(9 + k + 0.25, 0.25, (60,)) for k in range(3))]) == 3
+
+
+# -- carried into the continuation ---------------------------------------------------------------------
+# A tune on an eighth-note grid: quarters and pairs of eighths over a chord on every bar's first beat.
+RHYTHM = (1.0, 0.5, 0.5, 1.0, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0)  # two bars of 4/4
+TUNE = (60, 62, 64, 65, 67, 65, 64, 62, 64, 60, 67, 69, 71, 72, 71, 69, 67, 65, 64, 62)
+
+
+def eighth_seed(bars: int = 8, meter_bar: float = 4.0) -> list[Event]:
+    out, t, i = [], 0.0, 0
+    while t < bars * meter_bar - 1e-9:
+        d = RHYTHM[i % len(RHYTHM)]
+        chord = (48, 55) if t % meter_bar == 0 else ()
+        out.append(Event(t, d, (*chord, TUNE[i % len(TUNE)])))
+        t, i = t + d, i + 1
+    return out
+
+
+def off_grid(events, start: int = 0) -> list[float]:
+    return [e.onset for e in events[start:] if round(e.onset * GRID) % (GRID // 2)]
+
+
+def test_a_seed_on_an_eighth_grid_is_continued_on_it(composer):
+    seed = composer.seed(midi_bytes(eighth_seed()), "eighths")
+    assert seed.grid == GRID // 2 and seed.meter.name == "4/4"
+    left = 0
+    for rng_seed in range(4):
+        piece = composer.compose_one(Options(length=60, rng_seed=rng_seed, include_seed=True), seed)
+        assert off_grid(piece.events, piece.seed_events) == [], rng_seed
+        # The same request without the grid rule: the network alone leaves the grid.
+        key, _, primer, _, _ = composer.plan(piece.options, seed)
+        free = composer.sampler.sample([Request(primer, 60, 1.0, piece.options.top_p, rng_seed, grid=0)])[0]
+        left += bool(off_grid(composer.vocab.decode(primer + tuple(free))))
+    assert left > 0
+
+
+def test_the_mid_without_the_seed_starts_on_the_seeds_bar_phase(composer):
+    # 3/4 with a one-beat pickup: bars start at 1, 4, 7, ... and the seed stops in the middle of one.
+    events = [e for e in eighth_seed(4, 3.0) if e.onset < 9.5]
+    seed = composer.seed(midi_bytes(events, meter=Meter(3, 4, 1.0)), "waltz")
+    assert (seed.meter.name, seed.meter.downbeat) == ("3/4", 1.0)
+    for rng_seed in (1, 2):
+        both = composer.compose_one(Options(length=16, rng_seed=rng_seed, include_seed=True), seed)
+        alone = composer.compose_one(Options(length=16, rng_seed=rng_seed), seed)
+        first = both.events[both.seed_events].onset
+        phase = (first - 1.0) % 3.0
+        assert alone.events[0].onset == pytest.approx(phase)  # a rest up to where the seed's bar goes on
+        assert [e.pitches for e in alone.events] == [e.pitches for e in both.events[both.seed_events :]]
+        back = read_midi(alone.midi())
+        assert back.meta["time_signatures"] == [(0.0, 3, 4)]
+        assert back.events[0].onset == pytest.approx(phase)
+        assert alone.said == []  # the meter was the file's own
+    assert read_midi(both.midi()).meta["time_signatures"] == [(0.0, 1, 4), (1.0, 3, 4)]
+
+
+def test_a_seed_without_a_time_signature_continues_in_four_four_and_says_so(composer):
+    import test_midi as tm
+
+    data = tm.smf([b"".join(tm.note(60 + (0, 4, 7)[i % 3], 48) for i in range(24))])
+    seed = composer.seed(data, "plain")
+    piece = composer.compose_one(Options(length=8, rng_seed=1), seed)
+    assert piece.meter.name == "4/4" and piece.meter.downbeat == 0
+    assert piece.said == [
+        "the seed has no time signature: continued in 4/4 with bars where its notes suggest"
+    ]
