@@ -221,7 +221,7 @@ def test_harmonize_command_says_which_notes_were_folded(tiny_model_dir, tmp_path
 @pytest.mark.parametrize(
     "make,expect",
     [
-        (lambda d: d.joinpath("none.mid"), "could not be read"),
+        (lambda d: d.joinpath("none.mid"), "cannot be read"),
         (lambda d: _write(d / "fake.mid", b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(40)), "not a MIDI file"),
         (
             lambda d: _write(

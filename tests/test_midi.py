@@ -259,7 +259,7 @@ def test_30_mb_file_is_refused_without_parsing(tmp_path: Path) -> None:
 
 
 def test_missing_file_is_a_bad_seed(tmp_path: Path) -> None:
-    with pytest.raises(BadSeed, match="could not be read"):
+    with pytest.raises(BadSeed, match="cannot be read"):
         read_midi_file(tmp_path / "nope.mid")
 
 

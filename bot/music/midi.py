@@ -400,7 +400,7 @@ def read_bounded(path: Path, max_bytes: int, what: str, error: type[Exception] =
         with path.open("rb") as f:
             data = f.read(max_bytes + 1)  # the file may have grown since it was checked
     except OSError as err:
-        raise error(f"{what} could not be read") from err
+        raise error(f"{what} cannot be read: {err.strerror or err}") from err
     if len(data) > max_bytes:
         raise error(f"{what} is larger than {size_text(max_bytes)}")
     return data
