@@ -28,6 +28,7 @@ TAGS: dict[str, str] = {
     "include_seed": "n",
     "key": "k",
     "video": "v",
+    "style": "y",
 }
 FIELDS = {tag: name for name, tag in TAGS.items()}
 _DEFAULTS = Options()

@@ -43,6 +43,11 @@ KEYS: tuple[str, ...] = tuple(f"{t} major" for t in _MAJOR_TONICS) + tuple(
     f"{t} minor" for t in _MINOR_TONICS
 )
 KEY_HELP = "The key to write in; without it, the seed's key or one drawn as often as in the music it learned"
+# The styles the shipped model learned, each a token after `<start>` (`bot.music.encoding.STYLES`; its
+# `<other>` opened no training piece): the Bach chorales, the Palestrina, Monteverdi and Josquin masses and
+# madrigals, the Haydn and Mozart quartets.
+STYLES: tuple[str, ...] = ("chorale", "renaissance", "classical")
+STYLE_HELP = "The music to write like; without it, the style that fits the seed best, or chorale"
 _LETTERS = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
 
 
@@ -220,6 +225,7 @@ class Options:
     )
     include_seed: bool = False
     key: str | None = None  # one of KEYS; None: the seed's key, or one drawn by the RNG seed
+    style: str | None = None  # one of STYLES; None: the one that fits the seed best, or chorale
     video: bool = False  # also an .mp4 of the piano roll scrolling with the audio
 
     def check(self, max_length: int = MAX_LENGTH) -> Options:
@@ -249,7 +255,7 @@ class Options:
 # Options that take one of a list of names (None, where allowed, leaves the choice to the piece), and the
 # options that are switched on or off. Every field of `Options` is a number of `SPECS`, the instrument, one
 # of these, or a flag: `bot.codec` carries each kind through button ids and job records.
-CHOICES: dict[str, tuple[str, ...]] = {"key": KEYS}
+CHOICES: dict[str, tuple[str, ...]] = {"key": KEYS, "style": STYLES}
 FLAGS: tuple[str, ...] = ("include_seed", "video")
 
 
@@ -261,6 +267,7 @@ def markdown_table() -> str:
         rows.append(f"| `{spec.name}` | {spec.range_text()} | {default} | {spec.help} |")
     rows.append(f"| `instrument` | 0-127 or a name | piano | {INSTRUMENT_HELP}: {', '.join(INSTRUMENTS)} |")
     rows.append(f"| `key` | the 24 major and minor keys | the seed's | {KEY_HELP} |")
+    rows.append(f"| `style` | {', '.join(STYLES)} | the seed's, or chorale | {STYLE_HELP} |")
     rows.append(f"| `seed` | a `.mid` file | — | {SEED_HELP} |")
     rows.append(f"| `video` | true or false | false | {VIDEO_HELP} |")
     return "\n".join(rows)

@@ -20,7 +20,7 @@ from bot.chat.params import slash_options
 from bot.cli import build_parser
 from bot.cli.compose import options_from_args
 from bot.errors import BadOption
-from bot.options import CHOICES, FLAGS, KEYS, MAX_LENGTH, SPECS, Options, number_text
+from bot.options import CHOICES, FLAGS, KEYS, MAX_LENGTH, SPECS, STYLES, Options, number_text
 
 
 def _number(name: str) -> st.SearchStrategy:
@@ -81,8 +81,9 @@ def _argv(options: Options) -> list[str]:
         value = getattr(options, name)
         if value is not None:
             argv += [f"--{name.replace('_', '-')}", number_text(value, SPECS[name].decimals)]
-    if options.key:
-        argv += ["--key", options.key]
+    for name in CHOICES:
+        if getattr(options, name):
+            argv += [f"--{name}", getattr(options, name)]
     argv += [f"--{flag.replace('_', '-')}" for flag in FLAGS if getattr(options, flag)]
     return argv
 
@@ -98,8 +99,9 @@ def test_cli_flags_round_trip(options):
 def test_slash_parameters_round_trip(options):
     params = {f.name: getattr(options, f.name) for f in fields(Options) if f.name != "include_seed"}
     params["instrument"] = app_commands.Choice(name="x", value=options.instrument)
-    if options.key:
-        params["key"] = app_commands.Choice(name=options.key, value=options.key)
+    for name in CHOICES:
+        if getattr(options, name):
+            params[name] = app_commands.Choice(name=getattr(options, name), value=getattr(options, name))
     assert slash_options(MAX_LENGTH, **params) == replace(options, include_seed=False)
 
 
@@ -120,6 +122,7 @@ def test_the_longest_id_fits():
         tempo=399.99,
         instrument=127,
         key=KEYS[-1],
+        style=STYLES[-1],
         include_seed=True,
         video=True,
     ).check()

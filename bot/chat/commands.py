@@ -19,6 +19,7 @@ from bot.chat.params import (
     INSTRUMENT_CHOICES,
     KEY_CHOICES,
     SEED_SUFFIXES,
+    STYLE_CHOICES,
     Length,
     RngSeed,
     Temperature,
@@ -30,7 +31,7 @@ from bot.chat.params import (
 )
 from bot.chat.reply import help_embed
 from bot.errors import BadOption, BadSeed
-from bot.options import INSTRUMENT_HELP, KEY_HELP, SEED_HELP, SPECS, VIDEO_HELP
+from bot.options import INSTRUMENT_HELP, KEY_HELP, SEED_HELP, SPECS, STYLE_HELP, VIDEO_HELP
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,10 @@ class ComposeCog(commands.Cog):
         tempo=describe("tempo"),
         rng_seed=SPECS["rng_seed"].help,
         key=KEY_HELP[:100],
+        style=STYLE_HELP[:100],
         video=VIDEO_HELP,
     )
-    @app_commands.choices(instrument=INSTRUMENT_CHOICES, key=KEY_CHOICES)
+    @app_commands.choices(instrument=INSTRUMENT_CHOICES, key=KEY_CHOICES, style=STYLE_CHOICES)
     async def compose(
         self,
         interaction: discord.Interaction,
@@ -66,6 +68,7 @@ class ComposeCog(commands.Cog):
         tempo: Tempo | None = None,
         rng_seed: RngSeed | None = None,
         key: app_commands.Choice[str] | None = None,
+        style: app_commands.Choice[str] | None = None,
         video: bool = False,
     ) -> None:
         """Compose a piece of music, optionally continuing a MIDI file you attach."""
@@ -78,6 +81,7 @@ class ComposeCog(commands.Cog):
             instrument=instrument,
             rng_seed=rng_seed,
             key=key,
+            style=style,
             video=video,
         )
         check_attachment(seed, "seed", self.settings.seed_max_bytes)

@@ -1,5 +1,5 @@
 """How the options of `bot.options` appear as slash-command parameters: ranges Discord enforces in the
-client, descriptions within its 100 characters, the choices of instrument and key, and the one check of
+client, descriptions within its 100 characters, the choices of instrument, key and style, and the one check of
 an attached file's name and declared size before anything is downloaded."""
 
 from __future__ import annotations
@@ -8,11 +8,12 @@ import discord
 from discord import app_commands
 
 from bot.errors import BadSeed
-from bot.options import INSTRUMENTS, KEYS, SPECS, Options
+from bot.options import INSTRUMENTS, KEYS, SPECS, STYLES, Options
 
 SEED_SUFFIXES = (".mid", ".midi")  # what an attached seed or melody may be called
 INSTRUMENT_CHOICES = [app_commands.Choice(name=name, value=program) for name, program in INSTRUMENTS.items()]
 KEY_CHOICES = [app_commands.Choice(name=name, value=name) for name in KEYS]  # 24: Discord allows 25
+STYLE_CHOICES = [app_commands.Choice(name=name, value=name) for name in STYLES]
 
 
 def _range(name: str):

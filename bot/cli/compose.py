@@ -25,6 +25,8 @@ from bot.options import (
     MELODY_HELP,
     SEED_HELP,
     SPECS,
+    STYLE_HELP,
+    STYLES,
     UPLOAD_LIMIT_BYTES,
     VIDEO_HELP,
     Options,
@@ -183,7 +185,8 @@ def cmd_compose(args) -> int:
     piece, _, out = _piece_to_files(args, read_seed, compose)
     _print_files(
         out,
-        f"{piece.onsets} notes and chords, {piece.key_text}, {piece.tempo:.0f} bpm, rng seed {piece.options.rng_seed}",
+        f"{piece.onsets} notes and chords, {piece.key_text}, {piece.tempo:.0f} bpm, rng seed {piece.options.rng_seed}"
+        + "".join(f"; {s}" for s in piece.said),
     )
     return 0
 
@@ -201,7 +204,7 @@ def cmd_harmonize(args) -> int:
     _print_files(
         out,
         f"{len(melody.notes)} melody notes in four parts{moved}, {piece.key_text}, {piece.tempo:.0f} bpm, "
-        f"rng seed {piece.options.rng_seed}",
+        f"rng seed {piece.options.rng_seed}" + "".join(f"; {s}" for s in piece.said),
     )
     return 0
 
@@ -240,6 +243,9 @@ def add_compose(sub: argparse._SubParsersAction) -> None:
     )
     _add_piece_arguments(
         c, "length", "temperature", "top_p", "tempo", "rng_seed", files="files", largest="file"
+    )
+    c.add_argument(
+        "--style", type=lambda text: text.strip().lower(), help=f"{STYLE_HELP}: {', '.join(STYLES)}"
     )
     c.add_argument("--video", action="store_true", help=VIDEO_HELP)
     c.add_argument("--include-seed", action="store_true", help="start the output with the seed itself")

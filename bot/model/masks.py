@@ -7,6 +7,7 @@ Each rule narrows a (batch, vocabulary) boolean mask of the tokens allowed next:
   may not repeat for ever;
 - the key: the piece's mode (C major or A minor, as the network writes) from a pitch-class histogram
   weighed with the Krumhansl-Schmuckler profiles, settled before the ending;
+- the grid: a seed that keeps to an eighth or sixteenth grid is continued on it;
 - the ending: not before `length` onsets, past it only on a cadence onto the tonic, at `limits` at the
   latest, and as the margin runs out the last two onsets steered into V-I (`analysis.leads_to`,
   `analysis.is_tonic_triad` in tensors);
@@ -120,6 +121,15 @@ class Masks:
         ok &= ~((next_kind == 1) & too_long)
         ok &= ~((next_kind == 3) & ((s.idle >= MAX_IDLE) & ~s.attacked)[:, None])
         return ok
+
+    def on_grid(self, ok: Tensor, s, grids: Tensor) -> Tensor:
+        """`ok` with only the shifts that keep the frames on the seed's grid (eighths or sixteenths of its
+        beats, counted by `s.clock`), where such a shift is allowed at all: a steer, so a cap that leaves
+        only an off-grid shift still has one, and the next shift brings the music back."""
+        ops = self.ops
+        lands = (s.clock[:, None] + self.steps[None, :]) % ops.maximum(grids, 1)[:, None] == 0
+        wanted = (self.kinds[None, :] != 1) | lands | (grids == 0)[:, None]
+        return _prefer(ops, ok, wanted)
 
     def frame(self, s, tonic: Tensor, minor: Tensor) -> Frame:
         """The frame so far: its pitch classes, its chord, and whether it closes a cadence."""

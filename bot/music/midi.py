@@ -29,6 +29,7 @@ _DRUMS = 9  # channel 10, counted from 0
 _DATA_BYTES = {0x80: 2, 0x90: 2, 0xA0: 2, 0xB0: 2, 0xC0: 1, 0xD0: 1, 0xE0: 2}
 _CHECK_EVERY = 1024  # messages between deadline checks: often enough to keep it, rare enough to be cheap
 _MIB = 1024 * 1024
+_MAX_METERS = 64  # time signatures kept per track: the seed's meter is the one in force at its end
 # What a parser bug on a hostile file could raise; read_midi turns these into BadSeed, never lets them out.
 _PARSE_ERRORS = (
     ZeroDivisionError,
@@ -72,6 +73,7 @@ class _Track:
     pitch: array = field(default_factory=lambda: array("B"))
     velocity: array = field(default_factory=lambda: array("B"))
     tempos: list[tuple[int, int]] = field(default_factory=list)  # (tick, microseconds per beat)
+    meters: list[tuple[int, int, int]] = field(default_factory=list)  # (tick, numerator, denominator)
     end: int = 0
     name: str = ""
 
@@ -206,6 +208,8 @@ class _Reader:
                         break
                     if kind == 0x51 and length >= 3:
                         tr.tempos.append((tick, int.from_bytes(payload[:3], "big")))
+                    elif kind == 0x58 and length >= 2 and len(tr.meters) < _MAX_METERS:
+                        tr.meters.append((tick, payload[0], 1 << min(payload[1], 6)))
                     elif kind == 0x03 and not tr.name:
                         tr.name = _text(payload[:64])
                     continue
@@ -331,6 +335,11 @@ class _Reader:
             # The kept notes start late in the file: move them to the front by whole 4/4 bars.
             shift = math.floor(float(on_q[0]) / 4) * 4
             on_q = on_q - shift
+        meters = []
+        if fmt != 2:  # a format 2 file's tracks are separate pieces: its meter is estimated from its notes
+            ticks = sorted((m for tr in tracks for m in tr.meters), key=lambda m: m[0])
+            at = maps[0].beats(np.array([m[0] for m in ticks], np.float64)) if ticks else []
+            meters = [(round(float(b) - shift, 6), n, d) for b, (_, n, d) in zip(at, ticks)]
         self.check_time()
         events = group_notes(zip(on_q.tolist(), dur_q.tolist(), pitch.tolist(), velocity.tolist()))
         meta = {
@@ -350,6 +359,7 @@ class _Reader:
             "notes_dropped_late": late,
             "notes_dropped_over_limit": over,
             "quarters_removed_from_start": shift,
+            "time_signatures": meters,
             "damage": self.damage[:10],
             "track_names": [tr.name for tr in tracks if tr.name][:16],
         }

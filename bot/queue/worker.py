@@ -236,6 +236,7 @@ class Worker:
                 seconds=round(piece.seconds, 1),
                 note=note,
                 kind=spec.kind,
+                said=piece.said,
             )
             result = JobResult(spec.job_id, True, files=files, info=info)
         except EtudeError as e:
