@@ -1,10 +1,11 @@
 # Étude images, three targets from one file:
-#   docker build --target bot        -t etude-bot .         the Discord bot, CPU TensorFlow
+#   docker build --target bot        -t etude-bot .         the Discord bot (Redis mode: no Keras backend)
 #   docker build --target worker-gpu -t etude-worker-gpu .  a GPU worker, CUDA TensorFlow from pip
 #   docker build --target worker-jax-gpu -t etude-worker-jax-gpu .  a GPU worker, CUDA JAX from pip
 # compose.yaml builds both. The shipped model (models/etude-chorales) is baked in; train it before building.
-# Each target is its own dependencies (one extra of pyproject.toml), then the `package` stage's checked
-# model and wheel, then its import check and how it runs.
+# Each target is its own dependencies (its lock file, requirements/<target>.txt, written by scripts/lock.sh
+# from pyproject.toml), then the `package` stage's checked model and wheel, then its import check and how
+# it runs.
 
 FROM python:3.11-slim-bookworm AS base
 
@@ -35,13 +36,9 @@ RUN groupadd --system --gid 10001 etude \
 
 WORKDIR /app
 
-# Each target's dependency list (requirements/<extra>.txt), from pyproject.toml alone, so that a change
-# to the source reuses the (large) layer that installs them.
-COPY pyproject.toml ./
-RUN mkdir requirements \
-    && for extra in cpu gpu jax-gpu; do \
-        python -c "import sys, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies'][sys.argv[1]]))" "$extra" > "requirements/$extra.txt"; \
-    done
+# Each target's exact versions, copied before the source so that a change to it reuses the (large) layer
+# that installs them.
+COPY requirements/ requirements/
 
 
 # ---- the package, built once as a wheel for every target, and the shipped model it needs ----
@@ -50,21 +47,23 @@ FROM base AS package
 COPY models/ models/
 RUN test -f models/etude-chorales/model.keras \
     || { echo "models/etude-chorales/model.keras is missing: train the shipped model before building" >&2; exit 1; }
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY bot/ bot/
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 
-# ---- the Discord bot: CPU TensorFlow; /healthz and /metrics on 8080 ----
+# ---- the Discord bot in Redis mode (REDIS_URL, as compose.yaml sets it): it queues jobs for `etude worker`s
+# and loads no model, so no Keras backend is installed; /healthz and /metrics on 8080 ----
 FROM base AS bot
 
-RUN pip install --no-cache-dir -r requirements/cpu.txt
+RUN pip install --no-cache-dir -r requirements/bot.txt
 COPY --from=package /app/models/ models/
 # The package from its wheel (its dependencies are installed above); then a check, with the current folder
-# kept off sys.path (-P), that the installed package has every module the bot imports.
+# kept off sys.path (-P), that the installed package has every module the bot imports in Redis mode, and
+# that none of them brings TensorFlow or music21.
 RUN --mount=type=bind,from=package,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-deps /wheels/*.whl \
-    && python -P -c "import bot.cli, bot.chat.client, bot.chat.commands, bot.chat.harmonize, bot.queue.journal, bot.queue.redis_broker, bot.queue.worker, bot.model.harmonize"
+    && python -P -c "import sys, bot.cli, bot.chat.client, bot.chat.commands, bot.chat.harmonize, bot.queue.journal, bot.queue.redis_broker, bot.queue.redis_state; assert not {'tensorflow', 'jax', 'music21'} & set(sys.modules)"
 
 ENV HEALTH_PORT=8080
 EXPOSE 8080
@@ -90,7 +89,7 @@ CMD ["etude", "worker"]
 # ---- a GPU worker on TensorFlow: tensorflow[and-cuda] ----
 FROM worker-base AS worker-gpu
 
-RUN pip install --no-cache-dir -r requirements/gpu.txt
+RUN pip install --no-cache-dir -r requirements/worker-gpu.txt
 COPY --from=package /app/models/ models/
 RUN --mount=type=bind,from=package,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-deps /wheels/*.whl \
@@ -102,7 +101,7 @@ USER 10001:10001
 FROM worker-base AS worker-jax-gpu
 
 ENV KERAS_BACKEND=jax
-RUN pip install --no-cache-dir -r requirements/jax-gpu.txt
+RUN pip install --no-cache-dir -r requirements/worker-jax-gpu.txt
 COPY --from=package /app/models/ models/
 # The import check also holds the JAX image to its promise: no TensorFlow anywhere on the worker's path.
 RUN --mount=type=bind,from=package,source=/wheels,target=/wheels \

@@ -1,4 +1,4 @@
-"""Stopping asyncio tasks for certain.
+"""Stopping asyncio tasks for certain, and waits that a stop request ends.
 
 `task.cancel()` asks once, and a library can lose that request: Python 3.11's `asyncio.wait_for`, which
 redis-py and aiohttp use inside their calls, returns its inner result instead of raising when the cancel
@@ -10,7 +10,10 @@ task has stopped.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Task | None], every: float = 0.5) -> None:
@@ -26,3 +29,23 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task | None], every: float = 0
     for task in mine:  # retrieved, so that asyncio does not log "exception was never retrieved"
         if not task.cancelled():
             task.exception()
+
+
+class Stopped(Exception):
+    """A wait that a stop request (SIGTERM) ended before what it waited for came."""
+
+
+async def unless_stopped(aw: Awaitable[T], stop: asyncio.Event) -> T:
+    """`await aw`, unless `stop` is set first: then `aw` is cancelled and `Stopped` raised. Start-up waits
+    (for Redis, for the model, for Discord) go through here, so a SIGTERM during them is honoured."""
+    task = asyncio.ensure_future(aw)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():  # asked once, then again only if lost: a clean-up inside may take a moment
+            await cancel_and_wait([task], every=5.0)
+        await cancel_and_wait([stopping])
+    if task.cancelled():
+        raise Stopped()
+    return task.result()

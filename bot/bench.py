@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bot.cards import DEFAULT_MODEL, REPO_MODELS
 from bot.errors import ModelNotFound
 from bot.model import backend
-from bot.model.network import DEFAULT_MODEL, REPO_MODELS
 from bot.model.network import load as load_model
 from bot.model.sample import Request, Sampler
 from bot.model.train import machine_name

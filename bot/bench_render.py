@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from bot.options import Options
+from bot.options import UPLOAD_LIMIT_BYTES, Options
 
 
 def _say(text: str = "") -> None:
@@ -33,7 +33,7 @@ def bench_render(composer, length: int, runs: int = 3) -> None:
 
     synth = local_synth(find_soundfont())
     pieces = [composer.compose_one(Options(length=length, rng_seed=100 + i)) for i in range(runs)]
-    requests = [RenderRequest.of(p, 10 * 1024 * 1024) for p in pieces]
+    requests = [RenderRequest.of(p, UPLOAD_LIMIT_BYTES) for p in pieces]
     render_piece(requests[0], synth)  # imports and page cache
     audio_s = synth_s = synth_cpu = 0.0
     for r in requests:

@@ -1,4 +1,8 @@
-"""Where model folders live and their cards, readable without loading the network (the chat layer's view)."""
+"""Where model folders live, and a model's card read without loading the network (for `/help`).
+
+A model folder's card is `card.json` (what training and `etude eval` measured, one section each) and a
+`README.md` that says the same in words; `bot.model.card` builds, renders and writes it.
+"""
 
 from __future__ import annotations
 

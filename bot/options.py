@@ -32,6 +32,8 @@ PROGRAM_NAMES = {program: name for name, program in INSTRUMENTS.items()}
 
 MAX_LENGTH = 2000  # the sampler's hard cap; an operator may lower it with MAX_LENGTH
 DEFAULT_TEMPO = 100.0
+# Discord's upload limit per file for a server without boosts; an interaction carries its own, larger or not.
+UPLOAD_LIMIT_BYTES = 10 * 1024 * 1024
 RNG_SEED_MAX = 2**31 - 1  # Discord integers are doubles: keep the number exact everywhere
 
 # The 24 keys as a musician spells them (Discord offers at most 25 choices, so they all fit).
@@ -41,6 +43,11 @@ KEYS: tuple[str, ...] = tuple(f"{t} major" for t in _MAJOR_TONICS) + tuple(
     f"{t} minor" for t in _MINOR_TONICS
 )
 KEY_HELP = "The key to write in; without it, the seed's key or one drawn as often as in the music it learned"
+# The styles the shipped model learned, each a token after `<start>` (`bot.music.encoding.STYLES`; its
+# `<other>` opened no training piece): the Bach chorales, the Palestrina, Monteverdi and Josquin masses and
+# madrigals, the Haydn and Mozart quartets.
+STYLES: tuple[str, ...] = ("chorale", "renaissance", "classical")
+STYLE_HELP = "The music to write like; without it, the style that fits the seed best, or chorale"
 _LETTERS = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
 
 
@@ -88,8 +95,15 @@ def cadence_margin(length: int) -> int:
     return max(8, length // 10)
 
 
+def number_text(value: int | float, decimals: int = 6) -> str:
+    """A number as people and ids write it: `500`, `0.95`, `0.0001`, never with an exponent (`1e-05`)."""
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{decimals}f}".rstrip("0").rstrip(".") or "0"
+
+
 def _number(value: int | float) -> str:
-    return str(value) if isinstance(value, int) else f"{value:g}"
+    return number_text(value)
 
 
 @dataclass(frozen=True)
@@ -104,6 +118,8 @@ class Spec:
     help: str
     lo_open: bool = False
     unit: str = ""
+    # A float is kept to this many decimals (it travels in button ids, which hold 100 characters).
+    decimals: int = 0
 
     def range_text(self) -> str:
         """The range as a reader writes it: `1-2000`, or `more than 0, up to 1`."""
@@ -127,7 +143,12 @@ class Spec:
             if self.lo_open:
                 raise BadOption(f"{label} must be more than {lo} and at most {hi}")
             raise BadOption(f"{label} must be between {lo} and {hi}{self.unit}")
-        return self.kind(value)
+        if self.kind is int:
+            return int(value)
+        # Kept to `decimals`: a value below the first step of an open range takes that step (a top-p of
+        # 0.00001 samples exactly as 0.0001 does: both keep the likeliest choice alone).
+        step = 10.0**-self.decimals
+        return max(round(float(value), self.decimals), self.lo + step if self.lo_open else self.lo)
 
 
 SPECS: dict[str, Spec] = {
@@ -142,7 +163,7 @@ SPECS: dict[str, Spec] = {
             "Notes and chords to write; the closing cadence may add up to max(8, length/10)",
             unit=" notes",
         ),
-        Spec("temperature", float, 1.0, 0.05, 2.0, "Lower is safer, higher is wilder"),
+        Spec("temperature", float, 1.0, 0.05, 2.0, "Lower is safer, higher is wilder", decimals=4),
         Spec(
             "top_p",
             float,
@@ -151,6 +172,7 @@ SPECS: dict[str, Spec] = {
             1.0,
             "Sample only from the likeliest choices holding this share of the probability",
             lo_open=True,
+            decimals=4,
         ),
         Spec(
             "tempo",
@@ -160,6 +182,7 @@ SPECS: dict[str, Spec] = {
             400,
             "Beats per minute; without it, the seed's tempo or 100",
             unit=" bpm",
+            decimals=2,
         ),
         Spec(
             "rng_seed",
@@ -213,28 +236,43 @@ class Options:
     )
     include_seed: bool = False
     key: str | None = None  # one of KEYS; None: the seed's key, or one drawn by the RNG seed
+    style: str | None = None  # one of STYLES; None: the one that fits the seed best, or chorale
     video: bool = False  # also an .mp4 of the piano roll scrolling with the audio
     performance: str = PERFORMANCES[0]  # one of PERFORMANCES
 
     def check(self, max_length: int = MAX_LENGTH) -> Options:
-        """This same object when every field is in range; `max_length` is an operator's lower cap."""
-        for name, spec in SPECS.items():
-            spec.check(getattr(self, name))
-        if self.length > max_length:
+        """These options with every value in range and numbers kept to their decimals (`BadOption` for
+        anything else); `max_length` is an operator's lower cap."""
+        values = {name: spec.check(getattr(self, name)) for name, spec in SPECS.items()}
+        if values["length"] > max_length:
             raise BadOption(f"length can be at most {max_length} notes here")
         if isinstance(self.instrument, bool) or not isinstance(self.instrument, int):
             raise BadOption("instrument must be a General MIDI program, 0-127")
         if not 0 <= self.instrument <= 127:
             raise BadOption("instrument must be a General MIDI program, 0-127")
-        if self.key is not None and self.key not in KEYS:
-            raise BadOption(f"key must be one of: {', '.join(KEYS)}")
-        if self.performance not in PERFORMANCES:
-            raise BadOption(f"performance must be {' or '.join(PERFORMANCES)}")
-        return self
+        for name, choices in CHOICES.items():
+            value = getattr(self, name)
+            # None is "not given" for a choice whose default is None (key, style); others must be one.
+            if (value is not None or choices[0] == getattr(_DEFAULT, name)) and value not in choices:
+                raise BadOption(f"{name} must be one of: {', '.join(choices)}")
+        for name in FLAGS:
+            if not isinstance(getattr(self, name), bool):
+                raise BadOption(f"{name.replace('_', ' ')} must be true or false")
+        return replace(self, **values)
 
     def with_rng_seed(self) -> Options:
         """These options with an RNG seed: the given one, or a fresh random one."""
         return self if self.rng_seed is not None else replace(self, rng_seed=random.randrange(RNG_SEED_MAX))
+
+
+# Options that take one of a list of names (None, where allowed, leaves the choice to the piece), and the
+# options that are switched on or off. Every field of `Options` is a number of `SPECS`, the instrument, one
+# of these, or a flag: `bot.codec` carries each kind through button ids and job records.
+CHOICES: dict[str, tuple[str, ...]] = {"key": KEYS, "style": STYLES, "performance": PERFORMANCES}
+FLAGS: tuple[str, ...] = ("include_seed", "video")
+
+
+_DEFAULT = Options()
 
 
 def markdown_table() -> str:
@@ -245,6 +283,7 @@ def markdown_table() -> str:
         rows.append(f"| `{spec.name}` | {spec.range_text()} | {default} | {spec.help} |")
     rows.append(f"| `instrument` | 0-127 or a name | piano | {INSTRUMENT_HELP}: {', '.join(INSTRUMENTS)} |")
     rows.append(f"| `key` | the 24 major and minor keys | the seed's | {KEY_HELP} |")
+    rows.append(f"| `style` | {', '.join(STYLES)} | the seed's, or chorale | {STYLE_HELP} |")
     rows.append(f"| `seed` | a `.mid` file | — | {SEED_HELP} |")
     rows.append(f"| `video` | true or false | false | {VIDEO_HELP} |")
     rows.append(f"| `performance` | {' or '.join(PERFORMANCES)} | {PERFORMANCES[0]} | {PERFORMANCE_HELP} |")

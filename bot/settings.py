@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -11,7 +12,13 @@ from bot.music.midi import SeedLimits
 from bot.options import MAX_LENGTH
 
 
-class Settings(BaseSettings):
+class Environment(BaseSettings):
+    """What every process reads before anything else loads: the Keras backend and the cache folder.
+
+    Read apart from `Settings` (which holds these too) so that a bad bot limit in `.env` cannot stop
+    `etude train` or `etude compose` from choosing its backend.
+    """
+
     model_config = SettingsConfigDict(
         env_file=".env",
         env_file_encoding="utf-8",
@@ -20,6 +27,20 @@ class Settings(BaseSettings):
         protected_namespaces=(),
     )
 
+    # "tensorflow" or "jax"; unset, bot.model.backend chooses by what is installed.
+    keras_backend: str | None = None
+    etude_cache: str | None = None
+    xdg_cache_home: str | None = None
+
+    @property
+    def cache_folder(self) -> Path:
+        """`ETUDE_CACHE`, else `$XDG_CACHE_HOME/etude`, else ~/.cache/etude: parsed corpora and the like."""
+        if self.etude_cache:
+            return Path(self.etude_cache)
+        return Path(self.xdg_cache_home or Path.home() / ".cache") / "etude"
+
+
+class Settings(Environment):
     discord_token: SecretStr | None = None
     discord_guild_id: int | None = None
     discord_api_base: str | None = None

@@ -39,7 +39,8 @@ $python -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || { echo "error: Python 3.11 or newer is needed (found $($python --version 2>&1))" >&2; exit 2; }
 [ -x .venv/bin/python ] || $python -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[${flavour},dev]"
+# train: music21, which training, evaluation and the tests read scores with (the bot and workers do not).
+.venv/bin/python -m pip install -q -e ".[${flavour},dev,train]"
 case "$flavour" in
     jax*) echo "ready: KERAS_BACKEND=jax .venv/bin/etude (without TensorFlow installed, JAX is the default)" ;;
     *) echo "ready: .venv/bin/etude" ;;

@@ -36,11 +36,13 @@ from typing import Any, TextIO
 
 from aiohttp import WSMsgType, web
 
+from bot.options import UPLOAD_LIMIT_BYTES
+
 _log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v10"
 DISCORD_EPOCH_MS = 1_420_070_400_000
-DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024  # what Discord gives a guild without boosts
+DEFAULT_ATTACHMENT_LIMIT = UPLOAD_LIMIT_BYTES  # what Discord gives a guild without boosts
 INTERACTION_TOKEN_TTL = 15 * 60.0  # follow-ups work for 15 minutes after the interaction
 CALLBACK_DEADLINE = 3.0  # the first answer must come within 3 s, or the interaction is gone
 
@@ -597,16 +599,18 @@ class FakeDiscord:
         app_permissions: int | None = None,
         locale: str = "en-US",
         token_ttl: float | None = None,
+        forged: bool = False,
     ) -> FakeInteraction:
         """A user runs a slash command: INTERACTION_CREATE type 2 for a command the bot registered.
 
         `options` is Discord's list of {"name", "type", "value"}, or a {name: value} mapping whose types are
         taken from the registered command. `attachment` (from `add_attachment`) fills the command's
-        attachment option. Values Discord's client would refuse (out of range, unknown, missing) raise.
+        attachment option. Values Discord's client would refuse (out of range, unknown, missing) raise,
+        unless `forged`: a hostile client's payload, sent as it is.
         """
         await self.wait_until_connected()
         command = self.registered_command(name)
-        opts, resolved = self._command_options(command, options, attachment)
+        opts, resolved = self._command_options(command, options, attachment, check=not forged)
         data: dict[str, Any] = {"id": command["id"], "name": command["name"], "type": command.get("type", 1)}
         if opts:
             data["options"] = opts
@@ -719,7 +723,11 @@ class FakeDiscord:
         return inter
 
     def _command_options(
-        self, command: dict, options: list[dict] | Mapping[str, Any] | None, attachment: dict | None
+        self,
+        command: dict,
+        options: list[dict] | Mapping[str, Any] | None,
+        attachment: dict | None,
+        check: bool = True,
     ) -> tuple[list[dict], dict]:
         declared = {o["name"]: o for o in command.get("options", [])}
         if isinstance(options, Mapping):
@@ -739,7 +747,7 @@ class FakeDiscord:
                     f"/{command['name']} has no option {opt['name']!r}; it has {sorted(declared)}"
                 )
             opt.setdefault("type", spec.get("type"))
-            if not subcommand:
+            if not subcommand and check:
                 _check_option(command["name"], spec, opt["value"])
             if opt["type"] == 11:
                 att = (

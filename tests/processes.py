@@ -172,3 +172,21 @@ async def run_all(sched: Scheduler, specs, on_event=None, finished: dict | None 
         return result
 
     return await asyncio.gather(*(one(s) for s in specs))
+
+
+async def settled(sched: Scheduler, poll: float = 0.05) -> None:
+    """Wait until the queue is quiescent: no job waiting, running or being answered, the journal empty and,
+    in Redis mode, the stream empty. Past it no answer is on its way, so "exactly once" can be counted.
+
+    Polls a state, not the clock: the test's own timeout bounds the wait.
+    """
+    from bot.queue.redis_keys import STREAM
+
+    redis = getattr(sched.journal, "redis", None)
+    while (
+        sched.in_flight()
+        or sched.answering
+        or await sched.journal.pending()
+        or (redis is not None and await redis.xlen(STREAM))
+    ):
+        await asyncio.sleep(poll)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bot.cards import DEFAULT_MODEL
 from bot.errors import BadData
 from bot.model import backend
 from bot.model import network as M
@@ -83,8 +84,8 @@ def test_same_options_and_seed_give_the_same_midi_every_time(tmp_path):
 
 @needs_other
 def test_tensorflow_and_jax_agree_token_for_token():
-    here = sample_here(M.DEFAULT_MODEL)
-    there = sample_there(M.DEFAULT_MODEL, OTHER)["tokens"]
+    here = sample_here(DEFAULT_MODEL)
+    there = sample_there(DEFAULT_MODEL, OTHER)["tokens"]
     for mine, theirs in zip(here, there):
         assert len(mine) >= 80
         assert mine[:100] == theirs[:100]

@@ -61,7 +61,6 @@ async def test_harmonize_replies_with_a_chorale_on_the_melody(fake, running):  #
     [
         ("fake.mid", b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(40), "The melody is not a MIDI file"),
         ("long.mid", midi_bytes([Event(i / 2, 0.5, (60 + i % 7,)) for i in range(450)]), "at most 400"),
-        ("wide.mid", midi_bytes([Event(0, 1, (30,)), Event(1, 1, (80,))]), "three octaves"),
         (
             "drums.mid",
             smf([b"".join(note(36 + i % 10, 48, channel=9) for i in range(50))]),
@@ -79,6 +78,15 @@ async def test_bad_melodies_get_a_private_message_and_the_bot_serves_on(fake, ru
     )
     assert file_sizes(await ok.wait_for_followup(timeout=120)).keys() == {"mid", "ogg", "wav", "png"}
     await asyncio.sleep(0)
+
+
+async def test_a_melody_wider_than_a_soprano_is_folded_and_the_reply_names_the_bars(fake, running):  # noqa: F811
+    from test_melody import wide_tune
+
+    melody = fake.add_attachment("theme.mid", midi_bytes(wide_tune()))
+    reply = await fake.send_command("harmonize", {"rng_seed": 3}, attachment=melody)
+    embed = embed_of(await reply.wait_for_followup(timeout=120))
+    assert "17 notes moved by an octave to fit a soprano's range: bars 1-2, 5-6." in embed["description"]
 
 
 async def test_a_melody_of_the_wrong_type_is_refused_before_download(fake, running):  # noqa: F811

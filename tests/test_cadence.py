@@ -13,13 +13,14 @@ from bot.model.sample import Request
 from bot.music import analysis
 from bot.music import stats as S
 from bot.music.encoding import PIANO_LOW
+from bot.music.keys import Key
 from bot.music.midi_out import midi_bytes
 from bot.options import Options, cadence_margin
 
 pytestmark = pytest.mark.timeout(600)
 SEEDS = range(7000, 7006)
 # What the network writes in.
-REFERENCE_KEYS = {"major": analysis.Key(0, False), "minor": analysis.Key(9, True)}
+REFERENCE_KEYS = {"major": Key(0, "major"), "minor": Key(9, "minor")}
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import os
 import pytest
 from test_compose import etude, one_error_line
 from test_midi import melody, note, smf
+from test_startup import assert_one_error, broken_models
 
 from bot.errors import BadSeed
 from bot.music.midi import SeedLimits, read_midi
@@ -47,3 +48,22 @@ def test_a_seed_without_usable_notes_says_why():
     drums = smf([b"".join(note(36 + i % 10, 48, channel=9) for i in range(20))])
     with pytest.raises(BadSeed, match="only drum notes"):
         read_midi(drums, "drums")
+
+
+def test_the_cli_refuses_a_broken_model_in_one_line(tiny_model_dir, tmp_path, capsys):
+    from bot.cli import main
+
+    for name, folder in broken_models(tiny_model_dir, tmp_path).items():
+        code = main(["compose", "--model", str(folder), "--length", "5", "--out", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert_one_error(code, err, "cannot be loaded")
+        assert len(err.strip().splitlines()) == 1, (name, err)
+
+
+def test_a_fifo_melody_is_refused_not_waited_on(tmp_path, capsys):
+    from bot.cli import main
+
+    fifo = tmp_path / "tune.mid"
+    os.mkfifo(fifo)
+    code = main(["harmonize", "--melody", str(fifo), "--out", str(tmp_path)])
+    assert_one_error(code, capsys.readouterr().err, "not a regular file")

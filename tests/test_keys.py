@@ -1,12 +1,13 @@
-"""Keys: the option, estimating a seed's key, and music moved to C major / A minor and back."""
+"""Keys: the option, estimating a key (a seed's, a listener's), and music moved to C major / A minor and back."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from bot.errors import BadOption
 from bot.music.events import Event, transpose
-from bot.music.keys import Key, draw_key, estimate_key
+from bot.music.keys import MIN_FIT, Key, draw_key, estimate_key, fifths_distance, key_fit, key_profile
 from bot.options import KEYS, Options, parse_key
 
 E_MINOR = [64, 66, 67, 69, 71, 72, 74, 75, 76, 71, 67, 64, 63, 64]  # E minor with its leading tone
@@ -87,3 +88,45 @@ def test_drawn_keys_follow_the_counts_and_the_rng_seed():
     assert set(draws) == {"G major", "E minor"} and 300 < draws.count("G major") < 395
     assert [draw_key(counts, s) for s in range(20)] == [draw_key(counts, s) for s in range(20)]
     assert {draw_key({}, s).name for s in range(300)} <= set(KEYS)
+
+
+def test_key_estimates_of_a_scale_and_a_minor_line():
+    c, d, e, f, g, a, b = 60, 62, 64, 65, 67, 69, 71
+    assert estimate_key(melody([c, d, e, f, g, a, b, c + 12, g, e, c], step=1.0)).name == "C major"
+    assert estimate_key(melody([a - 12, b - 12, c, d, e, f, 68, a, e, c, a - 12], step=1.0)).name == "A minor"
+    assert estimate_key(melody([c, c, c])) is None
+
+
+def test_circle_of_fifths():
+    c_major = Key(0, "major")
+    assert fifths_distance(c_major, Key(7, "major")) == 1  # C - G
+    assert fifths_distance(c_major, Key(9, "minor")) == 0  # C - A minor
+    assert fifths_distance(c_major, Key(4, "minor")) == 1  # C - E minor (relative of G)
+    assert fifths_distance(c_major, Key(6, "major")) == 6
+    assert fifths_distance(Key(11, "major"), Key(1, "major")) == 2  # B - C#, across the wrap
+
+
+def test_the_fit_threshold_is_an_option():
+    """Notes that fit every key badly are no key for a seed, but a listener still hears the nearest one."""
+    rng = np.random.default_rng(3)
+    noise = melody(list(rng.integers(48, 84, 200)))
+    fit = key_fit(noise)
+    assert fit is not None and fit[1] < MIN_FIT
+    assert estimate_key(noise) is None
+    assert estimate_key(noise, min_fit=None) == fit[0]
+    # A window of the notes: only the part inside [start, end) counts.
+    scale = melody([60, 62, 64, 65, 67, 69, 71, 72]) + melody(E_MINOR * 2, step=0.5)
+    assert estimate_key(scale, 0, 4).name == "C major" and estimate_key(scale, 4, 20).name == "E minor"
+
+
+def test_the_profiles_the_sampler_reads_name_the_same_key():
+    """The compiled loop chooses a mode by dot products with `key_profile`; they rank keys as `key_fit` does."""
+    events = melody(E_MINOR)
+    key, r = key_fit(events)
+    hist = np.zeros(12)
+    for ev in events:
+        hist[ev.pitches[0] % 12] += ev.duration
+    z = (hist - hist.mean()) / hist.std()
+    scores = {(t, m): float(key_profile(Key(t, m)) @ z) for t in range(12) for m in ("major", "minor")}
+    assert max(scores, key=scores.get) == (key.tonic, key.mode)
+    assert scores[(key.tonic, key.mode)] / 12 == pytest.approx(r)

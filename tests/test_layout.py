@@ -122,3 +122,30 @@ def test_bot_in_redis_mode_loads_neither_tensorflow_nor_the_sampler():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"loaded: {out.stdout.strip()}"
+
+
+NO_MUSIC21 = """
+import sys
+sys.modules["music21"] = None  # as if the `train` extra were not installed: importing it raises ImportError
+import bot.cli, bot.chat.client, bot.chat.commands, bot.chat.harmonize, bot.queue.worker
+import bot.queue.redis_broker, bot.queue.redis_state, bot.model.composer, bot.model.harmonize, bot.render.pool
+from bot.cli import main
+assert main(["compose", "--length", "8", "--rng-seed", "1", "--out", sys.argv[1]]) == 0
+assert main(["train", "--data", "chorales", "--out", sys.argv[1] + "/model"]) == 2
+"""
+
+
+def test_bot_worker_and_compose_run_without_music21(tmp_path):
+    """Only training and evaluation need music21 (the `train` extra); without it they say so in one line."""
+    r = subprocess.run(
+        [sys.executable, "-c", NO_MUSIC21, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        "error: music21 is not installed: pip install -e '.[train]' (scripts/setup.sh does)"
+    )
+    assert sorted(p.suffix for p in tmp_path.glob("etude-1.*")) == [".mid", ".ogg", ".png", ".wav"]

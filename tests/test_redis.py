@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from processes import RECLAIM, run_all
+from processes import RECLAIM, run_all, settled
 
 from bot.options import Options
 from bot.queue.jobs import JobSpec
@@ -232,15 +232,15 @@ async def test_bot_restart_still_answers_queued_jobs(workers, redis_server, tiny
                 }
             posted = await fake.wait_for(lambda e: e["kind"] == "channel_message" and e["status"] < 300, 120)
             assert f"<@{fake.user(2)['user']['id']}>" in posted["body"]["content"]
-            await asyncio.sleep(0.5)
-            assert [len(i.followups) for i in inters[:2]] == [1, 1]
-            assert sum(e["kind"] == "channel_message" for e in fake.log) == 1
-            assert await journal.redis.hlen(PENDING) == 0
+            await settled(bot.runtime.scheduler)
         finally:
             await bot.close()
             await asyncio.wait_for(task, 10)
             await journal.close()
             apply_endpoints(*saved)
+        # The queue was quiescent and the bot is closed: nothing more can arrive.
+        assert [len(i.followups) for i in inters[:2]] == [1, 1]
+        assert sum(e["kind"] == "channel_message" for e in fake.log) == 1
 
 
 async def test_a_job_journaled_but_never_queued_is_queued_on_recovery(workers, client):
@@ -292,17 +292,14 @@ async def test_a_piece_discord_refused_until_the_bot_stopped_is_delivered_by_the
             bot, task = await start_bot(settings, fake.token)
             reply = await inter.wait_for_followup(timeout=120)
             assert {f["filename"].rsplit(".", 1)[1] for f in reply["files"]} >= {"mid", "ogg"}
-            for _ in range(50):  # tidied once answered: the journal entry and the result go
-                if not await journal.redis.hlen(PENDING) and not await journal.redis.exists(job_id):
-                    break
-                await asyncio.sleep(0.1)
+            await settled(bot.runtime.scheduler)  # tidied once answered: the journal entry and the result go
             assert await journal.redis.hlen(PENDING) == 0 and not await journal.redis.exists(job_id)
-            assert len(inter.followups) == 1
         finally:
             await asyncio.wait_for(bot.close(), 30)
             await asyncio.wait_for(task, 10)
             await journal.close()
             apply_endpoints(*saved)
+        assert len(inter.followups) == 1
 
 
 async def test_progress_published_once_ready_returns_is_heard(redis_server):

@@ -59,3 +59,9 @@ def test_seed_store_round_trip(tmp_path):
     key = store.put(b"MThd seed")
     assert store.get(key) == b"MThd seed" and store.put(b"MThd seed") == key
     assert store.get("../../etc/passwd") is None and store.get("0" * 16) is None
+
+
+def test_a_folded_melody_is_named_in_the_reply():
+    info = {"kind": "harmonize", "seed_name": "theme", "length": 33, "said": ["17 notes moved by an octave"]}
+    embed = reply.result_embed(JobResult("j", True, info=info), "<@42>").to_dict()
+    assert embed["description"].endswith("as a four-part chorale. 17 notes moved by an octave.")

@@ -1,85 +1,129 @@
-"""The buttons under a reply. A `CogButton`'s custom id carries all its state, so it still works after the
-bot restarts, and pressing it hands the parsed id to a cog; a composition's 🔁 and ➕ are `PieceButton`s."""
+"""The buttons under a reply. A button's custom id carries all its state (the action, the options through
+`bot.codec`, and the key of a stored seed or melody), so it still works after the bot restarts.
+
+One `EtudeButton` answers every custom id that starts with `etude:`: it parses and checks the id when the
+button is pressed and hands the result to the cog that runs the action; an id that does not parse (forged,
+from an older bot, or out of today's limits) is answered privately in one line.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from dataclasses import dataclass
 
 import discord
 
-from bot.options import KEYS, Options
+from bot import codec
+from bot.errors import BadOption, EtudeError
+from bot.options import Options
 
-CUSTOM_ID = re.compile(
-    r"etude:(?P<action>reroll|continue):(?P<length>\d+):(?P<temperature>[0-9.]+):(?P<top_p>[0-9.]+):"
-    r"(?P<tempo>\d+):(?P<instrument>\d+):(?P<seed>[0-9a-f]{16}|-)(?::k(?P<key>\d{1,2}))?"
-)
-
-
-def button_id(action: str, options: Options, seed_key: str | None) -> str:
-    """A custom id that carries everything a button needs, so it works after a restart."""
-    return (
-        f"etude:{action}:{options.length}:{options.temperature:g}:{options.top_p:g}:{int(options.tempo or 0)}:"
-        f"{options.instrument}:{seed_key or '-'}" + (f":k{KEYS.index(options.key)}" if options.key else "")
-    )
-
-
-def options_from_id(match: re.Match) -> tuple[Options, str | None]:
-    tempo = int(match["tempo"])
-    opts = Options(
-        length=int(match["length"]),
-        temperature=float(match["temperature"]),
-        top_p=float(match["top_p"]),
-        tempo=tempo or None,
-        instrument=int(match["instrument"]),
-        key=KEYS[int(match["key"])] if match["key"] and int(match["key"]) < len(KEYS) else None,
-    )
-    return opts, None if match["seed"] == "-" else match["seed"]
+PREFIX = "etude:"
+ID_MAX = 100  # Discord's limit on a custom id
+FILE_KEY = re.compile(r"[0-9a-f]{16}")  # a stored seed's or melody's key (`SeedStore`)
+GONE = "this button no longer works"
+# action -> (cog, its method, its label, its emoji)
+ACTIONS: dict[str, tuple[str, str, str, str]] = {
+    "reroll": ("ComposeCog", "on_button", "re-roll", "🔁"),
+    "continue": ("ComposeCog", "on_button", "continue", "➕"),
+    "harmonize": ("HarmonizeCog", "reroll", "re-roll", "🔁"),
+}
 
 
-class CogButton(discord.ui.DynamicItem[discord.ui.Button], template=r"etude:.+"):
-    """A button whose custom id (the subclass's `template`) carries everything it needs, so it outlives the
-    bot: pressed, it hands the id's match to the method `handler` of the cog named `cog`."""
+@dataclass(frozen=True)
+class Press:
+    """What a pressed button asks for: its action, its options (not yet held to today's limits) and the key
+    of the stored file it works on, if any."""
 
-    cog: ClassVar[str]
-    handler: ClassVar[str]
+    action: str
+    options: Options
+    file_key: str | None
+
+
+def button_id(action: str, options: Options, file_key: str | None = None) -> str:
+    """The custom id of a button that does `action` with `options` (and the stored file `file_key`)."""
+    parts = [PREFIX + action, *codec.encode(options)]
+    if file_key:
+        parts.append("s" + file_key)
+    cid = ":".join(parts)
+    assert len(cid) <= ID_MAX, cid  # every option at its longest fits: tests/test_codec.py
+    return cid
+
+
+def _legacy(action: str, parts: list[str]) -> list[str]:
+    """The tagged parts of an id written before the codec: numbers in a fixed order, a file key or `-`, and
+    maybe `k<index>`."""
+    names = ("t", "b", "i") if action == "harmonize" else ("l", "t", "p", "b", "i")
+    if len(parts) not in (len(names) + 1, len(names) + 2):
+        raise BadOption(GONE)
+    tagged = [tag + text for tag, text in zip(names, parts) if not (tag == "b" and text == "0")]
+    file_key = parts[len(names)]
+    if file_key != "-":
+        tagged.append("s" + file_key)
+    return tagged + parts[len(names) + 1 :]
+
+
+def parse(custom_id: str) -> Press:
+    """The press a custom id asks for; `BadOption` with a one-line reason when it asks for nothing valid."""
+    if not custom_id.startswith(PREFIX) or len(custom_id) > ID_MAX:
+        raise BadOption(GONE)
+    action, *parts = custom_id[len(PREFIX) :].split(":")
+    if action not in ACTIONS:
+        raise BadOption(GONE)
+    if parts and parts[0][:1].isdigit():
+        parts = _legacy(action, parts)
+    keys = [p[1:] for p in parts if p.startswith("s")]
+    if len(keys) > 1 or not all(FILE_KEY.fullmatch(k) for k in keys):
+        raise BadOption(GONE)
+    file_key = keys[0] if keys else None
+    parts = [p for p in parts if not p.startswith("s")]
+    if action == "harmonize" and file_key is None:
+        raise BadOption(GONE)
+    try:
+        options = codec.decode(parts)
+    except BadOption as e:
+        raise BadOption(f"{GONE}: {e}") from None
+    return Press(action, options, file_key)
+
+
+class EtudeButton(discord.ui.DynamicItem[discord.ui.Button], template=r"etude:.*"):
+    """Every button Étude posts. Pressed, it parses its id and hands the `Press` to its action's cog."""
 
     def __init__(self, custom_id: str):
-        match = self.template.fullmatch(custom_id)
-        assert match is not None
-        label, emoji = self.face(match)
+        try:
+            self.press: Press | None = parse(custom_id)
+            self.problem = ""
+            _, _, label, emoji = ACTIONS[self.press.action]
+        except EtudeError as e:
+            self.press, self.problem = None, str(e)
+            label, emoji = "…", "❔"
         super().__init__(
             discord.ui.Button(
                 label=label, emoji=emoji, style=discord.ButtonStyle.secondary, custom_id=custom_id
             )
         )
-        self.match = match
-
-    def face(self, match: re.Match) -> tuple[str, str]:
-        """The label and emoji of the button with this id."""
-        raise NotImplementedError
 
     @classmethod
     async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match):
-        return cls(item.custom_id)
+        return cls(item.custom_id or "")
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        cog = interaction.client.get_cog(self.cog)  # type: ignore[union-attr]
-        if cog is not None:
-            await getattr(cog, self.handler)(interaction, self.match)
+        from bot.chat.answers import answer_error
 
-
-class PieceButton(CogButton, template=CUSTOM_ID.pattern):
-    """🔁 re-roll and ➕ continue under a composition."""
-
-    cog, handler = "ComposeCog", "on_button"
-
-    def face(self, match: re.Match) -> tuple[str, str]:
-        return ("re-roll", "🔁") if match["action"] == "reroll" else ("continue", "➕")
+        try:
+            if self.press is None:
+                raise BadOption(self.problem)
+            cog_name, method, *_ = ACTIONS[self.press.action]
+            cog = interaction.client.get_cog(cog_name)  # type: ignore[union-attr]
+            if cog is None:
+                raise BadOption(GONE)
+            await getattr(cog, method)(interaction, self.press)
+        except Exception as e:  # discord.py would only log it: the user is answered here, always
+            await answer_error(interaction, e)
 
 
 def piece_view(options: Options, seed_key: str | None) -> discord.ui.View:
+    """🔁 re-roll (the same seed, a new RNG seed) and ➕ continue (the piece's own .mid) under a piece."""
     view = discord.ui.View(timeout=None)
-    view.add_item(PieceButton(button_id("reroll", options, seed_key)))
-    view.add_item(PieceButton(button_id("continue", options, None)))
+    view.add_item(EtudeButton(button_id("reroll", options, seed_key)))
+    view.add_item(EtudeButton(button_id("continue", options)))
     return view

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import aiohttp
 import discord
 from discord.ext import commands
+from discord.http import Route
 
-from bot.aio import cancel_and_wait
+from bot.aio import Stopped, unless_stopped
 from bot.errors import BadOption
 from bot.health import Metrics, serve
 from bot.queue.broker import make_broker, register
@@ -34,7 +36,6 @@ class Runtime:
     progress: Progress
     scheduler: Scheduler
     worker: Worker | None = None  # the embedded worker; None when `etude worker`s serve a Redis queue
-    worker_task: asyncio.Task | None = None
 
     @classmethod
     async def start(cls, settings: Settings, on_wait=None) -> Runtime:
@@ -73,8 +74,14 @@ class Runtime:
             journal=journal,
         )
         runtime = cls(broker, progress, scheduler, worker)
-        if worker is not None:  # the model loads in the background; jobs wait for it
-            runtime.worker_task = asyncio.create_task(worker.start(), name="etude-worker-start")
+        if worker is not None:
+            # The model and the soundfont load before the bot logs in: a broken set-up stops here, in
+            # one line, instead of leaving a bot online with no worker behind it.
+            try:
+                await worker.start()
+            except BaseException:
+                await runtime.close()
+                raise
         return runtime
 
     async def status(self) -> tuple[int, int]:
@@ -102,7 +109,6 @@ class Runtime:
             return False
 
     async def close(self) -> None:
-        await cancel_and_wait([self.worker_task])
         if self.worker:
             await self.worker.close()
         await self.progress.close()
@@ -135,7 +141,8 @@ class EtudeBot(commands.Bot):
         self.waiting_for: str | None = None  # what start-up waits for, for /healthz ("redis")
 
     async def setup_hook(self) -> None:
-        from bot.chat.buttons import PieceButton
+        from bot.chat.answers import answer_error
+        from bot.chat.buttons import EtudeButton
         from bot.chat.commands import ComposeCog
 
         if self.settings.health_port:  # first, so that /healthz can say what start-up waits for
@@ -147,8 +154,9 @@ class EtudeBot(commands.Bot):
             self.runtime = await Runtime.start(self.settings)
             self.waiting_for = None
         self.metrics.gauge("queue_depth", "Jobs waiting or running.", self.runtime.status_depth)
+        self.tree.on_error = answer_error  # one handler for every command's errors
         await self.add_cog(ComposeCog(self))
-        self.add_dynamic_items(PieceButton)
+        self.add_dynamic_items(EtudeButton)  # every `etude:` button, of every command
         from bot.chat import harmonize
 
         await harmonize.setup(self)
@@ -198,18 +206,26 @@ class EtudeBot(commands.Bot):
 
 
 async def run_bot(settings: Settings) -> None:
-    """Log in and serve until stopped; a missing or rejected token is a one-line error."""
+    """Log in and serve until stopped; a missing or rejected token, or a Discord that cannot be reached,
+    is a one-line error. SIGTERM before the bot is online (waiting for Redis, loading the model, logging in)
+    stops it at once; once online it stops gracefully (`EtudeBot.stop_gracefully`)."""
     from bot.chat.endpoints import apply_endpoints
 
     if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
         raise BadOption("DISCORD_TOKEN is not set: put the bot's token in the environment or .env")
-    apply_endpoints(settings.discord_api_base, settings.discord_gateway_url)
+    try:
+        apply_endpoints(settings.discord_api_base, settings.discord_gateway_url)
+    except ValueError as e:
+        raise BadOption(f"DISCORD_API_BASE or DISCORD_GATEWAY_URL: {e}") from None
     bot = EtudeBot(settings)
     loop = asyncio.get_running_loop()
+    starting = asyncio.Event()  # set by SIGTERM before the bot is online
     stopping: list[asyncio.Task] = []
 
     def on_term() -> None:
-        if not stopping:
+        if not bot.is_ready():
+            starting.set()
+        elif not stopping:
             stopping.append(asyncio.create_task(bot.stop_gracefully()))
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -219,9 +235,13 @@ async def run_bot(settings: Settings) -> None:
             pass
     try:
         async with bot:
-            await bot.start(settings.discord_token.get_secret_value())
+            await unless_stopped(bot.start(settings.discord_token.get_secret_value()), starting)
+    except Stopped:
+        log.info("stopped before the bot was online")
     except discord.LoginFailure:
         raise BadOption("Discord rejected the token in DISCORD_TOKEN") from None
+    except (aiohttp.ClientConnectionError, discord.GatewayNotFound) as e:
+        raise BadOption(f"cannot reach Discord at {Route.BASE}: {e}"[:300]) from None
     finally:
         if stopping:
             await asyncio.gather(*stopping, return_exceptions=True)

@@ -7,43 +7,42 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.cards import DEFAULT_MODEL, load_card
-from bot.chat.buttons import options_from_id
+from bot.chat.buttons import Press
 from bot.chat.desk import Desk
 from bot.chat.params import (
     INSTRUMENT_CHOICES,
     KEY_CHOICES,
     PERFORMANCE_CHOICES,
     SEED_SUFFIXES,
+    STYLE_CHOICES,
     Length,
     RngSeed,
     Temperature,
     Tempo,
     TopP,
+    check_attachment,
     describe,
+    slash_options,
 )
 from bot.chat.reply import help_embed
-from bot.errors import EtudeError, reference, went_wrong
+from bot.errors import BadOption, BadSeed
 from bot.options import (
     INSTRUMENT_HELP,
     KEY_HELP,
     PERFORMANCE_HELP,
-    PERFORMANCES,
     SEED_HELP,
     SPECS,
+    STYLE_HELP,
     VIDEO_HELP,
-    Options,
 )
 
 log = logging.getLogger(__name__)
-
-BUTTON_GONE = "this button no longer works; use /compose instead"
 
 
 class ComposeCog(commands.Cog):
@@ -63,10 +62,13 @@ class ComposeCog(commands.Cog):
         tempo=describe("tempo"),
         rng_seed=SPECS["rng_seed"].help,
         key=KEY_HELP[:100],
+        style=STYLE_HELP[:100],
         video=VIDEO_HELP,
         performance=PERFORMANCE_HELP,
     )
-    @app_commands.choices(instrument=INSTRUMENT_CHOICES, key=KEY_CHOICES, performance=PERFORMANCE_CHOICES)
+    @app_commands.choices(
+        instrument=INSTRUMENT_CHOICES, key=KEY_CHOICES, style=STYLE_CHOICES, performance=PERFORMANCE_CHOICES
+    )
     async def compose(
         self,
         interaction: discord.Interaction,
@@ -78,31 +80,25 @@ class ComposeCog(commands.Cog):
         tempo: Tempo | None = None,
         rng_seed: RngSeed | None = None,
         key: app_commands.Choice[str] | None = None,
+        style: app_commands.Choice[str] | None = None,
         video: bool = False,
         performance: app_commands.Choice[str] | None = None,
     ) -> None:
         """Compose a piece of music, optionally continuing a MIDI file you attach."""
-        if seed is not None:
-            # The declared name and size are checked before anything is downloaded.
-            if not seed.filename.lower().endswith(SEED_SUFFIXES):
-                await self.desk.refuse(interaction, "the seed must be a MIDI file (.mid or .midi)")
-                return
-            if seed.size > self.settings.seed_max_bytes:
-                await self.desk.refuse(
-                    interaction, f"the seed is larger than {self.settings.seed_max_bytes // 1024} KiB"
-                )
-                return
-        options = Options(
+        options = slash_options(
+            self.settings.max_length,
             length=length,
-            temperature=float(temperature),
-            top_p=float(top_p),
+            temperature=temperature,
+            top_p=top_p,
             tempo=tempo,
-            instrument=instrument.value if instrument else 0,
+            instrument=instrument,
             rng_seed=rng_seed,
-            key=key.value if key else None,
+            key=key,
+            style=style,
             video=video,
-            performance=performance.value if performance else PERFORMANCES[0],
-        ).check(self.settings.max_length)
+            performance=performance,
+        )
+        check_attachment(seed, "seed", self.settings.seed_max_bytes)
         await self.desk.start(interaction, options, seed_attachment=seed, kind="compose")
 
     @app_commands.command(name="status")
@@ -129,42 +125,31 @@ class ComposeCog(commands.Cog):
         )
 
     # -- buttons ------------------------------------------------------------------------------------------------
-    async def on_button(self, interaction: discord.Interaction, match: re.Match) -> None:
+    async def on_button(self, interaction: discord.Interaction, press: Press) -> None:
+        """🔁 re-roll (the same seed and options, a new RNG seed) or ➕ continue (the piece's own .mid)."""
         try:  # a button made under other limits (an operator lowered MAX_LENGTH since) is answered, not run
-            options, seed_key = options_from_id(match)
-            options = options.check(self.settings.max_length)
-        except (EtudeError, ValueError, TypeError):
-            await self.desk.refuse(interaction, BUTTON_GONE)
-            return
-        if match["action"] == "reroll":
+            options = press.options.check(self.settings.max_length)
+        except BadOption as e:
+            raise BadOption(f"this button no longer works: {e}") from None
+        if press.action == "reroll":
             seed_bytes = None
-            if seed_key:
-                seed_bytes = await asyncio.to_thread(self.desk.seeds.get, seed_key)
+            if press.file_key:
+                seed_bytes = await asyncio.to_thread(self.desk.seeds.get, press.file_key)
                 if seed_bytes is None:
-                    await self.desk.refuse(
-                        interaction, "the seed of this piece is no longer kept; use /compose with it again"
-                    )
-                    return
+                    raise BadSeed("the seed of this piece is no longer kept; use /compose with it again")
             await self.desk.start(
-                interaction,
-                options,
-                seed_bytes=seed_bytes,
-                seed_name="seed",
-                kind="reroll",
+                interaction, options, seed_bytes=seed_bytes, seed_name="seed", kind="reroll"
             )
             return
         # Continue: the piece's own .mid, attached to the message the button sits on, seeds the next part.
-        midi = next(
-            (
-                a
-                for a in (interaction.message.attachments if interaction.message else [])
-                if a.filename.lower().endswith(SEED_SUFFIXES)
-            ),
-            None,
+        attached = interaction.message.attachments if interaction.message else []
+        midi = next((a for a in attached if a.filename.lower().endswith(SEED_SUFFIXES)), None)
+        check_attachment(
+            midi,
+            "piece's MIDI file",
+            self.settings.seed_max_bytes,
+            missing="this message has no MIDI file to continue",
         )
-        if midi is None or midi.size > self.settings.seed_max_bytes:
-            await self.desk.refuse(interaction, "this message has no MIDI file to continue")
-            return
         await self.desk.start(interaction, options, seed_attachment=midi, kind="continue")
 
     # -- loading, unloading, errors -----------------------------------------------------------------------------
@@ -173,18 +158,3 @@ class ComposeCog(commands.Cog):
 
     async def cog_unload(self) -> None:
         await self.desk.stop_waiting()
-
-    async def cog_app_command_error(
-        self, interaction: discord.Interaction, error: app_commands.AppCommandError
-    ):
-        original = getattr(error, "original", error)
-        if isinstance(original, EtudeError):
-            message = str(original)
-        else:
-            ref = reference()
-            log.error("command failed (ref %s)", ref, exc_info=original)
-            message = went_wrong(ref)
-        try:
-            await self.desk.refuse(interaction, message)
-        except discord.HTTPException:
-            log.warning("could not tell the user about an error")

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import discord
 
+from bot.chat.answers import sentence
 from bot.chat.reply import result_embed
 from bot.errors import reference, went_wrong
 from bot.queue.jobs import JobResult, JobSpec
@@ -109,8 +110,11 @@ class Delivery:
         result: JobResult,
         view: discord.ui.View | None = None,
         webhook: discord.Webhook | None = None,
+        *,
+        plain: bool = False,
     ) -> str:
-        """Send the piece (or the error) to the user who asked; see the module's docstring."""
+        """Send the piece (or the error) to the user who asked; see the module's docstring. `plain` sends
+        the files with one line instead of the embed (what is left when the embed could not be made)."""
         webhook = webhook or self.webhook(spec)
         token_deadline = spec.interaction_created + self.window
         mention = f"<@{spec.user_id}>"
@@ -122,14 +126,14 @@ class Delivery:
                 return "followup"
             return await self._channel(spec, lambda: {"content": bound(f"{mention} {text}", CONTENT_MAX)})
 
+        embed = None if plain else self._embed(spec, result, mention)
+
         def message() -> dict:  # made afresh for every attempt: a sent discord.File is spent
-            return {
-                "embed": bound_embed(result_embed(result, mention)),
-                "files": [
-                    discord.File(io.BytesIO(f.data), filename=bound_filename(f.name)) for f in result.files
-                ],
-                "view": view or discord.utils.MISSING,
-            }
+            files = [discord.File(io.BytesIO(f.data), filename=bound_filename(f.name)) for f in result.files]
+            if embed is None:
+                name = bound(result.info.get("name") or "your piece", 200)
+                return {"content": f"{mention} {name}", "files": files, "view": view or discord.utils.MISSING}
+            return {"embed": embed, "files": files, "view": view or discord.utils.MISSING}
 
         if webhook is not None and await self._try(
             lambda: webhook.send(**message()), token_deadline, spec.job_id
@@ -137,6 +141,15 @@ class Delivery:
             await self.edit_original(webhook, f"✅ Done: {bound(result.info.get('name'), 200)}")
             return "followup"
         return await self._channel(spec, lambda: {"content": f"{mention} your piece is ready.", **message()})
+
+    @staticmethod
+    def _embed(spec: JobSpec, result: JobResult, mention: str) -> discord.Embed | None:
+        """The reply's embed; None (logged with the job's reference) when it cannot be made."""
+        try:
+            return bound_embed(result_embed(result, mention))
+        except Exception:
+            log.exception("job %s: no embed for the piece (ref %s)", spec.job_id, reference(spec.job_id))
+            return None
 
     def webhook(self, spec: JobSpec) -> discord.Webhook | None:
         """The interaction's webhook, rebuilt from the job (a restarted bot has no interaction object)."""
@@ -195,9 +208,3 @@ class Delivery:
                 )
                 await self.sleep(pause)
         return False
-
-
-def sentence(message: str | None) -> str:
-    """An error message as the user reads it: starting with a capital."""
-    message = message or "something went wrong"
-    return message[0].upper() + message[1:]

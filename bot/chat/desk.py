@@ -12,15 +12,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import discord
 
+from bot import codec
 from bot.aio import cancel_and_wait
+from bot.chat.answers import say_privately
 from bot.chat.buttons import piece_view
-from bot.chat.delivery import FOLLOWUP_WINDOW, Delivery, sentence
+from bot.chat.delivery import FOLLOWUP_WINDOW, Delivery
 from bot.chat.reply import SeedStore, progress_line
-from bot.errors import BadSeed, EtudeError
+from bot.errors import BadSeed, EtudeError, reference
 from bot.music.midi import SeedLimits, read_midi
 from bot.options import Options
 from bot.queue.jobs import JobResult, JobSpec
@@ -72,11 +74,7 @@ class Desk:
 
     async def refuse(self, interaction: discord.Interaction, message: str) -> None:
         """Say privately why a command or button is not run."""
-        text = sentence(message)
-        if interaction.response.is_done():
-            await interaction.followup.send(text, ephemeral=True)
-        else:
-            await interaction.response.send_message(text, ephemeral=True)
+        await say_privately(interaction, message)
 
     async def start(
         self,
@@ -93,7 +91,7 @@ class Desk:
             self.active.add(task)
             task.add_done_callback(self.active.discard)
         spec = JobSpec(
-            options=asdict(options),
+            options=codec.record(options),
             user_id=interaction.user.id,
             guild_id=interaction.guild_id,
             channel_id=interaction.channel_id,
@@ -193,26 +191,38 @@ class Desk:
         journal and its result in the queue: the next start answers it.
         """
         self.bot.metrics.job(result.ok, time.time() - spec.submitted)
-        delivered = closing = False
+        if not await self.scheduler.claim_delivery(spec.job_id):
+            log.info("job %s was answered already; this result is dropped", spec.job_id)
+            await self.scheduler.answered(spec.job_id, False)
+            return
+        # From here, only the bot closing (a cancel) leaves the job for the next start; whatever else fails
+        # is logged, and the piece still goes out, without the extras that failed.
+        view = self._buttons(spec, result, options, seed_key) if result.ok else None
+        webhook = interaction.followup if interaction is not None else None
         try:
-            if await self.scheduler.claim_delivery(spec.job_id):
-                view = (
-                    REPLY_VIEWS.get(spec.kind, piece_view)(options or Options(**spec.options), seed_key)
-                    if result.ok
-                    else None
-                )
-                webhook = interaction.followup if interaction is not None else None
-                where = await self.delivery.deliver(spec, result, view, webhook)
-                log.info("job %s answered: %s", spec.job_id[:12], where)
-                delivered = True
-            else:
-                log.info("job %s was answered already; this result is dropped", spec.job_id)
+            where = await self.delivery.deliver(spec, result, view, webhook)
         except asyncio.CancelledError:
-            closing = True
             raise
-        finally:
-            if not closing:
-                await self.scheduler.answered(spec.job_id, delivered)
+        except Exception:
+            ref = reference(spec.job_id)
+            log.exception("job %s: the answer failed (ref %s); sending the files alone", spec.job_id, ref)
+            where = await self.delivery.deliver(spec, result, None, webhook, plain=True)
+        log.info("job %s answered: %s", spec.job_id[:12], where)
+        # "Answered" is written only now, once the user has the piece (or Discord refused it to the end).
+        await self.scheduler.answered(spec.job_id, where != "nowhere")
+
+    def _buttons(
+        self, spec: JobSpec, result: JobResult, options: Options | None, seed_key: str | None
+    ) -> discord.ui.View | None:
+        """The buttons under a finished piece; None (and a log line with the job's reference) when they
+        cannot be made: a piece is never held back for its buttons."""
+        try:
+            return REPLY_VIEWS.get(spec.kind, piece_view)(
+                options or codec.from_record(spec.options), seed_key
+            )
+        except Exception:
+            log.exception("job %s: no buttons under the piece (ref %s)", spec.job_id, reference(spec.job_id))
+            return None
 
     def start_recovery(self) -> None:
         """Answer, in the background, the jobs queued before the bot restarted."""
@@ -296,4 +306,4 @@ class Desk:
             await interaction.delete_original_response()
         except discord.HTTPException:
             pass
-        await interaction.followup.send(sentence(message), ephemeral=True)
+        await say_privately(interaction, message)

@@ -39,7 +39,11 @@ def result_embed(result: JobResult, user_mention: str) -> discord.Embed:
         desc = f"Harmonized for {user_mention}: **{melody}** as a four-part chorale"
     elif info.get("seed_name"):
         desc += f", continuing **{discord.utils.escape_markdown(str(info['seed_name']))}**"
-    embed = discord.Embed(title=title, description=desc + ".", colour=discord.Colour.blurple())
+    desc += "."
+    # What the piece assumed or changed beyond the options (a meter the seed did not say, a folded melody).
+    for sentence in info.get("said") or []:
+        desc += f" {str(sentence)[:1].upper()}{str(sentence)[1:]}."
+    embed = discord.Embed(title=title, description=desc, colour=discord.Colour.blurple())
     embed.add_field(
         name="Length", value=f"{info.get('length')} notes and chords · {info.get('seconds', 0):.0f} s"
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -28,6 +27,9 @@ from bot.options import (
     PERFORMANCES,
     SEED_HELP,
     SPECS,
+    STYLE_HELP,
+    STYLES,
+    UPLOAD_LIMIT_BYTES,
     VIDEO_HELP,
     Options,
     parse_instrument,
@@ -94,18 +96,13 @@ def writable_folder(text: str) -> Path:
     return path
 
 
-def seed_path(text: str) -> Path:
-    """The `--seed` file: a regular file (not a FIFO, device or folder that could block or mislead)."""
+def seed_path(text: str, max_bytes: int) -> Path:
+    """The `--seed` file, checked as every file the command reads is (`bot.paths.checked_file`)."""
     from bot.errors import BadSeed
+    from bot.paths import checked_file
 
-    path, shown = _given_path(text, BadSeed("--seed is empty: give a MIDI file, or leave --seed out"))
-    try:
-        st = path.stat()
-    except OSError as e:
-        raise BadSeed(f"the seed {shown} cannot be read: {e.strerror or e}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise BadSeed(f"the seed {shown} is not a regular file")
-    return path
+    path, _ = _given_path(text, BadSeed("--seed is empty: give a MIDI file, or leave --seed out"))
+    return checked_file(path, "the seed", max_bytes, BadSeed)
 
 
 @contextmanager
@@ -146,6 +143,12 @@ def _print_files(out, note: str) -> None:
     print(f"{note}; {out.rendered.note}" if out.rendered.note else note, file=sys.stderr)
 
 
+def options_from_args(args: argparse.Namespace) -> Options:
+    """Checked options from the flags a command's parser defines; the others keep their defaults."""
+    asked = {f.name: getattr(args, f.name) for f in fields(Options) if hasattr(args, f.name)}
+    return Options(**{**asked, "instrument": parse_instrument(args.instrument)}).check()
+
+
 def _piece_to_files(
     args: argparse.Namespace,
     read: Callable[[Settings], T],
@@ -161,8 +164,7 @@ def _piece_to_files(
 
     settings = get_settings()
     soundfont = args.soundfont or settings.soundfont
-    asked = {f.name: getattr(args, f.name) for f in fields(Options) if hasattr(args, f.name)}
-    checked = Options(**{**asked, "instrument": parse_instrument(args.instrument)}).check()
+    checked = options_from_args(args)
     with paths_only_on_stdout():  # library noise on fd 1 would mix with the paths
         out_dir = _ready_to_write(args.out, soundfont)
         given = read(settings)
@@ -180,7 +182,7 @@ def cmd_compose(args) -> int:
     def read_seed(settings: Settings) -> bytes | None:
         if args.seed is None:
             return None
-        path = seed_path(args.seed)
+        path = seed_path(args.seed, settings.seed_limits().max_bytes)
         data = read_bounded(path, settings.seed_limits().max_bytes, "the seed")
         read_midi(data, path.stem, settings.seed_limits())  # refuse a bad seed before the model loads
         return data
@@ -194,7 +196,8 @@ def cmd_compose(args) -> int:
     piece, _, out = _piece_to_files(args, read_seed, compose)
     _print_files(
         out,
-        f"{piece.onsets} notes and chords, {piece.key_text}, {piece.tempo:.0f} bpm, rng seed {piece.options.rng_seed}",
+        f"{piece.onsets} notes and chords, {piece.key_text}, {piece.tempo:.0f} bpm, rng seed {piece.options.rng_seed}"
+        + "".join(f"; {s}" for s in piece.said),
     )
     return 0
 
@@ -212,7 +215,7 @@ def cmd_harmonize(args) -> int:
     _print_files(
         out,
         f"{len(melody.notes)} melody notes in four parts{moved}, {piece.key_text}, {piece.tempo:.0f} bpm, "
-        f"rng seed {piece.options.rng_seed}",
+        f"rng seed {piece.options.rng_seed}" + "".join(f"; {s}" for s in piece.said),
     )
     return 0
 
@@ -241,8 +244,8 @@ def _add_piece_arguments(p: argparse.ArgumentParser, *names: str, files: str, la
     p.add_argument(
         "--max-bytes",
         type=_byte_count,
-        default=10 * 1024 * 1024,
-        help=f"largest {largest} to write (default 10 MiB, Discord's upload limit)",
+        default=UPLOAD_LIMIT_BYTES,
+        help=f"largest {largest} to write (default {UPLOAD_LIMIT_BYTES // 2**20} MiB, Discord's upload limit)",
     )
     p.add_argument("--soundfont", help="General MIDI soundfont (default: SOUNDFONT or the system's)")
 
@@ -257,6 +260,9 @@ def add_compose(sub: argparse._SubParsersAction) -> None:
     )
     _add_piece_arguments(
         c, "length", "temperature", "top_p", "tempo", "rng_seed", files="files", largest="file"
+    )
+    c.add_argument(
+        "--style", type=lambda text: text.strip().lower(), help=f"{STYLE_HELP}: {', '.join(STYLES)}"
     )
     c.add_argument("--video", action="store_true", help=VIDEO_HELP)
     c.add_argument("--include-seed", action="store_true", help="start the output with the seed itself")

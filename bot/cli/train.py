@@ -95,6 +95,26 @@ def cmd_eval(args) -> int:
         print(json.dumps(result) if args.json else harmony_table(result))
         return 0
 
+    if args.fidelity or args.listener:
+        result = {}
+        if args.fidelity:
+            from bot.model.listener_eval import evaluate_fidelity
+
+            result.update(evaluate_fidelity(model, quick=args.quick, write_card=args.write_card))
+        if args.listener:
+            from bot.model.listener_eval import evaluate_listener
+
+            result.update(evaluate_listener(model, quick=args.quick, write_card=args.write_card))
+        if args.json:
+            print(json.dumps(result))
+        else:
+            from bot.model.discriminate import listener_table
+            from bot.model.fidelity import fidelity_table
+
+            parts = [fidelity_table(result["fidelity"])] if "fidelity" in result else []
+            parts += [listener_table(result["listener"])] if "listener" in result else []
+            print("\n\n".join(parts))
+        return 0
     if args.sweep:
         result = evaluate_music(
             model, data=args.data, quick=args.quick, sweep=True, write_card=args.write_card
@@ -200,7 +220,8 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     e.add_argument(
         "--quick",
         action="store_true",
-        help="musical section on 8 pieces of 200 notes and 16 seeds (default 24 of 500 and every piece)",
+        help="musical section on 8 pieces of 200 notes and 16 seeds (default 24 of 500 and every piece); "
+        "--fidelity on 2 pieces a style, --listener on 6 samples of 200 notes",
     )
     e.add_argument(
         "--key-seeds",
@@ -213,5 +234,17 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="only the musical statistics for temperature 0.7/0.85/1.0 x top-p 0.9/0.95/1.0, "
         "each with its distance to the validation pieces, to choose the defaults by",
+    )
+    e.add_argument(
+        "--fidelity",
+        action="store_true",
+        help="only seed fidelity: held-out pieces (every trained style, and piano music) cut into a seed and "
+        "its real next part; the continuation's distance to the seed beside the real part's and a chorale's",
+    )
+    e.add_argument(
+        "--listener",
+        action="store_true",
+        help="only whether samples can be told from the validation chorales: a classifier on 32-beat "
+        "excerpts, cross-validated by piece, phrase cadences and returning passages",
     )
     e.set_defaults(func=cmd_eval)

@@ -12,6 +12,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from bot.settings import Environment
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -24,16 +26,17 @@ def _default() -> str:
     return "tensorflow"
 
 
-# Set before Keras is imported, which would otherwise read ~/.keras/keras.json instead.
-if not os.environ.get("KERAS_BACKEND"):
-    os.environ["KERAS_BACKEND"] = _default()
+# Keras reads KERAS_BACKEND from the environment when it is first imported (else ~/.keras/keras.json), so
+# the setting (from the environment or .env) is written back there before anything imports Keras.
+_BACKEND = Environment().keras_backend or _default()
+os.environ["KERAS_BACKEND"] = _BACKEND
 
 BACKENDS = ("tensorflow", "jax")
 
 
 def name() -> str:
     """The backend this process uses."""
-    return os.environ["KERAS_BACKEND"]
+    return _BACKEND
 
 
 def _check() -> str:
@@ -41,6 +44,13 @@ def _check() -> str:
 
     if name() not in BACKENDS:
         raise EtudeError(f"KERAS_BACKEND={name()!r} is not supported; use {' or '.join(BACKENDS)}")
+    from importlib.util import find_spec
+
+    if find_spec(name()) is None:  # the bot's image has no backend: its models run on `etude worker`s
+        raise EtudeError(
+            f"{name()} is not installed, so no model runs here: install an extra (cpu, gpu, jax or jax-gpu), "
+            "or set REDIS_URL and run `etude worker`s"
+        )
     return name()
 
 

@@ -19,12 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
+from bot.errors import ModelNotFound
 from bot.model.network import LoadedModel
 from bot.model.network import load as load_model
 from bot.model.sample import MAX_PRIMER_TOKENS, Request, Sampler
+from bot.model.steps import NumpySteps
+from bot.model.styles import check_style, default_style, known_styles, seed_losses
 from bot.music.encoding import PIANO_HIGH, PIANO_LOW, Vocabulary
-from bot.music.events import Event, Piece, fold_pitch, transpose
+from bot.music.events import GRID, Event, Piece, fold_pitch, transpose
 from bot.music.keys import Key, draw_key, estimate_key, key_fit
+from bot.music.meter import Meter, meter_of, seed_grid
 from bot.music.midi import DEFAULT_LIMITS, SeedLimits, read_midi
 from bot.music.perform import Performance, SeedStyle, perform, seed_style
 from bot.options import DEFAULT_TEMPO, Options
@@ -50,6 +54,8 @@ class Seed:
     events: list[Event]  # in the piano range, as the user will hear them
     key: Key | None  # None: the notes do not say a key (one repeated note, atonal noise)
     meta: dict = field(default_factory=dict)
+    meter: Meter = field(default_factory=Meter)  # its time signature and where its bars start
+    grid: int = 0  # the onsets' grid it keeps to (`meter.seed_grid`), which the continuation keeps too
 
 
 @dataclass
@@ -65,6 +71,9 @@ class Composition:
     key: str  # the key it is written in, one of bot.options.KEYS
     timings: dict[str, float]
     key_source: str = "asked"  # one of KEY_SOURCES
+    meter: Meter = field(default_factory=lambda: Meter(source="default"))  # of `events`' own times
+    style: str = "chorale"  # the style token the piece opened with
+    style_source: str = "default"  # "asked", "seed" (the style that fits the seed best) or "default"
     seed_style: SeedStyle | None = None  # how the seed was played, when there was one
 
     @cached_property
@@ -77,6 +86,7 @@ class Composition:
             self.options.performance,
             self.seed_events,
             self.seed_style,
+            self.meter,
         )
 
     def midi(self) -> bytes:
@@ -86,6 +96,17 @@ class Composition:
     def key_text(self) -> str:
         """The key and where it came from, as the reply and the command line show it."""
         return self.key + KEY_SOURCES.get(self.key_source, "")
+
+    @property
+    def said(self) -> list[str]:
+        """What a reply tells the user beyond the options: the style that fits the seed best, a meter that
+        was assumed, not read."""
+        said = (
+            [f"written as {self.style}, the style that fits the seed best"]
+            if self.style_source == "seed"
+            else []
+        )
+        return said + ([self.meter.assumed] if self.meter.assumed else [])
 
     @property
     def onsets(self) -> int:
@@ -130,13 +151,17 @@ def prepare_seed(
     events, moved = to_piano_range(piece.events)
     fit = key_fit(events)
     key = estimate_key(events)
+    meter = meter_of(events, piece.meta.get("time_signatures", []), piece.meta.get("tempo_changes", 0))
+    grid = seed_grid(events)
     meta = {
         **piece.meta,
         "pitches_moved_to_piano_range": moved,
         "key": key.name if key else None,
         "key_fit": round(fit[1], 3) if fit else None,
+        "meter": f"{meter.name} from {meter.downbeat:g} ({meter.source})",
+        "grid_steps": grid,
     }
-    return Seed(piece, events, key, meta)
+    return Seed(piece, events, key, meta, meter, grid)
 
 
 def hold_last_chord(events: Sequence[Event], beats: float = 2.0) -> list[Event]:
@@ -161,7 +186,12 @@ class Composer:
 
     def __init__(self, model: LoadedModel | str | Path | None = None):
         self.model = model if isinstance(model, LoadedModel) else load_model(model)
-        self.sampler = Sampler(self.model)
+        try:
+            self.sampler = Sampler(self.model)
+        except Exception as e:  # weights that load but do not fit the config or vocabulary beside them
+            raise ModelNotFound(
+                f"the model in {self.model.path} does not fit its own config ({e})"[:300]
+            ) from e
 
     @property
     def vocab(self) -> Vocabulary:
@@ -170,9 +200,26 @@ class Composer:
     def seed(self, data: bytes, name: str = "seed", limits: SeedLimits = DEFAULT_LIMITS) -> Seed:
         return prepare_seed(data, self.vocab, name, limits)
 
-    def plan(self, options: Options, seed: Seed | None) -> tuple[Key, str, tuple[int, ...], int, float]:
-        """What one job feeds the sampler: its key and where that came from, the primer, the semitones
-        that move the model's output back into the key, and the time of the primer's last frame.
+    def style(self, options: Options, seed: Seed | None) -> tuple[str, str]:
+        """The style to write in and where it came from ("asked", "seed" or "default"); with a seed and no
+        style asked for, the one of the model's styles under which the network finds the seed likeliest."""
+        if options.style:
+            check_style(self.model, options.style)
+            return options.style, "asked"
+        known = known_styles(self.model)
+        if seed is None or len(known) < 2 or not NumpySteps.supports(self.model):
+            return default_style(self.model), "default"
+        primer = self.plan(options, seed, known[0])[2]
+        losses = seed_losses(self.model, primer, known)
+        seed.meta["style_losses"] = {s: round(v, 4) for s, v in losses.items()}
+        return min(known, key=lambda s: losses[s]), "seed"
+
+    def plan(
+        self, options: Options, seed: Seed | None, style: str | None = None
+    ) -> tuple[Key, str, tuple[int, ...], int, float]:
+        """What one job feeds the sampler: its key and where that came from, the primer (opening with
+        `style`, by default the model's default style), the semitones that move the model's output back
+        into the key, and the time of the primer's last frame.
 
         A seed is moved to C major / A minor from its own key (or, when it does not say one, from the key
         the RNG seed draws), then by whole octaves into the range the network learned.
@@ -184,43 +231,57 @@ class Composer:
         else:
             key = draw_key(self.vocab.key_counts, options.rng_seed)
             source = "drawn" if seed is None else "drawn-unknown-seed"
+        head = self.vocab.head(key.mode, style or default_style(self.model))
         if seed is None:
-            return key, source, tuple(self.vocab.head(key.mode)), -key.to_reference(), 0.0
+            return key, source, tuple(head), -key.to_reference(), 0.0
         moved = transpose(seed.events, (seed.key or key).to_reference())
         octave = fit_shift(moved, self.vocab)
-        ids, last_frame = self.vocab.encode_frames(
-            transpose(moved, octave), self.vocab.head(key.mode), end=False
-        )
+        ids, last_frame = self.vocab.encode_frames(transpose(moved, octave), head, end=False)
         primer = tuple(self.vocab.trim(ids, MAX_PRIMER_TOKENS))
         return key, source, primer, -octave - key.to_reference(), last_frame
 
     def compose(self, jobs: Sequence[tuple[Options, Seed | None]]) -> list[Composition]:
         """Sample every job in one batch; each result is what it would be alone with the same options."""
         jobs = [(o.check().with_rng_seed(), s) for o, s in jobs]
-        plans = [self.plan(o, s) for o, s in jobs]
+        styles = [self.style(o, s) for o, s in jobs]
+        plans = [self.plan(o, s, style) for (o, s), (style, _) in zip(jobs, styles)]
         requests = [
-            Request(plan[2], o.length, o.temperature, o.top_p, o.rng_seed)
-            for (o, _), plan in zip(jobs, plans)
+            Request(
+                plan[2],
+                o.length,
+                o.temperature,
+                o.top_p,
+                o.rng_seed,
+                grid=s.grid if s is not None else 0,
+                phase=round(plan[4] * GRID) % GRID,
+            )
+            for (o, s), plan in zip(jobs, plans)
         ]
         t0 = time.perf_counter()
         streams = self.sampler.sample(requests)
         sample_s = time.perf_counter() - t0
         out = []
-        for (opts, seed), (key, source, _, back, last_frame), tokens in zip(jobs, plans, streams):
+        for (opts, seed), (key, source, _, back, last_frame), (style, style_source), tokens in zip(
+            jobs, plans, styles, streams
+        ):
             t1 = time.perf_counter()
             new = transpose(self.vocab.decode(tokens), back)
             # The continuation's first shift counts from the primer's last frame.
             new = [Event(e.onset + last_frame, e.duration, e.pitches, e.velocity, e.fermata) for e in new]
             new, _ = to_piano_range(new)
             seed_events: list[Event] = []
+            meter = Meter(source="default") if seed is None else seed.meter
             if seed is not None and opts.include_seed:
                 # The seed sounds in the key of the piece: moved only when another key was asked for.
                 seed_events, _ = to_piano_range(
                     transpose(seed.events, (seed.key or key).to_reference() - key.to_reference())
                 )
             elif seed is not None and new:
-                first = new[0].onset
-                new = [Event(e.onset - first, e.duration, e.pitches, e.velocity, e.fermata) for e in new]
+                # The file starts on the downbeat of the seed's bar where the continuation begins (a rest
+                # up to its first note), so pasted after the seed it keeps the seed's bars.
+                bar = meter.bar_start(new[0].onset)
+                new = [Event(e.onset - bar, e.duration, e.pitches, e.velocity, e.fermata) for e in new]
+                meter = meter.moved(-bar)
             events = seed_events + hold_last_chord(new)
             tempo = opts.tempo or (seed.piece.tempo if seed else DEFAULT_TEMPO)
             name = (
@@ -239,6 +300,9 @@ class Composer:
                     key=key.name,
                     timings={"sample": sample_s, "decode": time.perf_counter() - t1},
                     key_source=source,
+                    meter=meter,
+                    style=style,
+                    style_source=style_source,
                     seed_style=seed_style(seed.piece) if seed is not None else None,
                 )
             )

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bot.cards import REPO_MODELS
 from bot.errors import ModelNotFound
 from bot.model import network as M
+from bot.model.card import store_section
 from bot.music.corpus import encode_pieces, load_pieces, split_by_piece
 from bot.music.encoding import Vocabulary
 
@@ -179,7 +181,7 @@ def evaluate(
         },
     }
 
-    tutorial_dir = Path(tutorial) if tutorial else M.REPO_MODELS / "baselines" / f"tutorial-{_slug(source)}"
+    tutorial_dir = Path(tutorial) if tutorial else REPO_MODELS / "baselines" / f"tutorial-{_slug(source)}"
     try:
         tm = M.load(tutorial_dir)
     except ModelNotFound:
@@ -210,9 +212,7 @@ def evaluate(
     result["data"] = {"source": source, "val_pieces": len(val_p)}
     result["seconds"] = round(time.monotonic() - t0, 1)
     if write_card:
-        card = dict(m.card)
-        card["evaluation"] = {k: v for k, v in result.items() if k != "seconds"}
-        M.write_card(m.path, card)
+        store_section(m.path, "evaluation", {k: v for k, v in result.items() if k != "seconds"})
     return result
 
 

@@ -39,7 +39,7 @@ from bot.model.steps import NumpySteps, Steps
 from bot.music.encoding import PIANO_LOW, Vocabulary
 from bot.music.events import GRID, Event, Piece, transpose
 from bot.music.keys import REFERENCE, Key, melody_key
-from bot.music.melody import BadMelody, Melody, soprano_octaves
+from bot.music.melody import BadMelody, Melody, fold_line, moved_text
 from bot.music.perform import seed_style
 from bot.options import Options
 
@@ -331,10 +331,15 @@ class Harmonization(Composition):
         "melody"  # "melody", "asked", or "relative" (the asked key's relative, in the melody's mode)
     )
     melody: list[Event] = field(default_factory=list)
+    folded: str = ""  # which notes were moved by an octave into the soprano's range, for the reply
 
     @property
     def onsets(self) -> int:
         return len(self.melody)
+
+    @property
+    def said(self) -> list[str]:
+        return [self.folded] if self.folded else []
 
 
 def chords_under(notes: Sequence[Event], lower: np.ndarray) -> list[Event]:
@@ -411,9 +416,8 @@ def harmonize(composer, options: Options, melody: Melody) -> Harmonization:
             f"the model {composer.model.name} cannot harmonize: its head is not a linear layer"
         )
     key, source, semitones = plan_key(melody.notes, options.key)
-    notes = transpose(melody.notes, semitones)
-    octaves = soprano_octaves([n.pitches[0] for n in notes])  # back into the soprano's range if it left
-    notes = transpose(notes, 12 * octaves)
+    # Folded after the key's move, from the file's own line, so the notes said to move are the ones that did.
+    notes, _, moved = fold_line(transpose(melody.source or melody.notes, semitones))
     events, timings = harmonize_melody(
         NumpySteps(composer.model), composer.vocab, notes, key, options.temperature, options.rng_seed
     )
@@ -428,6 +432,7 @@ def harmonize(composer, options: Options, melody: Melody) -> Harmonization:
         key_source=source,
         timings=timings,
         seed_events=0,
+        folded=moved_text(notes, moved),
         # The melody's own level sets the piece's; it is not heard apart, so nothing is said about it.
         seed_style=seed_style(Piece(melody.name, list(melody.notes))),
     )

@@ -7,6 +7,7 @@ Each rule narrows a (batch, vocabulary) boolean mask of the tokens allowed next:
   may not repeat for ever;
 - the key: the piece's mode (C major or A minor, as the network writes) from a pitch-class histogram
   weighed with the Krumhansl-Schmuckler profiles, settled before the ending;
+- the grid: a seed that keeps to an eighth or sixteenth grid is continued on it;
 - the ending: not before `length` onsets, past it only on a cadence onto the tonic, at `limits` at the
   latest, and as the margin runs out the last two onsets steered into V-I (`analysis.leads_to`,
   `analysis.is_tonic_triad` in tensors);
@@ -23,9 +24,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from bot.music.analysis import Key, key_profile
 from bot.music.encoding import PIANO_HIGH, PIANO_LOW, Vocabulary
 from bot.music.events import GRID
+from bot.music.keys import Key, key_profile
 
 MAX_RUN = 4  # a frame may repeat at most this many times in a row: the tutorial's loop got stuck on one
 MAX_CHORD = 10  # pitches in one frame, held ones included
@@ -69,7 +70,7 @@ class Masks:
         self.bit = ops.convert_to_tensor(np.array([1 << i for i in range(12)], np.int32))
         self.keys = ops.arange(PIANO_KEYS, dtype="int32") + PIANO_LOW
         # The network writes in C major or A minor, named by the mode token of the primer's head. A piece
-        # ends in the one of the two its notes say (as `analysis.estimate_key` hears it: a piece asked in
+        # ends in the one of the two its notes say (as `keys.estimate_key` hears it: a piece asked in
         # G major may spend itself in E minor); a primer without a mode has no end rules.
         valid = ops.arange(ops.shape(primers)[1], dtype="int32")[None, :] < primer_len[:, None]
         self.asked_minor = ops.any(valid & (primers == vocab.mode_id("minor")), axis=1)
@@ -120,6 +121,15 @@ class Masks:
         ok &= ~((next_kind == 1) & too_long)
         ok &= ~((next_kind == 3) & ((s.idle >= MAX_IDLE) & ~s.attacked)[:, None])
         return ok
+
+    def on_grid(self, ok: Tensor, s, grids: Tensor) -> Tensor:
+        """`ok` with only the shifts that keep the frames on the seed's grid (eighths or sixteenths of its
+        beats, counted by `s.clock`), where such a shift is allowed at all: a steer, so a cap that leaves
+        only an off-grid shift still has one, and the next shift brings the music back."""
+        ops = self.ops
+        lands = (s.clock[:, None] + self.steps[None, :]) % ops.maximum(grids, 1)[:, None] == 0
+        wanted = (self.kinds[None, :] != 1) | lands | (grids == 0)[:, None]
+        return _prefer(ops, ok, wanted)
 
     def frame(self, s, tonic: Tensor, minor: Tensor) -> Frame:
         """The frame so far: its pitch classes, its chord, and whether it closes a cadence."""
@@ -259,6 +269,6 @@ def token_pitches(v: Vocabulary) -> np.ndarray:
 
 
 # Krumhansl-Schmuckler: a pitch-class histogram leans to A minor over C major by this dot product.
-_MINOR_OVER_MAJOR = (key_profile(Key(9, True)) - key_profile(Key(0, False))).astype(np.float32)
+_MINOR_OVER_MAJOR = (key_profile(Key(9, "minor")) - key_profile(Key(0, "major"))).astype(np.float32)
 # Pitch classes above the tonic of a major (row 0) and a minor (row 1) tonic triad.
 _TRIADS = np.array([[pc in (0, 4, 7) for pc in range(12)], [pc in (0, 3, 7) for pc in range(12)]])

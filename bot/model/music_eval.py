@@ -14,10 +14,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from bot.model import network as M
+from bot.model.card import store_section as _store_in_card
 from bot.model.evaluate import validation_source
-from bot.music import analysis
 from bot.music import stats as S
 from bot.music.corpus import load_pieces, split_by_piece
+from bot.music.keys import estimate_key, fifths_distance
 from bot.options import Options
 
 # Piece i of a run is sampled with RNG seed MUSIC_RNG_SEED + i, so every run hears the same pieces.
@@ -146,20 +147,20 @@ def key_fidelity(composer, pieces: Sequence, length: int = 200, seeds: int | Non
         cut, stop = onsets[half], onsets[min(2 * half, len(onsets) - 1)]
         first = [e for e in p.events if e.onset < cut]
         after = [e for e in p.events if cut <= e.onset <= stop]
-        key = analysis.estimate_key(first)
+        key = estimate_key(first)
         if key is None:
             skipped += 1  # a seed without a key (one repeated pitch) says nothing here
             continue
         seed = composer.seed(midi_bytes(first, tempo=p.tempo), p.name)
         jobs.append((Options(length=length, rng_seed=MUSIC_RNG_SEED + i), seed))
         keys.append(key)
-        own_key = analysis.estimate_key(after)
-        own.append(own_key is not None and analysis.fifths_distance(key, own_key) <= 1)
+        own_key = estimate_key(after)
+        own.append(own_key is not None and fifths_distance(key, own_key) <= 1)
     done = composer.compose(jobs) if jobs else []
     stays = []
     for key, c in zip(keys, done):
-        k = analysis.estimate_key(c.events)
-        stays.append(k is not None and analysis.fifths_distance(key, k) <= 1)
+        k = estimate_key(c.events)
+        stays.append(k is not None and fifths_distance(key, k) <= 1)
     return {
         "seeds": len(jobs),
         "skipped": skipped,
@@ -210,13 +211,6 @@ def evaluate_music(
     if write_card:
         _store_in_card(m.path, "music", {**result["music"], "key_fidelity": result["key_fidelity"]})
     return result
-
-
-def _store_in_card(folder, section: str, value: dict) -> None:
-    """One section of a model's card replaced, the rest as written now (the loss part may just have been)."""
-    card = dict(M.load_card(folder))
-    card[section] = value
-    M.write_card(folder, card)
 
 
 def _inside(stat: S.Statistic, generated: dict, reference: dict) -> str:

@@ -5,7 +5,7 @@ A model folder has everything sampling needs and nothing that is unpickled::
     model.keras    weights and architecture, loaded in Keras safe mode
     config.json    the `Config` below, rebuilt with `Config(**saved)`
     vocab.json     the token vocabulary (see encoding.py)
-    card.json      data, size, training time, validation loss, the baselines' figures
+    card.json      data, size, training time, validation loss, the baselines' figures (`bot.cards`)
     README.md      the same card for people
 """
 
@@ -15,11 +15,12 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from bot.cards import DEFAULT_MODEL, REPO_MODELS, load_card  # noqa: F401  (re-exported)
+from bot.cards import DEFAULT_MODEL, load_card
 from bot.errors import ModelNotFound
 from bot.model import backend
+from bot.model.card import write_card
 from bot.music.encoding import Vocabulary
-from bot.music.stats import card_markdown as music_card_markdown
+from bot.paths import checked_file
 
 
 @dataclass
@@ -158,6 +159,10 @@ def save(folder: Path, net, config: Config, vocab: Vocabulary, card: dict | None
         write_card(folder, card)
 
 
+# What a model folder's files may weigh: far above any model this code trains, far below what hurts.
+MODEL_FILE_MAX_BYTES = {"model.keras": 2**30, "config.json": 2**20, "vocab.json": 16 * 2**20}
+
+
 def load(folder: str | Path | None = None) -> LoadedModel:
     """Load a model folder in Keras safe mode; a missing or incomplete folder is a `ModelNotFound`."""
     folder = Path(folder) if folder else DEFAULT_MODEL
@@ -165,116 +170,20 @@ def load(folder: str | Path | None = None) -> LoadedModel:
     if missing:
         what = "no model folder" if not folder.is_dir() else f"model folder lacks {', '.join(missing)}"
         raise ModelNotFound(f"{what}: {folder}")
+    for name, cap in MODEL_FILE_MAX_BYTES.items():
+        checked_file(folder / name, f"the model's {name}", cap, ModelNotFound)
     keras = backend.keras()
-    config = Config.from_dict(json.loads((folder / "config.json").read_text()))
     try:
+        config = Config.from_dict(json.loads((folder / "config.json").read_text()))
         vocab = Vocabulary.load(folder / "vocab.json")
-    except ValueError as e:  # a model of an older token encoding: as good as missing to this code
-        raise ModelNotFound(f"{folder}: {e}") from None
-    net = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
-    card_path = folder / "card.json"
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        net = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
+        card = load_card(folder)
+    except Exception as e:  # whatever Keras or the JSON reader make of broken files, it is one line here
+        raise ModelNotFound(
+            f"the model in {folder} cannot be loaded ({type(e).__name__}: {e})"[:300]
+        ) from None
     return LoadedModel(net, config, vocab, card, folder)
 
 
 def parameter_count(net) -> int:
     return int(sum(int(w.numpy().size) for w in net.weights if w.trainable))
-
-
-def write_card(folder: Path, card: dict) -> None:
-    """`card.json` and a README.md that says the same in words."""
-    (folder / "card.json").write_text(json.dumps(card, indent=1))
-    (folder / "README.md").write_text(card_markdown(card))
-
-
-_DATA_LINES = (
-    ("train_onsets", "onsets (notes and chords) for training"),
-    ("train_tokens", "tokens for training"),
-    ("val_onsets", "onsets for validation"),
-    ("styles", "training pieces by style token"),
-    ("keys", "keys"),
-    ("regularization", "regularization"),
-)
-
-
-def card_markdown(card: dict) -> str:
-    data = card.get("data", {})
-    train = card.get("training", {})
-    lines = [f"# {card.get('name', 'model')}", "", card.get("summary", ""), "", "## Data", ""]
-    lines += [
-        f"- source: {data.get('source', '?')}",
-        f"- pieces: {data.get('train_pieces', '?')} for training, {data.get('val_pieces', '?')} "
-        "for validation (split by piece)",
-        f"- augmentation: {data.get('augmentation', 'none')}",
-    ]
-    lines += [f"- {label}: {data[key]}" for key, label in _DATA_LINES if data.get(key)]
-    lines.append("")
-    if card.get("encoding"):
-        lines += ["## Encoding", "", card["encoding"], ""]
-    lines += [
-        "## Network",
-        "",
-        f"- preset: {card.get('config', {}).get('preset', '?')}",
-        f"- parameters: {card.get('parameters', '?'):,}"
-        if isinstance(card.get("parameters"), int)
-        else "- parameters: ?",
-        f"- vocabulary: {card.get('vocab_size', '?')} tokens",
-        "",
-    ]
-    lines += [
-        "## Training",
-        "",
-        f"- time: {train.get('seconds', 0) / 60:.1f} minutes, "
-        f"{train.get('epochs', '?')} epochs, on {train.get('machine', '?')}",
-        f"- best validation loss: {train.get('best_val_loss', '?')} nats per token (192-token windows)",
-    ]
-    lines += [f"- {key}: {train[key]}" for key in ("command", "note") if train.get(key)]
-    lines.append("")
-    ev = card.get("evaluation")
-    if ev:
-        lines += [
-            "## Evaluation (validation pieces)",
-            "",
-            "| model | bits per note | token accuracy | notes scored |",
-            "| --- | --- | --- | --- |",
-        ]
-        rows = [("this model", ev["model"])] + list(ev.get("baselines", {}).items())
-        for name, r in rows:
-            lines.append(f"| {name} | {r['nll_bits_per_note']:.2f} | {r['accuracy']:.3f} | {r['notes']} |")
-        lines += [
-            "",
-            "Bits per note: the negative log-likelihood of whole validation pieces, summed over the tokens "
-            "of each note or chord. The n-gram is an interpolated Kneser-Ney model fitted on the same "
-            "training pieces and transpositions.",
-        ]
-        tut = ev.get("baselines", {}).get("tutorial")
-        if tut and "model_on_same_notes" in tut:
-            lines.append(
-                f"The tutorial network needs a 100-token pass per token, so it is scored on the first "
-                f"{tut['notes']} validation notes; this model scores {tut['model_on_same_notes']:.2f} "
-                "bits per note on those same notes."
-            )
-        if "improvement_over_best_baseline" in ev:
-            lines += [
-                "",
-                f"{ev['improvement_over_best_baseline'] * 100:.1f}% fewer bits per note than the best "
-                "baseline.",
-            ]
-        lines.append("")
-    if card.get("music"):
-        lines += music_card_markdown(card["music"])
-    if card.get("sweep", {}).get("table"):
-        lines += [
-            "## Sampling defaults",
-            "",
-            "The defaults of `temperature` and `top_p` are the setting closest to the validation pieces in "
-            "this sweep (`etude eval --sweep --quick --write-card`):",
-            "",
-            "```",
-            card["sweep"]["table"],
-            "```",
-            "",
-        ]
-    if card.get("listening_note"):
-        lines += ["## Listening note", "", card["listening_note"], ""]
-    return "\n".join(lines)

@@ -46,6 +46,8 @@ from bot.model.masks import (
 from bot.model.network import LoadedModel
 from bot.music.analysis import chord_table
 from bot.music.encoding import PIANO_LOW
+from bot.music.events import GRID
+from bot.music.meter import GRIDS
 from bot.options import SPECS, cadence_margin
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,7 @@ class _Loop(NamedTuple):
     idle: object  # steps since the last frame that started a note
     hist: object  # (batch, 12) float32: how long each pitch class has sounded, in steps
     minor: object  # whether the piece ends in A minor (else C major)
+    clock: object  # steps from the last beat of the seed's file (mod GRID) to the last frame sampled
 
 
 @dataclass(frozen=True)
@@ -107,11 +110,15 @@ class Request:
     temperature: float = 1.0
     top_p: float = 0.95
     rng_seed: int = 0
+    grid: int = 0  # steps: the onsets' grid to keep (6 eighths, 3 sixteenths), 0 for none
+    phase: int = 0  # steps from the last beat to the primer's last frame, where the clock starts
 
     def check(self) -> None:
         check_sampling(self.length, self.temperature, self.top_p)
         if not self.primer:
             raise BadOption("a request needs a primer (at least the start token)")
+        if self.grid not in (0, *GRIDS) or not 0 <= self.phase < GRID:
+            raise BadOption(f"a request's grid must be one of 0, {GRIDS} and its phase in 0-{GRID - 1}")
 
 
 class Sampler:
@@ -187,13 +194,25 @@ class Sampler:
 
     # -- the loop, compiled once per batch shape ----------------------------------------------------------
     def _generate(
-        self, params, primers, primer_len, lengths, limits, temperature, top_p, uniforms, max_steps
+        self,
+        params,
+        primers,
+        primer_len,
+        lengths,
+        limits,
+        temperature,
+        top_p,
+        grids,
+        phases,
+        uniforms,
+        max_steps,
     ):
         """Sample a batch.
 
         primers (B, P) int32, right-padded; primer_len (B,); lengths (B,) onsets to add before the model may
         end the piece, limits (B,) the most onsets it may add before it must end; temperature, top_p
-        (B,) float32; uniforms (B, S) float32 in [0, 1); max_steps = S, a Python int (a static size for
+        (B,) float32; grids, phases (B,) int32 (`Request.grid`, `Request.phase`); uniforms (B, S) float32
+        in [0, 1); max_steps = S, a Python int (a static size for
         the compiler). Returns tokens (B, S) int32: the whole stream, primer included, and the number of
         steps each request took (B,).
         """
@@ -216,6 +235,7 @@ class Sampler:
             kind = ops.take(kinds, s.tok)
             minor, tonic, tok_rel = rules.key(s, limits)
             ok = rules.grammar(s, kind)
+            ok = rules.on_grid(ok, s, grids)
             spelt = rules.frame(s, tonic, minor)
             ok, left = rules.ending(ok, s, kind, lengths, limits, spelt.final)
             ok = rules.steer_cadence(ok, s, left, tonic, minor, tok_rel, spelt.rel)
@@ -290,6 +310,9 @@ class Sampler:
                 idle=ops.where(nk == 1, s.idle + nxt - shift_base, ops.where(onset, 0, s.idle)),
                 hist=s.hist + ops.cast(ops.where(closes, s.gap, 0), "float32")[:, None] * heard,
                 minor=minor,
+                clock=ops.where(
+                    (nk == 1) & ~in_primer, (s.clock + ops.take(params["steps"], nxt)) % GRID, s.clock
+                ),
             )
 
         def cond(s: _Loop):
@@ -326,6 +349,7 @@ class Sampler:
             idle=izeros,
             hist=ops.zeros((b, 12), "float32"),
             minor=rules.asked_minor,
+            clock=phases,
         )
         (end,) = ops.while_loop(cond, body, (start,), maximum_iterations=max_steps - 1)
         return end.out, end.steps
@@ -376,6 +400,8 @@ class Sampler:
             np.array([r.length + cadence_margin(r.length) for r in requests], np.int32),
             np.array([r.temperature for r in requests], np.float32),
             np.array([r.top_p for r in requests], np.float32),
+            np.array([r.grid for r in requests], np.int32),
+            np.array([r.phase for r in requests], np.int32),
             uniforms,
             steps,
         )

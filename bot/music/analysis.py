@@ -2,7 +2,7 @@
 
 Everything here reads a list of `Event`s (onset and duration in beats, MIDI pitches), so it does not
 depend on how the model encodes music. The statistics of `bot.music.stats` are counted on this reading,
-and the sampler's compiled loop follows the same rules (`chord_table`, `key_profile`). The words used:
+and the sampler's compiled loop follows the same rules (`chord_table`, `keys.key_profile`). The words used:
 
 - a *note* is one pitch of one event; its pitch class is the pitch modulo 12 (C = 0).
 - an *onset* (a moment) is a time at which at least one note starts. What is *sounding* at an onset is
@@ -10,9 +10,7 @@ and the sampler's compiled loop follows the same rules (`chord_table`, `key_prof
 - *voices*: at each onset the sounding pitches are ranked from the top (soprano = highest). Two
   successive onsets are compared voice by voice only when they sound the same number of pitches, as a
   chorale analysis reads four voices from four sounding pitches; a change of texture is skipped.
-- a *key* is estimated with the Krumhansl-Schmuckler method: the pitch-class histogram, each note
-  weighted by its duration, is correlated with the 24 rotated major and minor key profiles
-  (Krumhansl & Kessler 1982); the best correlation names the key.
+- a *key* is estimated by `bot.music.keys` (Krumhansl-Schmuckler on the duration-weighted pitch classes).
 - a *chord* at an onset is the triad (major or minor) or dominant seventh whose root and third both
   sound and which leaves at most one sounding pitch class outside it (a passing note); of several, the
   one that covers most pitch classes, then the smaller chord, then the one with its root in the bass.
@@ -25,84 +23,15 @@ and the sampler's compiled loop follows the same rules (`chord_table`, `key_prof
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from bot.music.events import Event
+from bot.music.keys import Key
 
 TICKS = 480  # times are compared in 1/480 beats: exact for sixteenths, triplets and 32nds alike
-
-# Krumhansl-Kessler key profiles, tonic first.
-MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
-NAMES = ["C", "C#", "D", "E-", "E", "F", "F#", "G", "A-", "A", "B-", "B"]
-
-
-def _profiles() -> np.ndarray:
-    rows = [np.roll(p, t) for p in (MAJOR_PROFILE, MINOR_PROFILE) for t in range(12)]
-    m = np.array(rows)
-    return (m - m.mean(1, keepdims=True)) / m.std(1, keepdims=True)
-
-
-_Z_PROFILES = _profiles()  # rows 0-11: C..B major, 12-23: C..B minor
-
-
-def key_profile(key: Key) -> np.ndarray:
-    """The standardised Krumhansl-Kessler profile of `key` (mean 0, std 1): `estimate_key` picks the key
-    whose profile has the largest dot product with the pitch-class histogram."""
-    return _Z_PROFILES[key.tonic + 12 * key.minor]
-
-
-@dataclass(frozen=True)
-class Key:
-    tonic: int  # pitch class
-    minor: bool
-
-    @property
-    def name(self) -> str:
-        return f"{NAMES[self.tonic]} {'minor' if self.minor else 'major'}"
-
-    @property
-    def fifths(self) -> int:
-        """Position on the circle of fifths (C major = A minor = 0, G major = E minor = 1, ...)."""
-        major_tonic = (self.tonic + 3) % 12 if self.minor else self.tonic
-        return major_tonic * 7 % 12
-
-
-def fifths_distance(a: Key, b: Key) -> int:
-    """Steps around the circle of fifths between two keys; relative major and minor are 0 apart."""
-    d = abs(a.fifths - b.fifths) % 12
-    return min(d, 12 - d)
-
-
-def pitch_class_weights(
-    events: Sequence[Event], start: float = -math.inf, end: float = math.inf
-) -> np.ndarray:
-    """Duration (beats) each pitch class sounds inside [start, end)."""
-    hist = np.zeros(12)
-    for e in events:
-        length = min(e.onset + e.duration, end) - max(e.onset, start)
-        if length > 0:
-            for p in e.pitches:
-                hist[p % 12] += length
-    return hist
-
-
-def estimate_key(events: Sequence[Event], start: float = -math.inf, end: float = math.inf) -> Key | None:
-    """Krumhansl-Schmuckler key of the notes inside [start, end); None when there is nothing to tell by."""
-    hist = pitch_class_weights(events, start, end)
-    return key_of_histogram(hist)
-
-
-def key_of_histogram(hist: np.ndarray) -> Key | None:
-    if np.count_nonzero(hist) < 2 or hist.std() == 0:
-        return None  # one pitch class (or none) says nothing about a key
-    z = (hist - hist.mean()) / hist.std()
-    best = int(np.argmax(_Z_PROFILES @ z))
-    return Key(best % 12, best >= 12)
 
 
 # -- onsets, voices and chords -----------------------------------------------------------------------------

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
-import os
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -59,20 +59,26 @@ NOTE_VALUES = {"renaissance": 0.5}
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("ETUDE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "etude"
-    )
-    path = Path(base)
+    """The cache folder of `bot.settings.Environment`, made if missing; read afresh, so tests can move it."""
+    from bot.settings import Environment
+
+    path = Environment().cache_folder
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 # -- reading one score -----------------------------------------------------------------------------
+def _music21(module: str):
+    """A module of music21, which only training and evaluation need; one line where it is not installed."""
+    try:
+        return importlib.import_module(f"music21.{module}")
+    except ImportError:
+        raise BadData("music21 is not installed: pip install -e '.[train]' (scripts/setup.sh does)") from None
+
+
 def piece_from_stream(score, name: str) -> Piece:
     """Events of a music21 score: every pitched note, ties merged, grace notes left out, fermatas kept."""
-    from music21 import expressions
-    from music21 import tempo as m21tempo
-
+    expressions, m21tempo = _music21("expressions"), _music21("tempo")
     flat = score.stripTies().flatten()
     notes = []
     for n in flat.notes:
@@ -88,8 +94,7 @@ def piece_from_stream(score, name: str) -> Piece:
 
 
 def _parse_corpus_work(name: str) -> Piece:
-    from music21 import corpus
-
+    corpus = _music21("corpus")
     return piece_from_stream(corpus.parse(name), name)
 
 
@@ -103,8 +108,7 @@ def read_score_file(path: Path) -> Piece:
             max_bytes=32 * 1024 * 1024, max_notes=200_000, max_seconds=4 * 3600, parse_seconds=120.0
         )
         return read_midi_file(path, limits)
-    from music21 import converter
-
+    converter = _music21("converter")
     return piece_from_stream(converter.parse(str(path)), path.name)
 
 
@@ -150,8 +154,7 @@ def _save_cache(path: Path, entries: dict) -> None:
 # -- sources ---------------------------------------------------------------------------------------
 def corpus_works(source: str) -> list[str]:
     """music21 corpus work names for `chorales` (the 371 Bach chorales) or `corpus:<composer>`."""
-    from music21 import corpus
-
+    corpus = _music21("corpus")
     if source == "chorales":
         return list(corpus.chorales.Iterator(returnType="filename"))
     composer = source.split(":", 1)[1]
@@ -296,8 +299,7 @@ def chorale_parts(validation: bool = True, limit: int | None = None) -> list[tup
         if is_validation(name) != validation:
             continue
         if name not in cached:
-            from music21 import corpus
-
+            corpus = _music21("corpus")
             score = corpus.parse(work)
             parts = [piece_from_stream(p, name).events for p in score.parts]
             cached[name] = [[[e.onset, e.duration, list(e.pitches)] for e in part] for part in parts]

@@ -3,8 +3,10 @@
 The file goes through the bounded reader (`read_midi`), so a hostile file costs what a hostile seed costs.
 Its melody is its highest voice: at each onset the highest pitch that starts there, and a note still
 sounding when a higher one starts is cut at that point (a "skyline"). Drums are ignored by the reader. The
-line is then moved by whole octaves to sit where a soprano sings, and refused with one clear line when it
-cannot be harmonized: no notes, more than `MAX_MELODY_NOTES`, or a range no soprano can hold.
+line is then moved by whole octaves to sit where a soprano sings; a line wider than the soprano's range is
+folded into it (`fold_octaves`: the fewest, longest runs of notes moved by an octave, never a leap wider
+than the tune's own), and the reply says which notes moved. It is refused with one clear line when it cannot
+be harmonized: no notes or more than `MAX_MELODY_NOTES`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from bot.music.events import GRID, Event
 from bot.music.midi import DEFAULT_LIMITS, SeedLimits, read_bounded, read_midi
 
 MAX_MELODY_NOTES = 400
-MAX_SPAN = 36  # semitones: wider than three octaves cannot be a soprano line in any octave
 SOPRANO_LOW, SOPRANO_HIGH = 60, 81  # C4-A5, where the chorales' sopranos sing
 SOPRANO_CENTRE = 70
 
@@ -37,6 +38,8 @@ class Melody:
     tempo: float
     octaves: int = 0  # how many octaves the file's line was moved to reach the soprano's range
     meta: dict = field(default_factory=dict)
+    source: list[Event] = field(default_factory=list)  # the line as the file has it, before any octave move
+    moved: dict[int, int] = field(default_factory=dict)  # note index -> octaves moved beyond `octaves`
 
     @property
     def pitches(self) -> list[int]:
@@ -73,38 +76,106 @@ def top_line(events: Sequence[Event]) -> list[Event]:
     return [Event(on / GRID, (end - on) / GRID, (pitch,), velocity) for on, end, pitch, velocity in line]
 
 
-def soprano_octaves(pitches: Sequence[int]) -> int:
-    """The whole-octave move that puts most of the line inside the soprano's range, nearest its centre."""
-    mean = sum(pitches) / len(pitches)
+# Costs of a folding, in semitones of leap added beyond the tune's own: a run cut in two costs as much as a
+# leap three semitones wider (less where the melody breathes, at a rest), each note moved a quarter, and a
+# step that turns against the tune's direction two.
+_LEAP, _CUT, _CUT_AT_REST, _MOVE, _TURN = 1.0, 3.0, 1.5, 0.25, 2.0
 
-    def score(k: int) -> tuple[int, float]:
-        inside = sum(SOPRANO_LOW <= p + 12 * k <= SOPRANO_HIGH for p in pitches)
-        return inside, -abs(mean + 12 * k - SOPRANO_CENTRE)
 
-    return max(range(-6, 7), key=score)
+def _link(step: int, octaves: int, rest: bool) -> float:
+    """The cost of a tune's interval `step` when the second note moves `octaves` more than the first."""
+    folded = step + 12 * octaves
+    cost = _LEAP * max(0, abs(folded) - abs(step)) + (_TURN if folded * step < 0 else 0.0)
+    return cost + (0.0 if octaves == 0 else _CUT_AT_REST if rest else _CUT)
+
+
+def fold_octaves(notes: Sequence[Event], low: int = SOPRANO_LOW, high: int = SOPRANO_HIGH) -> list[int]:
+    """The octaves (a whole number for each note) that put every note of the line inside [low, high].
+
+    A Viterbi path over each note's possible octaves: where the line leaves the range, whole runs of notes
+    move, cut where the tune leaps (there the cut narrows the leap) or rests, so the shape is kept and no
+    interval grows wider than the tune's own unless the range leaves no other way.
+    """
+    pitches = [n.pitches[0] for n in notes]
+    choices = [[k for k in range(-10, 11) if low <= p + 12 * k <= high] for p in pitches]
+    best: tuple[float, float, list[int]] | None = None
+    for base in sorted({k for ks in choices for k in ks}):
+        cost = {k: _MOVE * (k != base) for k in choices[0]}
+        back: list[dict[int, int]] = []
+        for i in range(1, len(pitches)):
+            step = pitches[i] - pitches[i - 1]
+            rest = notes[i].onset > notes[i - 1].onset + notes[i - 1].duration + 1e-9
+            here, links = {}, {}
+            for k in choices[i]:
+                j = min(cost, key=lambda j: cost[j] + _link(step, k - j, rest))
+                here[k], links[k] = cost[j] + _link(step, k - j, rest) + _MOVE * (k != base), j
+            cost = here
+            back.append(links)
+        k = min(cost, key=lambda k: cost[k])
+        path = [k]
+        for links in reversed(back):
+            path.append(links[path[-1]])
+        path.reverse()
+        mean = sum(p + 12 * k for p, k in zip(pitches, path)) / len(pitches)
+        score = (round(cost[k], 6), abs(mean - SOPRANO_CENTRE), path)
+        if best is None or score[:2] < best[:2]:
+            best = score
+    assert best is not None
+    return best[2]
+
+
+def bar_list(bars: Sequence[int]) -> str:
+    """Bar numbers as runs: [3, 4, 9] -> "bars 3-4, 9"."""
+    runs: list[list[int]] = []
+    for b in sorted(set(bars)):
+        if runs and b == runs[-1][1] + 1:
+            runs[-1][1] = b
+        else:
+            runs.append([b, b])
+    text = ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs)
+    return ("bars " if len(runs) > 1 or runs[0][1] > runs[0][0] else "bar ") + text
+
+
+def moved_text(notes: Sequence[Event], moved: dict[int, int], bar_beats: float = 4.0) -> str:
+    """What a reply says about the notes folded into the range, e.g. "7 notes moved by an octave: bars 3-4, 9"."""
+    if not moved:
+        return ""
+    how = "an octave" if all(abs(k) == 1 for k in moved.values()) else "octaves"
+    bars = [int(notes[i].onset // bar_beats) + 1 for i in moved]
+    count = f"{len(moved)} note{'s' if len(moved) != 1 else ''}"
+    return f"{count} moved by {how} to fit a soprano's range: {bar_list(bars)}"
+
+
+def fold_line(notes: Sequence[Event]) -> tuple[list[Event], int, dict[int, int]]:
+    """`notes` folded into the soprano's range: the notes, the octaves the whole line moved, and the notes
+    moved further (index -> octaves)."""
+    path = fold_octaves(notes)
+    base = max(set(path), key=lambda k: (path.count(k), -abs(k)))
+    folded = [Event(n.onset, n.duration, (n.pitches[0] + 12 * k,), n.velocity) for n, k in zip(notes, path)]
+    return folded, base, {i: k - base for i, k in enumerate(path) if k != base}
 
 
 def melody_from_events(
     events: Sequence[Event], name: str = "melody", tempo: float = 100.0, meta: dict | None = None
 ) -> Melody:
-    """The top line of `events`, checked against the limits and moved into the soprano's range."""
+    """The top line of `events`, checked against the limits and folded into the soprano's range."""
     notes = top_line(events)
     if not notes:
         raise BadMelody("the melody has no notes (drums are ignored)")
     if len(notes) > MAX_MELODY_NOTES:
         raise BadMelody(f"the melody has {len(notes)} notes: at most {MAX_MELODY_NOTES} can be harmonized")
-    pitches = [n.pitches[0] for n in notes]
-    span = max(pitches) - min(pitches)
-    if span > MAX_SPAN:
-        raise BadMelody(
-            f"the melody spans {span} semitones: a soprano line must fit in three octaves ({MAX_SPAN})"
-        )
-    octaves = soprano_octaves(pitches)
     # Whole bars of silence before the first note are dropped; the bar position of every note is kept.
     bars = math.floor(notes[0].onset / 4) * 4
-    moved = [Event(n.onset - bars, n.duration, (n.pitches[0] + 12 * octaves,), n.velocity) for n in notes]
-    info = {**(meta or {}), "melody_notes": len(moved), "octaves_moved": octaves, "quarters_dropped": bars}
-    return Melody(name, moved, float(tempo), octaves, info)
+    source = [Event(n.onset - bars, n.duration, n.pitches, n.velocity) for n in notes]
+    folded, octaves, moved = fold_line(source)
+    info = {
+        **(meta or {}),
+        "melody_notes": len(folded),
+        "octaves_moved": octaves,
+        "notes_folded": len(moved),
+        "quarters_dropped": bars,
+    }
+    return Melody(name, folded, float(tempo), octaves, info, source, moved)
 
 
 def read_melody(data: bytes, name: str = "melody", limits: SeedLimits = DEFAULT_LIMITS) -> Melody:

@@ -21,6 +21,7 @@ import numpy as np
 from bot.errors import BadSeed
 from bot.music.events import Piece, group_notes
 from bot.music.midi_tempo import DEFAULT_US_PER_BEAT, TempoMap
+from bot.paths import checked_file, size_text
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ _DATA_BYTES = {0x80: 2, 0x90: 2, 0xA0: 2, 0xB0: 2, 0xC0: 1, 0xD0: 1, 0xE0: 2}
 _CHECK_EVERY = 1024  # messages between deadline checks: often enough to keep it, rare enough to be cheap
 _MIB = 1024 * 1024
 MUTE_VELOCITY = 80  # for notes a file struck at velocity 0 (see _Track.mute): the model's own notes' level
+_MAX_METERS = 64  # time signatures kept per track: the seed's meter is the one in force at its end
 # What a parser bug on a hostile file could raise; read_midi turns these into BadSeed, never lets them out.
 _PARSE_ERRORS = (
     ZeroDivisionError,
@@ -73,19 +75,10 @@ class _Track:
     velocity: array = field(default_factory=lambda: array("B"))
     tempos: list[tuple[int, int]] = field(default_factory=list)  # (tick, microseconds per beat)
     pedal: list[tuple[int, int]] = field(default_factory=list)  # (tick, CC64 value)
-    # Notes struck with velocity 0 and ended by a note-off: silent in MIDI's terms, but what a writer that
-    # lost its velocities leaves. Used only when a file has no other notes.
-    mute: list[tuple[int, int, int]] = field(default_factory=list)  # (on, off, pitch)
+    mute: list[tuple[int, int, int]] = field(default_factory=list)  # (on, off, pitch) struck at velocity 0
+    meters: list[tuple[int, int, int]] = field(default_factory=list)  # (tick, numerator, denominator)
     end: int = 0
     name: str = ""
-
-
-def _size(n: int) -> str:
-    if n % _MIB == 0:
-        return f"{n // _MIB} MiB"
-    if n % 1024 == 0:
-        return f"{n // 1024} KiB"
-    return f"{n} bytes"
 
 
 def _text(raw: bytes) -> str:
@@ -219,6 +212,8 @@ class _Reader:
                         break
                     if kind == 0x51 and length >= 3:
                         tr.tempos.append((tick, int.from_bytes(payload[:3], "big")))
+                    elif kind == 0x58 and length >= 2 and len(tr.meters) < _MAX_METERS:
+                        tr.meters.append((tick, payload[0], 1 << min(payload[1], 6)))
                     elif kind == 0x03 and not tr.name:
                         tr.name = _text(payload[:64])
                     continue
@@ -323,8 +318,7 @@ class _Reader:
             raise BadSeed("the seed MIDI file has no tracks")
         muted = 0
         if not any(len(tr.on) for tr in tracks):
-            # Every note was struck at velocity 0: a writer that lost its velocities. Played at the
-            # level the model's own notes have, rather than refused as empty.
+            # Every note struck at velocity 0 and ended by a note-off: a writer that lost its velocities.
             for tr in tracks:
                 for on, off, pitch in tr.mute:
                     tr.on.append(on)
@@ -364,12 +358,16 @@ class _Reader:
             # The kept notes start late in the file: move them to the front by whole 4/4 bars.
             shift = math.floor(float(on_q[0]) / 4) * 4
             on_q = on_q - shift
+        meters = []
+        if fmt != 2:  # a format 2 file's tracks are separate pieces: its meter is estimated from its notes
+            ticks = sorted((m for tr in tracks for m in tr.meters), key=lambda m: m[0])
+            at = maps[0].beats(np.array([m[0] for m in ticks], np.float64)) if ticks else []
+            meters = [(round(float(b) - shift, 6), n, d) for b, (_, n, d) in zip(at, ticks)]
         self.check_time()
         events = group_notes(zip(on_q.tolist(), dur_q.tolist(), pitch.tolist(), velocity.tolist()))
         pedal: tuple[tuple[float, int], ...] = ()
         if fmt != 2 and len(on_q):
-            # The sustain pedal in beats, as down (127) or up (0) where it changes; format 2's pedal, whose
-            # tracks play one after another, is left out.
+            # The sustain pedal in beats, down (127) or up (0) where it changes; not format 2's.
             ticks = np.array([t for tr in tracks for t, _ in tr.pedal], dtype=np.float64)
             values = [v >= 64 for tr in tracks for _, v in tr.pedal]
             beats = maps[0].beats(ticks) - shift if len(ticks) else ticks
@@ -398,6 +396,7 @@ class _Reader:
             "notes_dropped_late": late,
             "notes_dropped_over_limit": over,
             "quarters_removed_from_start": shift,
+            "time_signatures": meters,
             "damage": self.damage[:10],
             "track_names": [tr.name for tr in tracks if tr.name][:16],
         }
@@ -420,7 +419,7 @@ def read_midi(data: bytes, name: str = "seed", limits: SeedLimits = DEFAULT_LIMI
     if not data:
         raise BadSeed("the seed file is empty")
     if len(data) > limits.max_bytes:
-        raise BadSeed(f"the seed is larger than {_size(limits.max_bytes)}")
+        raise BadSeed(f"the seed is larger than {size_text(limits.max_bytes)}")
     try:
         return _Reader(bytes(data), limits).piece(name)
     except BadSeed:
@@ -433,14 +432,15 @@ def read_midi(data: bytes, name: str = "seed", limits: SeedLimits = DEFAULT_LIMI
 
 def read_bounded(path: Path, max_bytes: int, what: str, error: type[Exception] = BadSeed) -> bytes:
     """A file's bytes, refused by its size before it is read; `what` names it in the one-line errors."""
-    path = Path(path)
+    path = checked_file(path, what, max_bytes, error)
     try:
-        if path.stat().st_size > max_bytes:
-            raise error(f"{what} is larger than {_size(max_bytes)}")
         with path.open("rb") as f:
-            return f.read(max_bytes + 1)  # the file may have grown since stat
+            data = f.read(max_bytes + 1)  # the file may have grown since it was checked
     except OSError as err:
-        raise error(f"{what} could not be read") from err
+        raise error(f"{what} cannot be read: {err.strerror or err}") from err
+    if len(data) > max_bytes:
+        raise error(f"{what} is larger than {size_text(max_bytes)}")
+    return data
 
 
 def read_midi_file(path: Path, limits: SeedLimits = DEFAULT_LIMITS) -> Piece:

@@ -15,6 +15,7 @@ from typing import BinaryIO
 import mido
 
 from bot.music.events import Event, fold_pitch
+from bot.music.meter import Meter
 from bot.music.midi_tempo import TEMPO_HIGH, TEMPO_LOW
 
 TICKS_PER_BEAT = 480  # what write_midi uses
@@ -70,8 +71,10 @@ def write_midi(
     tempo: float = 100.0,
     program: int = 0,
     name: str = "Étude",
+    meter: Meter | None = None,
 ) -> None:
-    """Write `events` as a type-1 MIDI file: a tempo track, then one note track on channel 0."""
+    """Write `events` as a type-1 MIDI file: a tempo track with the time signature (4/4 from the start
+    unless `meter` says otherwise), then one note track on channel 0."""
     tempo = _clamp_tempo(float(tempo))
     # mido writes names as Latin-1; characters it cannot hold become "?" rather than an error.
     name = name.encode("latin-1", "replace").decode("latin-1")
@@ -79,9 +82,14 @@ def write_midi(
         [
             mido.MetaMessage("track_name", name=name, time=0),
             mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo), time=0),
-            mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0),
         ]
     )
+    now = 0
+    for tick, numerator, denominator in time_signatures(meter or Meter()):
+        head.append(
+            mido.MetaMessage("time_signature", numerator=numerator, denominator=denominator, time=tick - now)
+        )
+        now = tick
 
     # (on, off, pitch, velocity) in ticks; the longest wins when one pitch starts twice at one tick.
     starts: dict[tuple[int, int], tuple[int, int]] = {}
@@ -101,11 +109,29 @@ def write_midi(
         midi.save(file=out)
 
 
-def midi_bytes(events: Sequence[Event], tempo: float = 100.0, program: int = 0, name: str = "Étude") -> bytes:
+def midi_bytes(
+    events: Sequence[Event],
+    tempo: float = 100.0,
+    program: int = 0,
+    name: str = "Étude",
+    meter: Meter | None = None,
+) -> bytes:
     """`write_midi` in memory."""
     buf = io.BytesIO()
-    write_midi(events, buf, tempo, program, name)
+    write_midi(events, buf, tempo, program, name, meter)
     return buf.getvalue()
+
+
+def time_signatures(meter: Meter) -> list[tuple[int, int, int]]:
+    """(tick, numerator, denominator) that put the file's bars where `meter` has them: when the first
+    downbeat is not at the start, a short first bar (a pickup) in sixteenths, as notation programs write it."""
+    pickup = round(meter.downbeat % meter.bar, 6) % meter.bar
+    if pickup == 0 or abs(pickup * 4 - round(pickup * 4)) > 1e-6:
+        return [(0, meter.numerator, meter.denominator)]
+    numerator, denominator = round(pickup * 4), 16
+    while numerator % 2 == 0 and denominator > 4:
+        numerator, denominator = numerator // 2, denominator // 2
+    return [(0, numerator, denominator), (round(pickup * TICKS_PER_BEAT), meter.numerator, meter.denominator)]
 
 
 def performance_bytes(
@@ -114,19 +140,29 @@ def performance_bytes(
     pedal: Sequence[tuple[float, int]],
     program: int = 0,
     name: str = "Étude",
+    meter: Meter | None = None,
 ) -> bytes:
     """A performance (`bot.music.perform`) as a type-1 file: the tempo map ((beat, bpm), the first at 0) in
     the tempo track, each note ((onset, end) in beats, pitch, velocity) at its own velocity, and the
     sustain pedal ((beat, CC64 value)) beside the notes, so any sequencer plays it as the render does."""
     name = name.encode("latin-1", "replace").decode("latin-1")
+    meta = [
+        (
+            round(beat * TICKS_PER_BEAT),
+            0,
+            mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(_clamp_tempo(bpm))),
+        )
+        for beat, bpm in tempos
+    ]
+    meta += [
+        (tick, 1, mido.MetaMessage("time_signature", numerator=numerator, denominator=denominator))
+        for tick, numerator, denominator in time_signatures(meter or Meter())
+    ]
     head = mido.MidiTrack([mido.MetaMessage("track_name", name=name, time=0)])
     now = 0
-    for i, (beat, bpm) in enumerate(tempos):
-        tick = max(now, round(beat * TICKS_PER_BEAT))
-        head.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(_clamp_tempo(bpm)), time=tick - now))
-        if i == 0:
-            head.append(mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0))
-        now = tick
+    for tick, _, msg in sorted(meta, key=lambda m: m[:2]):
+        head.append(msg.copy(time=max(0, tick - now)))
+        now = max(now, tick)
     starts: dict[tuple[int, int], tuple[int, int]] = {}
     for onset, end, pitch, velocity in notes:
         on = max(0, round(onset * TICKS_PER_BEAT))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bot.music.events import GRID, Event, Piece
+from bot.music.meter import Meter
 from bot.music.midi_out import midi_bytes, performance_bytes
 
 # Pianos (acoustic, electric, honky-tonk: 0-5) and the chromatic percussion whose real instruments have a
@@ -39,7 +40,7 @@ LOW, HIGH = 16, 118  # no note so soft it vanishes in the reverb, none at the sy
 PIECE_ARC = 22.0
 PHRASE_ARCH = 18.0
 HIGH_LOUD, HIGH_LOUD_MAX = 0.8, 8.0
-ACCENT = {0: 6.0, 2: 3.0}  # beats 1 and 3 of a 4/4 bar; other beats 0, notes between beats OFFBEAT
+DOWNBEAT, MIDBAR = 6.0, 3.0  # a bar's first beat, and the middle of a bar of 2 or 4 beats; other beats 0
 OFFBEAT = -3.0
 VOICE = {"top": 6.0, "bass": 1.0, "inner": -6.0}  # melody lead: 12 steps over the inner voices
 DEFAULT_SPREAD = 34.0  # about the 10th-90th percentile velocity range these rules give (27-33 on the
@@ -132,6 +133,7 @@ class Performance:
     note: str = ""  # what the user should know: a seed's level or pedal that was not used
     style: str = "expressive"
     events: list[Event] = field(default_factory=list)  # as written (expressive: the last chord held)
+    meter: Meter | None = None  # the piece's time signature and bars, as the .mid writes them
 
     def seconds(self, beat: float) -> float:
         """The time of `beat` with the tempo map applied."""
@@ -139,9 +141,9 @@ class Performance:
 
     def midi(self, name: str = "Étude") -> bytes:
         if self.style == "plain":  # byte for byte what the piece always wrote
-            return midi_bytes(self.events, self.tempos[0][1], self.program, name)
+            return midi_bytes(self.events, self.tempos[0][1], self.program, name, self.meter)
         notes = [(n.onset, n.end, n.pitch, n.velocity) for n in self.notes]
-        return performance_bytes(notes, self.tempos, self.pedal, self.program, name)
+        return performance_bytes(notes, self.tempos, self.pedal, self.program, name, self.meter)
 
 
 def beat_seconds(tempos: Sequence[tuple[float, float]], beats: np.ndarray) -> np.ndarray:
@@ -204,6 +206,7 @@ def perform(
     style: str = "expressive",
     seed_events: int = 0,
     seed: SeedStyle | None = None,
+    meter: Meter | None = None,
 ) -> Performance:
     """The piece `events` (the first `seed_events` of them the seed, played as it was) as performed."""
     events = list(events)
@@ -211,7 +214,9 @@ def perform(
         flat = [(e.onset, e.onset + e.duration, p) for e in events for p in e.pitches]
         vel = [e.velocity for e in events for _ in e.pitches]
         notes = [PlayedNote(a, b, p, v, r) for (a, b, p), v, r in zip(flat, vel, _roles(flat))]
-        return Performance(notes, [(0.0, float(tempo))], [], program, style="plain", events=events)
+        return Performance(
+            notes, [(0.0, float(tempo))], [], program, style="plain", events=events, meter=meter
+        )
     seed = seed or SeedStyle()
     heard_seed = seed_events > 0
     seed_end = max((e.onset + e.duration for e in events[:seed_events]), default=0.0)
@@ -248,10 +253,13 @@ def perform(
         tops = inside & (role == "top")
         height = float(pitch[tops].mean()) if tops.any() else float(pitch[inside].mean())
         shape[inside] += float(np.clip(HIGH_LOUD * (height - mean_melody), -HIGH_LOUD_MAX, HIGH_LOUD_MAX))
-    steps = np.round(on * GRID).astype(int)
-    on_beat = steps % GRID == 0
-    beat_in_bar = (steps // GRID) % 4
-    shape += np.where(on_beat, [ACCENT.get(int(b), 0.0) for b in beat_in_bar], OFFBEAT)
+    meter = meter or Meter()
+    beat = 4 / meter.denominator
+    in_bar = np.array([meter.in_bar(float(t)) for t in on])
+    on_beat = np.isclose(np.round(in_bar / beat) * beat, in_bar, atol=1e-6)
+    beats = round(meter.bar / beat)
+    mid = np.isclose(in_bar, meter.bar / 2) & (beats in (2, 4))
+    shape += np.where(in_bar < 1e-6, DOWNBEAT, np.where(mid, MIDBAR, np.where(on_beat, 0.0, OFFBEAT)))
     voice = np.array([VOICE[r] for r in roles])
     vel = level + depth * shape + voice
     keep_seed = in_seed & (seed.level is not None)  # the seed sounds as it was played
@@ -270,7 +278,7 @@ def perform(
             notes_text.append(seed.pedal_fixed)
     if heard_seed and seed.velocities_fixed:
         notes_text.insert(0, seed.velocities_fixed)
-    return Performance(notes, tempos, pedal, program, " ".join(notes_text), "expressive", events)
+    return Performance(notes, tempos, pedal, program, " ".join(notes_text), "expressive", events, meter)
 
 
 def _tempo_map(

@@ -3,8 +3,8 @@
 Each statistic is counted on the reading of `bot.music.analysis`, whose docstring defines the words used
 here (note, onset, sounding, voices, key, chord, harmony, cadence). A piece's statistics
 (`piece_statistics`) are summarised over many pieces (`summarize`: a median and 5th-95th percentiles, or
-a share of pieces), compared with the validation pieces' (`distance`) and written as the model card's
-musical section (`card_markdown`).
+a share of pieces) and compared with the validation pieces' (`distance`); `bot.cards` writes them into the
+model card.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from bot.music.analysis import (
     TICKS,
     Moment,
     chord_of,
-    estimate_key,
     harmonies,
     is_tonic_triad,
     leads_to,
@@ -27,6 +26,7 @@ from bot.music.analysis import (
     moments,
 )
 from bot.music.events import Event
+from bot.music.keys import estimate_key
 
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)  # natural minor
@@ -81,7 +81,7 @@ def key_changes_per_16_beats(events: Sequence[Event]) -> float | None:
     keys = []
     s = start
     while s + KEY_WINDOW <= end + 1e-9:
-        k = estimate_key(events, s, s + KEY_WINDOW)
+        k = estimate_key(events, s, s + KEY_WINDOW, min_fit=None)
         if k is not None:
             keys.append(k)
         s += KEY_HOP
@@ -166,13 +166,13 @@ def cadences(events: Sequence[Event], ms: Sequence[Moment] | None = None) -> tup
         return 0, False, 0.0
     end = max(e.onset + e.duration for e in events)
     length = end - ms[0].time
-    key = estimate_key(events)
+    key = estimate_key(events, min_fit=None)
     hs = harmonies(ms, end)
     inside = 0
     for x, y in zip(hs, hs[1:-1]):
         if y.end - y.start < ARRIVAL_BEATS:
             continue
-        local = estimate_key(events, y.start - KEY_WINDOW, y.start + 2)
+        local = estimate_key(events, y.start - KEY_WINDOW, y.start + 2, min_fit=None)
         keys = {k for k in (key, local) if k is not None}
         if any(is_tonic_triad(y.chord, k) and leads_to(x.chord, k.tonic) for k in keys):
             inside += 1
@@ -180,7 +180,7 @@ def cadences(events: Sequence[Event], ms: Sequence[Moment] | None = None) -> tup
     last = chord_of(ms[-1].sounding)
     if last is not None and len(hs) >= 2:
         # The last onset fits a chord, so it is part of the last harmony; the one before leads into it.
-        keys = {k for k in (key, estimate_key(events, end - 16, end)) if k is not None}
+        keys = {k for k in (key, estimate_key(events, end - 16, end, min_fit=None)) if k is not None}
         ends = any(is_tonic_triad(last, k) and leads_to(hs[-2].chord, k.tonic) for k in keys)
     return inside, ends, length
 
@@ -255,7 +255,7 @@ def piece_statistics(events: Sequence[Event], reference_durations: np.ndarray | 
         "ends_with_cadence": ends,
         "repeats_early": repeats_early(ms),
         "onsets": len(ms),
-        "key": (k.name if (k := estimate_key(events)) else None),
+        "key": (k.name if (k := estimate_key(events, min_fit=None)) else None),
     }
 
 
@@ -321,7 +321,7 @@ def fmt(stat: Statistic, summary: dict, spread: bool = True) -> str:
     return f"{text} [{summary['p5']:.{d}f}, {summary['p95']:.{d}f}]" if spread else text
 
 
-# -- the model card's section -------------------------------------------------------------------------------
+# -- lines for eval's table and the model card -------------------------------------------------------------
 def key_fidelity_line(source: str, key: dict) -> str:
     """One line on seed key fidelity, as `etude eval` measures it on `source`."""
     share, own = key["share_within_one_fifth"], key["own_continuation"]
@@ -331,32 +331,3 @@ def key_fidelity_line(source: str, key: dict) -> str:
         f"seed key fidelity ({source}): {share * 100:.0f}% of {key['seeds']} seeds continue within one "
         f"fifth of their key (the pieces' own continuations: {own * 100:.0f}%)"
     )
-
-
-def card_markdown(section: dict) -> list[str]:
-    """The model card's musical section: the table, what each figure means, and key fidelity."""
-    lines = [
-        "## Music (samples beside the validation pieces)",
-        "",
-        f"{section['pieces']} pieces of {section['length']} notes sampled at temperature "
-        f"{section['temperature']:g} and top-p {section['top_p']:g} (RNG seeds {section['rng_seeds'][0]}-"
-        f"{section['rng_seeds'][1]}), beside the {section['reference_pieces']} validation pieces; figures "
-        "are medians over pieces, [5th, 95th percentile] for the validation pieces, or a share of pieces.",
-        "",
-        "| what a listener hears | validation pieces | this model |",
-        "| --- | --- | --- |",
-    ]
-    for s in STATISTICS:
-        g, r = section["generated"][s.key], section["reference"][s.key]
-        lines.append(f"| {s.label} | {fmt(s, r, True)} | {fmt(s, g, False)} |")
-    lines += [
-        "",
-        f"Distance to the validation pieces: {section['distance']:.3f} (the mean gap of a statistic, in "
-        "units of the validation pieces' 5th-95th percentile range; 0 when every median sits on theirs). "
-        "Each statistic is defined in `bot/music/stats.py`.",
-    ]
-    for source, key in section.get("key_fidelity", {}).items():
-        line = key_fidelity_line(source, key)
-        lines += ["", line[0].upper() + line[1:] + "."]
-    lines.append("")
-    return lines

@@ -4,11 +4,13 @@ was compiled for."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from bot.aio import cancel_and_wait
 from bot.model.composer import Composition, Seed
 from bot.options import Options
+
+OnStart = Callable[[], Awaitable[None]]
 
 
 class Batcher:
@@ -29,11 +31,14 @@ class Batcher:
         self.task: asyncio.Task | None = None
         self.on_batch = on_batch
 
-    async def submit(self, options: Options, seed: Seed | None) -> Composition:
+    async def submit(
+        self, options: Options, seed: Seed | None, on_start: OnStart | None = None
+    ) -> Composition:
+        """The piece for one request; `on_start()` is awaited when its batch starts sampling."""
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._run(), name="etude-batcher")
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((options, seed, future))
+        await self.queue.put((options, seed, future, on_start))
         return await future
 
     async def _run(self) -> None:
@@ -57,14 +62,16 @@ class Batcher:
                 continue
             if self.on_batch:
                 self.on_batch(len(batch))
+            # Progress is a courtesy: a failing callback does not hold the batch up.
+            await asyncio.gather(*(start() for *_, start in batch if start), return_exceptions=True)
             try:
-                pieces = await asyncio.to_thread(self.compose, [(o, s) for o, s, _ in batch])
+                pieces = await asyncio.to_thread(self.compose, [(o, s) for o, s, *_ in batch])
             except Exception as e:  # every request of the batch learns of it; the loop goes on
-                for *_, fut in batch:
+                for _, _, fut, _ in batch:
                     if not fut.done():
                         fut.set_exception(e)
                 continue
-            for (*_, fut), piece in zip(batch, pieces):
+            for (_, _, fut, _), piece in zip(batch, pieces):
                 if not fut.done():
                     fut.set_result(piece)
 

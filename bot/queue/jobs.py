@@ -14,7 +14,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bot.options import Options
+from bot.codec import from_record
+from bot.options import UPLOAD_LIMIT_BYTES, Options
 
 TASK_NAME = "etude.compose"
 # A finished job's result stays in Redis until its user has it (the bot then deletes it); this bounds the
@@ -33,7 +34,7 @@ class JobSpec:
     application_id: int | None = None
     interaction_token: str | None = None
     interaction_created: float = 0.0  # epoch seconds; follow-ups work for 15 minutes after this
-    attachment_limit: int = 10 * 1024 * 1024
+    attachment_limit: int = UPLOAD_LIMIT_BYTES
     kind: str = "compose"  # compose, reroll, continue or harmonize
     seed_b64: str | None = None
     seed_name: str = "seed"
@@ -50,7 +51,8 @@ class JobSpec:
         return self
 
     def compose_options(self) -> Options:
-        return Options(**self.options)
+        """The job's options, checked (`bot.codec`)."""
+        return from_record(self.options)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -152,7 +152,7 @@ class Scheduler:
         self.timeout = timeout
         self.waiting: OrderedDict[str, JobSpec] = OrderedDict()
         self.running: dict[str, JobSpec] = {}
-        self.waits: list[float] = []  # recent seconds from admission to start
+        self.waits: list[float] = []  # recent seconds from admission to the first note sampled
         self.draining = False
         self.answering: set[str] = set()  # jobs whose answer this process is sending now
 
@@ -238,7 +238,7 @@ class Scheduler:
         async def pump() -> None:
             while True:
                 event = await events.get()
-                if event.get("stage") == "started":
+                if event.get("stage") == "composing":  # sampling has begun: the wait is over
                     self._started(spec.job_id)
                 if on_progress:
                     try:

@@ -1,5 +1,6 @@
 """The sweep after a killed worker: each worker process writes into a temporary folder of its own, and the
-next to start deletes the folders of workers that are gone and kills what they left running."""
+next to start deletes the folders of workers that are gone. Their render processes died with them
+(`bot.render.lifeline`), so only files are left to sweep."""
 
 from __future__ import annotations
 
@@ -15,21 +16,16 @@ log = logging.getLogger(__name__)
 def own_temp_folder(base: str | Path | None = None) -> Path:
     """One temporary folder per worker process, after sweeping those of workers that are gone.
 
-    A worker killed outright leaves its folder behind and perhaps a FluidSynth still writing into it; the
-    sweep kills any process whose command line names a dead worker's folder, then deletes the folder.
-    Everything the worker writes through `tempfile` goes into its own folder from then on.
+    A worker killed outright leaves its folder behind (its render processes were killed with it); the sweep
+    deletes the folders of workers that are gone. Everything the worker writes through `tempfile` goes into
+    its own folder from then on.
     """
     base = Path(base or tempfile.gettempdir())
     for old in base.glob("etude-worker-*"):
         pid = old.name.rsplit("-", 1)[1]
         if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
             continue
-        for orphan in _processes_naming(str(old)):
-            log.warning("killing process %d left running by worker %s", orphan, pid)
-            try:
-                os.kill(orphan, 9)
-            except OSError:
-                pass
+        log.info("deleting the temporary folder of worker %s, which is gone", pid)
         shutil.rmtree(old, ignore_errors=True)
     mine = base / f"etude-worker-{os.getpid()}"
     mine.mkdir(exist_ok=True)
@@ -49,14 +45,3 @@ def _alive(pid: int) -> bool:
         except PermissionError:
             return True
         return True
-
-
-def _processes_naming(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            if text.encode() in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found

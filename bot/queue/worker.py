@@ -11,11 +11,12 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from bot.aio import cancel_and_wait
+from bot.aio import Stopped, cancel_and_wait, unless_stopped
 from bot.errors import BadOption, EtudeError, reference, went_wrong
 from bot.health import Metrics
 from bot.model.backend import default_batching
@@ -76,6 +77,7 @@ class Worker:
         # One thread per render process: jobs waiting for a renderer wait in its queue, not in the
         # event loop's default executor, which seeds and sampling need.
         self.render_threads: ThreadPoolExecutor | None = None
+        self.closing = threading.Event()  # set by `close`; a start still compiling stops at the next shape
 
     @classmethod
     def from_settings(cls, settings, publish: Publish | None = None) -> Worker:
@@ -140,6 +142,8 @@ class Worker:
         """
         assert self.composer is not None
         for size in batch_sizes(self.batch_size):
+            if self.closing.is_set():  # closed while starting (SIGTERM): the next compile is not needed
+                return
             t = time.perf_counter()
             self.composer.compose([(Options(length=self.warm_length, rng_seed=i), None) for i in range(size)])
             log.debug("sampler warm at batch %d in %.2f s", size, time.perf_counter() - t)
@@ -158,8 +162,10 @@ class Worker:
             seed = await asyncio.to_thread(self.composer.seed, spec.seed, spec.seed_name, self.limits)
             timings["parse_seed"] = time.perf_counter() - t
             log.debug("job %s seed: %s", spec.job_id[:12], seed.meta)
-        await self.publish(spec.job_id, {"stage": "composing", "percent": 15})
-        piece = await self.batcher.submit(options, seed)
+        # "composing" when its batch starts: the queue's wait (`/status`) ends at the first note.
+        piece = await self.batcher.submit(
+            options, seed, lambda: self.publish(spec.job_id, {"stage": "composing", "percent": 15})
+        )
         timings["sample"] = piece.timings["sample"]
         info = {
             "length": piece.onsets,
@@ -186,6 +192,7 @@ class Worker:
         return piece, {"length": len(melody.notes), "seed_name": spec.seed_name}
 
     async def close(self) -> None:
+        self.closing.set()
         if self.batcher:
             await self.batcher.close()
         if self.render_threads is not None:
@@ -229,6 +236,7 @@ class Worker:
                 seconds=round(piece.seconds, 1),
                 note=note,
                 kind=spec.kind,
+                said=piece.said,
             )
             result = JobResult(spec.job_id, True, files=files, info=info)
         except EtudeError as e:
@@ -297,16 +305,24 @@ async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
     health = None
     if settings.health_port:
         health = await serve(settings.health_port, worker.metrics, healthy, detail)
-    try:
-        await wait_for_redis(settings.redis_url)
-    except BaseException:
+    progress = None
+    try:  # a SIGTERM while waiting for Redis or loading the model ends the wait: nothing is running yet
+        await unless_stopped(wait_for_redis(settings.redis_url), stop)
+        state["waiting_for"] = "model"
+        progress = RedisProgress(settings.redis_url)
+        worker.publish = progress.publish
+        # First: the batch size, which sizes the broker's reads, may come from the device.
+        await unless_stopped(worker.start(), stop)
+    except BaseException as e:
+        await worker.close()
+        if progress is not None:
+            await progress.close()
         if health is not None:
             await health.cleanup()
+        if isinstance(e, Stopped):
+            log.info("worker %s stopped before it was ready", worker.name)
+            return
         raise
-    state["waiting_for"] = "model"
-    progress = RedisProgress(settings.redis_url)
-    worker.publish = progress.publish
-    await worker.start()  # first: the batch size, which sizes the broker's reads, may come from the device
     broker = make_broker(
         settings.redis_url, settings.reclaim_seconds, worker.batch_size, consumer=worker.name
     )

@@ -21,9 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from bot.errors import RenderError
+from bot.paths import checked_file
 
 log = logging.getLogger(__name__)
 
+SOUNDFONT_MAX_BYTES = 4 * 2**30  # the largest General MIDI soundfonts are about 1 GiB
 SOUNDFONT_CANDIDATES: tuple[Path, ...] = (
     Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),  # Debian, Ubuntu: fluid-soundfont-gm
     Path("/usr/share/soundfonts/FluidR3_GM.sf2"),  # Fedora fluid-soundfont-gm, Arch soundfont-fluid
@@ -65,10 +67,7 @@ ENCODE_TIMEOUT = 120.0
 def find_soundfont(explicit: str | Path | None = None) -> Path:
     """The soundfont to render with: `explicit` (the SOUNDFONT setting) if given, else a known GM one."""
     if explicit is not None and str(explicit).strip():
-        path = Path(explicit).expanduser()
-        if not path.is_file():
-            raise RenderError(f"soundfont not found: {path}")
-        return path
+        return checked_file(Path(explicit).expanduser(), "the soundfont", SOUNDFONT_MAX_BYTES, RenderError)
     for path in SOUNDFONT_CANDIDATES:
         if path.is_file():
             return path

@@ -25,6 +25,7 @@ import numpy as np
 from bot.errors import EtudeError, RenderError
 from bot.music.events import Event
 from bot.music.perform import Performance
+from bot.options import UPLOAD_LIMIT_BYTES
 from bot.render.atomic import temp_path
 from bot.render.audio import AudioInfo, encode, opus_kbps, plan_wav, trim
 from bot.render.loudness import master
@@ -305,7 +306,7 @@ class Outputs:
 def write_outputs(
     piece: Piece,
     out_dir: Path,
-    max_bytes: int = 10 * 1024 * 1024,
+    max_bytes: int = UPLOAD_LIMIT_BYTES,
     soundfont: str | Path | None = None,
     *,
     video: bool = False,

@@ -34,7 +34,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bot.errors import RenderError
+from bot.options import UPLOAD_LIMIT_BYTES
 from bot.render.files import MixRequest, PartRequest, Rendered, RenderRequest, render_piece
+from bot.render.lifeline import die_with_parent, start_child
 from bot.render.parts import cores, split_midi
 from bot.render.synth import Synth, SynthSettings
 
@@ -42,7 +44,6 @@ log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("<Q")
 DEFAULT_TARGET = "bot.render.files:serve_request"
-PARENT_POLL = 0.5  # seconds between a render process's checks that the process that started it lives
 START_TIMEOUT = 60.0  # loading a soundfont from a cold disk; far above the 0.3 s it takes warm
 RESTART_DELAY = 5.0  # between attempts to replace a process when starting one fails
 
@@ -86,17 +87,22 @@ class _Process:
 
     def __init__(self, soundfont: Path, target: str):
         path = os.environ.get("PYTHONPATH")
-        # Its temporary files go into this process's temp folder, which names it on its command line too:
-        # a worker killed outright is swept by the next one's start-up, these processes and files with it.
-        tmp = tempfile.gettempdir()
-        env = {**os.environ, "PYTHONPATH": CODE_ROOT + (os.pathsep + path if path else ""), "TMPDIR": tmp}
-        args = ["--soundfont", str(soundfont), "--target", target, "--parent", str(os.getpid()), "--tmp", tmp]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot.render.pool", *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=None,  # its log lines go where this process's go
-            env=env,
+        # Its temporary files go into this process's temp folder: a worker killed outright takes its render
+        # processes with it (`lifeline`), and the next worker's start-up deletes the folder.
+        env = {
+            **os.environ,
+            "PYTHONPATH": CODE_ROOT + (os.pathsep + path if path else ""),
+            "TMPDIR": tempfile.gettempdir(),
+        }
+        args = ["--soundfont", str(soundfont), "--target", target, "--parent", str(os.getpid())]
+        self.proc = start_child(
+            lambda: subprocess.Popen(
+                [sys.executable, "-m", "bot.render.pool", *args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=None,  # its log lines go where this process's go
+                env=env,
+            )
         )
 
     def ready(self, timeout: float) -> None:
@@ -320,25 +326,7 @@ def _warm_request():
         )
         for i in range(16)
     )
-    return RenderRequest("warm", midi_bytes(list(events)), events, 0, 100.0, "warm", 10 * 1024 * 1024)
-
-
-def exit_with_parent(parent: int, every: float = PARENT_POLL) -> threading.Thread:
-    """Exit this process as soon as `parent` is gone (it was killed outright and we were reparented).
-
-    An idle render process sees its stdin close anyway; this ends one in the middle of a render, which
-    would otherwise run on for nothing. Polling `getppid` rather than PR_SET_PDEATHSIG, which fires when
-    the parent's *thread* that started us ends: the pool starts replacements from short-lived threads.
-    """
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(every)
-        os._exit(1)  # no clean-up to wait for: the parent's successor sweeps our temp folder
-
-    thread = threading.Thread(target=watch, name="etude-render-parent", daemon=True)
-    thread.start()
-    return thread
+    return RenderRequest("warm", midi_bytes(list(events)), events, 0, 100.0, "warm", UPLOAD_LIMIT_BYTES)
 
 
 def serve(soundfont: Path, target: Callable[[object, object], object]) -> None:
@@ -372,13 +360,10 @@ def _main() -> None:
     p = argparse.ArgumentParser(description="a render process of the pool (started by RenderPool)")
     p.add_argument("--soundfont", required=True)
     p.add_argument("--target", default=DEFAULT_TARGET)
-    p.add_argument("--parent", type=int, help="exit when this process is gone")
-    p.add_argument("--tmp", help="the temporary folder (also set in TMPDIR); named so sweeps find us")
+    p.add_argument("--parent", type=int, help="die with this process")
     args = p.parse_args()
     if args.parent:
-        exit_with_parent(args.parent)
-    if args.tmp:
-        tempfile.tempdir = args.tmp
+        die_with_parent(args.parent)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     module, _, name = args.target.partition(":")
     serve(Path(args.soundfont), getattr(importlib.import_module(module), name))

@@ -1,0 +1,158 @@
+"""The model card, built and written in one place: `card.json` (what training and `etude eval` measured,
+one section each) and a `README.md` that says the same in words, every section rendered here.
+
+Training writes the first card (`bot.model.network.save`), `etude eval --write-card` replaces its sections
+(`store_section`); `bot.cards.load_card` reads it back.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bot.cards import load_card
+from bot.model.discriminate import card_markdown as listener_markdown
+from bot.model.fidelity import card_markdown as fidelity_markdown
+
+
+def write_card(folder: str | Path, card: dict) -> None:
+    """`card.json` and a README.md that says the same in words."""
+    folder = Path(folder)
+    (folder / "card.json").write_text(json.dumps(card, indent=1))
+    (folder / "README.md").write_text(card_markdown(card))
+
+
+def store_section(folder: str | Path, section: str, value: dict) -> None:
+    """One section of a model's card replaced, the rest as written now (the loss part may just have been)."""
+    card = load_card(folder)
+    card[section] = value
+    write_card(folder, card)
+
+
+_DATA_LINES = (
+    ("train_onsets", "onsets (notes and chords) for training"),
+    ("train_tokens", "tokens for training"),
+    ("val_onsets", "onsets for validation"),
+    ("styles", "training pieces by style token"),
+    ("keys", "keys"),
+    ("regularization", "regularization"),
+)
+
+
+def card_markdown(card: dict) -> str:
+    """The card as the README.md of its model folder."""
+    data = card.get("data", {})
+    train = card.get("training", {})
+    lines = [f"# {card.get('name', 'model')}", "", card.get("summary", ""), "", "## Data", ""]
+    lines += [
+        f"- source: {data.get('source', '?')}",
+        f"- pieces: {data.get('train_pieces', '?')} for training, {data.get('val_pieces', '?')} "
+        "for validation (split by piece)",
+        f"- augmentation: {data.get('augmentation', 'none')}",
+    ]
+    lines += [f"- {label}: {data[key]}" for key, label in _DATA_LINES if data.get(key)]
+    lines.append("")
+    if card.get("encoding"):
+        lines += ["## Encoding", "", card["encoding"], ""]
+    lines += [
+        "## Network",
+        "",
+        f"- preset: {card.get('config', {}).get('preset', '?')}",
+        f"- parameters: {card.get('parameters', '?'):,}"
+        if isinstance(card.get("parameters"), int)
+        else "- parameters: ?",
+        f"- vocabulary: {card.get('vocab_size', '?')} tokens",
+        "",
+    ]
+    lines += [
+        "## Training",
+        "",
+        f"- time: {train.get('seconds', 0) / 60:.1f} minutes, "
+        f"{train.get('epochs', '?')} epochs, on {train.get('machine', '?')}",
+        f"- best validation loss: {train.get('best_val_loss', '?')} nats per token (192-token windows)",
+    ]
+    lines += [f"- {key}: {train[key]}" for key in ("command", "note") if train.get(key)]
+    lines.append("")
+    ev = card.get("evaluation")
+    if ev:
+        lines += [
+            "## Evaluation (validation pieces)",
+            "",
+            "| model | bits per note | token accuracy | notes scored |",
+            "| --- | --- | --- | --- |",
+        ]
+        rows = [("this model", ev["model"])] + list(ev.get("baselines", {}).items())
+        for name, r in rows:
+            lines.append(f"| {name} | {r['nll_bits_per_note']:.2f} | {r['accuracy']:.3f} | {r['notes']} |")
+        lines += [
+            "",
+            "Bits per note: the negative log-likelihood of whole validation pieces, summed over the tokens "
+            "of each note or chord. The n-gram is an interpolated Kneser-Ney model fitted on the same "
+            "training pieces and transpositions.",
+        ]
+        tut = ev.get("baselines", {}).get("tutorial")
+        if tut and "model_on_same_notes" in tut:
+            lines.append(
+                f"The tutorial network needs a 100-token pass per token, so it is scored on the first "
+                f"{tut['notes']} validation notes; this model scores {tut['model_on_same_notes']:.2f} "
+                "bits per note on those same notes."
+            )
+        if "improvement_over_best_baseline" in ev:
+            lines += [
+                "",
+                f"{ev['improvement_over_best_baseline'] * 100:.1f}% fewer bits per note than the best "
+                "baseline.",
+            ]
+        lines.append("")
+    if card.get("music"):
+        lines += _music_markdown(card["music"])
+    if card.get("fidelity"):
+        lines += fidelity_markdown(card["fidelity"])
+    if card.get("listener"):
+        lines += listener_markdown(card["listener"])
+    if card.get("sweep", {}).get("table"):
+        lines += [
+            "## Sampling defaults",
+            "",
+            "The defaults of `temperature` and `top_p` are the setting closest to the validation pieces in "
+            "this sweep (`etude eval --sweep --quick --write-card`):",
+            "",
+            "```",
+            card["sweep"]["table"],
+            "```",
+            "",
+        ]
+    if card.get("listening_note"):
+        lines += ["## Listening note", "", card["listening_note"], ""]
+    return "\n".join(lines)
+
+
+def _music_markdown(section: dict) -> list[str]:
+    """The model card's musical section: the table, what each figure means, and key fidelity."""
+    from bot.music.stats import STATISTICS, fmt, key_fidelity_line  # numpy: only when a card is written
+
+    lines = [
+        "## Music (samples beside the validation pieces)",
+        "",
+        f"{section['pieces']} pieces of {section['length']} notes sampled at temperature "
+        f"{section['temperature']:g} and top-p {section['top_p']:g} (RNG seeds {section['rng_seeds'][0]}-"
+        f"{section['rng_seeds'][1]}), beside the {section['reference_pieces']} validation pieces; figures "
+        "are medians over pieces, [5th, 95th percentile] for the validation pieces, or a share of pieces.",
+        "",
+        "| what a listener hears | validation pieces | this model |",
+        "| --- | --- | --- |",
+    ]
+    for s in STATISTICS:
+        g, r = section["generated"][s.key], section["reference"][s.key]
+        lines.append(f"| {s.label} | {fmt(s, r, True)} | {fmt(s, g, False)} |")
+    lines += [
+        "",
+        f"Distance to the validation pieces: {section['distance']:.3f} (the mean gap of a statistic, in "
+        "units of the validation pieces' 5th-95th percentile range; 0 when every median sits on theirs). "
+        "Each statistic is defined in `bot/music/stats.py`.",
+    ]
+    for source, key in section.get("key_fidelity", {}).items():
+        line = key_fidelity_line(source, key)
+        lines += ["", line[0].upper() + line[1:] + "."]
+    lines.append("")
+    return lines

@@ -1,0 +1,57 @@
+"""The style a piece is written in: the one asked for, the one that fits the seed best, or the default.
+
+A style is a token after `<start>` (`bot.music.encoding`); the network learnt each with the pieces that
+opened with it (`card.json`: `data.styles`). The style that fits a seed best is the one under which the
+network finds the seed's own tokens likeliest: one pass over the primer, one row per style.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from bot.errors import BadOption
+from bot.model.network import LoadedModel
+from bot.model.steps import NumpySteps
+
+
+def known_styles(model: LoadedModel) -> tuple[str, ...]:
+    """The styles the model learnt, most pieces first; empty when its card does not say."""
+    counts = (model.card.get("data") or {}).get("styles") or {}
+    return tuple(s for s in sorted(counts, key=lambda s: -counts[s]) if s in model.vocab.styles)
+
+
+def default_style(model: LoadedModel) -> str:
+    """Chorale, as the bot always wrote, unless the model never learnt it: then its most common style."""
+    known = known_styles(model)
+    return "chorale" if not known or "chorale" in known else known[0]
+
+
+def check_style(model: LoadedModel, style: str) -> None:
+    """`BadOption` for a style this model never learnt (an option may list one another model knows)."""
+    known = known_styles(model)
+    if known and style not in known:
+        raise BadOption(
+            f"the model {model.name} has not learnt the {style} style; it knows {', '.join(known)}"
+        )
+
+
+def seed_losses(model: LoadedModel, primer: Sequence[int], styles: Sequence[str]) -> dict[str, float]:
+    """Mean negative log-likelihood (nats per token) of the primer's frames under each style's token.
+
+    `primer` opens with `<start>`, a style and a mode (`Vocabulary.head`); the style is swapped per row
+    and the loss counted from the first token after the head, which every row shares. The network is
+    stepped in NumPy (`NumpySteps`), a row per style: a few small matrix products a token, far cheaper
+    than a framework's call on a whole sequence.
+    """
+    steps = NumpySteps(model, k=len(styles))
+    rows = np.arange(len(styles))
+    steps.start(primer[:1])
+    steps.feed(np.array([model.vocab.style_id(s) for s in styles]), rows)
+    logp = steps.feed(np.full(len(styles), primer[2]), rows)
+    total = np.zeros(len(styles))
+    for token in primer[3:]:
+        total -= logp[:, token]
+        logp = steps.feed(np.full(len(styles), token), rows)
+    return {style: float(t / max(1, len(primer) - 3)) for style, t in zip(styles, total)}

@@ -1,0 +1,70 @@
+"""The style a piece is written in: asked for, fitted to the seed by the network, or the default."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bot.errors import BadOption
+from bot.model.styles import default_style, known_styles, seed_losses
+from bot.music.midi_out import midi_bytes
+from bot.options import STYLES, Options
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from bot.model.composer import Composer
+
+    return Composer()  # models/etude-chorales
+
+
+def test_the_shipped_model_knows_the_offered_styles(shipped):
+    assert known_styles(shipped.model) == ("renaissance", "chorale", "classical")  # most pieces first
+    assert set(known_styles(shipped.model)) == set(STYLES) and default_style(shipped.model) == "chorale"
+    assert shipped.style(Options(rng_seed=1), None) == ("chorale", "default")
+
+
+def test_a_chorale_seed_is_continued_as_a_chorale_and_the_reply_says_so(shipped, chorales):
+    seed = shipped.seed(midi_bytes(chorales[0].events[:60]), "chorale")
+    style, source = shipped.style(Options(rng_seed=1), seed)
+    losses = seed.meta["style_losses"]
+    assert (style, source) == ("chorale", "seed") and set(losses) == set(STYLES)
+    assert min(losses, key=losses.get) == "chorale"
+    piece = shipped.compose_one(Options(length=12, rng_seed=1), seed)
+    assert (piece.style, piece.style_source) == ("chorale", "seed")
+    assert "written as chorale, the style that fits the seed best" in piece.said
+
+
+def test_a_style_asked_for_opens_the_primer_and_is_not_fitted(shipped, chorales):
+    seed = shipped.seed(midi_bytes(chorales[1].events[:30]), "chorale")
+    options = Options(length=12, rng_seed=2, style="classical")
+    assert shipped.style(options, seed) == ("classical", "asked") and "style_losses" not in seed.meta
+    primer = shipped.plan(options, seed, "classical")[2]
+    assert primer[1] == shipped.vocab.style_id("classical")
+    piece = shipped.compose_one(options, seed)
+    assert (piece.style, piece.style_source) == ("classical", "asked") and not any(
+        "style" in s for s in piece.said
+    )
+    assert shipped.compose_one(options, seed).midi() == piece.midi()
+
+
+def test_the_stepped_losses_are_the_networks_own(shipped, chorales):
+    """The NumPy steps score the seed as the Keras network does over the whole sequence."""
+    seed = shipped.seed(midi_bytes(chorales[2].events[:12]), "chorale")
+    primer = shipped.plan(Options(rng_seed=1), seed, "renaissance")[2]
+    logits = np.asarray(shipped.model.net(np.array([primer[:-1]], np.int32), training=False), np.float64)[0]
+    logp = logits - logits.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    expected = -np.mean([logp[i, primer[i + 1]] for i in range(2, len(primer) - 1)])
+    assert seed_losses(shipped.model, primer, ["renaissance"])["renaissance"] == pytest.approx(
+        expected, rel=1e-4
+    )
+
+
+def test_a_model_refuses_a_style_it_never_learnt(composer):
+    # The small test model learnt from a folder of MIDI files: every piece opened with <other>.
+    assert known_styles(composer.model) == ("other",) and default_style(composer.model) == "other"
+    with pytest.raises(BadOption, match="has not learnt the renaissance style; it knows other"):
+        composer.compose_one(Options(length=8, rng_seed=1, style="renaissance"))
