@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bot.errors import ModelNotFound
+from bot.model import short_term
 from bot.model.network import LoadedModel
 from bot.model.network import load as load_model
 from bot.model.sample import MAX_PRIMER_TOKENS, Request, Sampler
@@ -73,6 +74,7 @@ class Composition:
     meter: Meter = field(default_factory=lambda: Meter(source="default"))  # of `events`' own times
     style: str = "chorale"  # the style token the piece opened with
     style_source: str = "default"  # "asked", "seed" (the style that fits the seed best) or "default"
+    network_alone: bool = False  # the seed was too short for the short-term model (`short_term`)
 
     def midi(self) -> bytes:
         return midi_bytes(
@@ -87,13 +89,14 @@ class Composition:
     @property
     def said(self) -> list[str]:
         """What a reply tells the user beyond the options: the style that fits the seed best, a meter that
-        was assumed, not read."""
+        was assumed, not read, a seed too short for the short-term model."""
         said = (
             [f"written as {self.style}, the style that fits the seed best"]
             if self.style_source == "seed"
             else []
         )
-        return said + ([self.meter.assumed] if self.meter.assumed else [])
+        said += [self.meter.assumed] if self.meter.assumed else []
+        return said + ([short_term.FALLBACK_NOTE] if self.network_alone else [])
 
     @property
     def onsets(self) -> int:
@@ -160,6 +163,12 @@ def hold_last_chord(events: Sequence[Event], beats: float = 2.0) -> list[Event]:
         Event(e.onset, until - e.onset, e.pitches, e.velocity, e.fermata) if e.onset == last else e
         for e in events
     ]
+
+
+def too_short(seed: Seed | None) -> bool:
+    """Whether a seed has too few onsets for the short-term model to learn from; no seed is not one: an
+    unseeded piece's short-term model learns from the piece as it is written."""
+    return seed is not None and len({e.onset for e in seed.events}) < short_term.MIN_SEED_ONSETS
 
 
 def safe_name(text: str) -> str:
@@ -240,6 +249,7 @@ class Composer:
                 o.rng_seed,
                 grid=s.grid if s is not None else 0,
                 phase=round(plan[4] * GRID) % GRID,
+                short_term=0.0 if too_short(s) else short_term.WEIGHT,
             )
             for (o, s), plan in zip(jobs, plans)
         ]
@@ -289,6 +299,7 @@ class Composer:
                     meter=meter,
                     style=style,
                     style_source=style_source,
+                    network_alone=too_short(seed),
                 )
             )
         return out
