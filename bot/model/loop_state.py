@@ -45,6 +45,7 @@ class Loop(NamedTuple):
     idle: object  # steps since the last frame that started a note
     hist: object  # (batch, 12) float32: how long each pitch class has sounded, in steps
     minor: object  # whether the piece ends in A minor (else C major)
+    clock: object  # steps from the last beat of the seed's file (mod GRID) to the last frame sampled
 
 
 class Book:
