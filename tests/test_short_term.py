@@ -18,7 +18,7 @@ def compiled(history: list[int], orders: int, window: int, width: int = 64) -> t
     ops = backend.keras().ops
     out = np.zeros((1, width), np.int32)
     out[0, : len(history)] = history
-    probs, confidence = ShortTerm(ops, V, orders, window).distribution(
+    probs, confidence = ShortTerm(ops, V, np.arange(V) >= V - 2, orders, window).distribution(
         ops.convert_to_tensor(out), ops.convert_to_tensor(len(history) - 1, "int32")
     )
     return np.asarray(probs)[0], float(np.asarray(confidence)[0])
@@ -42,7 +42,8 @@ def test_no_earlier_match_gives_the_uniform_distribution_and_no_confidence():
     assert confidence == pytest.approx(0.0, abs=1e-9)
     # The mixture then is the network's own distribution.
     network = np.linspace(1, 2, V) / np.linspace(1, 2, V).sum()
-    assert np.allclose(mix(network, probs, confidence), network)
+    closes = np.arange(V) >= V - 2
+    assert np.allclose(mix(network, probs, confidence, closes), network)
     # Only what lies inside the window counts: the repeat of 1 2 is further back than 3 tokens.
     probs, confidence = short_term_reference([1, 2, 6, 7, 8, 1, 2], V, window=3)
     assert np.allclose(probs, 1 / V) and confidence == pytest.approx(0.0, abs=1e-9)

@@ -184,7 +184,7 @@ class Sampler:
         kinds = params["kinds"]
         rules = Masks(ops, self.vocab, params, primers, primer_len)
         book = Book(ops, self.vocab, params)
-        short_term = ShortTerm(ops, v)
+        short_term = ShortTerm(ops, v, kinds == 3)
 
         def body(s: Loop) -> tuple[Loop]:
             logits, states = self._logits(params, s.tok, s.states)
