@@ -79,3 +79,32 @@ def test_a_seed_too_short_falls_back_to_the_network_and_says_so():
     piece = composer.compose_one(Options(length=12, rng_seed=4), composer.seed(midi_bytes(long), "long"))
     assert FALLBACK_NOTE not in piece.said
     assert FALLBACK_NOTE not in composer.compose_one(Options(length=12, rng_seed=4)).said
+
+
+def test_the_compiled_mixture_gives_the_reference_distribution():
+    ops = backend.keras().ops
+    history = [1, 4, 6, 10, 2, 5, 1, 4, 6, 11, 2, 5, 1, 4]
+    closes = np.arange(V) >= V - 2
+    logits = np.linspace(-2.0, 1.0, V).astype(np.float32)
+    network = np.exp(logits) / np.exp(logits).sum()
+    short, confidence = short_term_reference(history, V, 4, 16)
+    want = mix(network, short, confidence, closes, weight=0.85)
+    # Fermatas keep the network's share of the closing bars: the piece's past does not choose them.
+    assert want[V - 1] / want[V - 2] == pytest.approx(network[V - 1] / network[V - 2])
+    out = np.zeros((1, 64), np.int32)
+    out[0, : len(history)] = history
+    got = ShortTerm(ops, V, closes, 4, 16).mix(
+        ops.convert_to_tensor(logits[None, :]),
+        ops.convert_to_tensor(out),
+        ops.convert_to_tensor(len(history) - 1, "int32"),
+        ops.convert_to_tensor(np.array([0.85], np.float32)),
+    )
+    np.testing.assert_allclose(np.exp(np.asarray(got)[0]), want, rtol=1e-5, atol=1e-6)
+    # At weight 0 a row keeps the network's logits as they were.
+    same = ShortTerm(ops, V, closes, 4, 16).mix(
+        ops.convert_to_tensor(logits[None, :]),
+        ops.convert_to_tensor(out),
+        ops.convert_to_tensor(len(history) - 1, "int32"),
+        ops.convert_to_tensor(np.array([0.0], np.float32)),
+    )
+    np.testing.assert_array_equal(np.asarray(same)[0], logits)

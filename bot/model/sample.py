@@ -8,16 +8,16 @@ their state, so a note costs a few cell steps (one per token) and no Python at a
 
 One loop does both priming and sampling. While a request is still inside its primer (the `<start>` token
 and the tokens of its seed) the next input is the primer's next token; after that it is drawn from the
-network's distribution, sharpened by `temperature`, cut to the `top_p` nucleus and restricted by the token
-grammar. Every request has its own uniform random numbers, drawn from its own RNG seed before the loop, so
+network's distribution mixed with the piece's own short-term model (`bot.model.short_term`), sharpened
+by `temperature`, cut to the `top_p` nucleus and restricted by the token grammar. Every request has its own uniform random numbers, drawn from its own RNG seed before the loop, so
 its result does not depend on which other requests share the batch.
 
 The loop also follows what a listener follows: the pitches of the frame being written and of the last
 onset, the chords they spell and a pitch-class histogram. From these the rules of `bot.model.masks` end a
 piece on a cadence onto the tonic (V or IV, then a root-position tonic triad, steered into as the margin
 past `length` runs out) and leave out pitches that would move in parallel fifths or octaves with a lower
-voice; this module keeps the network's step, the sampling from what the rules allow, and the
-book-keeping that carries the state from one step to the next.
+voice; this module keeps the network's step and the sampling from what the rules allow, and
+`bot.model.loop_state` the book-keeping that carries the state from one step to the next.
 """
 
 from __future__ import annotations
