@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bot.errors import ModelNotFound
+from bot.model import short_term
 from bot.model.network import LoadedModel
 from bot.model.network import load as load_model
 from bot.model.sample import MAX_PRIMER_TOKENS, Request, Sampler
@@ -74,6 +75,7 @@ class Composition:
     meter: Meter = field(default_factory=lambda: Meter(source="default"))  # of `events`' own times
     style: str = "chorale"  # the style token the piece opened with
     style_source: str = "default"  # "asked", "seed" (the style that fits the seed best) or "default"
+    network_alone: bool = False  # the seed was too short for the short-term model (`short_term`)
     seed_style: SeedStyle | None = None  # how the seed was played, when there was one
 
     @cached_property
@@ -100,13 +102,14 @@ class Composition:
     @property
     def said(self) -> list[str]:
         """What a reply tells the user beyond the options: the style that fits the seed best, a meter that
-        was assumed, not read."""
+        was assumed, not read, a seed too short for the short-term model."""
         said = (
             [f"written as {self.style}, the style that fits the seed best"]
             if self.style_source == "seed"
             else []
         )
-        return said + ([self.meter.assumed] if self.meter.assumed else [])
+        said += [self.meter.assumed] if self.meter.assumed else []
+        return said + ([short_term.FALLBACK_NOTE] if self.network_alone else [])
 
     @property
     def onsets(self) -> int:
@@ -174,6 +177,20 @@ def hold_last_chord(events: Sequence[Event], beats: float = 2.0) -> list[Event]:
         Event(e.onset, until - e.onset, e.pitches, e.velocity, e.fermata) if e.onset == last else e
         for e in events
     ]
+
+
+def too_short(seed: Seed | None) -> bool:
+    """Whether a seed has too few onsets for the short-term model to learn from; no seed is not one: an
+    unseeded piece's short-term model learns from the piece as it is written."""
+    return seed is not None and len({e.onset for e in seed.events}) < short_term.MIN_SEED_ONSETS
+
+
+def short_term_weight(seed: Seed | None) -> float:
+    """How much the piece's own model weighs beside the network (`bot.model.short_term`): a seed's motifs
+    come back; a seed too short to learn from, and an unseeded piece, are the network's alone."""
+    if seed is None:
+        return short_term.UNSEEDED_WEIGHT
+    return 0.0 if too_short(seed) else short_term.WEIGHT
 
 
 def safe_name(text: str) -> str:
@@ -254,6 +271,7 @@ class Composer:
                 o.rng_seed,
                 grid=s.grid if s is not None else 0,
                 phase=round(plan[4] * GRID) % GRID,
+                short_term=short_term_weight(s),
             )
             for (o, s), plan in zip(jobs, plans)
         ]
@@ -304,6 +322,7 @@ class Composer:
                     style=style,
                     style_source=style_source,
                     seed_style=seed_style(seed.piece) if seed is not None else None,
+                    network_alone=too_short(seed),
                 )
             )
         return out

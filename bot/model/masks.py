@@ -15,7 +15,7 @@ Each rule narrows a (batch, vocabulary) boolean mask of the tokens allowed next:
   handed to the other pitches.
 
 A steer (`_prefer`) narrows the mask only where that leaves a request some token, so no rule is a dead end.
-Everything is written in `keras.ops` on the loop's state (`bot.model.sample._Loop`, called `s` here).
+Everything is written in `keras.ops` on the loop's state (`bot.model.loop_state.Loop`, called `s` here).
 """
 
 from __future__ import annotations

@@ -8,16 +8,16 @@ their state, so a note costs a few cell steps (one per token) and no Python at a
 
 One loop does both priming and sampling. While a request is still inside its primer (the `<start>` token
 and the tokens of its seed) the next input is the primer's next token; after that it is drawn from the
-network's distribution, sharpened by `temperature`, cut to the `top_p` nucleus and restricted by the token
-grammar. Every request has its own uniform random numbers, drawn from its own RNG seed before the loop, so
+network's distribution mixed with the piece's own short-term model (`bot.model.short_term`), sharpened
+by `temperature`, cut to the `top_p` nucleus and restricted by the token grammar. Every request has its own uniform random numbers, drawn from its own RNG seed before the loop, so
 its result does not depend on which other requests share the batch.
 
 The loop also follows what a listener follows: the pitches of the frame being written and of the last
 onset, the chords they spell and a pitch-class histogram. From these the rules of `bot.model.masks` end a
 piece on a cadence onto the tonic (V or IV, then a root-position tonic triad, steered into as the margin
 past `length` runs out) and leave out pitches that would move in parallel fifths or octaves with a lower
-voice; this module keeps the network's step, the sampling from what the rules allow, and the
-book-keeping that carries the state from one step to the next.
+voice; this module keeps the network's step and the sampling from what the rules allow, and
+`bot.model.loop_state` the book-keeping that carries the state from one step to the next.
 """
 
 from __future__ import annotations
@@ -28,24 +28,17 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
 from bot.errors import BadOption
 from bot.model import backend
-from bot.model.masks import (
-    MAX_CHORD,
-    MAX_QUIET,
-    MAX_SHIFT_CHAIN,
-    PIANO_KEYS,
-    Masks,
-    token_kinds,
-    token_pitches,
-)
+from bot.model.loop_state import Book, Loop
+from bot.model.masks import MAX_CHORD, MAX_QUIET, MAX_SHIFT_CHAIN, Masks, token_kinds, token_pitches
 from bot.model.network import LoadedModel
+from bot.model.short_term import WEIGHT as SHORT_TERM_WEIGHT
+from bot.model.short_term import ShortTerm
 from bot.music.analysis import chord_table
-from bot.music.encoding import PIANO_LOW
 from bot.music.events import GRID
 from bot.music.meter import GRIDS
 from bot.options import SPECS, cadence_margin
@@ -66,40 +59,6 @@ def check_sampling(length: int, temperature: float, top_p: float) -> None:
     SPECS["top_p"].check(top_p)
 
 
-class _Loop(NamedTuple):
-    """What the sampling loop carries from one step to the next; all but `t` are per request."""
-
-    t: object  # step: position in the stream of the token just written
-    tok: object  # the token just written, input to this step
-    states: object  # LSTM (h, c) per layer
-    out: object  # (batch, steps) the stream so far, a fixed-size buffer written one column per step
-    events: object  # onsets (frames that start a note) written after the primer
-    attacked: object  # whether the frame being written has started a note yet
-    cadence: object  # whether the last frame closed a phrase (a fermata)
-    quiet: object  # frames in a row that started no note
-    done: object
-    steps: object  # stream length once done
-    run: object  # how many times in a row the last event has repeated
-    cur_hash: object  # hash of the event being written
-    prev_hash: object  # hash of the last complete event
-    cur_first: object  # first pitch of the event being written
-    prev_first: object  # first pitch of the last complete event
-    chord: object  # pitches in the event being written
-    shifts: object  # consecutive shift tokens
-    frame: object  # (batch, MAX_CHORD) the pitches of the frame being written, ascending (`chord` of them)
-    last: object  # (batch, MAX_CHORD) the pitches of the last frame that started a note, ascending
-    last_n: object  # how many pitches that frame sounds
-    sounding: object  # (batch, PIANO_KEYS) the pitches sounding after the last frame: those a frame may hold
-    harm: object  # chord id (bot.music.analysis.chord_table) of the last harmony, -1 before the first
-    before: object  # chord id of the harmony before it
-    cad_ok: object  # whether the last frame that started a note closes a cadence onto the tonic
-    gap: object  # steps since the last frame
-    idle: object  # steps since the last frame that started a note
-    hist: object  # (batch, 12) float32: how long each pitch class has sounded, in steps
-    minor: object  # whether the piece ends in A minor (else C major)
-    clock: object  # steps from the last beat of the seed's file (mod GRID) to the last frame sampled
-
-
 @dataclass(frozen=True)
 class Request:
     """One piece to sample: `length` notes and chords (onsets) after `primer` (token ids, from `<start>`),
@@ -112,6 +71,7 @@ class Request:
     rng_seed: int = 0
     grid: int = 0  # steps: the onsets' grid to keep (6 eighths, 3 sixteenths), 0 for none
     phase: int = 0  # steps from the last beat to the primer's last frame, where the clock starts
+    short_term: float = SHORT_TERM_WEIGHT  # the short-term model's weight in the mixture, 0 for none
 
     def check(self) -> None:
         check_sampling(self.length, self.temperature, self.top_p)
@@ -119,6 +79,8 @@ class Request:
             raise BadOption("a request needs a primer (at least the start token)")
         if self.grid not in (0, *GRIDS) or not 0 <= self.phase < GRID:
             raise BadOption(f"a request's grid must be one of 0, {GRIDS} and its phase in 0-{GRID - 1}")
+        if not 0.0 <= self.short_term <= 1.0:
+            raise BadOption("a request's short-term weight must be in 0-1")
 
 
 class Sampler:
@@ -204,6 +166,7 @@ class Sampler:
         top_p,
         grids,
         phases,
+        weights,
         uniforms,
         max_steps,
     ):
@@ -211,27 +174,22 @@ class Sampler:
 
         primers (B, P) int32, right-padded; primer_len (B,); lengths (B,) onsets to add before the model may
         end the piece, limits (B,) the most onsets it may add before it must end; temperature, top_p
-        (B,) float32; grids, phases (B,) int32 (`Request.grid`, `Request.phase`); uniforms (B, S) float32
-        in [0, 1); max_steps = S, a Python int (a static size for
-        the compiler). Returns tokens (B, S) int32: the whole stream, primer included, and the number of
+        (B,) float32; grids, phases (B,) int32 (`Request.grid`, `Request.phase`); weights (B,) float32 the
+        short-term model's (`Request.short_term`); uniforms (B, S) float32 in [0, 1); max_steps = S, a
+        Python int (a static size for the compiler). Returns tokens (B, S) int32: the whole stream, primer included, and the number of
         steps each request took (B,).
         """
         ops = self.ops
-        b = ops.shape(primers)[0]
         v = len(self.vocab)
-        kinds, attack, tok_pitch = params["kinds"], params["attack"], params["pitch"]
-        end_id, phrase_id = self.vocab.end, self.vocab.phrase
-        shift_base = self.vocab.shift_base
-        # Events are compared by a polynomial hash in base v that never leaves int32 (JAX's default
-        # integer): two different events collide with a chance of about v / 2**31.
-        hash_mod = (2**31 - 1) // v
-        slots = ops.arange(MAX_CHORD, dtype="int32")
-        keys = ops.arange(PIANO_KEYS, dtype="int32") + PIANO_LOW
-        pitch_class = ops.convert_to_tensor(_PITCH_CLASS)
+        kinds = params["kinds"]
         rules = Masks(ops, self.vocab, params, primers, primer_len)
+        book = Book(ops, self.vocab, params)
+        short_term = ShortTerm(ops, v, kinds == 3)
 
-        def body(s: _Loop) -> tuple[_Loop]:
+        def body(s: Loop) -> tuple[Loop]:
             logits, states = self._logits(params, s.tok, s.states)
+            # The piece so far's own model, mixed in before any rule: the rules still decide what may come.
+            logits = short_term.mix(logits, s.out, s.t, weights)
             kind = ops.take(kinds, s.tok)
             minor, tonic, tok_rel = rules.key(s, limits)
             ok = rules.grammar(s, kind)
@@ -258,99 +216,12 @@ class Sampler:
             given = ops.take(primers, ops.minimum(s.t + 1, ops.shape(primers)[1] - 1), axis=1)
             nxt = ops.where(in_primer, given, sampled)
             nxt = ops.where(s.done, 0, nxt)
-            return (advance(s, nxt, kind, in_primer, states, spelt.chord, spelt.final, minor),)
+            return (book.advance(s, nxt, kind, in_primer, states, spelt.chord, spelt.final, minor),)
 
-        def advance(s: _Loop, nxt, kind, in_primer, states, chord, final, minor) -> _Loop:
-            """All the loop's book-keeping: the stream, the event count, the caps, the repetition guard,
-            the pitches of this frame and the last, and the harmonies the end is steered by."""
-            nk = ops.take(kinds, nxt)
-            starts_event = (nk == 1) & (kind != 1)
-            cur_hash = ops.where(starts_event, nxt, (s.cur_hash * v + nxt) % hash_mod)
-            cur_first = ops.where((nk == 2) & (kind == 1), nxt, s.cur_first)
-            closes = (nk == 3) & ~s.done
-            attacked = ops.where(nk == 1, False, s.attacked | ops.take(attack, nxt))
-            events = s.events + ops.cast(closes & attacked & ~in_primer, "int32")
-            finished = (nxt == end_id) & ~in_primer & ~s.done
-            frame = ops.where(
-                (nk == 2)[:, None] & (slots[None, :] == s.chord[:, None]),
-                ops.take(tok_pitch, nxt)[:, None],
-                s.frame,
-            )
-            onset = closes & attacked
-            in_frame = slots[None, :] < s.chord[:, None]
-            now_sounding = ops.any(in_frame[:, :, None] & (frame[:, :, None] == keys[None, None, :]), axis=1)
-            new_harmony = onset & (chord >= 0) & (chord != s.harm)
-            heard = ops.matmul(ops.cast(s.sounding, "float32"), pitch_class)  # (B, 12) what sounded since
-            return _Loop(
-                t=s.t + 1,
-                tok=nxt,
-                states=states,
-                out=ops.slice_update(s.out, (0, s.t + 1), nxt[:, None]),
-                events=events,
-                attacked=attacked,
-                cadence=ops.where(closes, nxt == phrase_id, s.cadence),
-                quiet=ops.where(closes, ops.where(attacked, 0, s.quiet + 1), s.quiet),
-                done=s.done | finished,
-                steps=ops.where(finished, s.t + 2, s.steps),
-                run=ops.where(closes, ops.where(cur_hash == s.prev_hash, s.run + 1, 1), s.run),
-                cur_hash=cur_hash,
-                prev_hash=ops.where(closes, cur_hash, s.prev_hash),
-                cur_first=cur_first,
-                prev_first=ops.where(closes, cur_first, s.prev_first),
-                chord=ops.where(nk == 2, s.chord + 1, ops.where(nk == 1, 0, s.chord)),
-                shifts=ops.where(nk == 1, ops.where(kind == 1, s.shifts + 1, 1), 0),
-                frame=frame,
-                last=ops.where(onset[:, None], frame, s.last),
-                last_n=ops.where(onset, s.chord, s.last_n),
-                sounding=ops.where(closes[:, None], now_sounding, s.sounding),
-                harm=ops.where(new_harmony, chord, s.harm),
-                before=ops.where(new_harmony, s.harm, s.before),
-                cad_ok=ops.where(onset, final, s.cad_ok),
-                gap=ops.where(nk == 1, s.gap + nxt - shift_base, ops.where(closes, 0, s.gap)),
-                idle=ops.where(nk == 1, s.idle + nxt - shift_base, ops.where(onset, 0, s.idle)),
-                hist=s.hist + ops.cast(ops.where(closes, s.gap, 0), "float32")[:, None] * heard,
-                minor=minor,
-                clock=ops.where(
-                    (nk == 1) & ~in_primer, (s.clock + ops.take(params["steps"], nxt)) % GRID, s.clock
-                ),
-            )
-
-        def cond(s: _Loop):
+        def cond(s: Loop):
             return (s.t + 1 < max_steps) & ~ops.all(s.done)
 
-        zeros = ops.zeros((b, self.hidden), "float32")
-        izeros = ops.zeros((b,), "int32")
-        start = _Loop(
-            t=ops.convert_to_tensor(0, "int32"),
-            tok=primers[:, 0],
-            states=[(zeros, zeros) for _ in self.activations],
-            out=ops.slice_update(ops.zeros((b, max_steps), "int32"), (0, 0), primers[:, :1]),
-            events=izeros,
-            attacked=ops.zeros((b,), "bool"),
-            cadence=ops.zeros((b,), "bool"),
-            quiet=izeros,
-            done=ops.zeros((b,), "bool"),
-            steps=izeros + max_steps,
-            run=izeros,
-            cur_hash=izeros - 1,
-            prev_hash=izeros - 2,  # never equal to the first event's hash
-            cur_first=izeros,
-            prev_first=izeros - 1,
-            chord=izeros,
-            shifts=izeros,
-            frame=ops.zeros((b, MAX_CHORD), "int32"),
-            last=ops.zeros((b, MAX_CHORD), "int32"),
-            last_n=izeros,
-            sounding=ops.zeros((b, PIANO_KEYS), "bool"),
-            harm=izeros - 1,
-            before=izeros - 1,
-            cad_ok=ops.zeros((b,), "bool"),
-            gap=izeros,
-            idle=izeros,
-            hist=ops.zeros((b, 12), "float32"),
-            minor=rules.asked_minor,
-            clock=phases,
-        )
+        start = book.start(primers, max_steps, self.hidden, len(self.activations), rules.asked_minor, phases)
         (end,) = ops.while_loop(cond, body, (start,), maximum_iterations=max_steps - 1)
         return end.out, end.steps
 
@@ -402,6 +273,7 @@ class Sampler:
             np.array([r.top_p for r in requests], np.float32),
             np.array([r.grid for r in requests], np.int32),
             np.array([r.phase for r in requests], np.int32),
+            np.array([r.short_term for r in requests], np.float32),
             uniforms,
             steps,
         )
@@ -438,7 +310,3 @@ def _array(w) -> np.ndarray:
 def _weights(layer) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """A layer's trainable and non-trainable weights as arrays, in the order `stateless_call` takes them."""
     return [_array(w) for w in layer.trainable_variables], [_array(w) for w in layer.non_trainable_variables]
-
-
-# (piano key, pitch class) one-hot: sounding keys -> sounding pitch classes.
-_PITCH_CLASS = np.eye(12, dtype=np.float32)[(np.arange(PIANO_KEYS) + PIANO_LOW) % 12]
