@@ -22,10 +22,10 @@ from pathlib import Path
 
 from bot.errors import BadData
 from bot.music.corpus import (
-    MUSIC21_SOURCES,
     NOTE_VALUES,
     cache_dir,
     corpus_works,
+    expand,
     is_validation,
     piece_from_stream,
 )
@@ -113,10 +113,13 @@ def _relative(path: str) -> str:
 
 
 def training_works() -> set[str]:
-    """Every music21 work `etude train --data music21` reads, as `composer/work` paths."""
+    """Every music21 work `etude train --data music21+folk` reads, as `composer/work` paths."""
+    from bot.music.folk import folk_files
+
     works: set[str] = set()
-    for source, every in MUSIC21_SOURCES:
-        works |= {_relative(w) for w in corpus_works(source)[::every]}
+    for source, every in expand("music21+folk"):
+        read = folk_files(source) if source.startswith("folk:") else corpus_works(source)
+        works |= {_relative(w) for w in read[::every]}
     return works
 
 

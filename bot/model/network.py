@@ -220,6 +220,10 @@ def card_markdown(card: dict) -> str:
     ]
     lines += [f"- {label}: {data[key]}" for key, label in _DATA_LINES if data.get(key)]
     lines.append("")
+    if data.get("sources"):
+        from bot.music.sources import sources_markdown
+
+        lines += ["### Sources and licences", ""] + sources_markdown(data["sources"])
     if card.get("encoding"):
         lines += ["## Encoding", "", card["encoding"], ""]
     lines += [

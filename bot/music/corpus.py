@@ -18,6 +18,7 @@ from bot.errors import BadData, EtudeError
 from bot.music.encoding import Vocabulary
 from bot.music.events import Event, Piece, group_notes, transpose
 from bot.music.keys import estimate_key
+from bot.music.sources import FOLK_SOURCES, check_trainable, entry
 
 log = logging.getLogger(__name__)
 
@@ -27,24 +28,12 @@ PARTS_CACHE = "chorale-parts-v2.json"  # the chorales' four parts apart, for the
 VALIDATION_SHARE = 10  # one piece in ten, chosen by a hash of its name
 MIDI_SUFFIXES = {".mid", ".midi", ".smf"}
 SCORE_SUFFIXES = {".mxl", ".musicxml", ".xml", ".krn", ".abc"}
-# music21's other polyphonic corpora, each with the style token its pieces open with.
-STYLE_OF = {
-    "chorales": "chorale",
-    "corpus:bach": "chorale",
-    "corpus:palestrina": "renaissance",
-    "corpus:monteverdi": "renaissance",
-    "corpus:josquin": "renaissance",
-    "corpus:haydn": "classical",
-    "corpus:mozart": "classical",
-    "corpus:beethoven": "classical",
-}
-# `--data music21`: the corpora above with the share of each one's scores it takes; the chorales last,
-# so a cut (`limit`) keeps them whole. One Palestrina movement in three: his 1,318 mass movements would
-# otherwise be three quarters of the music and a long first parse (about a second each on one core).
+# `--data music21`: music21's polyphonic corpora with the share of each one's scores it takes; the
+# chorales last, so a cut (`limit`) keeps them whole. Each source's style token and terms are in
+# `bot/music/sources.py`; Palestrina is not among them (his encoder reserves derivative formats there).
 # Beethoven's quartets are left out: 26 pieces that would be 30% of the tokens, in a texture (string
 # writing, fast figuration) far from a chorale; `music21+corpus:beethoven` adds them.
 MUSIC21_SOURCES = (
-    ("corpus:palestrina", 3),
     ("corpus:monteverdi", 1),
     ("corpus:josquin", 1),
     ("corpus:haydn", 1),
@@ -162,17 +151,18 @@ def corpus_works(source: str) -> list[str]:
 
 
 def load_pieces(source: str = DEFAULT_DATA, limit: int | None = None, workers: int = 2) -> list[Piece]:
-    """Pieces of a data source: `chorales`, `corpus:<composer>`, a folder (or file) of scores, `music21`
-    (the chorales and music21's other polyphonic corpora) or several sources joined by `+`.
+    """Pieces of a data source: `chorales`, `corpus:<composer>`, `folk:<collection>`, a folder (or file) of
+    scores, `music21` (the chorales and music21's other polyphonic corpora), `folk` (a share of music21's
+    folk collections) or several sources joined by `+`. A source `bot/music/sources.py` does not allow
+    is a `BadData`.
 
     Parsed pieces are cached as JSON keyed by the source, so a second run starts at once. Each piece's
     meta holds its `style` (the token it opens with), its `source` and its estimated `key`.
     """
-    sources = []
-    if source == "music21" or "+" in source:
-        for part in source.split("+"):
-            sources += list(MUSIC21_SOURCES) if part == "music21" else [(part, 1)]
-    if sources:
+    sources = expand(source)
+    for part, _ in sources:
+        check_trainable(part)
+    if len(sources) > 1 or sources[0][1] > 1:
         out: list[Piece] = []
         for part, every in sources:
             try:
@@ -187,7 +177,20 @@ def load_pieces(source: str = DEFAULT_DATA, limit: int | None = None, workers: i
     return _load_one(source, limit, workers)
 
 
+def expand(source: str) -> list[tuple[str, int]]:
+    """The sources a `--data` value names, each with the share of its items taken (every n-th)."""
+    named = {"music21": MUSIC21_SOURCES, "folk": FOLK_SOURCES}
+    out: list[tuple[str, int]] = []
+    for part in source.split("+") if "+" in source else [source]:
+        out += list(named.get(part, [(part, 1)]))
+    return out
+
+
 def _load_one(source: str, limit: int | None, workers: int, every: int = 1) -> list[Piece]:
+    if source.startswith("folk:"):
+        from bot.music.folk import load_folk
+
+        return _finish(load_folk(source, every, workers)[:limit], source)
     if source == "chorales" or source.startswith("corpus:"):
         items = corpus_works(source)
         parse = _parse_corpus_work
@@ -240,10 +243,14 @@ def _load_one(source: str, limit: int | None, workers: int, every: int = 1) -> l
             p = pieces[item]
             cached[item] = {"stamp": stamp[item], "piece": _piece_to_json(p) if p else None}
         _save_cache(cache_path, cached)
-    usable = [p for item in items if (p := pieces.get(item)) is not None and p.events]
+    return _finish([p for item in items if (p := pieces.get(item)) is not None and p.events], source)
+
+
+def _finish(usable: list[Piece], source: str) -> list[Piece]:
+    """Pieces of one source read at their style's note values, with style, source and key in meta."""
     if not usable:
         raise BadData(f"no usable notes in {source}")
-    style = STYLE_OF.get(source, "other")
+    style = entry(source).style
     scale = NOTE_VALUES.get(style, 1.0)
     for p in usable:
         p.name = Path(p.name).stem if "/" in p.name or "\\" in p.name else p.name
