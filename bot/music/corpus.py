@@ -190,7 +190,7 @@ def _load_one(source: str, limit: int | None, workers: int, every: int = 1) -> l
     if source.startswith("folk:"):
         from bot.music.folk import load_folk
 
-        return _finish(load_folk(source, every, workers)[:limit], source)
+        return _finish(load_folk(source, every, workers, files=limit)[:limit], source)
     if source == "chorales" or source.startswith("corpus:"):
         items = corpus_works(source)
         parse = _parse_corpus_work

@@ -58,19 +58,20 @@ def parse_folk_file(work: str) -> list[Piece]:
     return out
 
 
-def load_folk(source: str, every: int = 1, workers: int = 2) -> list[Piece]:
-    """The tunes of every `every`-th file of a folk collection, parsed once and cached as JSON."""
+def load_folk(source: str, every: int = 1, workers: int = 2, files: int | None = None) -> list[Piece]:
+    """The tunes of every `every`-th file of a folk collection (the first `files` of those), parsed once
+    and cached as JSON."""
     from bot.music.corpus import _load_cache, _piece_from_json, _piece_to_json, _save_cache, cache_dir
 
-    files = folk_files(source)[::every]
+    chosen = folk_files(source)[::every][:files]
     key = hashlib.sha1(source.encode()).hexdigest()[:12]
     path = cache_dir() / f"folk-{key}.json"
     cached = _load_cache(path)
-    todo = [f for f in files if f not in cached]
+    todo = [f for f in chosen if f not in cached]
     if todo:
         log.info("parsing %d ABC files from %s", len(todo), source)
         with ProcessPoolExecutor(max_workers=workers) as pool:
             for work, tunes in zip(todo, pool.map(parse_folk_file, todo)):
                 cached[work] = [_piece_to_json(p) for p in tunes]
         _save_cache(path, cached)
-    return [_piece_from_json(d) for f in files for d in cached[f]]
+    return [_piece_from_json(d) for f in chosen for d in cached[f]]
