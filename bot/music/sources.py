@@ -58,7 +58,7 @@ SOURCES: dict[str, Source] = {
             "licensing agreement'; 'Rights to all derivative electronic formats reserved'; the agreement is "
             "at music-cog.ohio-state.edu and is not bundled with music21",
             False,
-            "not trained on: the encoder reserves every derivative electronic format (a trained network is "
+            "the encoder reserves every derivative electronic format (a trained network is "
             "one) under an agreement that cannot be read offline; used only to measure (bot/model/heldout.py)",
         ),
         Source(
@@ -139,7 +139,7 @@ SOURCES: dict[str, Source] = {
             "essenFolksong/license.txt: the legal status of the Essen database is unclear; Ewa Dahlig-Turek "
             "'has given permission for non-commercial distribution and use of these files in music21'",
             False,
-            "not trained on: the permission is for non-commercial use inside music21 only, and a model that "
+            "the permission is for non-commercial use inside music21 only, and a model that "
             "ships is neither",
         ),
         Source(
@@ -178,7 +178,7 @@ def check_trainable(name: str) -> Source:
     """The entry of a source that may be trained on; any other is a `BadData` that says why."""
     found = entry(name)
     if not found.trainable:
-        raise BadData(f"{name}: {found.decision}")
+        raise BadData(f"{name} is not trained on: {found.decision}")
     return found
 
 
