@@ -139,8 +139,7 @@ SOURCES: dict[str, Source] = {
             "essenFolksong/license.txt: the legal status of the Essen database is unclear; Ewa Dahlig-Turek "
             "'has given permission for non-commercial distribution and use of these files in music21'",
             False,
-            "the permission is for non-commercial use inside music21 only, and a model that "
-            "ships is neither",
+            "the permission is for non-commercial use inside music21 only, and a model that ships is neither",
         ),
         Source(
             "folder",
