@@ -74,11 +74,11 @@ def test_music21_sources_carry_a_style_and_validation_stays_the_chorales(chorale
 
 
 def test_renaissance_music_is_read_at_half_its_written_note_values():
-    """Palestrina's minim beat read as a quarter: his notes then move at about the chorales' pace."""
-    from bot.music.corpus import _parse_corpus_work, corpus_works
+    """Monteverdi's minim beat read as a quarter: his notes then move at about the chorales' pace."""
+    from bot.music.corpus import corpus_works, parse_corpus_work
 
-    (piece,) = load_pieces("corpus:palestrina", limit=1)
-    written = _parse_corpus_work(corpus_works("corpus:palestrina")[0])
+    (piece,) = load_pieces("corpus:monteverdi", limit=1)
+    written = parse_corpus_work(corpus_works("corpus:monteverdi")[0])
     assert piece.meta["style"] == "renaissance"
     assert [(e.onset, e.duration) for e in piece.events] == [
         (e.onset / 2, e.duration / 2) for e in written.events

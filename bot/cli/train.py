@@ -153,8 +153,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--data",
         help="'chorales' (371 Bach chorales, bundled with music21; the default), 'music21' (the chorales with music21's "
-        "Palestrina, Monteverdi, Josquin and Haydn and Mozart quartets, each with a style token), "
-        "'corpus:<composer>', a folder, or several joined by '+'",
+        "Monteverdi, Josquin and Haydn and Mozart quartets, each with a style token), 'folk' (a share of "
+        "music21's O'Neill's, Ryan's and Aird's folk tunes), 'corpus:<composer>', 'folk:<collection>', a "
+        "folder, or several joined by '+'; each source needs an entry in bot/music/sources.py",
     )
     t.add_argument(
         "--keys",

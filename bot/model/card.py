@@ -13,6 +13,7 @@ from pathlib import Path
 from bot.cards import load_card
 from bot.model.discriminate import card_markdown as listener_markdown
 from bot.model.fidelity import card_markdown as fidelity_markdown
+from bot.music.sources import sources_markdown
 
 
 def write_card(folder: str | Path, card: dict) -> None:
@@ -52,6 +53,8 @@ def card_markdown(card: dict) -> str:
     ]
     lines += [f"- {label}: {data[key]}" for key, label in _DATA_LINES if data.get(key)]
     lines.append("")
+    if data.get("sources"):
+        lines += ["### Sources and licences", ""] + sources_markdown(data["sources"])
     if card.get("encoding"):
         lines += ["## Encoding", "", card["encoding"], ""]
     lines += [

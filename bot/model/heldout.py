@@ -6,12 +6,12 @@ with the encoders' permission, some with restrictions on commercial use, and poi
 terms; the terms found in each file are listed beside it in `HELD_OUT`. They are used here to measure a
 model, not to train one or to ship.
 
-A piece is held out when no `etude train --data music21` source reads it: the Palestrina movements that
-`MUSIC21_SOURCES` skips (it takes one in three), composers no source names (Lusitano, the `luca` Gloria,
-Beethoven, whose quartets `music21` leaves out), the piano works and the songs. A file whose terms
-reserve its rights (Berlin's "Alexander's Ragtime Band" lead sheet) or leave them blank (Schubert's
-"Der Lindenbaum") is left out. `check_held_out` holds the list
-to that whenever it is loaded, so a training source that grows to take one of them fails loudly.
+A piece is held out when no `etude train --data music21+folk` source reads it: Palestrina, whom no
+source reads (his encoder reserves derivative formats: bot/music/sources.py), composers no source names
+(Lusitano, the `luca` Gloria, Beethoven, whose quartets `music21` leaves out), the piano works and the
+songs. A file whose terms reserve its rights (Berlin's "Alexander's Ragtime Band" lead sheet) or leave
+them blank (Schubert's "Der Lindenbaum") is left out. `check_held_out` holds the list to that whenever
+it is loaded, so a training source that grows to take one of them fails loudly.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from pathlib import Path
 
 from bot.errors import BadData
 from bot.music.corpus import (
-    MUSIC21_SOURCES,
     NOTE_VALUES,
     cache_dir,
     corpus_works,
+    expand,
     is_validation,
     piece_from_stream,
 )
@@ -47,7 +47,7 @@ class HeldOut:
 _NO_TERMS = "no terms in the file; music21's corpus notice applies"
 _KERN = "KernScores encoding (Craig Stuart Sapp); no terms in the file; music21's corpus notice applies"
 HELD_OUT: tuple[HeldOut, ...] = (
-    # Renaissance polyphony: Palestrina movements `MUSIC21_SOURCES` skips, and two composers it never reads.
+    # Renaissance polyphony: Palestrina, whom no source trains on, and two composers no source reads.
     HeldOut("palestrina/Agnus_00.krn", "renaissance", "Copyright 2000 John Miller (encoding), in music21"),
     HeldOut("palestrina/Agnus_01.krn", "renaissance", "Copyright 2000 John Miller (encoding), in music21"),
     HeldOut("lusitano/allor_che_ignuda.mxl", "renaissance", "CC0 / public domain (M. S. A. Cuthbert, 2022)"),
@@ -113,10 +113,13 @@ def _relative(path: str) -> str:
 
 
 def training_works() -> set[str]:
-    """Every music21 work `etude train --data music21` reads, as `composer/work` paths."""
+    """Every music21 work `etude train --data music21+folk` reads, as `composer/work` paths."""
+    from bot.music.folk import folk_files
+
     works: set[str] = set()
-    for source, every in MUSIC21_SOURCES:
-        works |= {_relative(w) for w in corpus_works(source)[::every]}
+    for source, every in expand("music21+folk"):
+        read = folk_files(source) if source.startswith("folk:") else corpus_works(source)
+        works |= {_relative(w) for w in read[::every]}
     return works
 
 

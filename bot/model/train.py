@@ -17,8 +17,9 @@ import numpy as np
 from bot.errors import BadData
 from bot.model import backend
 from bot.model import network as M
-from bot.music.corpus import KEY_MODES, transpose_windows, windows
+from bot.music.corpus import KEY_MODES, expand, transpose_windows, windows
 from bot.music.encoding import Vocabulary
+from bot.music.sources import card_sources
 
 ENCODING_TEXT = (
     "Encoding 2: a frame at every time the set of sounding pitches changes, listing every sounding pitch "
@@ -72,6 +73,9 @@ def corpus_tokens(
     styles: dict[str, int] = {}
     for p in train_p:
         styles[p.meta.get("style", "other")] = styles.get(p.meta.get("style", "other"), 0) + 1
+    sources: dict[str, int] = {}
+    for p in train_p + val_p:
+        sources[p.meta.get("source", data)] = sources.get(p.meta.get("source", data), 0) + 1
     meta = {
         "source": data,
         "train_names": [p.name for p in train_p],
@@ -80,6 +84,7 @@ def corpus_tokens(
         "other music is added)",
         "keys": keys,
         "styles": styles,
+        "sources": sources,
     }
     return TokenData(vocab, train, valid, meta)
 
@@ -260,6 +265,10 @@ def train(
     # Set before the first fit builds the train function; a checkpoint keeps the value it was saved with.
     net.steps_per_execution = steps_per_execution()
     source = td.meta.get("source", str(tokens))
+    # The card's sources and their licences, checked before any training: a source without an entry in
+    # bot/music/sources.py (or one not to be trained on) stops here. A tokens file from before sources
+    # were counted names them by its `--data` value alone.
+    sources = card_sources(td.meta.get("sources") or {name: None for name, _ in expand(source)})
     print(
         f"{len(td.train)} training pieces, {len(td.valid)} validation pieces, vocabulary {len(vocab)}, "
         f"{M.parameter_count(net):,} parameters ({config.preset}), {backend.describe()}"
@@ -345,6 +354,7 @@ def train(
             "val_onsets": sum(vocab.count_onsets(s) for s in td.valid),
             "train_tokens": int(sum(len(s) for s in td.train)),
             "styles": td.meta.get("styles"),
+            "sources": sources,
             "keys": KEY_MODES.get(keys, keys),
             "augmentation": "none"
             if not transpose_keys

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
-import json
 import logging
 import zlib
 from collections.abc import Sequence
@@ -14,37 +12,38 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.errors import BadData, EtudeError
+from bot.errors import BadData
 from bot.music.encoding import Vocabulary
-from bot.music.events import Event, Piece, group_notes, transpose
+from bot.music.events import Event, Piece, transpose
 from bot.music.keys import estimate_key
+from bot.music.scores import (  # noqa: F401  (cache_dir, piece_from_stream, read_score_file: used by callers)
+    CACHE_VERSION,
+    MIDI_SUFFIXES,
+    cache_dir,
+    load_cache,
+    music21_module,
+    parse_corpus_work,
+    piece_from_json,
+    piece_from_stream,
+    piece_to_json,
+    read_or_none,
+    read_score_file,
+    save_cache,
+)
+from bot.music.sources import FOLK_SOURCES, check_trainable, entry
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DATA = "chorales"
-CACHE_VERSION = 2  # 2: events carry the fermata mark
 PARTS_CACHE = "chorale-parts-v2.json"  # the chorales' four parts apart, for the harmony figures
 VALIDATION_SHARE = 10  # one piece in ten, chosen by a hash of its name
-MIDI_SUFFIXES = {".mid", ".midi", ".smf"}
 SCORE_SUFFIXES = {".mxl", ".musicxml", ".xml", ".krn", ".abc"}
-# music21's other polyphonic corpora, each with the style token its pieces open with.
-STYLE_OF = {
-    "chorales": "chorale",
-    "corpus:bach": "chorale",
-    "corpus:palestrina": "renaissance",
-    "corpus:monteverdi": "renaissance",
-    "corpus:josquin": "renaissance",
-    "corpus:haydn": "classical",
-    "corpus:mozart": "classical",
-    "corpus:beethoven": "classical",
-}
-# `--data music21`: the corpora above with the share of each one's scores it takes; the chorales last,
-# so a cut (`limit`) keeps them whole. One Palestrina movement in three: his 1,318 mass movements would
-# otherwise be three quarters of the music and a long first parse (about a second each on one core).
+# `--data music21`: music21's polyphonic corpora with the share of each one's scores it takes; the
+# chorales last, so a cut (`limit`) keeps them whole. Each source's style token and terms are in
+# `bot/music/sources.py`; Palestrina is not among them (his encoder reserves derivative formats there).
 # Beethoven's quartets are left out: 26 pieces that would be 30% of the tokens, in a texture (string
 # writing, fast figuration) far from a chorale; `music21+corpus:beethoven` adds them.
 MUSIC21_SOURCES = (
-    ("corpus:palestrina", 3),
     ("corpus:monteverdi", 1),
     ("corpus:josquin", 1),
     ("corpus:haydn", 1),
@@ -58,103 +57,10 @@ MUSIC21_SOURCES = (
 NOTE_VALUES = {"renaissance": 0.5}
 
 
-def cache_dir() -> Path:
-    """The cache folder of `bot.settings.Environment`, made if missing; read afresh, so tests can move it."""
-    from bot.settings import Environment
-
-    path = Environment().cache_folder
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-# -- reading one score -----------------------------------------------------------------------------
-def _music21(module: str):
-    """A module of music21, which only training and evaluation need; one line where it is not installed."""
-    try:
-        return importlib.import_module(f"music21.{module}")
-    except ImportError:
-        raise BadData("music21 is not installed: pip install -e '.[train]' (scripts/setup.sh does)") from None
-
-
-def piece_from_stream(score, name: str) -> Piece:
-    """Events of a music21 score: every pitched note, ties merged, grace notes left out, fermatas kept."""
-    expressions, m21tempo = _music21("expressions"), _music21("tempo")
-    flat = score.stripTies().flatten()
-    notes = []
-    for n in flat.notes:
-        if n.duration.isGrace or n.quarterLength <= 0:
-            continue
-        velocity = n.volume.velocity or 80
-        fermata = any(isinstance(x, expressions.Fermata) for x in n.expressions)
-        for p in getattr(n, "pitches", ()):
-            notes.append((float(n.offset), float(n.quarterLength), p.midi, velocity, fermata))
-    marks = list(flat.getElementsByClass(m21tempo.MetronomeMark))
-    bpm = marks[0].getQuarterBPM() if marks and marks[0].getQuarterBPM() else 100.0
-    return Piece(name, group_notes(notes), float(bpm))
-
-
-def _parse_corpus_work(name: str) -> Piece:
-    corpus = _music21("corpus")
-    return piece_from_stream(corpus.parse(name), name)
-
-
-def read_score_file(path: Path) -> Piece:
-    """A MIDI file through the safe reader, or a MusicXML/Humdrum/ABC file through music21."""
-    if path.suffix.lower() in MIDI_SUFFIXES:
-        from bot.music.midi import SeedLimits, read_midi_file
-
-        # Training files are the user's own and may be long: keep far more notes than a seed may have.
-        limits = SeedLimits(
-            max_bytes=32 * 1024 * 1024, max_notes=200_000, max_seconds=4 * 3600, parse_seconds=120.0
-        )
-        return read_midi_file(path, limits)
-    converter = _music21("converter")
-    return piece_from_stream(converter.parse(str(path)), path.name)
-
-
-def _read_or_none(path: str) -> tuple[str, Piece | None, str]:
-    try:
-        return path, read_score_file(Path(path)), ""
-    except EtudeError as e:
-        return path, None, str(e)
-    except Exception as e:  # a corrupt training file must not stop training: say which one and go on
-        return path, None, f"{type(e).__name__}: {e}"
-
-
-# -- plain-JSON cache ------------------------------------------------------------------------------
-def _piece_to_json(p: Piece) -> dict:
-    return {
-        "name": p.name,
-        "tempo": p.tempo,
-        "events": [[e.onset, e.duration, list(e.pitches), e.velocity, int(e.fermata)] for e in p.events],
-    }
-
-
-def _piece_from_json(d: dict) -> Piece:
-    return Piece(
-        d["name"], [Event(on, du, tuple(ps), v, bool(f)) for on, du, ps, v, f in d["events"]], d["tempo"]
-    )
-
-
-def _load_cache(path: Path) -> dict:
-    """The entries of a cache file (empty when it is missing, unreadable or of another version)."""
-    try:
-        data = json.loads(path.read_text())
-        return data.get("entries", {}) if data.get("version") == CACHE_VERSION else {}
-    except (OSError, ValueError, AttributeError):
-        return {}
-
-
-def _save_cache(path: Path, entries: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"version": CACHE_VERSION, "entries": entries}))
-    tmp.replace(path)
-
-
 # -- sources ---------------------------------------------------------------------------------------
 def corpus_works(source: str) -> list[str]:
     """music21 corpus work names for `chorales` (the 371 Bach chorales) or `corpus:<composer>`."""
-    corpus = _music21("corpus")
+    corpus = music21_module("corpus")
     if source == "chorales":
         return list(corpus.chorales.Iterator(returnType="filename"))
     composer = source.split(":", 1)[1]
@@ -165,17 +71,18 @@ def corpus_works(source: str) -> list[str]:
 
 
 def load_pieces(source: str = DEFAULT_DATA, limit: int | None = None, workers: int = 2) -> list[Piece]:
-    """Pieces of a data source: `chorales`, `corpus:<composer>`, a folder (or file) of scores, `music21`
-    (the chorales and music21's other polyphonic corpora) or several sources joined by `+`.
+    """Pieces of a data source: `chorales`, `corpus:<composer>`, `folk:<collection>`, a folder (or file) of
+    scores, `music21` (the chorales and music21's other polyphonic corpora), `folk` (a share of music21's
+    folk collections) or several sources joined by `+`. A source `bot/music/sources.py` does not allow
+    is a `BadData`.
 
     Parsed pieces are cached as JSON keyed by the source, so a second run starts at once. Each piece's
     meta holds its `style` (the token it opens with), its `source` and its estimated `key`.
     """
-    sources = []
-    if source == "music21" or "+" in source:
-        for part in source.split("+"):
-            sources += list(MUSIC21_SOURCES) if part == "music21" else [(part, 1)]
-    if sources:
+    sources = expand(source)
+    for part, _ in sources:
+        check_trainable(part)
+    if len(sources) > 1 or sources[0][1] > 1:
         out: list[Piece] = []
         for part, every in sources:
             try:
@@ -190,10 +97,23 @@ def load_pieces(source: str = DEFAULT_DATA, limit: int | None = None, workers: i
     return _load_one(source, limit, workers)
 
 
+def expand(source: str) -> list[tuple[str, int]]:
+    """The sources a `--data` value names, each with the share of its items taken (every n-th)."""
+    named = {"music21": MUSIC21_SOURCES, "folk": FOLK_SOURCES}
+    out: list[tuple[str, int]] = []
+    for part in source.split("+") if "+" in source else [source]:
+        out += list(named.get(part, [(part, 1)]))
+    return out
+
+
 def _load_one(source: str, limit: int | None, workers: int, every: int = 1) -> list[Piece]:
+    if source.startswith("folk:"):
+        from bot.music.folk import load_folk
+
+        return _finish(load_folk(source, every, workers, files=limit)[:limit], source)
     if source == "chorales" or source.startswith("corpus:"):
         items = corpus_works(source)
-        parse = _parse_corpus_work
+        parse = parse_corpus_work
         stamp = {name: "corpus" for name in items}
     else:
         root = Path(source).expanduser()
@@ -219,13 +139,13 @@ def _load_one(source: str, limit: int | None, workers: int, every: int = 1) -> l
 
     key = hashlib.sha1(source.encode()).hexdigest()[:12]
     cache_path = cache_dir() / f"pieces-{key}-v{CACHE_VERSION}.json"  # versions never overwrite each other
-    cached = _load_cache(cache_path)
+    cached = load_cache(cache_path)
     pieces: dict[str, Piece | None] = {}
     todo = []
     for item in items:
         entry = cached.get(item)
         if entry is not None and entry.get("stamp") == stamp[item]:
-            pieces[item] = _piece_from_json(entry["piece"]) if entry.get("piece") else None
+            pieces[item] = piece_from_json(entry["piece"]) if entry.get("piece") else None
         else:
             todo.append(item)
     if todo:
@@ -235,18 +155,22 @@ def _load_one(source: str, limit: int | None, workers: int, every: int = 1) -> l
                 for item, piece in zip(todo, pool.map(parse, todo, chunksize=8)):
                     pieces[item] = piece
             else:
-                for item, piece, why in pool.map(_read_or_none, todo, chunksize=4):
+                for item, piece, why in pool.map(read_or_none, todo, chunksize=4):
                     if piece is None:
                         log.warning("skipping %s: %s", item, why)
                     pieces[item] = piece
         for item in todo:
             p = pieces[item]
-            cached[item] = {"stamp": stamp[item], "piece": _piece_to_json(p) if p else None}
-        _save_cache(cache_path, cached)
-    usable = [p for item in items if (p := pieces.get(item)) is not None and p.events]
+            cached[item] = {"stamp": stamp[item], "piece": piece_to_json(p) if p else None}
+        save_cache(cache_path, cached)
+    return _finish([p for item in items if (p := pieces.get(item)) is not None and p.events], source)
+
+
+def _finish(usable: list[Piece], source: str) -> list[Piece]:
+    """Pieces of one source read at their style's note values, with style, source and key in meta."""
     if not usable:
         raise BadData(f"no usable notes in {source}")
-    style = STYLE_OF.get(source, "other")
+    style = entry(source).style
     scale = NOTE_VALUES.get(style, 1.0)
     for p in usable:
         p.name = Path(p.name).stem if "/" in p.name or "\\" in p.name else p.name
@@ -292,14 +216,14 @@ def chorale_parts(validation: bool = True, limit: int | None = None) -> list[tup
     parts are cached as JSON beside the corpus cache.
     """
     path = cache_dir() / PARTS_CACHE
-    cached = _load_cache(path)
+    cached = load_cache(path)
     out, changed = [], False
     for work in corpus_works("chorales"):
         name = Path(work).stem
         if is_validation(name) != validation:
             continue
         if name not in cached:
-            corpus = _music21("corpus")
+            corpus = music21_module("corpus")
             score = corpus.parse(work)
             parts = [piece_from_stream(p, name).events for p in score.parts]
             cached[name] = [[[e.onset, e.duration, list(e.pitches)] for e in part] for part in parts]
@@ -310,7 +234,7 @@ def chorale_parts(validation: bool = True, limit: int | None = None) -> list[tup
         if limit and len(out) >= limit:
             break
     if changed:
-        _save_cache(path, cached)
+        save_cache(path, cached)
     return out
 
 

@@ -34,7 +34,7 @@ PIANO_LOW, PIANO_HIGH = 21, 108  # A0 .. C8
 UNRELEASED_STEPS = GRID  # a note a cut stream never releases sounds for one beat
 PAD, START, END = "<pad>", "<start>", "<end>"
 MODES = ("major", "minor")
-STYLES = ("chorale", "renaissance", "classical", "other")
+STYLES = ("chorale", "renaissance", "classical", "folk", "other")  # "other" last: unknown styles fall to it
 CLOSE, PHRASE = "|", "|F"
 
 
