@@ -138,7 +138,6 @@ class Delivery:
         if webhook is not None and await self._try(
             lambda: webhook.send(**message()), token_deadline, spec.job_id
         ):
-            await self.edit_original(webhook, f"✅ Done: {bound(result.info.get('name'), 200)}")
             return "followup"
         return await self._channel(spec, lambda: {"content": f"{mention} your piece is ready.", **message()})
 
@@ -150,6 +149,12 @@ class Delivery:
         except Exception:
             log.exception("job %s: no embed for the piece (ref %s)", spec.job_id, reference(spec.job_id))
             return None
+
+    async def done(self, spec: JobSpec, result: JobResult, webhook: discord.Webhook | None = None) -> None:
+        """The deferred message says the piece is out (a courtesy, after the piece itself)."""
+        webhook = webhook or self.webhook(spec)
+        if webhook is not None:
+            await self.edit_original(webhook, f"✅ Done: {bound(result.info.get('name'), 200)}")
 
     def webhook(self, spec: JobSpec) -> discord.Webhook | None:
         """The interaction's webhook, rebuilt from the job (a restarted bot has no interaction object)."""

@@ -200,16 +200,23 @@ class Desk:
         view = self._buttons(spec, result, options, seed_key) if result.ok else None
         webhook = interaction.followup if interaction is not None else None
         try:
-            where = await self.delivery.deliver(spec, result, view, webhook)
-        except asyncio.CancelledError:
+            try:
+                where = await self.delivery.deliver(spec, result, view, webhook)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                ref = reference(spec.job_id)
+                log.exception("job %s: the answer failed (ref %s); sending the files alone", spec.job_id, ref)
+                where = await self.delivery.deliver(spec, result, None, webhook, plain=True)
+        except asyncio.CancelledError:  # closing before the user has it: the next start answers it
+            self.scheduler.abandon(spec.job_id)
             raise
-        except Exception:
-            ref = reference(spec.job_id)
-            log.exception("job %s: the answer failed (ref %s); sending the files alone", spec.job_id, ref)
-            where = await self.delivery.deliver(spec, result, None, webhook, plain=True)
         log.info("job %s answered: %s", spec.job_id[:12], where)
-        # "Answered" is written only now, once the user has the piece (or Discord refused it to the end).
-        await self.scheduler.answered(spec.job_id, where != "nowhere")
+        # "Answered" is written as soon as the user has the piece (or Discord refused it to the end), and
+        # even if the bot starts closing meanwhile: a restart must not send it again.
+        await asyncio.shield(self.scheduler.answered(spec.job_id, where != "nowhere"))
+        if where == "followup" and result.ok:
+            await self.delivery.done(spec, result, webhook)
 
     def _buttons(
         self, spec: JobSpec, result: JobResult, options: Options | None, seed_key: str | None

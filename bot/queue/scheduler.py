@@ -220,6 +220,11 @@ class Scheduler:
             return False
         return True
 
+    def abandon(self, job_id: str) -> None:
+        """This process stops answering the job (it is closing): the job stays in the journal, with its
+        result, for the next start to answer."""
+        self.answering.discard(job_id)
+
     async def answered(self, job_id: str, delivered: bool) -> None:
         """The job is done with: marked delivered when its user has the answer, then its journal entry and
         its stored result go. A job whose answer is still on its way when the bot stops is not passed here:
