@@ -200,6 +200,7 @@ async def test_reroll_and_continue_buttons_also_after_a_restart(fake, running):
     assert embed_of(second)["fields"][5]["value"] != "`7`"  # a new RNG seed
     assert file_sizes(second).keys() == {"mid", "ogg", "wav", "png"}
 
+    await settled(running.runtime.scheduler)  # the re-roll's answer is out before the bot restarts
     await running.restart()
     more = await fake.click(message, cont)
     third = await more.wait_for_followup(timeout=120)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from processes import settled
 from test_bot import EPHEMERAL, embed_of, fake, file_sizes, running, runtime  # noqa: F401 (fixtures)
 from test_harmonize import TUNE, tune_bytes
 from test_midi import note, smf
@@ -47,6 +48,7 @@ async def test_harmonize_replies_with_a_chorale_on_the_melody(fake, running):  #
     assert button.startswith("etude:harmonize:")
 
     # Re-roll, also after the bot restarts: the same melody, a new RNG seed.
+    await settled(running.runtime.scheduler)  # the chorale's answer is out before the bot restarts
     await running.restart()
     again = await fake.click(fake.message(reply["message_id"]), button)
     second = await again.wait_for_followup(timeout=120)
