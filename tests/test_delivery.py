@@ -97,9 +97,12 @@ async def test_server_errors_for_90_seconds_are_waited_out():
     clock = Clock()
     hook = Endpoint(clock, lambda now: http_error(500) if now < NOW + 90 else None)
     channel = Endpoint(clock)
-    where = await delivery(clock, channel).deliver(job(), piece(), webhook=hook)
+    d = delivery(clock, channel)
+    where = await d.deliver(job(), piece(), webhook=hook)
     assert where == "followup" and len(hook.sent) == 1 and not channel.sent
     assert hook.tries > 3 and clock.now >= NOW + 90
+    assert not hook.edits  # the "done" edit comes after the piece is marked answered (`Desk.finish`)
+    await d.done(job(), piece(), hook)
     assert hook.edits and hook.edits[-1].startswith("✅ Done")
 
 
@@ -138,7 +141,9 @@ async def test_user_texts_are_bounded_to_discords_limits():
     clock = Clock()
     hook = Endpoint(clock)
     name = "n" * 5000
-    assert await delivery(clock, Endpoint(clock)).deliver(job(), piece(name), webhook=hook) == "followup"
+    d = delivery(clock, Endpoint(clock))
+    assert await d.deliver(job(), piece(name), webhook=hook) == "followup"
+    await d.done(job(), piece(name), hook)
     sent = hook.sent[0]
     embed = sent["embed"]
     assert len(embed.title) <= 256 and len(embed.description) <= EMBED_DESCRIPTION_MAX and len(embed) <= 6000
