@@ -146,7 +146,9 @@ def test_a_seed_on_an_eighth_grid_is_continued_on_it(composer):
         assert off_grid(piece.events, piece.seed_events) == [], rng_seed
         # The same request without the grid rule: the network alone leaves the grid.
         key, _, primer, _, _ = composer.plan(piece.options, seed)
-        free = composer.sampler.sample([Request(primer, 60, 1.0, piece.options.top_p, rng_seed, grid=0)])[0]
+        free = composer.sampler.sample(
+            [Request(primer, 60, 1.0, piece.options.top_p, rng_seed, grid=0, short_term=0.0)]
+        )[0]
         left += bool(off_grid(composer.vocab.decode(primer + tuple(free))))
     assert left > 0
 
