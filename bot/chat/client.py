@@ -139,6 +139,7 @@ class EtudeBot(commands.Bot):
         self.metrics = Metrics("bot")
         self.health = None
         self.waiting_for: str | None = None  # what start-up waits for, for /healthz ("redis")
+        self.set_up = False  # the queue is up and the commands synced: from here SIGTERM stops gracefully
 
     async def setup_hook(self) -> None:
         from bot.chat.answers import answer_error
@@ -165,6 +166,7 @@ class EtudeBot(commands.Bot):
             self.tree.copy_global_to(guild=guild)
             await self.tree.sync(guild=guild)
         await self.tree.sync()
+        self.set_up = True
         log.info("commands synced")
 
     async def on_ready(self) -> None:
@@ -188,10 +190,13 @@ class EtudeBot(commands.Bot):
         cog = self.get_cog("ComposeCog")
         if cog is not None and self.runtime is not None:
             await cog.desk.announce_restart()
-            if self.runtime.worker is not None:
-                deadline = asyncio.get_running_loop().time() + self.settings.stop_deadline_seconds
-                while self.runtime.scheduler.running and asyncio.get_running_loop().time() < deadline:
-                    await asyncio.sleep(0.2)
+            sched, embedded = self.runtime.scheduler, self.runtime.worker is not None
+            deadline = asyncio.get_running_loop().time() + self.settings.stop_deadline_seconds
+            # Pieces on their way to their users go out first; an embedded worker's running jobs too.
+            while (sched.answering or (embedded and sched.running)) and (
+                asyncio.get_running_loop().time() < deadline
+            ):
+                await asyncio.sleep(0.2)
         await self.close()
 
     async def close(self) -> None:
@@ -223,7 +228,7 @@ async def run_bot(settings: Settings) -> None:
     stopping: list[asyncio.Task] = []
 
     def on_term() -> None:
-        if not bot.is_ready():
+        if not bot.set_up:
             starting.set()
         elif not stopping:
             stopping.append(asyncio.create_task(bot.stop_gracefully()))
