@@ -72,10 +72,6 @@ class Desk:
     def scheduler(self):
         return self.bot.runtime.scheduler
 
-    async def refuse(self, interaction: discord.Interaction, message: str) -> None:
-        """Say privately why a command or button is not run."""
-        await say_privately(interaction, message)
-
     async def start(
         self,
         interaction: discord.Interaction,
