@@ -22,7 +22,7 @@ from bot.chat.answers import say_privately
 from bot.chat.buttons import piece_view
 from bot.chat.delivery import FOLLOWUP_WINDOW, Delivery
 from bot.chat.reply import SeedStore, progress_line
-from bot.errors import BadSeed, EtudeError, reference
+from bot.errors import BadSeed, reference
 from bot.music.midi import SeedLimits, read_midi
 from bot.options import Options
 from bot.queue.jobs import JobResult, JobSpec
@@ -97,11 +97,7 @@ class Desk:
             attachment_limit=interaction.filesize_limit,
             kind=kind,
         )
-        try:
-            place = self.scheduler.admit(spec)
-        except EtudeError as e:
-            await self.refuse(interaction, str(e))
-            return
+        place = self.scheduler.admit(spec)  # a refusal (queue full, too many of yours) is answered by the error handler
         waiting = self.live[spec.job_id] = Waiting(interaction)
         try:
             await interaction.response.defer(thinking=True)
