@@ -46,13 +46,14 @@ def tutorial_loop_tokens_per_second(model, tokens: int) -> float:
     seq = [vocab.start]
     scalar = cfg.input_mode == "scalar"
     net.predict(
-        np.zeros((1, window, 1) if scalar else (1, window), np.float32 if scalar else np.int32), verbose=0
+        np.zeros((1, window, 1), np.float32) if scalar else model.inputs(np.zeros((1, window), np.int32)),
+        verbose=0,
     )
     t0 = time.perf_counter()
     for _ in range(tokens):
         w = np.array(seq[-window:], np.int32)
         w = np.pad(w, (window - len(w), 0))[None]
-        x = (w[..., None] / float(len(vocab))).astype(np.float32) if scalar else w
+        x = (w[..., None] / float(len(vocab))).astype(np.float32) if scalar else model.inputs(w)
         logits = net.predict(x, verbose=0)
         seq.append(int(np.argmax(logits[0] if scalar else logits[0, -1])))
     return tokens / (time.perf_counter() - t0)

@@ -272,6 +272,8 @@ class Composer:
                 grid=s.grid if s is not None else 0,
                 phase=round(plan[4] * GRID) % GRID,
                 short_term=short_term_weight(s),
+                bar=s.meter.bar_steps if s is not None else 4 * GRID,
+                bar_pos=s.meter.position(plan[4]) if s is not None else 0,
             )
             for (o, s), plan in zip(jobs, plans)
         ]

@@ -20,8 +20,9 @@ from bot.cards import REPO_MODELS
 from bot.errors import ModelNotFound
 from bot.model import network as M
 from bot.model.card import store_section
-from bot.music.corpus import encode_pieces, load_pieces, split_by_piece
+from bot.music.corpus import encode_pieces, load_pieces, piece_meter, split_by_piece
 from bot.music.encoding import Vocabulary
+from bot.music.meter import Meter
 
 LOG2E = 1 / math.log(2)
 
@@ -121,19 +122,23 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def network_probs(net, seqs: Sequence[np.ndarray], bucket: int = 256) -> list[np.ndarray]:
-    """Next-token probabilities along each whole piece for an every-step network.
+def network_probs(
+    model: M.LoadedModel, seqs: Sequence[np.ndarray], meters: Sequence[Meter] | None = None, bucket: int = 256
+) -> list[np.ndarray]:
+    """Next-token probabilities along each whole piece for an every-step network (told each piece's
+    meter when it takes one).
 
     One piece at a time, so the state runs over the whole piece. Each is padded at its end to a multiple
     of `bucket` tokens: the network reads left to right, so the padding cannot change the positions
     before it, and a compiling backend (JAX) sees a few input shapes instead of one per piece.
     """
     out = []
-    for s in seqs:
+    for i, s in enumerate(seqs):
         n = len(s) - 1
         x = np.zeros((1, -(-n // bucket) * bucket), np.int32)
         x[0, :n] = s[:-1]
-        logits = np.asarray(net(x, training=False))[0, :n]
+        inputs = model.inputs(x, [meters[i]] if meters else None)
+        logits = np.asarray(model.net(inputs, training=False))[0, :n]
         out.append(_softmax(logits.astype(np.float64)))
     return out
 
@@ -166,7 +171,7 @@ def evaluate(
     vocab = m.vocab
     train_seqs, val_seqs = encode_pieces(train_p, vocab), encode_pieces(val_p, vocab)
 
-    model_probs = network_probs(m.net, val_seqs)
+    model_probs = network_probs(m, val_seqs, [piece_meter(p) for p in val_p])
     result = {"model": {"name": m.name, **score_distributions(lambda i: model_probs[i], val_seqs, vocab)}}
 
     # The baselines learn from the model's own training streams: every piece in C major or A minor.

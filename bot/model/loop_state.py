@@ -46,6 +46,8 @@ class Loop(NamedTuple):
     hist: object  # (batch, 12) float32: how long each pitch class has sounded, in steps
     minor: object  # whether the piece ends in A minor (else C major)
     clock: object  # steps from the last beat of the seed's file (mod GRID) to the last frame sampled
+    bars: object  # steps per bar (the seed's meter; 4/4 without one)
+    bar_pos: object  # steps from the last downbeat to the time the stream has reached, primer included
 
 
 class Book:
@@ -64,8 +66,11 @@ class Book:
         self.keys = ops.arange(PIANO_KEYS, dtype="int32") + PIANO_LOW
         self.pitch_class = ops.convert_to_tensor(_PITCH_CLASS)
 
-    def start(self, primers, max_steps: int, hidden: int, layers: int, asked_minor, phases) -> Loop:
-        """The state before the first step: the primer's first token in, nothing counted yet."""
+    def start(
+        self, primers, max_steps: int, hidden: int, layers: int, asked_minor, phases, bars, bar_starts
+    ) -> Loop:
+        """The state before the first step: the primer's first token in, nothing counted yet; `bar_starts`
+        is where in its bar the primer's time begins."""
         ops = self.ops
         b = ops.shape(primers)[0]
         zeros = ops.zeros((b, hidden), "float32")
@@ -100,6 +105,8 @@ class Book:
             hist=ops.zeros((b, 12), "float32"),
             minor=asked_minor,
             clock=phases,
+            bars=bars,
+            bar_pos=bar_starts,
         )
 
     def advance(self, s: Loop, nxt, kind, in_primer, states, chord, final, minor) -> Loop:
@@ -154,6 +161,8 @@ class Book:
             hist=s.hist + ops.cast(ops.where(closes, s.gap, 0), "float32")[:, None] * heard,
             minor=minor,
             clock=ops.where((nk == 1) & ~in_primer, (s.clock + ops.take(self.steps, nxt)) % GRID, s.clock),
+            bars=s.bars,
+            bar_pos=ops.where(nk == 1, (s.bar_pos + ops.take(self.steps, nxt)) % s.bars, s.bar_pos),
         )
 
 

@@ -12,14 +12,18 @@ A model folder has everything sampling needs and nothing that is unpickled::
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+
+import numpy as np
 
 from bot.cards import DEFAULT_MODEL, load_card
 from bot.errors import ModelNotFound
 from bot.model import backend
 from bot.model.card import write_card
 from bot.music.encoding import Vocabulary
+from bot.music.meter import METER_IDS, Meter, stream_meter_ids
 from bot.paths import checked_file
 
 
@@ -31,6 +35,10 @@ class Config:
     vocab_size: int = 0
     input_mode: str = "embedding"  # "embedding" of token ids, or "scalar": id / vocabulary size (tutorial)
     embed_dim: int = 96
+    # Where the beat and the bar are (`bot.music.meter.meter_ids`), embedded beside each token. False for
+    # networks trained before the network was told (they read the token alone).
+    meter_input: bool = False
+    meter_dim: int = 16
     # 2 x 192: at batch 1 a step's weights (2.2 MB) stay in a core's cache, where 2 x 384 (8 MB) ran at a
     # third of the speed on a 2-core CPU (README, "The shipped model").
     hidden: int = 192
@@ -53,9 +61,17 @@ class Config:
 
 
 PRESETS: dict[str, Config] = {
-    "etude": Config(),
+    "etude": Config(meter_input=True),
     "small": Config(
-        preset="small", embed_dim=32, hidden=64, layers=1, dropout=0.0, seq_len=64, batch_size=16
+        preset="small",
+        embed_dim=32,
+        meter_input=True,
+        meter_dim=8,
+        hidden=64,
+        layers=1,
+        dropout=0.0,
+        seq_len=64,
+        batch_size=16,
     ),
     # The original tutorial's network: 3 x LSTM(512) over the token index scaled to [0, 1], one target
     # per 100-token window, RMSprop.
@@ -88,7 +104,8 @@ def preset(name: str, **overrides) -> Config:
 def build(config: Config):
     """A Keras model that maps token windows to next-token logits.
 
-    every_step: int ids (batch, time) -> logits (batch, time, vocab)
+    every_step: int ids (batch, time) -> logits (batch, time, vocab); with `meter_input` the inputs are
+                [token ids, meter ids] (both (batch, time)), the two embeddings side by side
     last:       scalars (batch, time, 1) -> logits (batch, vocab)
     """
     keras = backend.keras()
@@ -98,6 +115,11 @@ def build(config: Config):
     if config.input_mode == "embedding":
         inputs = keras.Input((None,), dtype="int32", name="tokens")
         x = layers.Embedding(v, config.embed_dim, name="embed")(inputs)
+        if config.meter_input:
+            meter = keras.Input((None,), dtype="int32", name="meter")
+            where = layers.Embedding(METER_IDS, config.meter_dim, name="meter_embed")(meter)
+            x = layers.Concatenate(name="token_and_meter")([x, where])
+            inputs = [inputs, meter]
     else:
         inputs = keras.Input((None, 1), dtype="float32", name="scaled_tokens")
         x = inputs
@@ -148,6 +170,17 @@ class LoadedModel:
     @property
     def name(self) -> str:
         return self.card.get("name") or self.path.name
+
+    def inputs(self, tokens: np.ndarray, meters: Sequence[Meter] | None = None):
+        """What the network takes for rows of token ids (batch, time), each a stream from its beginning:
+        the ids alone, or with their metrical input counted in each row's meter (4/4 from the first
+        downbeat when not given)."""
+        tokens = np.asarray(tokens, np.int32)
+        if not self.config.meter_input:
+            return tokens
+        table = self.vocab.shift_table()
+        meters = meters or [Meter()] * len(tokens)
+        return [tokens, np.stack([stream_meter_ids(table[row], m) for row, m in zip(tokens, meters)])]
 
 
 def save(folder: Path, net, config: Config, vocab: Vocabulary, card: dict | None = None) -> None:

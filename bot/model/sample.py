@@ -40,7 +40,7 @@ from bot.model.short_term import WEIGHT as SHORT_TERM_WEIGHT
 from bot.model.short_term import ShortTerm
 from bot.music.analysis import chord_table
 from bot.music.events import GRID
-from bot.music.meter import GRIDS
+from bot.music.meter import GRIDS, meter_ids
 from bot.options import SPECS, cadence_margin
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,8 @@ class Request:
     grid: int = 0  # steps: the onsets' grid to keep (6 eighths, 3 sixteenths), 0 for none
     phase: int = 0  # steps from the last beat to the primer's last frame, where the clock starts
     short_term: float = SHORT_TERM_WEIGHT  # the short-term model's weight in the mixture, 0 for none
+    bar: int = 4 * GRID  # steps per bar (the seed's meter)
+    bar_pos: int = 0  # steps from the last downbeat to the primer's last frame (0: a piece from nothing)
 
     def check(self) -> None:
         check_sampling(self.length, self.temperature, self.top_p)
@@ -81,6 +83,8 @@ class Request:
             raise BadOption(f"a request's grid must be one of 0, {GRIDS} and its phase in 0-{GRID - 1}")
         if not 0.0 <= self.short_term <= 1.0:
             raise BadOption("a request's short-term weight must be in 0-1")
+        if not (0 < self.bar <= 32 * 4 * GRID and 0 <= self.bar_pos < self.bar):
+            raise BadOption("a request's bar must be 1 to 4,608 steps and its position inside it")
 
 
 class Sampler:
@@ -111,6 +115,7 @@ class Sampler:
         ]
         # The embedding and the head run as the model's own layers, called statelessly on these weights.
         self.embed = net.get_layer("embed") if cfg.input_mode == "embedding" else None
+        self.meter_embed = net.get_layer("meter_embed") if cfg.meter_input else None
         last_lstm = net.layers.index(net.get_layer(f"lstm_{cfg.layers - 1}"))
         self.head = [
             layer for layer in net.layers[last_lstm + 1 :] if not layer.name.startswith(("drop", "head_drop"))
@@ -123,6 +128,7 @@ class Sampler:
         params = {
             "lstm": lstm,
             "embed": _weights(self.embed) if self.embed is not None else ([], []),
+            "meter_embed": _weights(self.meter_embed) if self.meter_embed is not None else ([], []),
             "head": [_weights(layer) for layer in self.head],
             "allowed": v.grammar(),
             "kinds": token_kinds(v),
@@ -136,10 +142,14 @@ class Sampler:
         self.on_gpu = backend.accelerator() is not None
 
     # -- one step of the network ------------------------------------------------------------------------
-    def _logits(self, params, tokens, states):
+    def _logits(self, params, tokens, bar_pos, bars, states):
         ops = self.ops
         if self.embed is not None:
             x, _ = self.embed.stateless_call(*params["embed"], tokens)
+            if self.meter_embed is not None:
+                ids = meter_ids(bar_pos, bars, minimum=ops.minimum)
+                where, _ = self.meter_embed.stateless_call(*params["meter_embed"], ids)
+                x = ops.concatenate([x, where], 1)
         else:  # the tutorial's input: the token index divided by the vocabulary size
             x = ops.cast(tokens, "float32")[:, None] / self.scale
         new_states = []
@@ -167,6 +177,8 @@ class Sampler:
         grids,
         phases,
         weights,
+        bars,
+        bar_starts,
         uniforms,
         max_steps,
     ):
@@ -175,7 +187,8 @@ class Sampler:
         primers (B, P) int32, right-padded; primer_len (B,); lengths (B,) onsets to add before the model may
         end the piece, limits (B,) the most onsets it may add before it must end; temperature, top_p
         (B,) float32; grids, phases (B,) int32 (`Request.grid`, `Request.phase`); weights (B,) float32 the
-        short-term model's (`Request.short_term`); uniforms (B, S) float32 in [0, 1); max_steps = S, a
+        short-term model's (`Request.short_term`); bars, bar_starts (B,) int32 steps per bar and where in
+        its bar each primer's time begins; uniforms (B, S) float32 in [0, 1); max_steps = S, a
         Python int (a static size for the compiler). Returns tokens (B, S) int32: the whole stream, primer included, and the number of
         steps each request took (B,).
         """
@@ -187,7 +200,7 @@ class Sampler:
         short_term = ShortTerm(ops, v, kinds == 3)
 
         def body(s: Loop) -> tuple[Loop]:
-            logits, states = self._logits(params, s.tok, s.states)
+            logits, states = self._logits(params, s.tok, s.bar_pos, s.bars, s.states)
             # The piece so far's own model, mixed in before any rule: the rules still decide what may come.
             logits = short_term.mix(logits, s.out, s.t, weights)
             kind = ops.take(kinds, s.tok)
@@ -221,7 +234,16 @@ class Sampler:
         def cond(s: Loop):
             return (s.t + 1 < max_steps) & ~ops.all(s.done)
 
-        start = book.start(primers, max_steps, self.hidden, len(self.activations), rules.asked_minor, phases)
+        start = book.start(
+            primers,
+            max_steps,
+            self.hidden,
+            len(self.activations),
+            rules.asked_minor,
+            phases,
+            bars,
+            bar_starts,
+        )
         (end,) = ops.while_loop(cond, body, (start,), maximum_iterations=max_steps - 1)
         return end.out, end.steps
 
@@ -263,6 +285,9 @@ class Sampler:
         for i, p in enumerate(primers):
             padded[i, : len(p)] = p
         uniforms = draw_uniforms([r.rng_seed for r in requests], steps)
+        # Where each primer's time begins in its bar: back from its last frame by the time it spans.
+        moves = self.vocab.shift_table()
+        bar_starts = [(r.bar_pos - int(moves[p].sum())) % r.bar for r, p in zip(requests, primers)]
         t0 = time.perf_counter()
         tokens, used = self._loop(
             padded,
@@ -274,6 +299,8 @@ class Sampler:
             np.array([r.grid for r in requests], np.int32),
             np.array([r.phase for r in requests], np.int32),
             np.array([r.short_term for r in requests], np.float32),
+            np.array([r.bar for r in requests], np.int32),
+            np.array(bar_starts, np.int32),
             uniforms,
             steps,
         )

@@ -11,6 +11,8 @@ from typing import Protocol
 
 import numpy as np
 
+from bot.music.meter import Meter, meter_ids
+
 PARTICLES = 4  # rows stepped at once: the harmonizer's proposals per chord (chords about as often triads
 # or sevenths as Bach's; see the README)
 
@@ -36,9 +38,16 @@ class NumpySteps:
     dense layer) are not stepped here: `supports` says so and `harmonize` refuses them in one line.
     """
 
-    def __init__(self, model, k: int = PARTICLES):
+    def __init__(self, model, k: int = PARTICLES, meter: Meter | None = None):
         net, cfg = model.net, model.config
         self.k = k
+        # A network told where the beat is (`Config.meter_input`) hears the time each row has reached.
+        self.meter = meter or Meter()
+        self.meter_embed = (
+            np.asarray(net.get_layer("meter_embed").embeddings, np.float32) if cfg.meter_input else None
+        )
+        self.moves = model.vocab.shift_table()
+        self.bar_pos = np.zeros(k, np.int32)
         self.layers = []
         for i in range(cfg.layers):
             cell = net.get_layer(f"lstm_{i}").cell
@@ -69,6 +78,7 @@ class NumpySteps:
     def start(self, head: Sequence[int]) -> np.ndarray:
         zeros = np.zeros((self.k, self.hidden), np.float32)
         self.states = [(zeros, zeros) for _ in self.layers]
+        self.bar_pos = np.full(self.k, self.meter.position(0.0), np.int32)
         logp = np.zeros(0)
         for token in head:
             logp = self.feed(np.full(self.k, token), np.arange(self.k))
@@ -76,8 +86,12 @@ class NumpySteps:
 
     def feed(self, tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
         tokens = np.asarray(tokens)
+        self.bar_pos = (self.bar_pos[rows] + self.moves[tokens]) % self.meter.bar_steps
         if self.embed is not None:
             x = self.embed[tokens]
+            if self.meter_embed is not None:
+                where = self.meter_embed[meter_ids(self.bar_pos, self.meter.bar_steps)]
+                x = np.concatenate([x, where], axis=1)
         else:  # the tutorial's input: the token index divided by the vocabulary size
             x = (tokens.astype(np.float32) / self.scale)[:, None]
         new = []

@@ -19,6 +19,7 @@ from bot.model import backend
 from bot.model import network as M
 from bot.music.corpus import KEY_MODES, expand, transpose_windows, windows
 from bot.music.encoding import Vocabulary
+from bot.music.meter import Meter, stream_meter_ids
 from bot.music.sources import card_sources
 
 ENCODING_TEXT = (
@@ -67,7 +68,7 @@ def corpus_tokens(
 
     With `keys="reference"` every piece is moved to C major or A minor; with `"transpose"` pieces stay in
     their keys and training moves each window at random."""
-    from bot.music.corpus import VALIDATION_SHARE, token_data
+    from bot.music.corpus import VALIDATION_SHARE, piece_meter, token_data
 
     vocab, train_p, val_p, train, valid = token_data(data, limit, keys, vocab)
     styles: dict[str, int] = {}
@@ -78,6 +79,10 @@ def corpus_tokens(
         sources[p.meta.get("source", data)] = sources.get(p.meta.get("source", data), 0) + 1
     meta = {
         "source": data,
+        # Each piece's time signature and first downbeat (`[numerator, denominator, downbeat]`), from which
+        # the network's metrical input is counted (`meter_inputs`).
+        "train_meters": [piece_meter(p).to_json() for p in train_p],
+        "valid_meters": [piece_meter(p).to_json() for p in val_p],
         "train_names": [p.name for p in train_p],
         "valid_names": [p.name for p in val_p],
         "split": f"by piece: one in {VALIDATION_SHARE} by a hash of its name (the chorales' alone when "
@@ -140,6 +145,18 @@ def load_tokens(path: Path) -> TokenData:
     return TokenData(vocab, train, valid, meta)
 
 
+def meter_inputs(vocab: Vocabulary, seqs, meters: list | None) -> list[np.ndarray]:
+    """The metrical input of every token of each whole piece (`bot.music.meter.stream_meter_ids`), from
+    the pieces' meters as `corpus_tokens` keeps them; 4/4 from the first note where none is kept (a
+    tokens file from before meters were)."""
+    table = vocab.shift_table()
+    meters = meters if meters and len(meters) == len(seqs) else [None] * len(seqs)
+    return [
+        stream_meter_ids(table[s], Meter(int(m[0]), int(m[1]), float(m[2])) if m else Meter())
+        for s, m in zip(seqs, meters)
+    ]
+
+
 # -- what one epoch sees ---------------------------------------------------------------------------------
 def step_arrays(
     config: M.Config,
@@ -147,21 +164,27 @@ def step_arrays(
     seqs,
     rng: np.random.Generator | None,
     transpose_keys: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    meters: list[np.ndarray] | None = None,
+) -> tuple[np.ndarray | list[np.ndarray], np.ndarray, np.ndarray]:
     """(inputs, targets, weights) of one epoch for an every-step network, as whole arrays.
 
     With `rng` (training) the windows are cut at a random offset (with `transpose_keys` each moved by a
     random transposition) and shuffled, so every epoch sees new windows; without it (validation) they are
-    the same each time. Padding targets weigh 0.
+    the same each time. Padding targets weigh 0. A network with a metrical input takes [tokens, meter
+    ids] (`meters`: `meter_inputs` of the same pieces), cut at the same places.
     """
     offset = int(rng.integers(config.seq_len)) if rng is not None else 0
     w = windows(seqs, config.seq_len, offset)
+    m = windows(meters, config.seq_len, offset) if config.meter_input else None
     if rng is not None and transpose_keys:
         w = transpose_windows(w, vocab, rng)
     if rng is not None:
-        w = w[rng.permutation(len(w))]
+        order = rng.permutation(len(w))
+        w = w[order]
+        m = m[order] if m is not None else None
     x, y = w[:, :-1], w[:, 1:]
-    return x, y, (y != 0).astype("float32")
+    inputs = [x, m[:, :-1]] if m is not None else x
+    return inputs, y, (y != 0).astype("float32")
 
 
 def last_dataset(config: M.Config, vocab: Vocabulary, seqs, seed: int, augment: bool, limit=None):
@@ -276,8 +299,10 @@ def train(
 
     ckpt.mkdir(parents=True, exist_ok=True)
     best_path = ckpt / "best.keras"
+    train_meters = meter_inputs(vocab, td.train, td.meta.get("train_meters"))
+    valid_meters = meter_inputs(vocab, td.valid, td.meta.get("valid_meters"))
     if config.targets == "every_step":
-        validation = step_arrays(config, vocab, td.valid, None)
+        validation = step_arrays(config, vocab, td.valid, None, meters=valid_meters)
     else:
         validation = last_dataset(config, vocab, td.valid, 0, augment=False, limit=2048)
 
@@ -291,9 +316,11 @@ def train(
             validation_data=validation,
         )
         if config.targets == "every_step":
-            x, y, w = step_arrays(config, vocab, td.train, rng, transpose_keys)
+            x, y, w = step_arrays(config, vocab, td.train, rng, transpose_keys, train_meters)
             if steps_per_epoch:
-                x, y, w = (a[: steps_per_epoch * config.batch_size] for a in (x, y, w))
+                n = steps_per_epoch * config.batch_size
+                x = [a[:n] for a in x] if isinstance(x, list) else x[:n]
+                y, w = y[:n], w[:n]
             history = net.fit(x, y, sample_weight=w, batch_size=config.batch_size, shuffle=False, **common)
         else:
             ds = last_dataset(config, vocab, td.train, epoch, augment=transpose_keys)

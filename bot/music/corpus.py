@@ -16,6 +16,7 @@ from bot.errors import BadData
 from bot.music.encoding import Vocabulary
 from bot.music.events import Event, Piece, transpose
 from bot.music.keys import estimate_key
+from bot.music.meter import Meter, meter_of
 from bot.music.scores import (  # noqa: F401  (cache_dir, piece_from_stream, read_score_file: used by callers)
     CACHE_VERSION,
     MIDI_SUFFIXES,
@@ -177,6 +178,9 @@ def _finish(usable: list[Piece], source: str) -> list[Piece]:
         if scale != 1.0:
             p.events = [replace(e, onset=e.onset * scale, duration=e.duration * scale) for e in p.events]
             p.tempo *= scale  # the same music in the same time: a half note at 60 is a quarter at 60
+            if p.meta.get("meter"):  # and its bars: 4/2 read at half values is 4/4
+                n, d, downbeat = p.meta["meter"]
+                p.meta["meter"] = [n, min(32, round(d / scale)), downbeat * scale]
         key = estimate_key(p.events)
         p.meta.update(style=style, source=source, key=key.name if key else None)
     return usable
@@ -280,6 +284,15 @@ def token_data(
         encode_pieces(train_p, vocab, reference),
         encode_pieces(val_p, vocab, reference),
     )
+
+
+def piece_meter(piece: Piece) -> Meter:
+    """A training piece's meter: the score's own (`scores.score_meter_of`), a MIDI file's time signatures,
+    else what its onsets suggest."""
+    if piece.meta.get("meter"):
+        n, d, downbeat = piece.meta["meter"]
+        return Meter(int(n), int(d), float(downbeat), "file")
+    return meter_of(piece.events, piece.meta.get("time_signatures", []), piece.meta.get("tempo_changes", 0))
 
 
 def encode_pieces(pieces: Sequence[Piece], vocab: Vocabulary, normalize_key: bool = True) -> list[np.ndarray]:

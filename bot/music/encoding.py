@@ -311,6 +311,10 @@ class Vocabulary:
             seen = last_attack_frame == frame_no
         return (ids >= self.close_base) & seen
 
+    def shift_table(self) -> np.ndarray:
+        """How many grid steps each token moves time (0 for every token but the shifts)."""
+        return np.array([t - self.shift_base if self.is_shift(t) else 0 for t in range(len(self))], np.int32)
+
     def count_onsets(self, ids: Iterable[int]) -> int:
         """Notes and chords in `ids`: frames that attack at least one pitch."""
         return int(self.onset_mask(np.fromiter((int(t) for t in ids), dtype=np.int64)).sum())

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from bot.music.events import GRID, Event
 
 GRID_SHARE = 0.9  # onsets on the grid for a seed to keep to it (the issue's "strictly on an eighth grid")
@@ -24,6 +26,12 @@ STEADY_SHARE = 0.8  # onsets on a sixteenth or eighth-triplet grid for a beat to
 MIN_ONSETS = 8  # fewer onsets say nothing about where bars start
 CLEAR = 1.2  # how much more clearly 3/4 must mark its downbeats than 4/4 to be chosen over it
 GRIDS = (GRID // 2, GRID // 4)  # eighths (6 steps), sixteenths (3 steps)
+# What the network is told at every token (`meter_ids`): how long the bar is and where in it the time
+# stands, as one id. Bars are told apart by their length in quarters up to `METER_QUARTERS` (a 6/8 bar is
+# three quarters long, 2/2 as long as 4/4); longer bars count as that many and positions past it as its
+# last quarter.
+METER_QUARTERS = 8
+METER_IDS = METER_QUARTERS * METER_QUARTERS * GRID
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,18 @@ class Meter:
     def in_bar(self, t: float) -> float:
         """Quarters from the last downbeat at or before `t`."""
         return round((t - self.downbeat) % self.bar, 6) % self.bar
+
+    @property
+    def bar_steps(self) -> int:
+        """Grid steps per bar (at least one beat's worth, so a 1/8 bar still counts time)."""
+        return max(GRID, round(self.bar * GRID))
+
+    def position(self, t: float) -> int:
+        """Grid steps from the last downbeat at or before `t`."""
+        return round(self.in_bar(t) * GRID) % self.bar_steps
+
+    def to_json(self) -> list:
+        return [self.numerator, self.denominator, self.downbeat]
 
     def moved(self, quarters: float) -> Meter:
         """The same meter for times moved by `quarters`."""
@@ -148,3 +168,27 @@ def meter_of(
     t, n, d = before[-1] if before else valid[0]
     meter = Meter(n, d, 0.0)
     return Meter(n, d, meter.in_bar(t), "file")
+
+
+def meter_ids(positions, bar_steps, minimum=None):
+    """The network's metrical input: one id in 0..METER_IDS-1 for each position (steps from the downbeat)
+    in a bar of `bar_steps` steps. Works on NumPy arrays and, with `minimum=ops.minimum`, on tensors."""
+    minimum = minimum or np.minimum
+    quarters = minimum(bar_steps // GRID, METER_QUARTERS)
+    beat = minimum(positions // GRID, METER_QUARTERS - 1)
+    return (quarters - 1) * (METER_QUARTERS * GRID) + beat * GRID + positions % GRID
+
+
+def stream_meter_ids(shift_steps: np.ndarray, meter: Meter) -> np.ndarray:
+    """`meter_ids` for every token of a stream whose time starts at 0 (a piece as the corpus encodes it):
+    `shift_steps` is how many steps each token moves time (0 for all but shifts); each token's id is
+    where the time stands once it is read."""
+    positions = (meter.position(0.0) + np.cumsum(shift_steps)) % meter.bar_steps
+    return meter_ids(positions.astype(np.int32), meter.bar_steps).astype(np.int32)
+
+
+def score_meter(numerator: int, denominator: int, first_bar: float) -> Meter:
+    """The meter of a score whose first bar (a pickup when shorter) starts at `first_bar` quarters: a
+    pickup bar's time is counted back from the full bar it belongs to."""
+    meter = Meter(numerator, denominator, 0.0, "file")
+    return Meter(numerator, denominator, first_bar % meter.bar, "file")

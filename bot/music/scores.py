@@ -9,8 +9,9 @@ from pathlib import Path
 
 from bot.errors import BadData, EtudeError
 from bot.music.events import Event, Piece, group_notes
+from bot.music.meter import Meter, score_meter
 
-CACHE_VERSION = 2  # 2: events carry the fermata mark
+CACHE_VERSION = 3  # 2: events carry the fermata mark; 3: pieces carry their meter
 MIDI_SUFFIXES = {".mid", ".midi", ".smf"}
 
 
@@ -46,7 +47,30 @@ def piece_from_stream(score, name: str) -> Piece:
             notes.append((float(n.offset), float(n.quarterLength), p.midi, velocity, fermata))
     marks = list(flat.getElementsByClass(m21tempo.MetronomeMark))
     bpm = marks[0].getQuarterBPM() if marks and marks[0].getQuarterBPM() else 100.0
-    return Piece(name, group_notes(notes), float(bpm))
+    piece = Piece(name, group_notes(notes), float(bpm))
+    meter = score_meter_of(score)
+    if meter is not None:
+        piece.meta["meter"] = meter.to_json()
+    return piece
+
+
+def score_meter_of(score) -> Meter | None:
+    """A score's first time signature and where its bars start (its first bar, a pickup counted back),
+    or None when it has no time signature."""
+    m21meter = music21_module("meter")
+    signatures = list(score.flatten().getElementsByClass(m21meter.TimeSignature))
+    if not signatures:
+        return None
+    ts = signatures[0]
+    parts = list(getattr(score, "parts", [])) or [score]
+    measures = list(parts[0].getElementsByClass("Measure"))
+    first_bar = 0.0
+    if measures:
+        first = measures[0]
+        first_bar = float(first.offset) - float(first.paddingLeft or 0.0)
+    if not (1 <= ts.numerator <= 32 and ts.denominator in (1, 2, 4, 8, 16, 32)):
+        return None
+    return score_meter(int(ts.numerator), int(ts.denominator), first_bar)
 
 
 def parse_corpus_work(name: str) -> Piece:
@@ -83,13 +107,17 @@ def piece_to_json(p: Piece) -> dict:
         "name": p.name,
         "tempo": p.tempo,
         "events": [[e.onset, e.duration, list(e.pitches), e.velocity, int(e.fermata)] for e in p.events],
+        "meter": p.meta.get("meter"),
     }
 
 
 def piece_from_json(d: dict) -> Piece:
-    return Piece(
+    piece = Piece(
         d["name"], [Event(on, du, tuple(ps), v, bool(f)) for on, du, ps, v, f in d["events"]], d["tempo"]
     )
+    if d.get("meter"):
+        piece.meta["meter"] = list(d["meter"])
+    return piece
 
 
 def load_cache(path: Path) -> dict:
