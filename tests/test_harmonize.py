@@ -116,7 +116,7 @@ def test_numpy_steps_match_the_network(composer):
     got = [steps.start(ids[:1])]
     for t in ids[1:-1]:
         got.append(steps.feed(np.array([t, t]), np.arange(2)))
-    logits = np.asarray(model.net(ids[None, :-1], training=False))[0].astype(np.float64)
+    logits = np.asarray(model.net(model.inputs(ids[None, :-1]), training=False))[0].astype(np.float64)
     want = (
         logits
         - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True))

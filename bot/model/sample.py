@@ -285,9 +285,7 @@ class Sampler:
         for i, p in enumerate(primers):
             padded[i, : len(p)] = p
         uniforms = draw_uniforms([r.rng_seed for r in requests], steps)
-        # Where each primer's time begins in its bar: back from its last frame by the time it spans.
-        moves = self.vocab.shift_table()
-        bar_starts = [(r.bar_pos - int(moves[p].sum())) % r.bar for r, p in zip(requests, primers)]
+        bar_starts = primer_bar_starts(self.vocab, requests, primers)
         t0 = time.perf_counter()
         tokens, used = self._loop(
             padded,
@@ -306,6 +304,13 @@ class Sampler:
         )
         log.debug("sampled %d requests in %.3f s", len(requests), time.perf_counter() - t0)
         return [tokens[i, plen[i] : used[i]].tolist() for i in range(len(requests))]
+
+
+def primer_bar_starts(vocab, requests: list[Request], primers: list[list[int]]) -> list[int]:
+    """Where in its bar each primer's time begins (steps from the downbeat): back from its last frame
+    (`Request.bar_pos`) by the time the primer, as cut for the loop, spans."""
+    moves = vocab.shift_table()
+    return [(r.bar_pos - int(moves[p].sum())) % r.bar for r, p in zip(requests, primers)]
 
 
 def draw_uniforms(seeds: list[int], steps: int) -> np.ndarray:
