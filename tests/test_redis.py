@@ -315,3 +315,33 @@ async def test_progress_published_once_ready_returns_is_heard(redis_server):
     finally:
         await bot_side.close()
         await worker_side.close()
+
+
+async def test_delivered_markers_are_kept_as_long_as_the_embedded_journal_keeps_them(redis_server, tmp_path):
+    """One retention for "this job was answered", whichever mode keeps the marker."""
+    import sqlite3
+    import time
+
+    from bot.queue.jobs import KEEP_DELIVERED_SECONDS
+    from bot.queue.journal import SQLiteJournal
+    from bot.queue.redis_keys import DELIVERED
+    from bot.queue.redis_state import RedisJournal
+
+    journal = RedisJournal(redis_server.url)
+    try:
+        await journal.mark_delivered("job-1")
+        ttl = await journal.redis.ttl(DELIVERED + "job-1")
+        assert KEEP_DELIVERED_SECONDS - 60 < ttl <= KEEP_DELIVERED_SECONDS
+    finally:
+        await journal.close()
+    path = tmp_path / "journal.sqlite"
+    embedded = SQLiteJournal(path)
+    await embedded.mark_delivered("job-1")
+    await embedded.mark_delivered("job-2")
+    assert await embedded.delivered("job-1")
+    with sqlite3.connect(path) as db:  # job-1 answered just longer ago than the retention
+        db.execute(
+            "UPDATE jobs SET at = ? WHERE job_id = 'job-1'", (time.time() - KEEP_DELIVERED_SECONDS - 5,)
+        )
+    again = SQLiteJournal(path)
+    assert not await again.delivered("job-1") and await again.delivered("job-2")

@@ -17,6 +17,10 @@ from typing import Any
 from bot.codec import from_record
 from bot.options import UPLOAD_LIMIT_BYTES, Options
 
+# How long a delivered job's marker is kept, in SQLite (embedded) and in Redis alike: far past the 15
+# minutes a Discord interaction can be answered in, so a job that finished twice is still answered once.
+KEEP_DELIVERED_SECONDS = 86400
+
 TASK_NAME = "etude.compose"
 # A finished job's result stays in Redis until its user has it (the bot then deletes it); this bounds the
 # time it waits for a bot that is down: longer than delivery's own patience (15 minutes, then an hour).

@@ -13,9 +13,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from bot.queue.jobs import JobSpec
-
-KEEP_DELIVERED_SECONDS = 86400
+from bot.queue.jobs import KEEP_DELIVERED_SECONDS, JobSpec
 
 
 class SQLiteJournal:

@@ -15,7 +15,7 @@ from redis.exceptions import AuthenticationError, ResponseError
 
 from bot.aio import cancel_and_wait
 from bot.errors import BadOption
-from bot.queue.jobs import JobSpec
+from bot.queue.jobs import KEEP_DELIVERED_SECONDS, JobSpec
 from bot.queue.redis_keys import DELIVERED, DOWN, KICKED, PENDING, PROGRESS, STREAM, WORKERS, client
 from bot.queue.scheduler import LocalProgress
 
@@ -137,7 +137,7 @@ class RedisJournal:
         return bool(await self.redis.exists(DELIVERED + job_id))
 
     async def mark_delivered(self, job_id: str) -> None:
-        await self.redis.set(DELIVERED + job_id, 1, ex=7 * 86400)
+        await self.redis.set(DELIVERED + job_id, 1, ex=KEEP_DELIVERED_SECONDS)
 
     async def pending(self) -> list[tuple[JobSpec, bool]]:
         """(spec, kicked) for every job not yet answered."""
