@@ -277,12 +277,12 @@ async def test_server_errors_are_retried(fake, running):
 
 
 async def test_unexpected_failure_is_logged_and_answered_with_a_reference(fake, running, monkeypatch, caplog):
-    import bot.queue.worker
+    import bot.worker.worker
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(bot.queue.worker, "render_for_limit", broken)
+    monkeypatch.setattr(bot.worker.worker, "render_for_limit", broken)
     inter = await fake.send_command("compose", {"length": 20, "rng_seed": 9})
     msg = await inter.wait_for(lambda e: e["kind"] == "followup" and e["status"] < 300, timeout=60)
     content = msg["body"]["content"]

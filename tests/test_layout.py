@@ -127,7 +127,7 @@ def test_bot_in_redis_mode_loads_neither_tensorflow_nor_the_sampler():
 NO_MUSIC21 = """
 import sys
 sys.modules["music21"] = None  # as if the `train` extra were not installed: importing it raises ImportError
-import bot.cli, bot.chat.client, bot.chat.commands, bot.chat.harmonize, bot.queue.worker
+import bot.cli, bot.chat.client, bot.chat.commands, bot.chat.harmonize, bot.worker.worker
 import bot.queue.redis_broker, bot.queue.redis_state, bot.model.composer, bot.model.harmonize, bot.render.pool
 from bot.cli import main
 assert main(["compose", "--length", "8", "--rng-seed", "1", "--out", sys.argv[1]]) == 0

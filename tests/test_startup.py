@@ -121,8 +121,8 @@ async def test_the_embedded_bot_stops_on_a_broken_model_or_soundfont(fake, tiny_
 
 async def test_the_worker_stops_on_a_broken_model(redis_server, tiny_model_dir, tmp_path):
     from bot.errors import ModelNotFound
-    from bot.queue.worker import serve_worker
     from bot.settings import Settings
+    from bot.worker.worker import serve_worker
 
     folder = broken_models(tiny_model_dir, tmp_path)["empty"]
     settings = Settings(_env_file=None, redis_url=redis_server.url, model_dir=str(folder))

@@ -23,7 +23,7 @@ from bot.queue.scheduler import LocalProgress, Scheduler
 from bot.settings import Settings
 
 if TYPE_CHECKING:
-    from bot.queue.worker import Worker
+    from bot.worker.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Runtime:
 
             progress = LocalProgress()
             journal = SQLiteJournal(state_folder(settings) / "journal.sqlite3")
-            from bot.queue.worker import Worker  # the model layer loads only in embedded mode
+            from bot.worker.worker import Worker  # the model layer loads only in embedded mode
 
             worker = Worker.from_settings(settings, progress.publish)
             task = register(broker, worker.run)

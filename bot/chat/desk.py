@@ -97,7 +97,8 @@ class Desk:
             attachment_limit=interaction.filesize_limit,
             kind=kind,
         )
-        place = self.scheduler.admit(spec)  # a refusal (queue full, too many of yours) is answered by the error handler
+        # A refusal (queue full, too many of yours) is answered by the error handler.
+        place = self.scheduler.admit(spec)
         waiting = self.live[spec.job_id] = Waiting(interaction)
         try:
             await interaction.response.defer(thinking=True)

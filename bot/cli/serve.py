@@ -24,8 +24,8 @@ def cmd_bot(args) -> int:
 def cmd_worker(args) -> int:
     import asyncio
 
-    from bot.queue.worker import serve_worker
     from bot.settings import get_settings
+    from bot.worker.worker import serve_worker
 
     logging.getLogger().setLevel(logging.INFO)
     asyncio.run(serve_worker(get_settings()))

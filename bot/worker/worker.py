@@ -23,13 +23,13 @@ from bot.model.backend import default_batching
 from bot.model.composer import Composer, Composition, Seed
 from bot.music.midi import SeedLimits
 from bot.options import Options
-from bot.queue.batcher import Batcher, batch_sizes
 from bot.queue.jobs import JobResult, JobSpec
-from bot.queue.rendering import render_for_limit
-from bot.queue.sweep import own_temp_folder
 from bot.render.audio import find_soundfont
 from bot.render.pool import RenderPool
 from bot.render.synth import check_soundfont
+from bot.worker.batcher import Batcher, batch_sizes
+from bot.worker.rendering import render_for_limit
+from bot.worker.sweep import own_temp_folder
 
 log = logging.getLogger(__name__)
 
