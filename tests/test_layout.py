@@ -1,4 +1,6 @@
-"""The package's imports run one way: chat → queue → model → music, render → music; no cycles."""
+"""The package's imports run one way, a folder per program and per stage: chat → queue → music on the bot's
+side; worker → queue, model, render → music in the worker; eval → model and bench → worker for the
+measuring commands; no cycles; and the bot's side never reaches the worker or the model."""
 
 from __future__ import annotations
 
@@ -15,11 +17,14 @@ PACKAGE = ROOT / "bot"
 # Which layers each layer may import (directly, at any depth inside functions too).
 ALLOWED = {
     "chat": {"chat", "queue", "music", "top"},
-    "queue": {"queue", "model", "render", "music", "top"},
+    "queue": {"queue", "music", "top"},
+    "worker": {"worker", "queue", "model", "render", "music", "top"},
     "model": {"model", "music", "top"},
+    "eval": {"eval", "model", "music", "top"},
+    "bench": {"bench", "worker", "queue", "model", "render", "music", "top"},
     "render": {"render", "music", "top"},
     "music": {"music", "top"},
-    "top": {"top", "chat", "queue", "model", "render", "music"},
+    "top": {"top", "chat", "queue", "worker", "model", "eval", "bench", "render", "music"},
 }
 TOP_LEAVES = {
     "bot.aio",
@@ -42,8 +47,9 @@ TOP_PACKAGES = {"cli"}  # folders that belong to the top layer: the command line
 
 
 def layer(module: str) -> str:
+    """The folder a module lives in (`bot.worker.batcher` → worker, `bot.bench` → bench), else top."""
     parts = module.split(".")
-    if len(parts) > 2 and parts[1] not in TOP_PACKAGES and (PACKAGE / parts[1]).is_dir():
+    if len(parts) > 1 and parts[1] not in TOP_PACKAGES and (PACKAGE / parts[1]).is_dir():
         return parts[1]
     return "top"
 
@@ -77,20 +83,7 @@ def imports() -> dict[str, set[str]]:
 
 def test_no_module_imports_one_that_imports_it_back():
     graph = imports()
-    cycles = []
-
-    def reach(start: str) -> set[str]:
-        seen, todo = set(), [start]
-        while todo:
-            for nxt in graph.get(todo.pop(), ()):
-                if nxt not in seen:
-                    seen.add(nxt)
-                    todo.append(nxt)
-        return seen
-
-    for module in graph:
-        if module in reach(module):
-            cycles.append(module)
+    cycles = [module for module in graph if module in reach(graph, module)]
     assert not cycles, f"import cycles through: {sorted(cycles)}"
 
 
@@ -102,6 +95,45 @@ def test_layers_import_one_way():
                 continue
             if layer(target) not in ALLOWED[layer(module)]:
                 wrong.append(f"{module} → {target}")
+    assert not wrong, "\n".join(sorted(wrong))
+
+
+def reach(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module `start` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_chat_reaches_neither_the_worker_nor_the_model():
+    """The bot's side gets an embedded worker handed in (`bot.queue.interfaces.LocalWorker`), so no import
+    of chat, however deep or late, loads the worker's runtime, the model, evaluation or the benchmarks."""
+    graph = imports()
+    wrong = []
+    for module in graph:
+        if layer(module) == "chat":
+            wrong += [
+                f"{module} → {t}"
+                for t in reach(graph, module)
+                if layer(t) in {"worker", "model", "eval", "bench"}
+            ]
+    assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_the_queue_is_the_bots_side_only():
+    """The queue holds what the bot needs; only the worker imports the model and the renderer."""
+    graph = imports()
+    wrong = [
+        f"{m} → {t}"
+        for m in graph
+        if layer(m) == "queue"
+        for t in reach(graph, m)
+        if layer(t) in {"worker", "model", "render", "eval", "bench"}
+    ]
     assert not wrong, "\n".join(sorted(wrong))
 
 

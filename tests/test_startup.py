@@ -98,6 +98,7 @@ def settings_for(fake: FakeDiscord, tmp_path: Path, **kw):
 async def test_the_embedded_bot_stops_on_a_broken_model_or_soundfont(fake, tiny_model_dir, tmp_path):
     from bot.chat.client import run_bot
     from bot.chat.endpoints import apply_endpoints, current_endpoints
+    from bot.cli.serve import embedded_worker
     from bot.errors import EtudeError
 
     junk = tmp_path / "junk.sf2"
@@ -114,7 +115,8 @@ async def test_the_embedded_bot_stops_on_a_broken_model_or_soundfont(fake, tiny_
     try:
         for words, kw in cases.items():
             with pytest.raises(EtudeError, match=words):
-                await run_bot(settings_for(fake, tmp_path, **kw))
+                settings = settings_for(fake, tmp_path, **kw)
+                await run_bot(settings, embedded_worker(settings))
     finally:
         apply_endpoints(*saved)
 

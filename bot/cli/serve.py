@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.queue.interfaces import MakeWorker
 
 
 def cmd_bot(args) -> int:
@@ -12,13 +16,23 @@ def cmd_bot(args) -> int:
     from bot.chat.client import run_bot
     from bot.settings import get_settings
 
+    settings = get_settings()
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("discord").setLevel(logging.WARNING if not args.verbose else logging.INFO)
     try:
-        asyncio.run(run_bot(get_settings()))
+        asyncio.run(run_bot(settings, embedded_worker(settings)))
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def embedded_worker(settings) -> MakeWorker | None:
+    """Without `REDIS_URL` the bot runs its jobs in a worker of its own; only then is the model imported."""
+    if settings.redis_url:
+        return None
+    from bot.worker.worker import Worker
+
+    return Worker.from_settings
 
 
 def cmd_worker(args) -> int:
