@@ -1,6 +1,6 @@
 """`etude bench`'s rendering sections: render speed per core, the embedded worker's jobs/s, its first job
 after ready against a warm one, and its peak memory with the render pool. Kept apart from the sampler and
-training sections; `bot.bench` calls these."""
+training sections; `bot.bench.run` calls these."""
 
 from __future__ import annotations
 
