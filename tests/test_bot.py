@@ -268,7 +268,7 @@ async def test_a_rejected_token_is_a_clear_error(fake, tiny_model_dir, tmp_path,
     settings = settings_for(fake, tiny_model_dir, tmp_path)
     settings.discord_token = type(settings.discord_token)("not-the-token")
     with pytest.raises(BadOption, match="rejected the token"):
-        await run_bot(settings, embedded_worker(settings))
+        await run_bot(settings, embedded_worker)
     assert "not-the-token" not in caplog.text
 
 

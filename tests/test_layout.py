@@ -144,12 +144,13 @@ def test_top_leaves_import_no_layer_above_music():
 
 
 def test_bot_in_redis_mode_loads_neither_tensorflow_nor_the_sampler():
-    """What the Discord side imports to run in Redis mode: the client, its cog, the Redis queue."""
+    """What `etude bot` imports to run in Redis mode: the client, its cog, the Redis queue, the command."""
     code = (
         "import sys\n"
         "import bot.chat.client, bot.chat.commands, bot.chat.reply, bot.queue.scheduler\n"
-        "import bot.queue.redis_state, bot.queue.redis_broker\n"
-        "bad = [m for m in ('tensorflow', 'keras', 'jax', 'bot.model.sample', 'bot.model.network') if m in sys.modules]\n"
+        "import bot.queue.redis_state, bot.queue.redis_broker, bot.queue.runtime, bot.cli.serve\n"
+        "heavy = ('tensorflow', 'keras', 'jax', 'bot.worker.worker', 'bot.model.sample', 'bot.model.network')\n"
+        "bad = [m for m in heavy if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

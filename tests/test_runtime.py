@@ -21,10 +21,8 @@ def test_the_worker_is_what_the_runtime_asks_for(tmp_path):
     from bot.cli.serve import embedded_worker
     from bot.worker.worker import Worker
 
-    settings = Settings(_env_file=None, redis_url=None, model_dir=str(tmp_path))
-    make = embedded_worker(settings)
-    assert make == Worker.from_settings
-    worker = make(settings, None)
-    assert isinstance(worker, LocalWorker)
+    settings = Settings(_env_file=None, redis_url=None, model_dir=str(tmp_path), batch_size=3)
+    worker = embedded_worker(settings, None)
+    assert isinstance(worker, Worker) and isinstance(worker, LocalWorker)
+    assert worker.batch_size == 3 and worker.model_dir == str(tmp_path)
     assert worker.card == {} and not worker.ready.is_set()  # nothing loads before `start`
-    assert embedded_worker(Settings(_env_file=None, redis_url="redis://localhost:1")) is None

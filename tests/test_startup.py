@@ -115,8 +115,7 @@ async def test_the_embedded_bot_stops_on_a_broken_model_or_soundfont(fake, tiny_
     try:
         for words, kw in cases.items():
             with pytest.raises(EtudeError, match=words):
-                settings = settings_for(fake, tmp_path, **kw)
-                await run_bot(settings, embedded_worker(settings))
+                await run_bot(settings_for(fake, tmp_path, **kw), embedded_worker)
     finally:
         apply_endpoints(*saved)
 

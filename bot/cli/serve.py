@@ -7,7 +7,8 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bot.queue.interfaces import MakeWorker
+    from bot.queue.interfaces import LocalWorker, Publish
+    from bot.settings import Settings
 
 
 def cmd_bot(args) -> int:
@@ -16,23 +17,21 @@ def cmd_bot(args) -> int:
     from bot.chat.client import run_bot
     from bot.settings import get_settings
 
-    settings = get_settings()
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("discord").setLevel(logging.WARNING if not args.verbose else logging.INFO)
     try:
-        asyncio.run(run_bot(settings, embedded_worker(settings)))
+        asyncio.run(run_bot(get_settings(), embedded_worker))
     except KeyboardInterrupt:
         pass
     return 0
 
 
-def embedded_worker(settings) -> MakeWorker | None:
-    """Without `REDIS_URL` the bot runs its jobs in a worker of its own; only then is the model imported."""
-    if settings.redis_url:
-        return None
+def embedded_worker(settings: Settings, publish: Publish) -> LocalWorker:
+    """The bot's own worker, which the queue's runtime asks for only when `REDIS_URL` is unset: the model
+    is imported then, as the queue starts (after /healthz is up), and never in Redis mode."""
     from bot.worker.worker import Worker
 
-    return Worker.from_settings
+    return Worker.from_settings(settings, publish)
 
 
 def cmd_worker(args) -> int:
