@@ -93,7 +93,7 @@ RUN pip install --no-cache-dir -r requirements/worker-gpu.txt
 COPY --from=package /app/models/ models/
 RUN --mount=type=bind,from=package,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-deps /wheels/*.whl \
-    && python -P -c "import bot.cli, bot.queue.redis_broker, bot.queue.worker, bot.model.harmonize"
+    && python -P -c "import bot.cli, bot.queue.redis_broker, bot.worker.worker, bot.model.harmonize"
 USER 10001:10001
 
 
@@ -106,5 +106,5 @@ COPY --from=package /app/models/ models/
 # The import check also holds the JAX image to its promise: no TensorFlow anywhere on the worker's path.
 RUN --mount=type=bind,from=package,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-deps /wheels/*.whl \
-    && python -P -c "import sys, bot.cli, bot.queue.worker; from bot.model import backend; backend.keras(); assert 'tensorflow' not in sys.modules"
+    && python -P -c "import sys, bot.cli, bot.worker.worker; from bot.model import backend; backend.keras(); assert 'tensorflow' not in sys.modules"
 USER 10001:10001

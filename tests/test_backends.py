@@ -218,8 +218,8 @@ def test_the_jax_path_never_imports_tensorflow(tmp_path, tiny_model_dir, chorale
 
 
 async def test_worker_batches_follow_the_device_unless_set(tiny_model_dir, monkeypatch):
-    from bot.queue.worker import Worker
     from bot.settings import Settings
+    from bot.worker.worker import Worker
 
     monkeypatch.delenv("BATCH_SIZE", raising=False)
     monkeypatch.delenv("BATCH_WAIT_MS", raising=False)

@@ -11,11 +11,13 @@ import pytest_asyncio
 from fakediscord import FakeDiscord
 from processes import settled
 
-from bot.chat.client import EtudeBot, Runtime
+from bot.chat.client import EtudeBot
 from bot.chat.endpoints import apply_endpoints, current_endpoints
 from bot.music.midi_out import midi_bytes
 from bot.options import SPECS
+from bot.queue.runtime import Runtime
 from bot.settings import Settings
+from bot.worker.worker import Worker
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.asyncio(loop_scope="module")]
 EPHEMERAL = 64
@@ -39,7 +41,8 @@ async def runtime(tiny_model_dir, tmp_path_factory):
     state = tmp_path_factory.mktemp("state")
     # Warm for the lengths these tests ask (12-40 notes share one compiled buffer size).
     rt = await Runtime.start(
-        settings_for(None, tiny_model_dir, state, queue_max=50, batch_size=16, warm_length=30)
+        settings_for(None, tiny_model_dir, state, queue_max=50, batch_size=16, warm_length=30),
+        Worker.from_settings,
     )
     await rt.worker.ready.wait()
     rt.state_dir = state
@@ -259,12 +262,13 @@ async def test_twenty_users_three_requests_each(fake, running):
 
 async def test_a_rejected_token_is_a_clear_error(fake, tiny_model_dir, tmp_path, caplog):
     from bot.chat.client import run_bot
+    from bot.cli.serve import embedded_worker
     from bot.errors import BadOption
 
     settings = settings_for(fake, tiny_model_dir, tmp_path)
     settings.discord_token = type(settings.discord_token)("not-the-token")
     with pytest.raises(BadOption, match="rejected the token"):
-        await run_bot(settings)
+        await run_bot(settings, embedded_worker)
     assert "not-the-token" not in caplog.text
 
 
@@ -277,12 +281,12 @@ async def test_server_errors_are_retried(fake, running):
 
 
 async def test_unexpected_failure_is_logged_and_answered_with_a_reference(fake, running, monkeypatch, caplog):
-    import bot.queue.worker
+    import bot.worker.worker
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(bot.queue.worker, "render_for_limit", broken)
+    monkeypatch.setattr(bot.worker.worker, "render_for_limit", broken)
     inter = await fake.send_command("compose", {"length": 20, "rng_seed": 9})
     msg = await inter.wait_for(lambda e: e["kind"] == "followup" and e["status"] < 300, timeout=60)
     content = msg["body"]["content"]

@@ -128,7 +128,7 @@ def test_numpy_steps_match_the_network(composer):
 
 
 def test_the_ngram_can_stand_in_for_the_network(chorales, composer):
-    from bot.model.evaluate import KneserNey
+    from bot.eval.evaluate import KneserNey
     from bot.music.corpus import encode_pieces
 
     vocab = composer.vocab
@@ -245,7 +245,7 @@ def _write(path: Path, data: bytes) -> Path:
 
 
 def test_eval_harmony_scores_bach_and_the_model(tiny_model_dir):
-    from bot.model.harmony_eval import evaluate_harmony, harmony_table
+    from bot.eval.harmony_eval import evaluate_harmony, harmony_table
 
     result = evaluate_harmony(str(tiny_model_dir), limit=2, baseline=False)
     rows = result["rows"]

@@ -11,13 +11,13 @@ import pytest
 from bot.errors import RenderError
 from bot.music.midi_out import midi_bytes
 from bot.options import Options
-from bot.queue.batcher import Batcher
 from bot.queue.broker import make_broker, register
 from bot.queue.jobs import JobResult, JobSpec
-from bot.queue.rendering import render_for_limit
 from bot.queue.scheduler import LocalProgress, QueueFull, Scheduler, UserLimit
-from bot.queue.worker import Worker
 from bot.render.pool import RenderPool
+from bot.worker.batcher import Batcher
+from bot.worker.rendering import render_for_limit
+from bot.worker.worker import Worker
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -1,4 +1,6 @@
-"""The package's imports run one way: chat → queue → model → music, render → music; no cycles."""
+"""The package's imports run one way, a folder per program and per stage: chat → queue → music on the bot's
+side; worker → queue, model, render → music in the worker; eval → model and bench → worker for the
+measuring commands; no cycles; and the bot's side never reaches the worker or the model."""
 
 from __future__ import annotations
 
@@ -15,11 +17,14 @@ PACKAGE = ROOT / "bot"
 # Which layers each layer may import (directly, at any depth inside functions too).
 ALLOWED = {
     "chat": {"chat", "queue", "music", "top"},
-    "queue": {"queue", "model", "render", "music", "top"},
+    "queue": {"queue", "music", "top"},
+    "worker": {"worker", "queue", "model", "render", "music", "top"},
     "model": {"model", "music", "top"},
+    "eval": {"eval", "model", "music", "top"},
+    "bench": {"bench", "worker", "queue", "model", "render", "music", "top"},
     "render": {"render", "music", "top"},
     "music": {"music", "top"},
-    "top": {"top", "chat", "queue", "model", "render", "music"},
+    "top": {"top", "chat", "queue", "worker", "model", "eval", "bench", "render", "music"},
 }
 TOP_LEAVES = {
     "bot.aio",
@@ -42,8 +47,9 @@ TOP_PACKAGES = {"cli"}  # folders that belong to the top layer: the command line
 
 
 def layer(module: str) -> str:
+    """The folder a module lives in (`bot.worker.batcher` → worker, `bot.bench` → bench), else top."""
     parts = module.split(".")
-    if len(parts) > 2 and parts[1] not in TOP_PACKAGES and (PACKAGE / parts[1]).is_dir():
+    if len(parts) > 1 and parts[1] not in TOP_PACKAGES and (PACKAGE / parts[1]).is_dir():
         return parts[1]
     return "top"
 
@@ -77,20 +83,7 @@ def imports() -> dict[str, set[str]]:
 
 def test_no_module_imports_one_that_imports_it_back():
     graph = imports()
-    cycles = []
-
-    def reach(start: str) -> set[str]:
-        seen, todo = set(), [start]
-        while todo:
-            for nxt in graph.get(todo.pop(), ()):
-                if nxt not in seen:
-                    seen.add(nxt)
-                    todo.append(nxt)
-        return seen
-
-    for module in graph:
-        if module in reach(module):
-            cycles.append(module)
+    cycles = [module for module in graph if module in reach(graph, module)]
     assert not cycles, f"import cycles through: {sorted(cycles)}"
 
 
@@ -105,6 +98,45 @@ def test_layers_import_one_way():
     assert not wrong, "\n".join(sorted(wrong))
 
 
+def reach(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module `start` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_chat_reaches_neither_the_worker_nor_the_model():
+    """The bot's side gets an embedded worker handed in (`bot.queue.interfaces.LocalWorker`), so no import
+    of chat, however deep or late, loads the worker's runtime, the model, evaluation or the benchmarks."""
+    graph = imports()
+    wrong = []
+    for module in graph:
+        if layer(module) == "chat":
+            wrong += [
+                f"{module} → {t}"
+                for t in reach(graph, module)
+                if layer(t) in {"worker", "model", "eval", "bench"}
+            ]
+    assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_the_queue_is_the_bots_side_only():
+    """The queue holds what the bot needs; only the worker imports the model and the renderer."""
+    graph = imports()
+    wrong = [
+        f"{m} → {t}"
+        for m in graph
+        if layer(m) == "queue"
+        for t in reach(graph, m)
+        if layer(t) in {"worker", "model", "render", "eval", "bench"}
+    ]
+    assert not wrong, "\n".join(sorted(wrong))
+
+
 def test_top_leaves_import_no_layer_above_music():
     graph = imports()
     for leaf in TOP_LEAVES:
@@ -112,12 +144,13 @@ def test_top_leaves_import_no_layer_above_music():
 
 
 def test_bot_in_redis_mode_loads_neither_tensorflow_nor_the_sampler():
-    """What the Discord side imports to run in Redis mode: the client, its cog, the Redis queue."""
+    """What `etude bot` imports to run in Redis mode: the client, its cog, the Redis queue, the command."""
     code = (
         "import sys\n"
         "import bot.chat.client, bot.chat.commands, bot.chat.reply, bot.queue.scheduler\n"
-        "import bot.queue.redis_state, bot.queue.redis_broker\n"
-        "bad = [m for m in ('tensorflow', 'keras', 'jax', 'bot.model.sample', 'bot.model.network') if m in sys.modules]\n"
+        "import bot.queue.redis_state, bot.queue.redis_broker, bot.queue.runtime, bot.cli.serve\n"
+        "heavy = ('tensorflow', 'keras', 'jax', 'bot.worker.worker', 'bot.model.sample', 'bot.model.network')\n"
+        "bad = [m for m in heavy if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -127,7 +160,7 @@ def test_bot_in_redis_mode_loads_neither_tensorflow_nor_the_sampler():
 NO_MUSIC21 = """
 import sys
 sys.modules["music21"] = None  # as if the `train` extra were not installed: importing it raises ImportError
-import bot.cli, bot.chat.client, bot.chat.commands, bot.chat.harmonize, bot.queue.worker
+import bot.cli, bot.chat.client, bot.chat.commands, bot.chat.harmonize, bot.worker.worker
 import bot.queue.redis_broker, bot.queue.redis_state, bot.model.composer, bot.model.harmonize, bot.render.pool
 from bot.cli import main
 assert main(["compose", "--length", "8", "--rng-seed", "1", "--out", sys.argv[1]]) == 0

@@ -7,7 +7,7 @@ import subprocess
 
 import numpy as np
 
-from bot.bench_perform import ebur128
+from bot.bench.perform import ebur128
 from bot.render.audio import ffmpeg_path
 from bot.render.loudness import CEILING, TARGET_LUFS, integrated_loudness, limit, master
 from tests.test_render import needs_renderer

@@ -13,7 +13,7 @@ import pytest
 from test_compose import etude, one_error_line
 from test_midi import ev, note, smf
 
-from bot.bench_perform import chord_spread_ms
+from bot.bench.perform import chord_spread_ms
 from bot.errors import BadOption
 from bot.music.events import Event
 from bot.music.midi import read_midi

@@ -108,7 +108,7 @@ def test_a_book_of_tunes_gives_one_piece_a_tune():
 
 
 def test_folk_data_choice_names_every_collection_and_keeps_the_held_out_pieces_out():
-    from bot.model.heldout import HELD_OUT, check_held_out, training_works
+    from bot.eval.heldout import HELD_OUT, check_held_out, training_works
 
     assert expand("folk") == list(FOLK_SOURCES)
     works = training_works()

@@ -98,6 +98,7 @@ def settings_for(fake: FakeDiscord, tmp_path: Path, **kw):
 async def test_the_embedded_bot_stops_on_a_broken_model_or_soundfont(fake, tiny_model_dir, tmp_path):
     from bot.chat.client import run_bot
     from bot.chat.endpoints import apply_endpoints, current_endpoints
+    from bot.cli.serve import embedded_worker
     from bot.errors import EtudeError
 
     junk = tmp_path / "junk.sf2"
@@ -114,15 +115,15 @@ async def test_the_embedded_bot_stops_on_a_broken_model_or_soundfont(fake, tiny_
     try:
         for words, kw in cases.items():
             with pytest.raises(EtudeError, match=words):
-                await run_bot(settings_for(fake, tmp_path, **kw))
+                await run_bot(settings_for(fake, tmp_path, **kw), embedded_worker)
     finally:
         apply_endpoints(*saved)
 
 
 async def test_the_worker_stops_on_a_broken_model(redis_server, tiny_model_dir, tmp_path):
     from bot.errors import ModelNotFound
-    from bot.queue.worker import serve_worker
     from bot.settings import Settings
+    from bot.worker.worker import serve_worker
 
     folder = broken_models(tiny_model_dir, tmp_path)["empty"]
     settings = Settings(_env_file=None, redis_url=redis_server.url, model_dir=str(folder))

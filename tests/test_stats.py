@@ -213,7 +213,7 @@ def model_copy(tiny_model_dir, tmp_path_factory):
 
 @pytest.mark.timeout(300)
 def test_eval_music_section_and_card(model_copy) -> None:
-    from bot.model import music_eval as ME
+    from bot.eval import music_eval as ME
 
     result = ME.evaluate_music(str(model_copy), quick=True, write_card=True)
     music = result["music"]
@@ -236,7 +236,7 @@ def test_eval_music_section_and_card(model_copy) -> None:
 
 @pytest.mark.timeout(300)
 def test_the_sweep_behind_the_defaults_goes_into_the_card(model_copy, monkeypatch) -> None:
-    from bot.model import music_eval as ME
+    from bot.eval import music_eval as ME
 
     real = ME.music_sweep
     monkeypatch.setattr(
@@ -261,7 +261,7 @@ def read_card(folder) -> dict:
 
 @pytest.mark.timeout(300)
 def test_samples_are_the_same_every_run_and_the_sweep_ranks_settings(composer, chorales) -> None:
-    from bot.model import music_eval as ME
+    from bot.eval import music_eval as ME
     from bot.music.corpus import split_by_piece
 
     train_p, val_p = split_by_piece(chorales)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from bot.errors import ModelNotFound
+from bot.eval.evaluate import KneserNey, Unigram, evaluate
 from bot.model import network as M
-from bot.model.evaluate import KneserNey, Unigram, evaluate
 from bot.model.train import train
 
 pytestmark = pytest.mark.timeout(600)
@@ -142,8 +142,8 @@ def test_cli_eval_json_on_a_missing_model(tmp_path):
 
 def test_eval_prints_both_sections(monkeypatch, capsys):
     """The loss section and the musical section both name the model; the table shows both."""
-    import bot.model.evaluate as E
-    import bot.model.music_eval as ME
+    import bot.eval.evaluate as E
+    import bot.eval.music_eval as ME
     from bot.cli import main
 
     scores = {"nll_bits_per_note": 9.5, "accuracy": 0.5, "notes": 10}

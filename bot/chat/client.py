@@ -1,13 +1,10 @@
-"""`etude bot`: the discord.py client, its job runtime (embedded worker or Redis), and start-up."""
+"""`etude bot`: the discord.py client and its start-up; the queue behind it is `bot.queue.runtime`'s."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import aiohttp
 import discord
@@ -17,118 +14,25 @@ from discord.http import Route
 from bot.aio import Stopped, unless_stopped
 from bot.errors import BadOption
 from bot.health import Metrics, serve
-from bot.queue.broker import make_broker, register
-from bot.queue.interfaces import Broker, Progress
-from bot.queue.scheduler import LocalProgress, Scheduler
+from bot.queue.interfaces import MakeWorker
+from bot.queue.runtime import Runtime
 from bot.settings import Settings
 
-if TYPE_CHECKING:
-    from bot.queue.worker import Worker
-
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Runtime:
-    """The queue as the bot sees it: a broker, a progress channel, a scheduler, and maybe a worker."""
-
-    broker: Broker
-    progress: Progress
-    scheduler: Scheduler
-    worker: Worker | None = None  # the embedded worker; None when `etude worker`s serve a Redis queue
-
-    @classmethod
-    async def start(cls, settings: Settings, on_wait=None) -> Runtime:
-        """Start the queue; in Redis mode wait for Redis (`on_wait(attempt)` after each failed try)."""
-        broker = make_broker(
-            settings.redis_url,
-            settings.reclaim_seconds,
-            settings.batch_size or 16,
-            settings.embedded_result_seconds,
-        )
-        worker = None
-        if settings.redis_url:
-            from bot.queue.redis_state import RedisJournal, RedisProgress, wait_for_redis
-
-            await wait_for_redis(settings.redis_url, on_wait)
-            progress = RedisProgress(settings.redis_url)
-            journal = RedisJournal(settings.redis_url)
-            task = register(broker, _remote_only)
-        else:
-            from bot.queue.journal import SQLiteJournal
-
-            progress = LocalProgress()
-            journal = SQLiteJournal(state_folder(settings) / "journal.sqlite3")
-            from bot.queue.worker import Worker  # the model layer loads only in embedded mode
-
-            worker = Worker.from_settings(settings, progress.publish)
-            task = register(broker, worker.run)
-        await broker.startup()
-        scheduler = Scheduler(
-            task,
-            progress,
-            queue_max=settings.queue_max,
-            user_running=settings.user_max_running,
-            user_waiting=settings.user_max_waiting,
-            timeout=settings.job_timeout_seconds,
-            journal=journal,
-        )
-        runtime = cls(broker, progress, scheduler, worker)
-        if worker is not None:
-            # The model and the soundfont load before the bot logs in: a broken set-up stops here, in
-            # one line, instead of leaving a bot online with no worker behind it.
-            try:
-                await worker.start()
-            except BaseException:
-                await runtime.close()
-                raise
-        return runtime
-
-    async def status(self) -> tuple[int, int]:
-        """Jobs waiting or running, and workers online."""
-        sched = self.scheduler
-        if self.worker is not None:
-            return len(sched.waiting) + len(sched.running), int(self.worker.ready.is_set())
-        from bot.queue.redis_state import queue_depth, workers_online
-
-        redis = self.progress.redis
-        try:
-            return await queue_depth(redis), len(await workers_online(redis))
-        except Exception:  # Redis away: say what the bot itself knows
-            return len(sched.waiting) + len(sched.running), 0
-
-    async def status_depth(self) -> int:
-        return (await self.status())[0]
-
-    async def healthy(self) -> bool:
-        if self.worker is not None:
-            return self.worker.ready.is_set()
-        try:
-            return bool(await self.progress.redis.ping())
-        except Exception:
-            return False
-
-    async def close(self) -> None:
-        if self.worker:
-            await self.worker.close()
-        await self.progress.close()
-        await self.scheduler.journal.close()
-        await self.broker.shutdown()
-
-
-def state_folder(settings: Settings) -> Path:
-    """`STATE_DIR`, or ~/.cache/etude: the bot's small durable state (journal, seeds)."""
-    return Path(settings.state_dir) if settings.state_dir else Path.home() / ".cache" / "etude"
-
-
-async def _remote_only(spec: dict) -> dict:  # pragma: no cover - in Redis mode only workers run the task
-    raise RuntimeError("compose jobs run in `etude worker` processes when REDIS_URL is set")
 
 
 class EtudeBot(commands.Bot):
     """The bot: slash commands in cogs, buttons that survive restarts, jobs through `Runtime`."""
 
-    def __init__(self, settings: Settings, runtime: Runtime | None = None, **options):
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: Runtime | None = None,
+        make_worker: MakeWorker | None = None,
+        **options,
+    ):
+        """`runtime`: a queue already started (kept open on close); else one is started with `make_worker`,
+        which builds the embedded worker when `REDIS_URL` is unset."""
         intents = discord.Intents.default()
         super().__init__(
             command_prefix=commands.when_mentioned, intents=intents, help_command=None, **options
@@ -136,6 +40,7 @@ class EtudeBot(commands.Bot):
         self.settings = settings
         self.runtime = runtime
         self._own_runtime = runtime is None
+        self.make_worker = make_worker
         self.metrics = Metrics("bot")
         self.health = None
         self.waiting_for: str | None = None  # what start-up waits for, for /healthz ("redis")
@@ -152,7 +57,7 @@ class EtudeBot(commands.Bot):
             )
         if self.runtime is None:
             self.waiting_for = "redis" if self.settings.redis_url else None
-            self.runtime = await Runtime.start(self.settings)
+            self.runtime = await Runtime.start(self.settings, self.make_worker)
             self.waiting_for = None
         self.metrics.gauge("queue_depth", "Jobs waiting or running.", self.runtime.status_depth)
         self.tree.on_error = answer_error  # one handler for every command's errors
@@ -210,10 +115,11 @@ class EtudeBot(commands.Bot):
             await self.runtime.close()
 
 
-async def run_bot(settings: Settings) -> None:
+async def run_bot(settings: Settings, make_worker: MakeWorker | None = None) -> None:
     """Log in and serve until stopped; a missing or rejected token, or a Discord that cannot be reached,
     is a one-line error. SIGTERM before the bot is online (waiting for Redis, loading the model, logging in)
-    stops it at once; once online it stops gracefully (`EtudeBot.stop_gracefully`)."""
+    stops it at once; once online it stops gracefully (`EtudeBot.stop_gracefully`). Without `REDIS_URL` the
+    jobs run in `make_worker`'s worker, in this process."""
     from bot.chat.endpoints import apply_endpoints
 
     if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
@@ -222,7 +128,7 @@ async def run_bot(settings: Settings) -> None:
         apply_endpoints(settings.discord_api_base, settings.discord_gateway_url)
     except ValueError as e:
         raise BadOption(f"DISCORD_API_BASE or DISCORD_GATEWAY_URL: {e}") from None
-    bot = EtudeBot(settings)
+    bot = EtudeBot(settings, make_worker=make_worker)
     loop = asyncio.get_running_loop()
     starting = asyncio.Event()  # set by SIGTERM before the bot is online
     stopping: list[asyncio.Task] = []

@@ -117,7 +117,7 @@ class ComposeCog(commands.Cog):
     async def help(self, interaction: discord.Interaction) -> None:
         """What Étude does, its options and limits, and the model behind it."""
         runtime = self.bot.runtime
-        card = runtime.worker.composer.model.card if runtime.worker and runtime.worker.composer else {}
+        card = runtime.worker.card if runtime.worker else {}
         if not card:
             card = load_card(self.settings.model_dir or DEFAULT_MODEL)
         await interaction.response.send_message(

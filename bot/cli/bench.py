@@ -6,7 +6,7 @@ import argparse
 
 
 def cmd_bench(args) -> int:
-    from bot.bench import run_bench
+    from bot.bench.run import run_bench
 
     run_bench(args)
     return 0

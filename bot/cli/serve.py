@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.queue.interfaces import LocalWorker, Publish
+    from bot.settings import Settings
 
 
 def cmd_bot(args) -> int:
@@ -15,17 +20,25 @@ def cmd_bot(args) -> int:
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("discord").setLevel(logging.WARNING if not args.verbose else logging.INFO)
     try:
-        asyncio.run(run_bot(get_settings()))
+        asyncio.run(run_bot(get_settings(), embedded_worker))
     except KeyboardInterrupt:
         pass
     return 0
 
 
+def embedded_worker(settings: Settings, publish: Publish) -> LocalWorker:
+    """The bot's own worker, which the queue's runtime asks for only when `REDIS_URL` is unset: the model
+    is imported then, as the queue starts (after /healthz is up), and never in Redis mode."""
+    from bot.worker.worker import Worker
+
+    return Worker.from_settings(settings, publish)
+
+
 def cmd_worker(args) -> int:
     import asyncio
 
-    from bot.queue.worker import serve_worker
     from bot.settings import get_settings
+    from bot.worker.worker import serve_worker
 
     logging.getLogger().setLevel(logging.INFO)
     asyncio.run(serve_worker(get_settings()))

@@ -78,13 +78,13 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from bot.model.evaluate import evaluate
-    from bot.model.music_eval import evaluate_music, music_table, sweep_table
+    from bot.eval.evaluate import evaluate
+    from bot.eval.music_eval import evaluate_music, music_table, sweep_table
     from bot.settings import get_settings
 
     model = args.model or get_settings().model_dir
     if args.harmony:
-        from bot.model.harmony_eval import evaluate_harmony, harmony_table
+        from bot.eval.harmony_eval import evaluate_harmony, harmony_table
 
         result = evaluate_harmony(
             model,
@@ -98,11 +98,11 @@ def cmd_eval(args) -> int:
     if args.fidelity or args.listener:
         result = {}
         if args.fidelity:
-            from bot.model.listener_eval import evaluate_fidelity
+            from bot.eval.listener_eval import evaluate_fidelity
 
             result.update(evaluate_fidelity(model, quick=args.quick, write_card=args.write_card))
         if args.listener:
-            from bot.model.listener_eval import evaluate_listener
+            from bot.eval.listener_eval import evaluate_listener
 
             result.update(evaluate_listener(model, quick=args.quick, write_card=args.write_card))
         if args.json:
@@ -139,7 +139,7 @@ def cmd_eval(args) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        from bot.model.evaluate import table
+        from bot.eval.evaluate import table
 
         parts = [table(result)] if "baselines" in result else []
         if "music" in result:

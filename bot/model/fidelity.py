@@ -1,6 +1,6 @@
 """Seed fidelity: does a continuation keep what a listener hears in its seed? `etude eval --fidelity`.
 
-Each held-out piece (`bot.model.heldout`) is cut into a seed of `SEED_BEATS` beats and its real next
+Each held-out piece (`bot.eval.heldout`) is cut into a seed of `SEED_BEATS` beats and its real next
 `SEED_BEATS` (a piece shorter than twice that is cut into two halves at a whole beat, each at least
 `MIN_BEATS`). The seed, written as a MIDI file and read back like any user's, is continued through the
 public `Composer` for as many onsets as the real next part has. Per feature, three distances to the seed:
@@ -340,7 +340,7 @@ def card_markdown(section: dict) -> list[str]:
         "## Seed fidelity (held-out pieces continued)",
         "",
         f"{len(section['seeds'])} pieces outside every training set (validation chorales, held-out "
-        "renaissance and classical pieces, piano music, songs; `bot/model/heldout.py` lists each with its terms) "
+        "renaissance and classical pieces, piano music, songs; `bot/eval/heldout.py` lists each with its terms) "
         f"cut into a seed of up to {section['seed_beats']} beats and its real next part, the seed continued "
         "at the defaults for as many onsets. Distance to the seed, mean over seeds; fidelity = "
         "(d(chorale) - d(model)) / (d(chorale) - d(real next)): 1 as close as the real continuation, 0 no "

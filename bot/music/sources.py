@@ -59,7 +59,7 @@ SOURCES: dict[str, Source] = {
             "at music-cog.ohio-state.edu and is not bundled with music21",
             False,
             "the encoder reserves every derivative electronic format (a trained network is "
-            "one) under an agreement that cannot be read offline; used only to measure (bot/model/heldout.py)",
+            "one) under an agreement that cannot be read offline; used only to measure (bot/eval/heldout.py)",
         ),
         Source(
             "corpus:monteverdi",
@@ -100,7 +100,7 @@ SOURCES: dict[str, Source] = {
             f"string quartets; {_KERN}",
             True,
             f"{_PD_WORK}; the encodings state no restriction; `--data music21` leaves them out for their "
-            "texture, and two movements are held out to measure (bot/model/heldout.py)",
+            "texture, and two movements are held out to measure (bot/eval/heldout.py)",
         ),
         Source(
             "folk:oneills1850",

@@ -5,14 +5,19 @@
 | `Progress` | `scheduler.LocalProgress` | `redis_state.RedisProgress` |
 | `Journal` | `journal.SQLiteJournal` (under `STATE_DIR`) | `redis_state.RedisJournal` |
 | `Broker` | taskiq's `InMemoryBroker` | `redis_broker.EtudeStreamBroker` |
+
+Without Redis the bot also runs the jobs itself, in a `LocalWorker` (`bot.worker.worker.Worker` is one) that
+the top layer builds and hands in, so the bot's side never imports the worker or the model.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, runtime_checkable
 
 from bot.queue.jobs import JobSpec
+from bot.settings import Settings
 
 
 @runtime_checkable
@@ -70,3 +75,27 @@ class Broker(Protocol):
     async def shutdown(self) -> None: ...
 
     def task(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+@runtime_checkable
+class LocalWorker(Protocol):
+    """A worker in the bot's own process: it runs the queue's task and says when it can."""
+
+    ready: asyncio.Event  # set once the model and the render processes are loaded
+
+    @property
+    def card(self) -> dict:
+        """The loaded model's card; empty until the model has loaded."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def run(self, spec: dict, /) -> dict:
+        """The queue's task: one job's spec in, its `JobResult` as a dict out."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+Publish = Callable[[str, dict], Awaitable[None]]  # progress events from the worker: (job id, event)
+MakeWorker = Callable[[Settings, Publish], LocalWorker]  # `bot.worker.worker.Worker.from_settings` is one

@@ -79,7 +79,7 @@ def chord_spread_ms(midi: bytes) -> float:
 
 
 def measure(piece, style: str, cores: int) -> Measures:
-    from bot.bench_render import _cpu
+    from bot.bench.render import _cpu
     from bot.render.files import RenderRequest, render_here
 
     piece = replace(piece, options=replace(piece.options, performance=style))

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from bot.eval.evaluate import validation_source
 from bot.model import network as M
 from bot.model.card import store_section as _store_in_card
-from bot.model.evaluate import validation_source
 from bot.music import stats as S
 from bot.music.corpus import load_pieces, split_by_piece
 from bot.music.keys import estimate_key, fifths_distance

@@ -1,6 +1,6 @@
 """`etude bench`'s rendering sections: render speed per core, the embedded worker's jobs/s, its first job
 after ready against a warm one, and its peak memory with the render pool. Kept apart from the sampler and
-training sections; `bot.bench` calls these."""
+training sections; `bot.bench.run` calls these."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ async def bench_worker(model_dir: Path, length: int, jobs: int = 32, batch_size:
     from bot.queue.broker import make_broker, register
     from bot.queue.jobs import JobResult, JobSpec
     from bot.queue.scheduler import LocalProgress, Scheduler
-    from bot.queue.worker import Worker
+    from bot.worker.worker import Worker
 
     progress = LocalProgress()
     worker = Worker(str(model_dir), batch_size=batch_size)

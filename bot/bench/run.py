@@ -270,7 +270,7 @@ def run_bench(args) -> None:
         bench_end_to_end(shipped, length)
 
     if sections & {"render", "perform", "worker"}:
-        from bot.bench_render import bench_render, bench_worker  # FluidSynth, ffmpeg, the queue
+        from bot.bench.render import bench_render, bench_worker  # FluidSynth, ffmpeg, the queue
 
         if "render" in sections:
             from bot.model.composer import Composer
@@ -278,7 +278,7 @@ def run_bench(args) -> None:
             _say(f"\n(r) rendering on one core, {length}-note pieces (warm synth, in this process)")
             bench_render(Composer(shipped), length)
         if "perform" in sections:
-            from bot.bench_perform import bench_perform
+            from bot.bench.perform import bench_perform
             from bot.model.composer import Composer
 
             _say(f"\n(p) the performance: {length}-note pieces played plain and expressive, .ogg on one core")

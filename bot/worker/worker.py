@@ -13,7 +13,6 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from bot.aio import Stopped, cancel_and_wait, unless_stopped
@@ -23,17 +22,16 @@ from bot.model.backend import default_batching
 from bot.model.composer import Composer, Composition, Seed
 from bot.music.midi import SeedLimits
 from bot.options import Options
-from bot.queue.batcher import Batcher, batch_sizes
+from bot.queue.interfaces import Publish
 from bot.queue.jobs import JobResult, JobSpec
-from bot.queue.rendering import render_for_limit
-from bot.queue.sweep import own_temp_folder
 from bot.render.audio import find_soundfont
 from bot.render.pool import RenderPool
 from bot.render.synth import check_soundfont
+from bot.worker.batcher import Batcher, batch_sizes
+from bot.worker.rendering import render_for_limit
+from bot.worker.sweep import own_temp_folder
 
 log = logging.getLogger(__name__)
-
-Publish = Callable[[str, dict], Awaitable[None]]
 
 
 async def _no_progress(job_id: str, event: dict) -> None:
@@ -92,6 +90,11 @@ class Worker:
             warm_length=settings.warm_length,
             render_timeout=settings.render_timeout_seconds,
         )
+
+    @property
+    def card(self) -> dict:
+        """The loaded model's card; empty until `start` has loaded the model."""
+        return self.composer.model.card if self.composer else {}
 
     async def start(self) -> None:
         """Start the render pool, load the model and compile the sampler, all before reporting ready.

@@ -3,7 +3,7 @@
 `nll_bits_per_note` is the negative log-likelihood of the validation pieces in bits, summed over all the
 tokens of each note or chord and divided by the number of notes and chords, so it does not depend on how
 many tokens an encoding spends per note. `accuracy` is top-1 accuracy per token. What the samples sound
-like is `bot.model.music_eval`'s part of `etude eval`.
+like is `bot.eval.music_eval`'s part of `etude eval`.
 """
 
 from __future__ import annotations

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import time
 
+from bot.eval.heldout import held_out_pieces, validation_chorales
 from bot.model import discriminate as D
 from bot.model import fidelity as F
 from bot.model import network as M
 from bot.model.card import store_section
 from bot.model.composer import Composer
-from bot.model.heldout import held_out_pieces, validation_chorales
 from bot.options import Options
 
 

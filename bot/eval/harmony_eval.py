@@ -82,8 +82,8 @@ def evaluate_harmony(
     baseline: bool = True,
 ) -> dict:
     """The harmony table's rows: Bach, the model (with and without the voice-leading rule), the n-gram."""
+    from bot.eval.evaluate import KneserNey
     from bot.model import network as M
-    from bot.model.evaluate import KneserNey
     from bot.music.corpus import encode_pieces, load_pieces, split_by_piece
 
     t0 = time.monotonic()
