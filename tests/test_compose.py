@@ -237,7 +237,9 @@ def test_a_seed_in_e_minor_continues_in_e_minor(composer):
     assert piece.key == "E minor" and piece.key_text == "E minor (the seed's key)"
     assert in_key(piece.events, "E minor") >= 0.8
     grid, phase = seed.grid, round(last * GRID) % GRID  # the seed's grid, kept from where it stopped
-    raw = composer.vocab.decode(composer.sampler.sample([Request(primer, 60, 0.6, 0.95, 2, grid, phase)])[0])
+    bar, bar_pos = seed.meter.bar_steps, seed.meter.position(last)  # and its bar, where the seed stopped
+    request = Request(primer, 60, 0.6, 0.95, 2, grid, phase, bar=bar, bar_pos=bar_pos)
+    raw = composer.vocab.decode(composer.sampler.sample([request])[0])
     assert [e.pitches for e in transpose(raw, back)] == [e.pitches for e in piece.events]
 
 
