@@ -7,6 +7,7 @@ import threading
 from dataclasses import asdict
 
 import pytest
+import pytest_asyncio
 
 from bot.errors import RenderError
 from bot.music.midi_out import midi_bytes
@@ -19,7 +20,7 @@ from bot.worker.batcher import Batcher
 from bot.worker.rendering import render_for_limit
 from bot.worker.worker import Worker
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.asyncio(loop_scope="module")]
 
 
 def spec(user=1, length=20, rng=1, video=False, **kw) -> JobSpec:
@@ -70,8 +71,10 @@ async def test_batcher_reports_a_failure_to_each_request_and_goes_on():
     await b.close()
 
 
-@pytest.fixture
-async def embedded(tiny_model_dir):
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def embedded_worker(tiny_model_dir):
+    """One embedded worker for the file: starting one (render pool, model, a compile per batch size) is
+    the slow part, and what each test changes of it (`embedded`) is put back after the test."""
     progress = LocalProgress()
     worker = Worker(
         str(tiny_model_dir), batch_size=8, batch_wait_ms=30, publish=progress.publish, warm_length=20
@@ -80,9 +83,22 @@ async def embedded(tiny_model_dir):
     task = register(broker, worker.run)
     await broker.startup()
     await worker.start()
-    yield Scheduler(task, progress, queue_max=20, user_running=1, user_waiting=5), worker
+    yield task, progress, worker
     await worker.close()
     await broker.shutdown()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def embedded(embedded_worker):
+    """A fresh scheduler over the shared worker; a renderer or compose step a test swapped in goes."""
+    task, progress, worker = embedded_worker
+    renderer, compose = worker.renderer, worker.batcher.compose
+    yield Scheduler(task, progress, queue_max=20, user_running=1, user_waiting=5), worker
+    if worker.renderer is not renderer:  # the test closed the worker's own pool: start one like it
+        worker.renderer.close()
+        worker.renderer = RenderPool(renderer.soundfont, renderer.size, renderer.timeout)
+        await asyncio.to_thread(worker.renderer.start)
+    worker.batcher.compose = compose
 
 
 async def test_embedded_queue_runs_jobs_with_progress(embedded, chorales):
