@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bot.cli.args import option_help, option_type
-from bot.errors import EtudeError
+from bot.errors import BadOption, EtudeError
 from bot.options import SPECS
 
 
@@ -83,6 +83,12 @@ def cmd_eval(args) -> int:
     from bot.settings import get_settings
 
     model = args.model or get_settings().model_dir
+    if args.previous:
+        if not args.write_card:
+            raise BadOption("--previous goes with --write-card: it stores the figures in the card")
+        from bot.model.card import store_previous
+
+        store_previous(model, args.previous)
     if args.harmony:
         from bot.eval.harmony_eval import evaluate_harmony, harmony_table
 
@@ -218,6 +224,12 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--no-baseline", action="store_true", help="with --harmony: leave out the n-gram")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--write-card", action="store_true", help="store the figures in the model's card")
+    e.add_argument(
+        "--previous",
+        metavar="FOLDER",
+        help="with --write-card: the model this one replaces, whose headline figures (from its card) the card "
+        "shows beside this one's",
+    )
     e.add_argument(
         "--quick",
         action="store_true",

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from bot.cards import load_card
+from bot.errors import ModelNotFound
 from bot.model.discriminate import card_markdown as listener_markdown
 from bot.model.fidelity import card_markdown as fidelity_markdown
 from bot.music.sources import sources_markdown
@@ -113,6 +114,8 @@ def card_markdown(card: dict) -> str:
         lines += fidelity_markdown(card["fidelity"])
     if card.get("listener"):
         lines += listener_markdown(card["listener"])
+    if card.get("previous"):
+        lines += _previous_markdown(card)
     if card.get("sweep", {}).get("table"):
         lines += [
             "## Sampling defaults",
@@ -159,3 +162,69 @@ def _music_markdown(section: dict) -> list[str]:
         lines += ["", line[0].upper() + line[1:] + "."]
     lines.append("")
     return lines
+
+
+# -- beside the model it replaces ---------------------------------------------------------------------
+def _groups(card: dict) -> dict:
+    return card.get("fidelity", {}).get("groups", {})
+
+
+def _share(card: dict, part: str) -> str:
+    """`k of n` summed over the fidelity groups: seeds that kept their grid (`part="grid"`) or key."""
+    groups = _groups(card).values()
+    n = sum(g.get(f"{part}_seeds", 0) for g in groups)
+    return f"{sum(g.get(f'{part}_kept', 0) for g in groups)} of {n}" if n else "—"
+
+
+HEADLINES = (
+    ("bits per note, validation chorales", lambda c: f"{c['evaluation']['model']['nll_bits_per_note']:.2f}"),
+    ("seed fidelity, piano", lambda c: f"{_groups(c)['piano']['mean_fidelity']:.2f}"),
+    ("seed fidelity, songs", lambda c: f"{_groups(c)['songs']['mean_fidelity']:.2f}"),
+    ("seed fidelity, trained styles", lambda c: f"{_groups(c)['trained styles']['mean_fidelity']:.2f}"),
+    ("grid-keeping seeds continued on their grid", lambda c: _share(c, "grid")),
+    ("continuations within a fifth of the seed's key", lambda c: _share(c, "key")),
+    (
+        "discriminator, unseeded (50%: cannot tell)",
+        lambda c: f"{c['listener']['discriminator']['accuracy']:.0%}",
+    ),
+    (
+        "phrase cadences per 16 beats, unseeded",
+        lambda c: f"{c['listener']['form']['generated']['phrase_cadences_per_16_beats']['median']:.2f}",
+    ),
+    (
+        "a passage of 8 onsets returns within 64 beats",
+        lambda c: f"{c['listener']['form']['generated']['passage_returns']:.0%}",
+    ),
+    ("parameters", lambda c: f"{c['parameters']:,}"),
+)
+
+
+def headline(card: dict) -> dict[str, str]:
+    """The figures a model is judged by, from its card ("—" where its card lacks one)."""
+    out = {}
+    for label, read in HEADLINES:
+        try:
+            out[label] = read(card)
+        except (KeyError, TypeError, ValueError):
+            out[label] = "—"
+    return out
+
+
+def store_previous(folder: str | Path, previous: str | Path) -> None:
+    """Keep the headline figures of the model `folder` replaces (read from its card) in `folder`'s card."""
+    if not (Path(previous) / "card.json").is_file():
+        raise ModelNotFound(f"no model card in {previous}")
+    before = load_card(previous)
+    store_section(folder, "previous", {"name": before.get("name") or Path(previous).name, **headline(before)})
+
+
+def _previous_markdown(card: dict) -> list[str]:
+    before, now = card["previous"], headline(card)
+    lines = [
+        "## Beside the model it replaces",
+        "",
+        f"| figure | {before.get('name', 'previous')} | this model |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| {label} | {before.get(label, '—')} | {now[label]} |" for label, _ in HEADLINES]
+    return [*lines, ""]
