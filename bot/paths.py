@@ -11,9 +11,13 @@ from bot.errors import EtudeError
 
 
 def shown(path: str | Path) -> str:
-    """A path as an error message shows it: 80 characters at most."""
+    """A path as an error message shows it: 80 characters at most, cut in the middle, so the file's own
+    name (what the user typed last) stays whole."""
     text = str(path)
-    return text if len(text) <= 80 else text[:77] + "..."
+    if len(text) <= 80:
+        return text
+    name = Path(text).name[-60:]
+    return text[: 77 - len(name) - 1] + ".../" + name
 
 
 def size_text(n: int) -> str:

@@ -67,3 +67,12 @@ def test_a_fifo_melody_is_refused_not_waited_on(tmp_path, capsys):
     os.mkfifo(fifo)
     code = main(["harmonize", "--melody", str(fifo), "--out", str(tmp_path)])
     assert_one_error(code, capsys.readouterr().err, "not a regular file")
+
+
+def test_a_long_path_in_an_error_keeps_its_file_name():
+    from bot.paths import shown
+
+    long = "/srv/" + "deep/" * 30 + "my-soundfont.sf2"
+    assert len(shown(long)) == 80 and shown(long).endswith("/my-soundfont.sf2")
+    assert shown("/short/path.mid") == "/short/path.mid"
+    assert len(shown("/x/" + "a" * 300)) <= 80
