@@ -226,8 +226,12 @@ class Composer:
         known = known_styles(self.model)
         if seed is None or len(known) < 2 or not NumpySteps.supports(self.model):
             return default_style(self.model), "default"
-        primer = self.plan(options, seed, known[0])[2]
-        losses = seed_losses(self.model, primer, known)
+        _, _, primer, _, last_frame = self.plan(options, seed, known[0])
+        # The primer's time begins where the seed's last frame lies in its bar, less the time it spans.
+        start = (seed.meter.position(last_frame) - int(self.vocab.shift_table()[list(primer)].sum())) % (
+            seed.meter.bar_steps
+        )
+        losses = seed_losses(self.model, primer, known, seed.meter, start)
         seed.meta["style_losses"] = {s: round(v, 4) for s, v in losses.items()}
         return min(known, key=lambda s: losses[s]), "seed"
 

@@ -125,10 +125,22 @@ class Sampler:
             {"training": False} if "training" in inspect.signature(layer.call).parameters else {}
             for layer in self.head
         ]
+        # An embedded token (and its metrical id) enters the network only through the first layer's input
+        # weights, so their products are tables read once a step instead of a matrix product: the first
+        # layer then multiplies its state alone.
+        tables = {}
+        if self.embed is not None:
+            kernel, d = _array(cells[0].kernel), cfg.embed_dim
+            tables["token_gates"] = (_array(self.embed.embeddings) @ kernel[:d]).astype(np.float32)
+            if self.meter_embed is not None:
+                meter_kernel = kernel[d : d + cfg.meter_dim]
+                tables["meter_gates"] = (_array(self.meter_embed.embeddings) @ meter_kernel).astype(
+                    np.float32
+                )
+            lstm[0] = (_array(cells[0].recurrent_kernel).astype(np.float32), lstm[0][1])
         params = {
             "lstm": lstm,
-            "embed": _weights(self.embed) if self.embed is not None else ([], []),
-            "meter_embed": _weights(self.meter_embed) if self.meter_embed is not None else ([], []),
+            **tables,
             "head": [_weights(layer) for layer in self.head],
             "allowed": v.grammar(),
             "kinds": token_kinds(v),
@@ -144,17 +156,20 @@ class Sampler:
     # -- one step of the network ------------------------------------------------------------------------
     def _logits(self, params, tokens, bar_pos, bars, states):
         ops = self.ops
-        if self.embed is not None:
-            x, _ = self.embed.stateless_call(*params["embed"], tokens)
+        first = x = None
+        if self.embed is not None:  # the first layer's input gates, read from the tables
+            first = ops.take(params["token_gates"], tokens, axis=0)
             if self.meter_embed is not None:
                 ids = meter_ids(bar_pos, bars, minimum=ops.minimum)
-                where, _ = self.meter_embed.stateless_call(*params["meter_embed"], ids)
-                x = ops.concatenate([x, where], 1)
+                first = first + ops.take(params["meter_gates"], ids, axis=0)
         else:  # the tutorial's input: the token index divided by the vocabulary size
             x = ops.cast(tokens, "float32")[:, None] / self.scale
         new_states = []
         for (w, b), (act, gate), (h, c) in zip(params["lstm"], self.activations, states):
-            z = ops.matmul(ops.concatenate([x, h], 1), w) + b
+            if first is not None:
+                z, first = first + ops.matmul(h, w) + b, None
+            else:
+                z = ops.matmul(ops.concatenate([x, h], 1), w) + b
             i, f, g, o = ops.split(z, 4, axis=1)  # Keras's gate order
             c = gate(f) * c + gate(i) * act(g)
             h = gate(o) * act(c)

@@ -38,11 +38,14 @@ class NumpySteps:
     dense layer) are not stepped here: `supports` says so and `harmonize` refuses them in one line.
     """
 
-    def __init__(self, model, k: int = PARTICLES, meter: Meter | None = None):
+    def __init__(self, model, k: int = PARTICLES, meter: Meter | None = None, start: int | None = None):
         net, cfg = model.net, model.config
         self.k = k
         # A network told where the beat is (`Config.meter_input`) hears the time each row has reached.
         self.meter = meter or Meter()
+        self.start_pos = (
+            self.meter.position(0.0) if start is None else start
+        )  # where the stream's time begins
         self.meter_embed = (
             np.asarray(net.get_layer("meter_embed").embeddings, np.float32) if cfg.meter_input else None
         )
@@ -78,7 +81,7 @@ class NumpySteps:
     def start(self, head: Sequence[int]) -> np.ndarray:
         zeros = np.zeros((self.k, self.hidden), np.float32)
         self.states = [(zeros, zeros) for _ in self.layers]
-        self.bar_pos = np.full(self.k, self.meter.position(0.0), np.int32)
+        self.bar_pos = np.full(self.k, self.start_pos, np.int32)
         logp = np.zeros(0)
         for token in head:
             logp = self.feed(np.full(self.k, token), np.arange(self.k))

@@ -14,6 +14,7 @@ import numpy as np
 from bot.errors import BadOption
 from bot.model.network import LoadedModel
 from bot.model.steps import NumpySteps
+from bot.music.meter import Meter
 
 
 def known_styles(model: LoadedModel) -> tuple[str, ...]:
@@ -37,15 +38,22 @@ def check_style(model: LoadedModel, style: str) -> None:
         )
 
 
-def seed_losses(model: LoadedModel, primer: Sequence[int], styles: Sequence[str]) -> dict[str, float]:
+def seed_losses(
+    model: LoadedModel,
+    primer: Sequence[int],
+    styles: Sequence[str],
+    meter: Meter | None = None,
+    start: int | None = None,
+) -> dict[str, float]:
     """Mean negative log-likelihood (nats per token) of the primer's frames under each style's token.
 
     `primer` opens with `<start>`, a style and a mode (`Vocabulary.head`); the style is swapped per row
     and the loss counted from the first token after the head, which every row shares. The network is
     stepped in NumPy (`NumpySteps`), a row per style: a few small matrix products a token, far cheaper
-    than a framework's call on a whole sequence.
+    than a framework's call on a whole sequence. A network told the meter hears the seed's (`start`: where
+    in its bar the primer's time begins).
     """
-    steps = NumpySteps(model, k=len(styles))
+    steps = NumpySteps(model, k=len(styles), meter=meter, start=start)
     rows = np.arange(len(styles))
     steps.start(primer[:1])
     steps.feed(np.array([model.vocab.style_id(s) for s in styles]), rows)

@@ -28,6 +28,11 @@ ENCODING_TEXT = (
     "sixteenths and triplets exact) and before a closing bar (| or |F at a phrase end, the fermatas). "
     "A piece opens with <start>, a style token and its mode, and closes with <end>. Pitches cover the piano."
 )
+METER_TEXT = (
+    " Beside each token the network reads where its time stands in the bar (the bar's length in quarters "
+    "and the position in it, one of 768 ids embedded in 16 numbers), counted from the score's time "
+    "signature and first bar (a pickup counted back), or for a seed from its file."
+)
 
 log = logging.getLogger(__name__)
 
@@ -371,7 +376,7 @@ def train(
         ),
         "config": asdict(config),
         "vocab_size": len(vocab),
-        "encoding": ENCODING_TEXT,
+        "encoding": ENCODING_TEXT + (METER_TEXT if config.meter_input else ""),
         "parameters": M.parameter_count(best),
         "data": {
             "source": source,
