@@ -20,7 +20,8 @@ from bot.worker.batcher import Batcher
 from bot.worker.rendering import render_for_limit
 from bot.worker.worker import Worker
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.asyncio(loop_scope="module")]
+pytestmark = pytest.mark.timeout(300)
+SHARED_LOOP = pytest.mark.asyncio(loop_scope="module")  # the tests of the file's one embedded worker
 
 
 def spec(user=1, length=20, rng=1, video=False, **kw) -> JobSpec:
@@ -44,6 +45,7 @@ def test_admission_limits_per_user_and_in_all():
         sched.admit(spec(user=4))
 
 
+@SHARED_LOOP
 async def test_batcher_gathers_waiting_requests():
     calls = []
 
@@ -58,6 +60,7 @@ async def test_batcher_gathers_waiting_requests():
     assert calls == [4, 2]
 
 
+@SHARED_LOOP
 async def test_batcher_reports_a_failure_to_each_request_and_goes_on():
     def compose(jobs):
         if any(o.length == 13 for o, _ in jobs):
@@ -101,6 +104,7 @@ async def embedded(embedded_worker):
     worker.batcher.compose = compose
 
 
+@SHARED_LOOP
 async def test_embedded_queue_runs_jobs_with_progress(embedded, chorales):
     sched, worker = embedded
     events = []
@@ -126,6 +130,7 @@ async def test_embedded_queue_runs_jobs_with_progress(embedded, chorales):
     assert not sched.waiting and not sched.running
 
 
+@SHARED_LOOP
 async def test_a_bad_seed_is_a_result_not_a_crash(embedded):
     sched, worker = embedded
     bad = spec().with_seed(b"RIFF....WAVEfmt ", "song")
@@ -137,6 +142,7 @@ async def test_a_bad_seed_is_a_result_not_a_crash(embedded):
     assert (await sched.run(good)).ok
 
 
+@SHARED_LOOP
 async def test_result_is_the_same_alone_or_in_a_batch(embedded):
     sched, _ = embedded
     alone = spec(user=1, length=15, rng=77)
@@ -150,6 +156,7 @@ async def test_result_is_the_same_alone_or_in_a_batch(embedded):
     assert mid(single) == mid(batched[2])
 
 
+@SHARED_LOOP
 async def test_a_stuck_or_crashed_renderer_costs_only_that_jobs_audio(embedded):
     from render_faults import CRASH_SEED, HANG_SEED
 
@@ -171,6 +178,7 @@ async def test_a_stuck_or_crashed_renderer_costs_only_that_jobs_audio(embedded):
     assert worker.renderer.replaced == 2
 
 
+@SHARED_LOOP
 async def test_video_on_request(embedded, tmp_path):
     sched, _ = embedded
     job = spec(length=12, rng=8, video=True)
@@ -180,6 +188,7 @@ async def test_video_on_request(embedded, tmp_path):
     assert next(f for f in result.files if f.name.endswith(".mp4")).content_type == "video/mp4"
 
 
+@SHARED_LOOP
 async def test_a_missing_or_unreadable_soundfont_fails_at_start_in_one_line(tiny_model_dir, tmp_path):
     garbage = tmp_path / "garbage.sf2"
     garbage.write_bytes(b"not a soundfont")
@@ -209,6 +218,7 @@ def test_result_json_round_trip():
     assert JobResult.from_json(r.to_json()) == r
 
 
+@SHARED_LOOP
 async def test_a_job_waits_in_the_queue_until_its_batch_starts(embedded):
     """`/status`'s wait ends at the first note: a job a worker has taken but not yet sampled still waits."""
     sched, worker = embedded
