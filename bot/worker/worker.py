@@ -96,6 +96,13 @@ class Worker:
         """The loaded model's card; empty until `start` has loaded the model."""
         return self.composer.model.card if self.composer else {}
 
+    def resolve_batching(self) -> None:
+        """A batch size or wait left unset becomes what suits the device the model runs on."""
+        if self.batch_size is None or self.batch_wait_ms is None:
+            size, wait_ms = default_batching()
+            self.batch_size = self.batch_size or size
+            self.batch_wait_ms = wait_ms if self.batch_wait_ms is None else self.batch_wait_ms
+
     async def start(self) -> None:
         """Start the render pool, load the model and compile the sampler, all before reporting ready.
 
@@ -109,10 +116,7 @@ class Worker:
         pool_ready = asyncio.create_task(asyncio.to_thread(self.renderer.start))
         try:
             self.composer = await asyncio.to_thread(Composer, self.model_dir)
-            if self.batch_size is None or self.batch_wait_ms is None:  # unset: what suits the model's device
-                size, wait_ms = await asyncio.to_thread(default_batching)
-                self.batch_size = self.batch_size or size
-                self.batch_wait_ms = wait_ms if self.batch_wait_ms is None else self.batch_wait_ms
+            await asyncio.to_thread(self.resolve_batching)
             await asyncio.to_thread(self.warm)
         finally:
             await asyncio.wait({pool_ready})
