@@ -23,7 +23,7 @@ from bot.errors import ModelNotFound
 from bot.model import short_term
 from bot.model.network import LoadedModel
 from bot.model.network import load as load_model
-from bot.model.sample import MAX_PRIMER_TOKENS, Request, Sampler
+from bot.model.sample import MAX_PRIMER_TOKENS, Request, Sampler, bar_start
 from bot.model.steps import NumpySteps
 from bot.model.styles import check_style, default_style, known_styles, seed_losses
 from bot.music.encoding import PIANO_HIGH, PIANO_LOW, Vocabulary
@@ -228,9 +228,7 @@ class Composer:
             return default_style(self.model), "default"
         _, _, primer, _, last_frame = self.plan(options, seed, known[0])
         # The primer's time begins where the seed's last frame lies in its bar, less the time it spans.
-        start = (seed.meter.position(last_frame) - int(self.vocab.shift_table()[list(primer)].sum())) % (
-            seed.meter.bar_steps
-        )
+        start = bar_start(self.vocab, primer, seed.meter.bar_steps, seed.meter.position(last_frame))
         losses = seed_losses(self.model, primer, known, seed.meter, start)
         seed.meta["style_losses"] = {s: round(v, 4) for s, v in losses.items()}
         return min(known, key=lambda s: losses[s]), "seed"

@@ -147,7 +147,7 @@ class Sampler:
             "attack": np.array([v.is_attack(t) for t in range(len(v))]),
             "hold": np.array([v.is_hold(t) for t in range(len(v))]),
             "pitch": token_pitches(v),
-            "steps": np.array([t - v.shift_base if v.is_shift(t) else 0 for t in range(len(v))], np.int32),
+            "steps": v.shift_table().copy(),
             "chords": chord_table(),
         }
         self._loop = backend.compile_loop(self._generate, params)
@@ -321,11 +321,15 @@ class Sampler:
         return [tokens[i, plen[i] : used[i]].tolist() for i in range(len(requests))]
 
 
+def bar_start(vocab, primer, bar: int, bar_pos: int) -> int:
+    """Where in its bar a primer's time begins (steps from the downbeat): back from its last frame, which
+    lies `bar_pos` into a bar of `bar` steps, by the time the primer spans."""
+    return (bar_pos - int(vocab.shift_table()[list(primer)].sum())) % bar
+
+
 def primer_bar_starts(vocab, requests: list[Request], primers: list[list[int]]) -> list[int]:
-    """Where in its bar each primer's time begins (steps from the downbeat): back from its last frame
-    (`Request.bar_pos`) by the time the primer, as cut for the loop, spans."""
-    moves = vocab.shift_table()
-    return [(r.bar_pos - int(moves[p].sum())) % r.bar for r, p in zip(requests, primers)]
+    """`bar_start` of each request's primer as cut for the loop."""
+    return [bar_start(vocab, p, r.bar, r.bar_pos) for r, p in zip(requests, primers)]
 
 
 def draw_uniforms(seeds: list[int], steps: int) -> np.ndarray:

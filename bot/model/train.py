@@ -156,10 +156,7 @@ def meter_inputs(vocab: Vocabulary, seqs, meters: list | None) -> list[np.ndarra
     tokens file from before meters were)."""
     table = vocab.shift_table()
     meters = meters if meters and len(meters) == len(seqs) else [None] * len(seqs)
-    return [
-        stream_meter_ids(table[s], Meter(int(m[0]), int(m[1]), float(m[2])) if m else Meter())
-        for s, m in zip(seqs, meters)
-    ]
+    return [stream_meter_ids(table[s], Meter.from_json(m) if m else Meter()) for s, m in zip(seqs, meters)]
 
 
 # -- what one epoch sees ---------------------------------------------------------------------------------

@@ -290,8 +290,7 @@ def piece_meter(piece: Piece) -> Meter:
     """A training piece's meter: the score's own (`scores.score_meter_of`), a MIDI file's time signatures,
     else what its onsets suggest."""
     if piece.meta.get("meter"):
-        n, d, downbeat = piece.meta["meter"]
-        return Meter(int(n), int(d), float(downbeat), "file")
+        return Meter.from_json(piece.meta["meter"])
     return meter_of(piece.events, piece.meta.get("time_signatures", []), piece.meta.get("tempo_changes", 0))
 
 

@@ -312,8 +312,14 @@ class Vocabulary:
         return (ids >= self.close_base) & seen
 
     def shift_table(self) -> np.ndarray:
-        """How many grid steps each token moves time (0 for every token but the shifts)."""
-        return np.array([t - self.shift_base if self.is_shift(t) else 0 for t in range(len(self))], np.int32)
+        """How many grid steps each token moves time (0 for every token but the shifts); read-only."""
+        if getattr(self, "_shift_table", None) is None:
+            table = np.array(
+                [t - self.shift_base if self.is_shift(t) else 0 for t in range(len(self))], np.int32
+            )
+            table.flags.writeable = False
+            self._shift_table = table
+        return self._shift_table
 
     def count_onsets(self, ids: Iterable[int]) -> int:
         """Notes and chords in `ids`: frames that attack at least one pitch."""

@@ -72,6 +72,12 @@ class Meter:
     def to_json(self) -> list:
         return [self.numerator, self.denominator, self.downbeat]
 
+    @classmethod
+    def from_json(cls, data: list) -> Meter:
+        """The meter `to_json` wrote (a training piece's, kept in its cache and tokens file)."""
+        n, d, downbeat = data
+        return cls(int(n), int(d), float(downbeat), "file")
+
     def moved(self, quarters: float) -> Meter:
         """The same meter for times moved by `quarters`."""
         return Meter(self.numerator, self.denominator, (self.downbeat + quarters) % self.bar, self.source)
@@ -155,13 +161,18 @@ def estimate_meter(events: Sequence[Event], tempo_changes: int = 0) -> Meter:
     return Meter(4, 4, four / GRID, "onsets")
 
 
+def valid_signature(numerator: int, denominator: int) -> bool:
+    """A time signature a bar can be counted in: 1-32 beats of a whole note divided by a power of two."""
+    return 1 <= numerator <= 32 and denominator in (1, 2, 4, 8, 16, 32)
+
+
 def meter_of(
     events: Sequence[Event], signatures: Sequence[tuple[float, int, int]], tempo_changes: int = 0
 ) -> Meter:
     """The meter in force at the seed's last onset: the last time signature (time, numerator,
     denominator) at or before it, else the first one, else estimated from the onsets."""
     last = max((e.onset for e in events), default=0.0)
-    valid = [(t, n, d) for t, n, d in signatures if 1 <= n <= 32 and d in (1, 2, 4, 8, 16, 32)]
+    valid = [(t, n, d) for t, n, d in signatures if valid_signature(n, d)]
     if not valid:
         return estimate_meter(events, tempo_changes)
     before = [s for s in valid if s[0] <= last + 1e-9]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bot.errors import BadData, EtudeError
 from bot.music.events import Event, Piece, group_notes
-from bot.music.meter import Meter, score_meter
+from bot.music.meter import Meter, score_meter, valid_signature
 
 CACHE_VERSION = 3  # 2: events carry the fermata mark; 3: pieces carry their meter
 MIDI_SUFFIXES = {".mid", ".midi", ".smf"}
@@ -62,14 +62,14 @@ def score_meter_of(score) -> Meter | None:
     if not signatures:
         return None
     ts = signatures[0]
+    if not valid_signature(ts.numerator, ts.denominator):
+        return None
     parts = list(getattr(score, "parts", [])) or [score]
     measures = list(parts[0].getElementsByClass("Measure"))
     first_bar = 0.0
     if measures:
         first = measures[0]
         first_bar = float(first.offset) - float(first.paddingLeft or 0.0)
-    if not (1 <= ts.numerator <= 32 and ts.denominator in (1, 2, 4, 8, 16, 32)):
-        return None
     return score_meter(int(ts.numerator), int(ts.denominator), first_bar)
 
 
