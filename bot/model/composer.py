@@ -276,6 +276,7 @@ class Composer:
                 short_term=short_term_weight(s),
                 bar=s.meter.bar_steps if s is not None else 4 * GRID,
                 bar_pos=s.meter.position(plan[4]) if s is not None else 0,
+                form=s is None,  # a seed's own phrases come back through the short-term model
             )
             for (o, s), plan in zip(jobs, plans)
         ]

@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from bot.model.form import Form
 from bot.model.masks import MAX_CHORD, PIANO_KEYS
 from bot.music.encoding import PIANO_LOW, Vocabulary
 from bot.music.events import GRID
@@ -48,6 +49,13 @@ class Loop(NamedTuple):
     clock: object  # steps from the last beat of the seed's file (mod GRID) to the last frame sampled
     bars: object  # steps per bar (the seed's meter; 4/4 without one)
     bar_pos: object  # steps from the last downbeat to the time the stream has reached, primer included
+    phrases: object  # phrases closed after the primer
+    ph_steps: object  # steps since the current phrase began
+    ph_start: object  # stream position of the current phrase's first pitch, -1 until it is written
+    ph_prev: object  # stream position of the previous phrase's first token, -1 before the second phrase
+    ptr: object  # stream position of the token a returning phrase copies next, -1 when none returns
+    waiting: object  # whether that phrase waits for its first pitch (the shifts after a fermata are free)
+    returned: object  # how many phrases in a row, up to the current one, are returns (`bot.model.form`)
 
 
 class Book:
@@ -65,9 +73,18 @@ class Book:
         self.slots = ops.arange(MAX_CHORD, dtype="int32")
         self.keys = ops.arange(PIANO_KEYS, dtype="int32") + PIANO_LOW
         self.pitch_class = ops.convert_to_tensor(_PITCH_CLASS)
+        self.form = Form(ops)
 
     def start(
-        self, primers, max_steps: int, hidden: int, layers: int, asked_minor, phases, bars, bar_starts
+        self,
+        primers,
+        max_steps: int,
+        hidden: int,
+        layers: int,
+        asked_minor,
+        phases,
+        bars,
+        bar_starts,
     ) -> Loop:
         """The state before the first step: the primer's first token in, nothing counted yet; `bar_starts`
         is where in its bar the primer's time begins."""
@@ -107,11 +124,19 @@ class Book:
             clock=phases,
             bars=bars,
             bar_pos=bar_starts,
+            phrases=izeros,
+            ph_steps=izeros,
+            ph_start=izeros - 1,
+            ph_prev=izeros - 1,
+            ptr=izeros - 1,
+            waiting=ops.zeros((b,), "bool"),
+            returned=izeros,
         )
 
-    def advance(self, s: Loop, nxt, kind, in_primer, states, chord, final, minor) -> Loop:
+    def advance(self, s: Loop, nxt, kind, in_primer, states, chord, final, minor, forms, plans) -> Loop:
         """All the loop's book-keeping: the stream, the event count, the caps, the repetition guard,
-        the pitches of this frame and the last, and the harmonies the end is steered by."""
+        the pitches of this frame and the last, the harmonies the end is steered by, and the plan of
+        returning phrases (`forms` the requests that follow one, `plans` its uniforms)."""
         ops = self.ops
         nk = ops.take(self.kinds, nxt)
         starts_event = (nk == 1) & (kind != 1)
@@ -131,6 +156,10 @@ class Book:
         now_sounding = ops.any(in_frame[:, :, None] & (frame[:, :, None] == self.keys[None, None, :]), axis=1)
         new_harmony = onset & (chord >= 0) & (chord != s.harm)
         heard = ops.matmul(ops.cast(s.sounding, "float32"), self.pitch_class)  # (B, 12) what sounded since
+        moved = ops.where(nk == 1, ops.take(self.steps, nxt), 0)
+        plan = self.form.step(
+            s, nxt, nk == 1, moved, in_primer, closes & (nxt == self.phrase_id) & ~in_primer, forms, plans
+        )
         return Loop(
             t=s.t + 1,
             tok=nxt,
@@ -163,6 +192,7 @@ class Book:
             clock=ops.where((nk == 1) & ~in_primer, (s.clock + ops.take(self.steps, nxt)) % GRID, s.clock),
             bars=s.bars,
             bar_pos=ops.where(nk == 1, (s.bar_pos + ops.take(self.steps, nxt)) % s.bars, s.bar_pos),
+            **plan,
         )
 
 

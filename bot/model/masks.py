@@ -206,6 +206,11 @@ class Masks:
         )
         return _prefer(ops, ok, steer)
 
+    def phrase_end(self, ok: Tensor, closing: Tensor) -> Tensor:
+        """`ok` with a frame that closes a phrase (`closing`) closed by a fermata, not a plain closing bar."""
+        plain = self.is_close[None, :] & ~self.is_phrase[None, :]
+        return _prefer(self.ops, ok, ~(plain & closing[:, None]))
+
     def voice_leading(self, ok: Tensor, s, in_frame: Tensor, scaled: Tensor) -> tuple[Tensor, Tensor]:
         """`ok` without the pitches (attacked, or held while the voices under it moved) that form parallel
         fifths or octaves with a lower voice of this frame, and `scaled` (the logits over temperature)

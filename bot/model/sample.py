@@ -33,6 +33,7 @@ import numpy as np
 
 from bot.errors import BadOption
 from bot.model import backend
+from bot.model.form import plan_uniforms
 from bot.model.loop_state import Book, Loop
 from bot.model.masks import MAX_CHORD, MAX_QUIET, MAX_SHIFT_CHAIN, Masks, token_kinds, token_pitches
 from bot.model.network import LoadedModel
@@ -74,6 +75,7 @@ class Request:
     short_term: float = SHORT_TERM_WEIGHT  # the short-term model's weight in the mixture, 0 for none
     bar: int = 4 * GRID  # steps per bar (the seed's meter)
     bar_pos: int = 0  # steps from the last downbeat to the primer's last frame (0: a piece from nothing)
+    form: bool = False  # whether earlier phrases come back by the plan of `bot.model.form`
 
     def check(self) -> None:
         check_sampling(self.length, self.temperature, self.top_p)
@@ -194,6 +196,8 @@ class Sampler:
         weights,
         bars,
         bar_starts,
+        forms,
+        plans,
         uniforms,
         max_steps,
     ):
@@ -203,7 +207,8 @@ class Sampler:
         end the piece, limits (B,) the most onsets it may add before it must end; temperature, top_p
         (B,) float32; grids, phases (B,) int32 (`Request.grid`, `Request.phase`); weights (B,) float32 the
         short-term model's (`Request.short_term`); bars, bar_starts (B,) int32 steps per bar and where in
-        its bar each primer's time begins; uniforms (B, S) float32 in [0, 1); max_steps = S, a
+        its bar each primer's time begins; forms (B,) bool `Request.form`, plans (B, PLAN_PHRASES) float32 the
+        numbers its plan draws (`form.plan_uniforms`); uniforms (B, S) float32 in [0, 1); max_steps = S, a
         Python int (a static size for the compiler). Returns tokens (B, S) int32: the whole stream, primer included, and the number of
         steps each request took (B,).
         """
@@ -213,18 +218,26 @@ class Sampler:
         rules = Masks(ops, self.vocab, params, primers, primer_len)
         book = Book(ops, self.vocab, params)
         short_term = ShortTerm(ops, v, kinds == 3)
+        form = book.form
 
         def body(s: Loop) -> tuple[Loop]:
             logits, states = self._logits(params, s.tok, s.bar_pos, s.bars, s.states)
             # The piece so far's own model, mixed in before any rule: the rules still decide what may come.
             logits = short_term.mix(logits, s.out, s.t, weights)
+            logits = form.mix(logits, s.out, s.ptr)  # a phrase that returns copies the earlier one
             kind = ops.take(kinds, s.tok)
             minor, tonic, tok_rel = rules.key(s, limits)
             ok = rules.grammar(s, kind)
             ok = rules.on_grid(ok, s, grids)
             spelt = rules.frame(s, tonic, minor)
             ok, left = rules.ending(ok, s, kind, lengths, limits, spelt.final)
-            ok = rules.steer_cadence(ok, s, left, tonic, minor, tok_rel, spelt.rel)
+            # A phrase that has run long is steered to its cadence as the piece's end is (two onsets
+            # left), and its tonic closed by a fermata.
+            due = form.due(s, forms)
+            ok = rules.steer_cadence(
+                ok, s, ops.where(due, ops.minimum(left, 2), left), tonic, minor, tok_rel, spelt.rel
+            )
+            ok = rules.phrase_end(ok, due & spelt.final)
             ok, scaled = rules.voice_leading(ok, s, spelt.in_frame, logits / temperature[:, None])
 
             scaled = ops.where(ok, scaled, -1e9)
@@ -244,7 +257,9 @@ class Sampler:
             given = ops.take(primers, ops.minimum(s.t + 1, ops.shape(primers)[1] - 1), axis=1)
             nxt = ops.where(in_primer, given, sampled)
             nxt = ops.where(s.done, 0, nxt)
-            return (book.advance(s, nxt, kind, in_primer, states, spelt.chord, spelt.final, minor),)
+            return (
+                book.advance(s, nxt, kind, in_primer, states, spelt.chord, spelt.final, minor, forms, plans),
+            )
 
         def cond(s: Loop):
             return (s.t + 1 < max_steps) & ~ops.all(s.done)
@@ -314,6 +329,8 @@ class Sampler:
             np.array([r.short_term for r in requests], np.float32),
             np.array([r.bar for r in requests], np.int32),
             np.array(bar_starts, np.int32),
+            np.array([r.form for r in requests], bool),
+            plan_uniforms([r.rng_seed for r in requests]),
             uniforms,
             steps,
         )
