@@ -51,7 +51,7 @@ def cmd_train(args) -> int:
         preset=args.preset,
         minutes=args.minutes,
         epochs=args.epochs,
-        patience=args.patience,
+        **({"patience": args.patience} if args.patience is not None else {}),
         limit=args.limit,
         fresh=args.fresh,
         steps_per_epoch=args.steps_per_epoch,
@@ -180,7 +180,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--preset", default="etude", help="network preset: etude, small, or tutorial")
     t.add_argument("--minutes", type=_positive_minutes, help="wall-clock training budget")
     t.add_argument("--epochs", type=int, default=100)
-    t.add_argument("--patience", type=int, default=4, help="epochs without a better validation loss")
+    t.add_argument(
+        "--patience",
+        type=int,
+        help="epochs without a better validation loss before training stops (the learning rate halves "
+        "on the way; the defaults are bot.model.train's PATIENCE and LR_PATIENCE)",
+    )
     t.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: one pass)")
     t.add_argument(
         "--batch-size",
