@@ -20,7 +20,9 @@ particles at once, resampled by how likely the model finds the given tokens afte
 (sequential Monte Carlo): the harmony that survives is the one under which the model itself would have
 sung this melody, its rests and its ending. More particles make more of the chords triads or sevenths.
 
-The output keeps the melody exactly: onsets, durations and pitches are copied, never decoded from tokens.
+The network hears where each frame falls in the melody's bar (`Melody.meter`: the file's time signature,
+else the meter its onsets suggest, a pickup included), and the .mid carries that time signature. The output
+keeps the melody exactly: onsets, durations and pitches are copied, never decoded from tokens.
 """
 
 from __future__ import annotations
@@ -339,7 +341,8 @@ class Harmonization(Composition):
 
     @property
     def said(self) -> list[str]:
-        return [self.folded] if self.folded else []
+        """A meter assumed, not read from the melody's file, and the notes folded into the soprano's range."""
+        return [s for s in (self.meter.assumption("melody", "harmonized"), self.folded) if s]
 
 
 def chords_under(notes: Sequence[Event], lower: np.ndarray) -> list[Event]:
@@ -418,8 +421,10 @@ def harmonize(composer, options: Options, melody: Melody) -> Harmonization:
     key, source, semitones = plan_key(melody.notes, options.key)
     # Folded after the key's move, from the file's own line, so the notes said to move are the ones that did.
     notes, _, moved = fold_line(transpose(melody.source or melody.notes, semitones))
+    # The stream's time starts at the melody's 0, where its first bar (or pickup) starts.
+    steps = NumpySteps(composer.model, meter=melody.meter, start=melody.meter.position(0.0))
     events, timings = harmonize_melody(
-        NumpySteps(composer.model), composer.vocab, notes, key, options.temperature, options.rng_seed
+        steps, composer.vocab, notes, key, options.temperature, options.rng_seed
     )
     return Harmonization(
         name=f"chorale-{safe_name(melody.name)}-{options.rng_seed}",
@@ -432,7 +437,8 @@ def harmonize(composer, options: Options, melody: Melody) -> Harmonization:
         key_source=source,
         timings=timings,
         seed_events=0,
-        folded=moved_text(notes, moved),
+        meter=melody.meter,
+        folded=moved_text(notes, moved, melody.meter),
         # The melody's own level sets the piece's; it is not heard apart, so nothing is said about it.
         seed_style=seed_style(Piece(melody.name, list(melody.notes))),
     )

@@ -11,13 +11,13 @@ be harmonized: no notes or more than `MAX_MELODY_NOTES`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.errors import BadSeed
 from bot.music.events import GRID, Event
+from bot.music.meter import Meter, meter_of
 from bot.music.midi import DEFAULT_LIMITS, SeedLimits, read_bounded, read_midi
 
 MAX_MELODY_NOTES = 400
@@ -40,6 +40,7 @@ class Melody:
     meta: dict = field(default_factory=dict)
     source: list[Event] = field(default_factory=list)  # the line as the file has it, before any octave move
     moved: dict[int, int] = field(default_factory=dict)  # note index -> octaves moved beyond `octaves`
+    meter: Meter = field(default_factory=Meter)  # its time signature and where its bars start, in its times
 
     @property
     def pitches(self) -> list[int]:
@@ -136,12 +137,17 @@ def bar_list(bars: Sequence[int]) -> str:
     return ("bars " if len(runs) > 1 or runs[0][1] > runs[0][0] else "bar ") + text
 
 
-def moved_text(notes: Sequence[Event], moved: dict[int, int], bar_beats: float = 4.0) -> str:
+def bar_number(t: float, meter: Meter) -> int:
+    """The bar `t` falls in, counted from 1 as a score (and the written .mid) counts them: a pickup is bar 1."""
+    return round((meter.bar_start(t) - meter.bar_start(0.0)) / meter.bar) + 1
+
+
+def moved_text(notes: Sequence[Event], moved: dict[int, int], meter: Meter | None = None) -> str:
     """What a reply says about the notes folded into the range, e.g. "7 notes moved by an octave: bars 3-4, 9"."""
     if not moved:
         return ""
     how = "an octave" if all(abs(k) == 1 for k in moved.values()) else "octaves"
-    bars = [int(notes[i].onset // bar_beats) + 1 for i in moved]
+    bars = [bar_number(notes[i].onset, meter or Meter()) for i in moved]
     count = f"{len(moved)} note{'s' if len(moved) != 1 else ''}"
     return f"{count} moved by {how} to fit a soprano's range: {bar_list(bars)}"
 
@@ -156,16 +162,25 @@ def fold_line(notes: Sequence[Event]) -> tuple[list[Event], int, dict[int, int]]
 
 
 def melody_from_events(
-    events: Sequence[Event], name: str = "melody", tempo: float = 100.0, meta: dict | None = None
+    events: Sequence[Event],
+    name: str = "melody",
+    tempo: float = 100.0,
+    meta: dict | None = None,
+    meter: Meter | None = None,
 ) -> Melody:
-    """The top line of `events`, checked against the limits and folded into the soprano's range."""
+    """The top line of `events`, checked against the limits and folded into the soprano's range.
+
+    `meter` is the file's (`meter_of`); without one it is estimated from `events` as a seed's is.
+    """
     notes = top_line(events)
     if not notes:
         raise BadMelody("the melody has no notes (drums are ignored)")
     if len(notes) > MAX_MELODY_NOTES:
         raise BadMelody(f"the melody has {len(notes)} notes: at most {MAX_MELODY_NOTES} can be harmonized")
+    meter = meter or meter_of(events, [])
     # Whole bars of silence before the first note are dropped; the bar position of every note is kept.
-    bars = math.floor(notes[0].onset / 4) * 4
+    bars = max(0.0, meter.bar_start(notes[0].onset))
+    meter = meter.moved(-bars)
     source = [Event(n.onset - bars, n.duration, n.pitches, n.velocity) for n in notes]
     folded, octaves, moved = fold_line(source)
     info = {
@@ -174,8 +189,9 @@ def melody_from_events(
         "octaves_moved": octaves,
         "notes_folded": len(moved),
         "quarters_dropped": bars,
+        "meter": f"{meter.name} from {meter.downbeat:g} ({meter.source})",
     }
-    return Melody(name, folded, float(tempo), octaves, info, source, moved)
+    return Melody(name, folded, float(tempo), octaves, info, source, moved, meter)
 
 
 def read_melody(data: bytes, name: str = "melody", limits: SeedLimits = DEFAULT_LIMITS) -> Melody:
@@ -194,7 +210,9 @@ def read_melody(data: bytes, name: str = "melody", limits: SeedLimits = DEFAULT_
             f"the melody file has more than {limits.max_notes} notes: at most {MAX_MELODY_NOTES} melody "
             "notes can be harmonized"
         )
-    return melody_from_events(piece.events, name, piece.tempo, piece.meta)
+    # The same meter a seed would have: the file's time signature, else the one its onsets suggest.
+    meter = meter_of(piece.events, piece.meta.get("time_signatures", []), piece.meta.get("tempo_changes", 0))
+    return melody_from_events(piece.events, name, piece.tempo, piece.meta, meter)
 
 
 def read_melody_file(path: Path, limits: SeedLimits = DEFAULT_LIMITS) -> Melody:

@@ -84,13 +84,18 @@ class Meter:
 
     @property
     def assumed(self) -> str:
-        """What a reply says when the meter was not read from the file; empty when it was."""
+        """What a reply says when a seed's meter was not read from the file; empty when it was."""
+        return self.assumption("seed", "continued")
+
+    def assumption(self, what: str, done: str) -> str:
+        """What a reply says when the meter of the file (`what`: "seed", "melody") was not read from it
+        but assumed, and the piece `done` in it ("continued", "harmonized"); empty when it was read."""
         if self.source == "onsets":
             return (
-                f"the seed has no time signature: continued in {self.name} with bars where its notes suggest"
+                f"the {what} has no time signature: {done} in {self.name} with bars where its notes suggest"
             )
         if self.source == "unsteady":
-            return "the seed has no steady beat: continued in 4/4 with bars from its first note"
+            return f"the {what} has no steady beat: {done} in 4/4 with bars from its first note"
         return ""
 
 
