@@ -388,11 +388,14 @@ async def test_a_stored_result_is_its_files_raw_bytes_and_expires(redis_server, 
             job.interaction_token = "t" * 200  # Discord's interaction tokens are about this long
             await stream.submit(job.job_id, job.to_json())
         queued = await redis.memory_usage(STREAM, samples=0) / jobs
+        await redis.set("etude:delivered:" + "0" * 32, 1, ex=86400)  # what an answered job leaves
+        marker = await redis.memory_usage("etude:delivered:" + "0" * 32, samples=0)
+        await redis.delete("etude:delivered:" + "0" * 32)
         with capsys.disabled():
             print(
                 f"\nRedis memory: {queued:.0f} B per queued job (no seed), a finished 500-note job "
                 f"{stored / 2**20:.2f} MiB for {raw / 2**20:.2f} MiB of files (as base64 JSON: "
-                f"{as_b64 / 2**20:.2f} MiB)"
+                f"{as_b64 / 2**20:.2f} MiB), an answered job {marker} B"
             )
     finally:
         await results.redis.delete(STREAM)
