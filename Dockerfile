@@ -63,7 +63,7 @@ COPY --from=package /app/models/ models/
 # that none of them brings TensorFlow or music21.
 RUN --mount=type=bind,from=package,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-deps /wheels/*.whl \
-    && python -P -c "import sys, bot.cli, bot.chat.client, bot.chat.commands, bot.chat.harmonize, bot.queue.journal, bot.queue.redis_broker, bot.queue.redis_state; assert not {'tensorflow', 'jax', 'music21'} & set(sys.modules)"
+    && python -P -c "import sys, bot.cli, bot.chat.client, bot.chat.commands, bot.chat.harmonize, bot.queue.journal, bot.queue.streams, bot.queue.redis_state; assert not {'tensorflow', 'jax', 'music21'} & set(sys.modules)"
 
 ENV HEALTH_PORT=8080
 EXPOSE 8080
@@ -93,7 +93,7 @@ RUN pip install --no-cache-dir -r requirements/worker-gpu.txt
 COPY --from=package /app/models/ models/
 RUN --mount=type=bind,from=package,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-deps /wheels/*.whl \
-    && python -P -c "import bot.cli, bot.queue.redis_broker, bot.worker.worker, bot.model.harmonize"
+    && python -P -c "import bot.cli, bot.queue.streams, bot.worker.worker, bot.model.harmonize"
 USER 10001:10001
 
 

@@ -35,6 +35,8 @@ from fakediscord import FakeDiscord  # noqa: E402
 from processes import RedisServer  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
+from bot.queue.redis_keys import GROUP, STREAM  # noqa: E402
+
 
 def peak_rss_mib(pid: int) -> float:
     text = Path(f"/proc/{pid}/status").read_text()
@@ -131,7 +133,7 @@ async def main(args: argparse.Namespace) -> dict:
         await asyncio.sleep(3)  # a late duplicate would show now
         bot_peak = peak_rss_mib(bot.pid)
         memory_end = (await redis.info("memory"))["used_memory"]
-        stream_left = await redis.xlen("etude:jobs")
+        stream_left = await redis.xlen(STREAM)
         runs = Counter()
         for name in ("w1", "w2"):
             for line in (work / f"{name}.log").read_text(errors="replace").splitlines():
@@ -182,17 +184,15 @@ async def held_tokens(redis: Redis, pid: int) -> list[str]:
     """Interaction tokens of the jobs a worker holds (read and not acknowledged), from Redis itself."""
     tokens = []
     try:
-        consumers = await redis.xinfo_consumers("etude:jobs", "etude-workers")
+        consumers = await redis.xinfo_consumers(STREAM, GROUP)
         for c in consumers:
             name = c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
             if not name.endswith(f":{pid}"):
                 continue
-            pending = await redis.xpending_range(
-                "etude:jobs", "etude-workers", "-", "+", 1000, consumername=name
-            )
+            pending = await redis.xpending_range(STREAM, GROUP, "-", "+", 1000, consumername=name)
             for p in pending:
-                for _id, fields in await redis.xrange("etude:jobs", p["message_id"], p["message_id"]):
-                    tokens.append(json.loads(fields[b"data"])["args"][0]["interaction_token"])
+                for _id, fields in await redis.xrange(STREAM, p["message_id"], p["message_id"]):
+                    tokens.append(json.loads(fields[b"data"])["spec"]["interaction_token"])
     except Exception as e:  # the figure is then missing for this death, the soak goes on
         print(f"could not read what worker {pid} held: {e}", file=sys.stderr)
     return tokens

@@ -92,7 +92,7 @@ def workers(redis_server, tiny_model_dir, tmp_path):
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def client(redis_server):
-    """The bot's side of the queue, without Discord: broker, progress, journal, scheduler."""
+    """The bot's side of the queue, without Discord: stream, results, progress, journal, scheduler."""
     from processes import close, scheduler_for
 
     sched = await scheduler_for(redis_server.url)

@@ -1,5 +1,5 @@
 """Redis mode as real processes, for the tests and scripts/soak.py: a redis-server on loopback, `etude worker`
-processes, and the bot's side of the queue (broker, progress, journal, scheduler) against them."""
+processes, and the bot's side of the queue (job stream, results, progress, journal, scheduler) against them."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bot.queue.broker import make_broker, register
 from bot.queue.redis_state import RedisJournal, RedisProgress
+from bot.queue.results import RedisResults
 from bot.queue.scheduler import Scheduler
+from bot.queue.streams import JobStream
 
 RECLAIM = 3.0  # RECLAIM_SECONDS of the workers and the scheduler: short, so that reclaiming is quick to see
 
@@ -135,12 +136,12 @@ class Workers:
 
 
 async def scheduler_for(url: str) -> Scheduler:
-    """The bot's side of the queue, without Discord: broker, progress, journal and scheduler on `url`."""
-    broker = make_broker(url, RECLAIM, 8)
-    task = register(broker, None)
-    await broker.startup()
+    """The bot's side of the queue, without Discord: stream, results, progress, journal, scheduler on `url`."""
+    stream = JobStream(url, reclaim_seconds=RECLAIM)
+    await stream.start()
     return Scheduler(
-        task,
+        stream,
+        RedisResults(url),
         RedisProgress(url),
         queue_max=200,
         user_running=100,
@@ -153,7 +154,8 @@ async def scheduler_for(url: str) -> Scheduler:
 async def close(sched: Scheduler) -> None:
     await sched.progress.close()
     await sched.journal.close()
-    await sched.task.broker.shutdown()
+    await sched.queue.close()
+    await sched.results.close()
 
 
 async def run_all(sched: Scheduler, specs, on_event=None, finished: dict | None = None):

@@ -24,7 +24,7 @@ from processes import RedisServer, Workers, close, free_port, run_all, scheduler
 
 from bot.options import Options
 from bot.queue.jobs import JobSpec
-from bot.queue.redis_keys import SET_ASIDE, STREAM
+from bot.queue.redis_keys import RESULT, SET_ASIDE, STREAM
 
 pytestmark = [
     pytest.mark.timeout(900),
@@ -76,10 +76,10 @@ async def test_live_workers_are_never_robbed_and_finished_jobs_leave_redis(worke
     # Finished jobs are deleted from the stream (with their tokens); each result stays until its job is
     # answered, then goes.
     assert await redis.xlen(STREAM) == 0
-    assert all([await redis.exists(s.job_id) for s in specs])
+    assert all([await redis.exists(RESULT + s.job_id) for s in specs])
     for s in specs:
         await client.answered(s.job_id, delivered=True)
-    assert not any([await redis.exists(s.job_id) for s in specs])
+    assert not any([await redis.exists(RESULT + s.job_id) for s in specs])
 
 
 async def test_a_poison_job_is_set_aside_and_killed_workers_leave_nothing(workers, client):

@@ -1,4 +1,4 @@
-"""The queue without Discord: taskiq's in-memory broker, the embedded worker, batching, limits, progress."""
+"""The queue without Discord: the in-memory queue, the embedded worker, batching, limits, progress."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest_asyncio
 from bot.errors import RenderError
 from bot.music.midi_out import midi_bytes
 from bot.options import Options
-from bot.queue.broker import make_broker, register
-from bot.queue.jobs import JobResult, JobSpec
+from bot.queue.jobs import JobResult, JobSpec, ResultFile
+from bot.queue.memory import MemoryQueue
+from bot.queue.results import MemoryResults
 from bot.queue.scheduler import LocalProgress, QueueFull, Scheduler, UserLimit
 from bot.render.pool import RenderPool
 from bot.worker.batcher import Batcher
@@ -35,7 +36,7 @@ def test_job_spec_is_plain_json():
 
 
 def test_admission_limits_per_user_and_in_all():
-    sched = Scheduler(None, LocalProgress(), queue_max=5, user_running=1, user_waiting=2)
+    sched = Scheduler(None, None, LocalProgress(), queue_max=5, user_running=1, user_waiting=2)
     assert [sched.admit(spec(user=1)) for _ in range(3)] == [1, 2, 3]
     with pytest.raises(UserLimit, match="3 pieces on the way"):
         sched.admit(spec(user=1))
@@ -82,21 +83,21 @@ async def embedded_worker(tiny_model_dir):
     worker = Worker(
         str(tiny_model_dir), batch_size=8, batch_wait_ms=30, publish=progress.publish, warm_length=20
     )
-    broker = make_broker(None)
-    task = register(broker, worker.run)
-    await broker.startup()
+    results = MemoryResults()
+    queue = MemoryQueue(worker.run, results)
+    await queue.start()
     await worker.start()
-    yield task, progress, worker
+    yield queue, results, progress, worker
+    await queue.close()
     await worker.close()
-    await broker.shutdown()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def embedded(embedded_worker):
     """A fresh scheduler over the shared worker; a renderer or compose step a test swapped in goes."""
-    task, progress, worker = embedded_worker
+    queue, results, progress, worker = embedded_worker
     renderer, compose = worker.renderer, worker.batcher.compose
-    yield Scheduler(task, progress, queue_max=20, user_running=1, user_waiting=5), worker
+    yield Scheduler(queue, results, progress, queue_max=20, user_running=1, user_waiting=5), worker
     if worker.renderer is not renderer:  # the test closed the worker's own pool: start one like it
         worker.renderer.close()
         worker.renderer = RenderPool(renderer.soundfont, renderer.size, renderer.timeout)
@@ -213,9 +214,46 @@ def test_render_for_limit_reduces_the_wav_and_keeps_a_full_quality_ogg(composer)
     assert note.startswith("The .wav ")  # the user is told what was done to it
 
 
-def test_result_json_round_trip():
+def test_result_json_and_parts_round_trip():
     r = JobResult("j", True, files=[], info={"a": 1})
     assert JobResult.from_json(r.to_json()) == r
+    wav = bytes(range(256)) * 64
+    r.files = [ResultFile("a.mid", b"MThd", "audio/midi"), ResultFile("a.wav", wav, "audio/wav")]
+    parts = r.to_parts()
+    assert parts["file:1"] is wav and b"a.wav" in parts["meta"] and b"MThd" not in parts["meta"]
+    assert JobResult.from_parts({k.encode(): v for k, v in parts.items()}) == r
+
+
+@SHARED_LOOP
+async def test_the_memory_queue_runs_at_most_its_limit_at_once():
+    """Ten jobs, a limit of three: three run, the fourth starts only when one of them has its result
+    stored, and every job is acknowledged once it is stored."""
+    gate, running, most, started = asyncio.Event(), set(), [0], asyncio.Event()
+
+    async def run(spec_json: dict) -> JobResult:
+        running.add(spec_json["n"])
+        most[0] = max(most[0], len(running))
+        if len(running) == 3:
+            started.set()
+        await gate.wait()
+        running.discard(spec_json["n"])
+        return JobResult(f"job-{spec_json['n']}", True, info={"n": spec_json["n"]})
+
+    results = MemoryResults()
+    queue = MemoryQueue(run, results, limit=3)
+    await queue.start()
+    for n in range(10):
+        await queue.submit(f"job-{n}", {"n": n})
+    await asyncio.wait_for(started.wait(), 30)
+    for _ in range(100):  # the event loop has every chance to start a fourth job
+        await asyncio.sleep(0)
+    assert sorted(running) == [0, 1, 2] and queue.waiting.qsize() == 7 and len(queue.held) == 3
+    gate.set()
+    while len(results.stored) < 10:
+        await asyncio.sleep(0)
+    assert most[0] == 3 and not queue.held and queue.waiting.empty()
+    assert [(await results.get(f"job-{n}")).info["n"] for n in range(10)] == list(range(10))
+    await queue.close()
 
 
 @SHARED_LOOP

@@ -1,5 +1,5 @@
-"""The embedded queue's durable parts: the SQLite journal, results read once, the bounded seed store, the
-scheduler's public life-cycle methods."""
+"""The embedded queue's durable parts: the SQLite journal, results kept until forgotten or too old, the
+bounded seed store, the scheduler's public life-cycle methods."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import pytest
 
 from bot.chat.reply import SeedStore
 from bot.options import Options
-from bot.queue.broker import make_broker, register
-from bot.queue.interfaces import Journal, Progress
+from bot.queue.interfaces import Consumer, JobQueue, Journal, Progress, Results
 from bot.queue.jobs import JobResult, JobSpec
 from bot.queue.journal import SQLiteJournal
+from bot.queue.memory import MemoryQueue
+from bot.queue.results import MemoryResults
 from bot.queue.scheduler import LocalProgress, MemoryJournal, Restarting, Scheduler
 
 pytestmark = pytest.mark.timeout(60)
@@ -47,7 +48,7 @@ async def test_the_sqlite_journal_outlives_its_process(tmp_path):
 
 
 async def test_a_job_is_answered_once_by_a_scheduler_and_then_forgotten():
-    sched = Scheduler(register(make_broker(None), None), LocalProgress())
+    sched = Scheduler(MemoryQueue(), MemoryResults(), LocalProgress())
     a = spec(1)
     await sched.journal.add(a)
     assert await sched.claim_delivery(a.job_id) and not await sched.claim_delivery(a.job_id)
@@ -56,26 +57,36 @@ async def test_a_job_is_answered_once_by_a_scheduler_and_then_forgotten():
     assert not await sched.claim_delivery(a.job_id)  # answered: a second run of the job is not sent
 
 
-async def test_embedded_results_are_read_once_and_bounded():
-    async def run(spec_json: dict) -> dict:
-        return JobResult(spec_json["job_id"], True, info={"n": spec_json["user_id"]}).to_json()
+async def test_embedded_results_are_kept_until_answered_and_bounded_by_age():
+    async def run(spec_json: dict) -> JobResult:
+        return JobResult(spec_json["job_id"], True, info={"n": spec_json["user_id"]})
 
-    broker = make_broker(None, result_seconds=60)
-    task = register(broker, run)
-    await broker.startup()
-    sched = Scheduler(task, LocalProgress(), queue_max=50, user_running=50, user_waiting=50)
+    now = [0.0]
+    store = MemoryResults(max_age=60, clock=lambda: now[0])
+    queue = MemoryQueue(run, store)
+    assert isinstance(queue, JobQueue) and isinstance(queue, Consumer) and isinstance(store, Results)
+    await queue.start()
+    sched = Scheduler(queue, store, LocalProgress(), queue_max=50, user_running=50, user_waiting=50)
     assert isinstance(sched.progress, Progress)
     jobs = [spec(i) for i in range(10)]
     for j in jobs:
         sched.admit(j)
     results = await asyncio.gather(*(sched.run(j) for j in jobs))
     assert [r.info["n"] for r in results] == list(range(10))
-    assert not broker.result_backend.results  # each result left memory when its waiter read it
-    await broker.shutdown()
+    # Kept until the user has the answer: a bot that fails to deliver can read the result again.
+    assert all([await store.get(j.job_id) for j in jobs])
+    for j in jobs[:5]:
+        await sched.answered(j.job_id, delivered=True)
+    assert sorted(store.stored) == sorted(j.job_id for j in jobs[5:])
+    now[0] = 61.0  # nobody came for the rest: too old to be read, and dropped by the next store
+    assert await store.get(jobs[5].job_id) is None
+    await store.put(JobResult("late", True))
+    assert list(store.stored) == ["late"]
+    await queue.close()
 
 
 def test_scheduler_tracks_releases_and_drains():
-    sched = Scheduler(None, LocalProgress(), queue_max=5)
+    sched = Scheduler(None, None, LocalProgress(), queue_max=5)
     a, b = spec(1), spec(2)
     sched.admit(a)
     sched.track(b)

@@ -148,7 +148,7 @@ def test_bot_in_redis_mode_loads_neither_tensorflow_nor_the_sampler():
     code = (
         "import sys\n"
         "import bot.chat.client, bot.chat.commands, bot.chat.reply, bot.queue.scheduler\n"
-        "import bot.queue.redis_state, bot.queue.redis_broker, bot.queue.runtime, bot.cli.serve\n"
+        "import bot.queue.redis_state, bot.queue.streams, bot.queue.results, bot.queue.runtime, bot.cli.serve\n"
         "heavy = ('tensorflow', 'keras', 'jax', 'bot.worker.worker', 'bot.model.sample', 'bot.model.network')\n"
         "bad = [m for m in heavy if m in sys.modules]\n"
         "print(','.join(bad))\n"
@@ -161,7 +161,7 @@ NO_MUSIC21 = """
 import sys
 sys.modules["music21"] = None  # as if the `train` extra were not installed: importing it raises ImportError
 import bot.cli, bot.chat.client, bot.chat.commands, bot.chat.harmonize, bot.worker.worker
-import bot.queue.redis_broker, bot.queue.redis_state, bot.model.composer, bot.model.harmonize, bot.render.pool
+import bot.queue.streams, bot.queue.redis_state, bot.model.composer, bot.model.harmonize, bot.render.pool
 from bot.cli import main
 assert main(["compose", "--length", "8", "--rng-seed", "1", "--out", sys.argv[1]]) == 0
 assert main(["train", "--data", "chorales", "--out", sys.argv[1] + "/model"]) == 2

@@ -6,6 +6,7 @@ The processes are tests/processes.py's, and their fixtures (`redis_server`, `wor
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -265,7 +266,7 @@ async def test_a_piece_discord_refused_until_the_bot_stopped_is_delivered_by_the
     from fakediscord import FakeDiscord
 
     from bot.chat.endpoints import apply_endpoints, current_endpoints
-    from bot.queue.redis_keys import PENDING
+    from bot.queue.redis_keys import PENDING, RESULT
     from bot.queue.redis_state import RedisJournal
 
     workers.start("a")
@@ -285,7 +286,7 @@ async def test_a_piece_discord_refused_until_the_bot_stopped_is_delivered_by_the
             (job_id,) = [k.decode() for k in await journal.redis.hkeys(PENDING)]
             await asyncio.wait_for(bot.close(), 30)
             await asyncio.wait_for(task, 10)
-            assert await journal.redis.exists(job_id), "the finished piece was not kept"
+            assert await journal.redis.exists(RESULT + job_id), "the finished piece was not kept"
             assert inter.followups == []
 
             fake.heal()
@@ -293,7 +294,7 @@ async def test_a_piece_discord_refused_until_the_bot_stopped_is_delivered_by_the
             reply = await inter.wait_for_followup(timeout=120)
             assert {f["filename"].rsplit(".", 1)[1] for f in reply["files"]} >= {"mid", "ogg"}
             await settled(bot.runtime.scheduler)  # tidied once answered: the journal entry and the result go
-            assert await journal.redis.hlen(PENDING) == 0 and not await journal.redis.exists(job_id)
+            assert await journal.redis.hlen(PENDING) == 0 and not await journal.redis.exists(RESULT + job_id)
         finally:
             await asyncio.wait_for(bot.close(), 30)
             await asyncio.wait_for(task, 10)
@@ -345,3 +346,58 @@ async def test_delivered_markers_are_kept_as_long_as_the_embedded_journal_keeps_
         )
     again = SQLiteJournal(path)
     assert not await again.delivered("job-1") and await again.delivered("job-2")
+
+
+async def test_a_stored_result_is_its_files_raw_bytes_and_expires(redis_server, capsys):
+    """A result in Redis is a hash of a JSON description and each file's bytes as they are (no base64), with
+    a time to live, and `forget` deletes it. Also prints what a queued and a finished job cost in Redis."""
+    from bot.queue.jobs import RESULT_TTL_SECONDS, JobResult, ResultFile
+    from bot.queue.redis_keys import RESULT, STREAM
+    from bot.queue.results import RedisResults
+    from bot.queue.streams import JobStream
+
+    results, stream = RedisResults(redis_server.url), JobStream(redis_server.url)
+    try:
+        # A 500-note reply's files, at the sizes `etude compose --length 500 --rng-seed 1` wrote.
+        sizes = {"etude.mid": 14_454, "etude.ogg": 3_703_356, "etude.wav": 10_258_562, "etude.png": 52_404}
+        noise = os.urandom(max(sizes.values()))
+        files = [ResultFile(name, noise[:n], "application/octet-stream") for name, n in sizes.items()]
+        done = JobResult("job-raw", True, files=files, info={"length": 500})
+        await results.put(done)
+        redis = results.redis
+        key = RESULT + "job-raw"
+        assert await redis.hget(key, "file:2") == files[2].data  # the bytes themselves
+        assert 0 < await redis.ttl(key) <= RESULT_TTL_SECONDS
+        assert await results.get("job-raw") == done
+        stored = await redis.memory_usage(key, samples=0)
+        raw = sum(sizes.values())
+        # The same result as one base64 JSON string, as it was stored before.
+        await redis.set("etude:test:b64", json.dumps(done.to_json()))
+        as_b64 = await redis.memory_usage("etude:test:b64", samples=0)
+        await redis.delete("etude:test:b64")
+        # The bytes plus the allocator's rounding (jemalloc's size classes); base64 alone adds a third.
+        assert stored < raw * 1.1 < as_b64
+        await results.forget("job-raw")
+        assert not await redis.exists(key) and await results.get("job-raw") is None
+
+        await redis.delete(STREAM)
+        await stream.start()
+        jobs = 200
+        for i in range(jobs):
+            job = spec(i, length=500)
+            job.interaction_token = "t" * 200  # Discord's interaction tokens are about this long
+            await stream.submit(job.job_id, job.to_json())
+        queued = await redis.memory_usage(STREAM, samples=0) / jobs
+        await redis.set("etude:delivered:" + "0" * 32, 1, ex=86400)  # what an answered job leaves
+        marker = await redis.memory_usage("etude:delivered:" + "0" * 32, samples=0)
+        await redis.delete("etude:delivered:" + "0" * 32)
+        with capsys.disabled():
+            print(
+                f"\nRedis memory: {queued:.0f} B per queued job (no seed), a finished 500-note job "
+                f"{stored / 2**20:.2f} MiB for {raw / 2**20:.2f} MiB of files (as base64 JSON: "
+                f"{as_b64 / 2**20:.2f} MiB), an answered job {marker} B"
+            )
+    finally:
+        await results.redis.delete(STREAM)
+        await stream.close()
+        await results.close()

@@ -87,18 +87,19 @@ def _rss_mib(pid: int) -> float:
 
 async def bench_worker(model_dir: Path, length: int, jobs: int = 32, batch_size: int = 16) -> None:
     """The embedded worker as the bot runs it: start to ready, first job, a warm job, `jobs` at once."""
-    from bot.queue.broker import make_broker, register
     from bot.queue.jobs import JobResult, JobSpec
+    from bot.queue.memory import MemoryQueue
+    from bot.queue.results import MemoryResults
     from bot.queue.scheduler import LocalProgress, Scheduler
     from bot.worker.worker import Worker
 
     progress = LocalProgress()
     worker = Worker(str(model_dir), batch_size=batch_size)
-    broker = make_broker(None)
-    task = register(broker, worker.run)
-    await broker.startup()
+    store = MemoryResults()
+    queue = MemoryQueue(worker.run, store)
+    await queue.start()
     sched = Scheduler(
-        task, progress, queue_max=10_000, user_running=10_000, user_waiting=10_000, timeout=3600
+        queue, store, progress, queue_max=10_000, user_running=10_000, user_waiting=10_000, timeout=3600
     )
     t0 = time.perf_counter()
     await worker.start()
@@ -109,6 +110,7 @@ async def bench_worker(model_dir: Path, length: int, jobs: int = 32, batch_size:
         sched.admit(spec)
         t = time.perf_counter()
         result = await sched.run(spec)
+        await sched.answered(spec.job_id, delivered=False)  # the files leave memory, as a delivered job's do
         return time.perf_counter() - t, result
 
     # The same piece twice (same options, same RNG seed): render time grows with the music's seconds, so
@@ -124,8 +126,8 @@ async def bench_worker(model_dir: Path, length: int, jobs: int = 32, batch_size:
     pool_rss = [_rss_mib(p) for p in pool]
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    await queue.close()
     await worker.close()
-    await broker.shutdown()
     _say(f"  start to ready: {ready_s:.1f} s (model, sampler compiled for its batch sizes, renderer warm)")
     _say(
         f"  first job after ready: {first:.2f} s; a warm one: {warm:.2f} s ({first / warm:.2f}x); "

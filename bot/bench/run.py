@@ -385,17 +385,24 @@ async def bench_redis(url: str, model_dir: Path, length: int, jobs: int = 32) ->
     from dataclasses import asdict
 
     from bot.options import Options
-    from bot.queue.broker import make_broker, register
     from bot.queue.jobs import JobSpec
     from bot.queue.redis_state import RedisJournal, RedisProgress
+    from bot.queue.results import RedisResults
     from bot.queue.scheduler import Scheduler
+    from bot.queue.streams import JobStream
 
-    broker = make_broker(url)
-    task = register(broker, None)
-    await broker.startup()
+    stream, store = JobStream(url), RedisResults(url)
+    await stream.start()
     progress, journal = RedisProgress(url), RedisJournal(url)
     sched = Scheduler(
-        task, progress, queue_max=10_000, user_running=10_000, user_waiting=0, timeout=900, journal=journal
+        stream,
+        store,
+        progress,
+        queue_max=10_000,
+        user_running=10_000,
+        user_waiting=0,
+        timeout=900,
+        journal=journal,
     )
     with tempfile.TemporaryDirectory() as tmp:
         for n in (1, 2):
@@ -414,7 +421,7 @@ async def bench_redis(url: str, model_dir: Path, length: int, jobs: int = 32) ->
                 secs = time.perf_counter() - t0
                 ok = sum(r.ok for r in results)
                 for r in results:
-                    await journal.remove(r.job_id)
+                    await sched.answered(r.job_id, delivered=False)
                 _say(
                     f"  {n} worker{'s' if n > 1 else ' '}: {jobs} jobs in {secs:6.2f} s = {jobs / secs:5.2f} jobs/s, "
                     f"{ok * length / secs:7.0f} notes/s end to end (sampling, audio, picture), {ok}/{jobs} ok"
@@ -426,4 +433,5 @@ async def bench_redis(url: str, model_dir: Path, length: int, jobs: int = 32) ->
                     proc.wait(60)
     await progress.close()
     await journal.close()
-    await broker.shutdown()
+    await stream.close()
+    await store.close()

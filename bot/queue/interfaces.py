@@ -1,10 +1,14 @@
-"""The queue's three small interfaces, each with an embedded and a Redis implementation.
+"""The queue's small interfaces, each with an embedded and a Redis implementation.
 
 | interface | embedded | Redis |
 | --- | --- | --- |
 | `Progress` | `scheduler.LocalProgress` | `redis_state.RedisProgress` |
 | `Journal` | `journal.SQLiteJournal` (under `STATE_DIR`) | `redis_state.RedisJournal` |
-| `Broker` | taskiq's `InMemoryBroker` | `redis_broker.EtudeStreamBroker` |
+| `JobQueue` (and `Consumer`) | `memory.MemoryQueue` | `streams.JobStream` |
+| `Results` | `results.MemoryResults` | `results.RedisResults` |
+
+Whoever runs jobs reads them from a `Consumer` with `consume.consume`: the embedded queue runs it in the bot
+process, `etude worker` against the Redis stream.
 
 Without Redis the bot also runs the jobs itself, in a `LocalWorker` (`bot.worker.worker.Worker` is one) that
 the top layer builds and hands in, so the bot's side never imports the worker or the model.
@@ -13,10 +17,11 @@ the top layer builds and hands in, so the bot's side never imports the worker or
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
-from bot.queue.jobs import JobSpec
+from bot.queue.jobs import JobResult, JobSpec
 from bot.settings import Settings
 
 
@@ -64,17 +69,60 @@ class Journal(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass
+class Delivery:
+    """One job handed to its runner: `ref` is the queue's own handle (a stream entry's id)."""
+
+    job_id: str
+    spec: dict
+    ref: object = None
+
+
 @runtime_checkable
-class Broker(Protocol):
-    """What the queue needs of a taskiq broker: start, stop, a task decorator and a result store."""
+class JobQueue(Protocol):
+    """The bot's end of the queue: jobs go in, by id; a job submitted twice runs at least once."""
 
-    result_backend: Any  # taskiq's, plus `forget(task_id)`: the result goes once its user has it
+    async def start(self) -> None: ...
 
-    async def startup(self) -> None: ...
+    async def submit(self, job_id: str, spec: dict) -> None: ...
 
-    async def shutdown(self) -> None: ...
+    async def close(self) -> None: ...
 
-    def task(self, *args: Any, **kwargs: Any) -> Any: ...
+
+@runtime_checkable
+class Consumer(Protocol):
+    """The runner's end: each job to run, then `ack` once its result is stored."""
+
+    def jobs(self) -> AsyncIterator[Delivery]:
+        """Jobs as they are to run; the next is taken only when the runner asks for it."""
+        ...
+
+    async def ack(self, job: Delivery) -> None:
+        """The job's result is stored: the job leaves the queue."""
+        ...
+
+    async def release(self, job: Delivery) -> None:
+        """The job's result could not be stored: stop holding it, so that it runs again."""
+        ...
+
+    async def hand_back(self) -> int:
+        """Every job held and not acknowledged goes back to the queue for others; returns how many."""
+        ...
+
+
+@runtime_checkable
+class Results(Protocol):
+    """Finished jobs' results, kept until `forget` (once the user has the answer) or until they expire."""
+
+    async def put(self, result: JobResult) -> None: ...
+
+    async def get(self, job_id: str) -> JobResult | None:
+        """The result, or None while there is none."""
+        ...
+
+    async def forget(self, job_id: str) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 @runtime_checkable
@@ -90,8 +138,8 @@ class LocalWorker(Protocol):
 
     async def start(self) -> None: ...
 
-    async def run(self, spec: dict, /) -> dict:
-        """The queue's task: one job's spec in, its `JobResult` as a dict out."""
+    async def run(self, spec: dict, /) -> JobResult:
+        """One job's spec in, its result out; a failure is a result with a message fit for the user."""
         ...
 
     async def close(self) -> None: ...

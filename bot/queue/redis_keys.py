@@ -21,6 +21,7 @@ PROGRESS = "etude:progress:"
 WORKERS = "etude:workers"  # hash worker name -> last heartbeat (epoch seconds)
 SET_ASIDE = "etude:set-aside"  # stream of poison jobs for an operator (no token)
 STARTS = "etude:starts"  # hash job_id -> times a worker started it; gone when the job is acknowledged
+RESULT = "etude:result:"  # hash per finished job: `meta` (JSON) and `file:<i>` (raw bytes), until forgotten
 
 DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 

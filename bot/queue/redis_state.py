@@ -1,5 +1,5 @@
 """Redis mode, the bot's side: waiting for Redis, progress over pub/sub, the bot's record of jobs in flight,
-and what the queue holds now (its depth, the workers online). The queue itself is `redis_broker`."""
+and what the queue holds now (its depth, the workers online). The queue itself is `streams`."""
 
 from __future__ import annotations
 

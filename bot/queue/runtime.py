@@ -1,5 +1,6 @@
-"""The queue as the bot sees it: a broker, a progress channel, a scheduler, and, without Redis, a worker
-in the bot's own process that the top layer builds (`LocalWorker`), so the bot loads no model otherwise."""
+"""The queue as the bot sees it: the queue and its results, a progress channel, a scheduler, and, without
+Redis, a worker in the bot's own process that the top layer builds (`LocalWorker`), so the bot loads no
+model otherwise."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.errors import BadOption
-from bot.queue.broker import make_broker, register
-from bot.queue.interfaces import Broker, LocalWorker, MakeWorker, Progress
+from bot.queue.interfaces import JobQueue, LocalWorker, MakeWorker, Progress, Results
 from bot.queue.scheduler import LocalProgress, Scheduler
 from bot.settings import Settings
 
@@ -18,7 +18,8 @@ class Runtime:
     """The queue's parts for one bot process; `worker` is the embedded one, None when `etude worker`s
     serve a Redis queue."""
 
-    broker: Broker
+    queue: JobQueue
+    results: Results
     progress: Progress
     scheduler: Scheduler
     worker: LocalWorker | None = None
@@ -31,30 +32,33 @@ class Runtime:
         """
         if not settings.redis_url and make_worker is None:
             raise BadOption("REDIS_URL is not set and this process runs no worker: set REDIS_URL")
-        broker = make_broker(
-            settings.redis_url,
-            settings.reclaim_seconds,
-            settings.batch_size or 16,
-            settings.embedded_result_seconds,
-        )
         worker = None
+        queue: JobQueue
+        results: Results
         if settings.redis_url:
             from bot.queue.redis_state import RedisJournal, RedisProgress, wait_for_redis
+            from bot.queue.results import RedisResults
+            from bot.queue.streams import JobStream
 
             await wait_for_redis(settings.redis_url, on_wait)
             progress = RedisProgress(settings.redis_url)
             journal = RedisJournal(settings.redis_url)
-            task = register(broker, _remote_only)
+            results = RedisResults(settings.redis_url)
+            queue = JobStream(settings.redis_url, reclaim_seconds=settings.reclaim_seconds)
         else:
             from bot.queue.journal import SQLiteJournal
+            from bot.queue.memory import MemoryQueue
+            from bot.queue.results import MemoryResults
 
             progress = LocalProgress()
             journal = SQLiteJournal(state_folder(settings) / "journal.sqlite3")
             worker = make_worker(settings, progress.publish)
-            task = register(broker, worker.run)
-        await broker.startup()
+            results = MemoryResults(settings.embedded_result_seconds)
+            queue = MemoryQueue(worker.run, results)
+        await queue.start()
         scheduler = Scheduler(
-            task,
+            queue,
+            results,
             progress,
             queue_max=settings.queue_max,
             user_running=settings.user_max_running,
@@ -62,7 +66,7 @@ class Runtime:
             timeout=settings.job_timeout_seconds,
             journal=journal,
         )
-        runtime = cls(broker, progress, scheduler, worker)
+        runtime = cls(queue, results, progress, scheduler, worker)
         if worker is not None:
             # The model and the soundfont load before the bot logs in: a broken set-up stops here, in
             # one line, instead of leaving a bot online with no worker behind it.
@@ -98,17 +102,14 @@ class Runtime:
             return False
 
     async def close(self) -> None:
+        await self.queue.close()  # the embedded queue stops running jobs before their worker goes
         if self.worker:
             await self.worker.close()
         await self.progress.close()
         await self.scheduler.journal.close()
-        await self.broker.shutdown()
+        await self.results.close()
 
 
 def state_folder(settings: Settings) -> Path:
     """`STATE_DIR`, or ~/.cache/etude: the bot's small durable state (journal, seeds)."""
     return Path(settings.state_dir) if settings.state_dir else Path.home() / ".cache" / "etude"
-
-
-async def _remote_only(spec: dict) -> dict:  # pragma: no cover - in Redis mode only workers run the task
-    raise RuntimeError("compose jobs run in `etude worker` processes when REDIS_URL is set")

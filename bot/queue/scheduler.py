@@ -8,11 +8,9 @@ import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable
 
-from taskiq.exceptions import TaskiqResultTimeoutError
-
 from bot.aio import cancel_and_wait
-from bot.errors import EtudeError, reference, went_wrong
-from bot.queue.interfaces import Journal, Progress
+from bot.errors import EtudeError
+from bot.queue.interfaces import JobQueue, Journal, Progress, Results
 from bot.queue.jobs import JobResult, JobSpec
 
 log = logging.getLogger(__name__)
@@ -100,9 +98,13 @@ CHECK_EVERY = 2.0  # seconds between checks that a job waited on is still in the
 
 
 async def wait_for_result(
-    handle, timeout: float, interval: float, check: Callable[[], Awaitable[None]] | None = None
-):
-    """Poll for a task's result; a result store that is briefly unreachable (Redis restarting) is waited out.
+    results: Results,
+    job_id: str,
+    timeout: float,
+    interval: float,
+    check: Callable[[], Awaitable[None]] | None = None,
+) -> JobResult:
+    """Poll for a job's result; a result store that is briefly unreachable (Redis restarting) is waited out.
 
     `check()` runs every `CHECK_EVERY` seconds while waiting (to find a job its queue has lost).
     """
@@ -115,28 +117,30 @@ async def wait_for_result(
             try:
                 await check()
             except Exception as e:  # the store is away; the next round tries again
-                log.debug("check of job %s failed: %s", handle.task_id, e)
+                log.debug("check of job %s failed: %s", job_id, e)
         try:
-            if await handle.is_ready():
-                return await handle.get_result()
-        except Exception as e:  # taskiq wraps the connection error; the job itself is safe in the queue
+            result = await results.get(job_id)
+            if result is not None:
+                return result
+        except Exception as e:  # the store is away; the job itself is safe in the queue
             if not warned:
-                log.warning("result store unreachable while waiting for job %s: %s", handle.task_id, e)
+                log.warning("result store unreachable while waiting for job %s: %s", job_id, e)
                 warned = True
         if time.monotonic() > deadline:
-            raise TimeoutError(f"no result for {handle.task_id} in {timeout:.0f} s")
+            raise TimeoutError(f"no result for {job_id} in {timeout:.0f} s")
         await asyncio.sleep(interval)
 
 
 class Scheduler:
-    """Admits jobs under the limits, hands them to the broker and waits for their results.
+    """Admits jobs under the limits, submits them to the queue and waits for their results.
 
     `place` counts the jobs admitted before this one that no worker has started yet.
     """
 
     def __init__(
         self,
-        task,
+        queue: JobQueue | None,
+        results: Results | None,
         progress: Progress,
         *,
         queue_max: int = 50,
@@ -145,7 +149,7 @@ class Scheduler:
         timeout: float = 600.0,
         journal: Journal | None = None,
     ):
-        self.task = task  # the taskiq task: `await task.kiq(spec_json)`
+        self.queue, self.results = queue, results
         self.progress = progress
         self.journal: Journal = journal or MemoryJournal()
         self.queue_max, self.user_running, self.user_waiting = queue_max, user_running, user_waiting
@@ -232,7 +236,7 @@ class Scheduler:
         if delivered:
             await self.journal.mark_delivered(job_id)
         await self.journal.remove(job_id)
-        await self.task.broker.result_backend.forget(job_id)
+        await self.results.forget(job_id)
         self.answering.discard(job_id)
 
     # -- running ----------------------------------------------------------------------------------------------
@@ -256,23 +260,16 @@ class Scheduler:
             # Journal first, then the queue: a bot that stops between the two kicks the job when it is back.
             await self.journal.add(spec)
             await self.progress.ready()  # the job's "started" must find us listening
-            handle = await self.kick(spec)
-            result = await wait_for_result(handle, self.timeout, 0.1, lambda: self._still_queued(spec))
-            return self._answer(spec, result)
-        except (TimeoutError, TaskiqResultTimeoutError):
+            await self.kick(spec)
+            return await wait_for_result(
+                self.results, spec.job_id, self.timeout, 0.1, lambda: self._still_queued(spec)
+            )
+        except TimeoutError:
             return JobResult(spec.job_id, False, error=TOO_LONG)
         finally:
             await cancel_and_wait([pumping])
             self.progress.unsubscribe(spec.job_id, events)
             self.release(spec.job_id)
-
-    def _answer(self, spec: JobSpec, result) -> JobResult:
-        if result.is_err:
-            log.error(
-                "job %s raised in the worker (ref %s): %s", spec.job_id, reference(spec.job_id), result.error
-            )
-            return JobResult(spec.job_id, False, error=went_wrong(reference(spec.job_id)))
-        return JobResult.from_json(result.return_value)
 
     async def _still_queued(self, spec: JobSpec) -> None:
         """Queue a job again if its queue lost it (Redis restarted without its data): this bot still has it."""
@@ -282,21 +279,18 @@ class Scheduler:
         await self.journal.add(spec)
         await self.kick(spec)
 
-    async def kick(self, spec: JobSpec):
-        # The job id is the task id: a job delivered twice by the queue has one result, answered once.
-        handle = await self.task.kicker().with_task_id(spec.job_id).kiq(spec.to_json())
+    async def kick(self, spec: JobSpec) -> None:
+        # Submitted under its own id: a job delivered twice by the queue has one result, answered once.
+        await self.queue.submit(spec.job_id, spec.to_json())
         await self.journal.mark_kicked(spec.job_id)
-        return handle
 
     async def recover(self, spec: JobSpec, kicked: bool = True) -> JobResult:
         """Wait for the result of a job admitted before a restart of the bot, kicking it if it never was."""
-        from taskiq import AsyncTaskiqTask
-
         if not kicked:
             await self.kick(spec)
-        handle = AsyncTaskiqTask(spec.job_id, self.task.broker.result_backend)
         try:
-            result = await wait_for_result(handle, self.timeout, 0.5, lambda: self._still_queued(spec))
-        except (TimeoutError, TaskiqResultTimeoutError):
+            return await wait_for_result(
+                self.results, spec.job_id, self.timeout, 0.5, lambda: self._still_queued(spec)
+            )
+        except TimeoutError:
             return JobResult(spec.job_id, False, error=TOO_LONG)
-        return self._answer(spec, result)

@@ -15,7 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from bot.aio import Stopped, cancel_and_wait, unless_stopped
+from bot.aio import Stopped, unless_stopped
 from bot.errors import BadOption, EtudeError, reference, went_wrong
 from bot.health import Metrics
 from bot.model.backend import default_batching
@@ -207,7 +207,7 @@ class Worker:
         if self.renderer is not None:
             self.renderer.close()
 
-    async def run(self, spec_json: dict) -> dict:
+    async def run(self, spec_json: dict) -> JobResult:
         """Do one job; never raises: a failure is a result with a message fit for the user."""
         t0 = time.perf_counter()
         spec = JobSpec.from_json(spec_json)
@@ -265,7 +265,7 @@ class Worker:
             spec.options.get("length"),
             " ".join(f"{k}={v:.2f}s" for k, v in result.timings.items()),
         )
-        return result.to_json()
+        return result
 
 
 async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
@@ -275,15 +275,13 @@ async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
     to the queue and returns (exit 0). One process per GPU (`CUDA_VISIBLE_DEVICES`); each loads the model once.
     """
     import signal
-    from concurrent.futures import ThreadPoolExecutor
-
-    from taskiq.acks import AcknowledgeType
-    from taskiq.receiver import Receiver
 
     from bot.health import serve
-    from bot.queue.broker import make_broker, register
+    from bot.queue.consume import consume
     from bot.queue.redis_keys import STREAM, WORKERS
     from bot.queue.redis_state import RedisProgress, queue_depth, wait_for_redis
+    from bot.queue.results import RedisResults
+    from bot.queue.streams import JobStream
 
     if not settings.redis_url:
         raise BadOption(
@@ -318,7 +316,7 @@ async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
         state["waiting_for"] = "model"
         progress = RedisProgress(settings.redis_url)
         worker.publish = progress.publish
-        # First: the batch size, which sizes the broker's reads, may come from the device.
+        # First: the batch size, which sizes the stream's reads, may come from the device.
         await unless_stopped(worker.start(), stop)
     except BaseException as e:
         await worker.close()
@@ -330,11 +328,15 @@ async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
             log.info("worker %s stopped before it was ready", worker.name)
             return
         raise
-    broker = make_broker(
-        settings.redis_url, settings.reclaim_seconds, worker.batch_size, consumer=worker.name
+    results = RedisResults(settings.redis_url)
+    stream = JobStream(
+        settings.redis_url,
+        results=results,
+        consumer=worker.name,
+        reclaim_seconds=settings.reclaim_seconds,
+        fetch=worker.batch_size,
     )
-    register(broker, worker.run)
-    await broker.startup()
+    await stream.start()
     state["waiting_for"] = ""
 
     async def heartbeat() -> None:
@@ -354,29 +356,16 @@ async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
     worker.metrics.gauge("queue_depth", "Jobs waiting or running.", lambda: queue_depth(progress.redis))
     beats = asyncio.create_task(heartbeat())
     log.info("worker %s consuming %s", worker.name, STREAM)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        # At most a batch of jobs at a time: more would only wait here while another worker sits idle.
-        receiver = Receiver(
-            broker,
-            pool,
-            max_async_tasks=worker.batch_size,
-            max_prefetch=0,
-            ack_type=AcknowledgeType.WHEN_SAVED,
-            run_startup=False,
-        )
-        finish = asyncio.Event()
-        listening = asyncio.create_task(receiver.listen(finish))
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({listening, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        log.info(
-            "worker %s stopping: finishing its jobs within %.0f s",
-            worker.name,
-            settings.stop_deadline_seconds,
-        )
-        finish.set()
-        await asyncio.wait({listening}, timeout=settings.stop_deadline_seconds)
-        await cancel_and_wait([listening, stopping])
-    handed = await broker.hand_back()
+    # At most a batch of jobs at a time: more would only wait here while another worker sits idle. On stop:
+    # no new job, the running ones finish within the deadline, the rest go back to the queue.
+    handed = await consume(
+        stream,
+        results,
+        worker.run,
+        limit=worker.batch_size,
+        stop=stop,
+        deadline=settings.stop_deadline_seconds,
+    )
     if handed:
         log.info("worker %s handed %d unfinished jobs back to the queue", worker.name, handed)
     beats.cancel()
@@ -387,7 +376,8 @@ async def serve_worker(settings, stop: asyncio.Event | None = None) -> None:
     if health is not None:
         await health.cleanup()
     await worker.close()
-    await broker.shutdown()
+    await stream.close()
+    await results.close()
     await progress.close()
     shutil.rmtree(tempfile.gettempdir(), ignore_errors=True)
     log.info("worker %s stopped", worker.name)
