@@ -4,13 +4,94 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
+
+import bot.eval  # noqa: F401  (registers the card's sections that evaluation renders)
 from bot.cards import DEFAULT_MODEL, load_card
-from bot.model.card import card_markdown, store_section, write_card
+from bot.model.card import MEASURED_ELSEWHERE, card_markdown, register_section, store_section, write_card
+
+CARDS = Path(__file__).resolve().parent / "cards"
+# The seed-fidelity and listener sections name the module that measures them, which moved to bot/eval/;
+# a README rendered before the move names the old path and is otherwise what the card renders now.
+MOVED = {
+    "`bot/model/fidelity.py`": "`bot/eval/fidelity.py`",
+    "`bot/model/discriminate.py`": "`bot/eval/discriminate.py`",
+}
+
+
+def rendered_before_the_move(readme: str) -> str:
+    for old, new in MOVED.items():
+        readme = readme.replace(old, new)
+    return readme
 
 
 def test_the_shipped_readme_is_its_card_rendered():
-    assert card_markdown(load_card(DEFAULT_MODEL)) == (DEFAULT_MODEL / "README.md").read_text()
+    shipped = (DEFAULT_MODEL / "README.md").read_text()
+    assert card_markdown(load_card(DEFAULT_MODEL)) == rendered_before_the_move(shipped)
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        pytest.param(lambda folder, card: write_card(folder, card), id="training writes the card"),
+        *(
+            pytest.param(
+                lambda folder, card, s=section: store_section(folder, s, card[s]),
+                id=f"--write-card {section}",
+            )
+            for section in ("evaluation", "music", "fidelity", "listener", "previous", "sweep")
+        ),
+    ],
+)
+def test_a_rewritten_card_reads_as_it_did_before_evaluation_moved(tmp_path, rewrite):
+    """A card with every section (seed fidelity, listener, the model it replaces), rendered before the
+    fidelity and listener modules moved out of the model layer (`tests/cards/`), rewritten by each path
+    that writes a card: the same README, to the byte, but for the measuring modules' new paths."""
+    card = json.loads((CARDS / "etude-chorales.json").read_text())
+    assert all(card.get(s) for s in (*MEASURED_ELSEWHERE, "previous"))
+    shutil.copy(CARDS / "etude-chorales.json", tmp_path / "card.json")
+    rewrite(tmp_path, card)
+    expected = rendered_before_the_move((CARDS / "etude-chorales.md").read_text())
+    assert (tmp_path / "README.md").read_text() == expected
+    assert "## Seed fidelity" in expected and "## Can a listener tell?" in expected
+    assert "## Beside the model it replaces" in expected
+
+
+CARD_ALONE = """
+import json, sys
+from bot.model.card import card_markdown
+card = json.loads(open(sys.argv[1]).read())
+try:
+    card_markdown(card)
+except RuntimeError as e:
+    print(e)
+import bot.eval.heldout  # any evaluation module: the package registers the sections as it loads
+print(sum(line.startswith("## ") for line in card_markdown(card).splitlines()))
+"""
+
+
+def test_a_section_without_its_renderer_is_an_error_and_any_evaluation_import_registers_it():
+    """In a fresh interpreter the model layer alone cannot render evaluation's sections, and says so
+    rather than dropping them; importing anything of `bot.eval` makes them render."""
+    out = subprocess.run(
+        [sys.executable, "-c", CARD_ALONE, str(CARDS / "etude-chorales.json")],
+        cwd=CARDS.parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert out[0] == "the card's 'fidelity' section has no renderer: import bot.eval, which registers it"
+    headings = (CARDS / "etude-chorales.md").read_text().count("\n## ")
+    assert out[1] == str(headings)
+
+
+def test_a_section_the_card_has_no_place_for_is_refused():
+    with pytest.raises(ValueError, match="no place for a section 'harmony'"):
+        register_section("harmony", lambda section: [])
 
 
 def test_a_section_is_replaced_and_the_rest_kept(tmp_path):
@@ -33,8 +114,6 @@ def test_a_folder_without_a_card_reads_empty_and_gets_one(tmp_path):
 def test_the_card_shows_the_model_it_replaces(tmp_path):
     """`etude eval --previous OLD --write-card`: the old model's headline figures beside the new one's,
     a dash where either card lacks a figure."""
-    import pytest
-
     from bot.errors import ModelNotFound
     from bot.model.card import HEADLINES, store_previous
 

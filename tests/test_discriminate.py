@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bot.model import discriminate as D
+from bot.eval import discriminate as D
 from bot.music.events import Event
 
 pytestmark = pytest.mark.timeout(120)

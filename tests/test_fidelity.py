@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from bot.model import fidelity as F
+from bot.eval import fidelity as F
 from bot.music.events import Event, Piece
 
 pytestmark = pytest.mark.timeout(120)

@@ -124,6 +124,20 @@ def test_chat_reaches_neither_the_worker_nor_the_model():
     assert not wrong, "\n".join(sorted(wrong))
 
 
+def test_the_model_reaches_no_evaluation():
+    """The model layer holds no evaluation and never loads it, however deep or late, through a top-level
+    module either: the card's sections measured by evaluation are registered with it by `bot.eval`."""
+    graph = imports()
+    wrong = [
+        f"{m} → {t}"
+        for m in graph
+        if layer(m) == "model"
+        for t in reach(graph, m)
+        if layer(t) in {"eval", "bench", "worker", "chat", "queue"}
+    ]
+    assert not wrong, "\n".join(sorted(wrong))
+
+
 def test_the_queue_is_the_bots_side_only():
     """The queue holds what the bot needs; only the worker imports the model and the renderer."""
     graph = imports()

@@ -1,13 +1,13 @@
-"""`etude eval --fidelity` and `--listener` on a model: the runs behind `bot.model.fidelity` and
-`bot.model.discriminate`, which measure and print but never load a model themselves."""
+"""`etude eval --fidelity` and `--listener` on a model: the runs behind `bot.eval.fidelity` and
+`bot.eval.discriminate`, which measure and print but never load a model themselves."""
 
 from __future__ import annotations
 
 import time
 
+from bot.eval import discriminate as D
+from bot.eval import fidelity as F
 from bot.eval.heldout import held_out_pieces, validation_chorales
-from bot.model import discriminate as D
-from bot.model import fidelity as F
 from bot.model import network as M
 from bot.model.card import store_section
 from bot.model.composer import Composer

@@ -3,18 +3,49 @@ one section each) and a `README.md` that says the same in words, every section r
 
 Training writes the first card (`bot.model.network.save`), `etude eval --write-card` replaces its sections
 (`store_section`); `bot.cards.load_card` reads it back.
+
+Two sections are measured by evaluation, which the model layer may not import: seed fidelity
+(`bot.eval.fidelity`) and the listener (`bot.eval.discriminate`). Their markdown belongs beside what
+measures them, so each registers its renderer here (`register_section`) when `bot.eval` is imported, and
+the README keeps them in the place `MEASURED_ELSEWHERE` gives them. Every path that stores such a section
+runs inside `bot.eval` (or after importing it), and a card holding one whose renderer was not registered
+raises rather than losing the section from its README.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from bot.cards import load_card
 from bot.errors import ModelNotFound
-from bot.model.discriminate import card_markdown as listener_markdown
-from bot.model.fidelity import card_markdown as fidelity_markdown
 from bot.music.sources import sources_markdown
+
+SectionRenderer = Callable[[dict], list[str]]
+# Sections measured by `bot.eval` and rendered by it, in their order in the README (after the music).
+MEASURED_ELSEWHERE = ("fidelity", "listener")
+_renderers: dict[str, SectionRenderer] = {}
+
+
+def register_section(name: str, render: SectionRenderer) -> None:
+    """Let the card render its section `name` (one of `MEASURED_ELSEWHERE`) with `render`."""
+    if name not in MEASURED_ELSEWHERE:
+        raise ValueError(f"the card has no place for a section {name!r}: add it to MEASURED_ELSEWHERE")
+    _renderers[name] = render
+
+
+def _measured_elsewhere(card: dict) -> list[str]:
+    lines = []
+    for name in MEASURED_ELSEWHERE:
+        if not card.get(name):
+            continue
+        if name not in _renderers:
+            raise RuntimeError(
+                f"the card's {name!r} section has no renderer: import bot.eval, which registers it"
+            )
+        lines += _renderers[name](card[name])
+    return lines
 
 
 def write_card(folder: str | Path, card: dict) -> None:
@@ -110,10 +141,7 @@ def card_markdown(card: dict) -> str:
         lines.append("")
     if card.get("music"):
         lines += _music_markdown(card["music"])
-    if card.get("fidelity"):
-        lines += fidelity_markdown(card["fidelity"])
-    if card.get("listener"):
-        lines += listener_markdown(card["listener"])
+    lines += _measured_elsewhere(card)
     if card.get("previous"):
         lines += _previous_markdown(card)
     if card.get("sweep", {}).get("table"):

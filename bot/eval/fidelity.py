@@ -13,6 +13,9 @@ on distances averaged over the seeds of a group: 1 when the model is as close to
 continuation, 0 when no closer than a chorale, below 0 when further. When the chorale and the real next
 part lie close (a gap under `MIN_GAP`, or under a third of the chorale's distance), the feature cannot
 tell them apart on that group and is left out (shown as a dash) rather than divided by almost nothing.
+
+The card's seed-fidelity section is rendered here, beside the measure, and registered with
+`bot.model.card` (which may not import evaluation) when this module is imported.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bot.model.card import register_section
 from bot.music import analysis, keys
 from bot.music.events import Event, Piece
 from bot.music.stats import DURATION_CLASSES, duration_histogram, histogram_distance, notes_per_onset
@@ -344,7 +348,7 @@ def card_markdown(section: dict) -> list[str]:
         f"cut into a seed of up to {section['seed_beats']} beats and its real next part, the seed continued "
         "at the defaults for as many onsets. Distance to the seed, mean over seeds; fidelity = "
         "(d(chorale) - d(model)) / (d(chorale) - d(real next)): 1 as close as the real continuation, 0 no "
-        "closer than a Bach chorale excerpt (`bot/model/fidelity.py`).",
+        "closer than a Bach chorale excerpt (`bot/eval/fidelity.py`).",
         "",
     ]
     for name, g in section["groups"].items():
@@ -362,3 +366,6 @@ def card_markdown(section: dict) -> list[str]:
             )
         lines += ["", *(line[0].upper() + line[1:] + "." for line in _count_lines(g)), ""]
     return lines
+
+
+register_section("fidelity", card_markdown)

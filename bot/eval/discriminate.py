@@ -8,6 +8,9 @@ Two measures on unseeded samples at the defaults beside the validation chorales:
   means it cannot tell them apart whatever the numbers of excerpts; with the features that tell most.
 - phrases and form: cadences that close a phrase on a beat per 16 beats, and the share of pieces in which
   a passage of 8 onsets comes back within 64 beats (`bot.music.phrases`).
+
+The card's listener section is rendered here, beside the measures, and registered with `bot.model.card`
+(which may not import evaluation) when this module is imported.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from bot.model.fidelity import class_histogram, clip, on_grid_share, onsets
+from bot.eval.fidelity import class_histogram, clip, on_grid_share, onsets
+from bot.model.card import register_section
 from bot.music import analysis
 from bot.music import stats as S
 from bot.music.events import Event
@@ -331,7 +335,7 @@ def card_markdown(section: dict) -> list[str]:
         f"{s['rng_seeds'][1]}) beside {d['pieces']['real']} validation chorales. A logistic regression on "
         f"{d['features']} listener statistics of {EXCERPT_BEATS}-beat excerpts, cross-validated by piece, "
         f"tells them apart **{d['accuracy'] * 100:.0f}%** of the time (balanced accuracy; 50% = cannot tell; "
-        "`bot/model/discriminate.py`). What tells them apart most:",
+        "`bot/eval/discriminate.py`). What tells them apart most:",
         "",
         "| statistic | weight (+: samples) | chorales | samples |",
         "| --- | --- | --- | --- |",
@@ -344,3 +348,6 @@ def card_markdown(section: dict) -> list[str]:
     lines += [f"| {a} | {b} | {c} |" for a, b, c in _form_rows(section["form"])]
     lines.append("")
     return lines
+
+
+register_section("listener", card_markdown)
