@@ -1,6 +1,7 @@
 """The package's imports run one way, a folder per program and per stage: chat → queue → music on the bot's
 side; worker → queue, model, render → music in the worker; eval → model and bench → worker for the
-measuring commands; no cycles; and the bot's side never reaches the worker or the model."""
+measuring commands; no cycles; the bot's side never reaches the worker or the model, and the model never
+reaches evaluation."""
 
 from __future__ import annotations
 
@@ -109,46 +110,32 @@ def reach(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
+def reached_from(start: str, forbidden: set[str]) -> list[str]:
+    """`module → target` for every module of layer `start` that reaches one of the `forbidden` layers."""
+    graph = imports()
+    return sorted(
+        f"{m} → {t}" for m in graph if layer(m) == start for t in reach(graph, m) if layer(t) in forbidden
+    )
+
+
 def test_chat_reaches_neither_the_worker_nor_the_model():
     """The bot's side gets an embedded worker handed in (`bot.queue.interfaces.LocalWorker`), so no import
     of chat, however deep or late, loads the worker's runtime, the model, evaluation or the benchmarks."""
-    graph = imports()
-    wrong = []
-    for module in graph:
-        if layer(module) == "chat":
-            wrong += [
-                f"{module} → {t}"
-                for t in reach(graph, module)
-                if layer(t) in {"worker", "model", "eval", "bench"}
-            ]
-    assert not wrong, "\n".join(sorted(wrong))
+    wrong = reached_from("chat", {"worker", "model", "eval", "bench"})
+    assert not wrong, "\n".join(wrong)
 
 
 def test_the_model_reaches_no_evaluation():
     """The model layer holds no evaluation and never loads it, however deep or late, through a top-level
     module either: the card's sections measured by evaluation are registered with it by `bot.eval`."""
-    graph = imports()
-    wrong = [
-        f"{m} → {t}"
-        for m in graph
-        if layer(m) == "model"
-        for t in reach(graph, m)
-        if layer(t) in {"eval", "bench", "worker", "chat", "queue"}
-    ]
-    assert not wrong, "\n".join(sorted(wrong))
+    wrong = reached_from("model", {"eval", "bench", "worker", "chat", "queue"})
+    assert not wrong, "\n".join(wrong)
 
 
 def test_the_queue_is_the_bots_side_only():
     """The queue holds what the bot needs; only the worker imports the model and the renderer."""
-    graph = imports()
-    wrong = [
-        f"{m} → {t}"
-        for m in graph
-        if layer(m) == "queue"
-        for t in reach(graph, m)
-        if layer(t) in {"worker", "model", "render", "eval", "bench"}
-    ]
-    assert not wrong, "\n".join(sorted(wrong))
+    wrong = reached_from("queue", {"worker", "model", "render", "eval", "bench"})
+    assert not wrong, "\n".join(wrong)
 
 
 def test_top_leaves_import_no_layer_above_music():
