@@ -15,23 +15,9 @@ from bot.cards import DEFAULT_MODEL, load_card
 from bot.model.card import MEASURED_ELSEWHERE, card_markdown, register_section, store_section, write_card
 
 CARDS = Path(__file__).resolve().parent / "cards"
-# The seed-fidelity and listener sections name the module that measures them, which moved to bot/eval/;
-# a README rendered before the move names the old path and is otherwise what the card renders now.
-MOVED = {
-    "`bot/model/fidelity.py`": "`bot/eval/fidelity.py`",
-    "`bot/model/discriminate.py`": "`bot/eval/discriminate.py`",
-}
-
-
-def rendered_before_the_move(readme: str) -> str:
-    for old, new in MOVED.items():
-        readme = readme.replace(old, new)
-    return readme
-
-
 def test_the_shipped_readme_is_its_card_rendered():
     shipped = (DEFAULT_MODEL / "README.md").read_text()
-    assert card_markdown(load_card(DEFAULT_MODEL)) == rendered_before_the_move(shipped)
+    assert card_markdown(load_card(DEFAULT_MODEL)) == shipped
 
 
 @pytest.mark.parametrize(
@@ -49,13 +35,13 @@ def test_the_shipped_readme_is_its_card_rendered():
 )
 def test_a_rewritten_card_reads_as_it_did_before_evaluation_moved(tmp_path, rewrite):
     """A card with every section (seed fidelity, listener, the model it replaces), rendered before the
-    fidelity and listener modules moved out of the model layer (`tests/cards/`), rewritten by each path
-    that writes a card: the same README, to the byte, but for the measuring modules' new paths."""
+    fidelity and listener modules moved out of the model layer (`tests/cards/`, the measuring modules'
+    paths updated), rewritten by each path that writes a card: the same README, to the byte."""
     card = json.loads((CARDS / "etude-chorales.json").read_text())
     assert all(card.get(s) for s in (*MEASURED_ELSEWHERE, "previous"))
     shutil.copy(CARDS / "etude-chorales.json", tmp_path / "card.json")
     rewrite(tmp_path, card)
-    expected = rendered_before_the_move((CARDS / "etude-chorales.md").read_text())
+    expected = (CARDS / "etude-chorales.md").read_text()
     assert (tmp_path / "README.md").read_text() == expected
     assert "## Seed fidelity" in expected and "## Can a listener tell?" in expected
     assert "## Beside the model it replaces" in expected
