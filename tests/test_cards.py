@@ -15,6 +15,8 @@ from bot.cards import DEFAULT_MODEL, load_card
 from bot.model.card import MEASURED_ELSEWHERE, card_markdown, register_section, store_section, write_card
 
 CARDS = Path(__file__).resolve().parent / "cards"
+
+
 def test_the_shipped_readme_is_its_card_rendered():
     shipped = (DEFAULT_MODEL / "README.md").read_text()
     assert card_markdown(load_card(DEFAULT_MODEL)) == shipped
