@@ -56,13 +56,10 @@ def test_the_copied_token_gets_the_weight_and_other_rows_keep_their_logits():
     ops = backend.keras().ops
     logits = np.log(np.full((2, V), 1.0 / V, np.float32))
     out = np.array([[0, 3, 4, 5, 0, 0], [0, 3, 4, 5, 0, 0]], np.int32)
-    mixed = np.asarray(
-        F.Form(ops).mix(
-            ops.convert_to_tensor(logits),
-            ops.convert_to_tensor(out),
-            ops.convert_to_tensor(np.array([2, -1], np.int32)),
-        )
-    )
+    form, ptr = F.Form(ops), ops.convert_to_tensor(np.array([2, -1], np.int32))
+    copied = form.copied(ops.convert_to_tensor(out), ptr)
+    assert np.asarray(copied)[0] == 4
+    mixed = np.asarray(form.mix(ops.convert_to_tensor(logits), copied, ptr))
     p = np.exp(mixed)
     assert p[0, 4] == pytest.approx(F.WEIGHT + (1 - F.WEIGHT) / V, rel=1e-5)
     assert p[0].sum() == pytest.approx(1.0, rel=1e-5)

@@ -93,18 +93,18 @@ def test_the_compiled_mixture_gives_the_reference_distribution():
     assert want[V - 1] / want[V - 2] == pytest.approx(network[V - 1] / network[V - 2])
     out = np.zeros((1, 64), np.int32)
     out[0, : len(history)] = history
-    got = ShortTerm(ops, V, closes, 4, 16).mix(
+    model = ShortTerm(ops, V, closes, 4, 16)
+    t = ops.convert_to_tensor(len(history) - 1, "int32")
+    context = model.context(ops.convert_to_tensor(out), t)
+    got = model.mix(
         ops.convert_to_tensor(logits[None, :]),
-        ops.convert_to_tensor(out),
-        ops.convert_to_tensor(len(history) - 1, "int32"),
+        context,
+        t,
         ops.convert_to_tensor(np.array([0.85], np.float32)),
     )
     np.testing.assert_allclose(np.exp(np.asarray(got)[0]), want, rtol=1e-5, atol=1e-6)
     # At weight 0 a row keeps the network's logits as they were.
-    same = ShortTerm(ops, V, closes, 4, 16).mix(
-        ops.convert_to_tensor(logits[None, :]),
-        ops.convert_to_tensor(out),
-        ops.convert_to_tensor(len(history) - 1, "int32"),
-        ops.convert_to_tensor(np.array([0.0], np.float32)),
+    same = model.mix(
+        ops.convert_to_tensor(logits[None, :]), context, t, ops.convert_to_tensor(np.array([0.0], np.float32))
     )
     np.testing.assert_array_equal(np.asarray(same)[0], logits)

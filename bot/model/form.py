@@ -70,14 +70,16 @@ class Form:
     def __init__(self, ops):
         self.ops = ops
 
-    def mix(self, logits: Tensor, out: Tensor, ptr: Tensor) -> Tensor:
-        """Logits with the copied token (`out[ptr]`) mixed in where a phrase returns (ptr >= 0)."""
+    def copied(self, out: Tensor, ptr: Tensor) -> Tensor:
+        """The token each row's returning phrase copies next (`out[ptr]`; meaningless where ptr < 0)."""
+        return self.ops.take_along_axis(out, self.ops.maximum(ptr, 0)[:, None], axis=1)[:, 0]
+
+    def mix(self, logits: Tensor, copied: Tensor, ptr: Tensor) -> Tensor:
+        """Logits with the copied token mixed in where a phrase returns (ptr >= 0)."""
         ops = self.ops
-        copying = ptr >= 0
-        copied = ops.take_along_axis(out, ops.maximum(ptr, 0)[:, None], axis=1)[:, 0]
         onehot = ops.one_hot(copied, ops.shape(logits)[1], dtype="float32")
         p = (1.0 - WEIGHT) * ops.softmax(logits, axis=-1) + WEIGHT * onehot
-        return ops.where(copying[:, None], ops.log(ops.maximum(p, 1e-30)), logits)
+        return ops.where((ptr >= 0)[:, None], ops.log(ops.maximum(p, 1e-30)), logits)
 
     def due(self, s, forms: Tensor) -> Tensor:
         """Whether the frame being written, on a beat, should bring the phrase to its cadence: it has run
@@ -103,7 +105,7 @@ class Form:
         fermata stays the network's, and the return starts with the first pitch it writes there.
         """
         ops = self.ops
-        copied = ops.take_along_axis(s.out, ops.maximum(s.ptr, 0)[:, None], axis=1)[:, 0]
+        copied = self.copied(s.out, s.ptr)
         # Waiting for the first pitch, a shift keeps the copy where it is; otherwise the copied token moves
         # it on and any other token ends it.
         ptr = ops.where(

@@ -223,8 +223,15 @@ class Sampler:
         def body(s: Loop) -> tuple[Loop]:
             logits, states = self._logits(params, s.tok, s.bar_pos, s.bars, s.states)
             # The piece so far's own model, mixed in before any rule: the rules still decide what may come.
-            logits = short_term.mix(logits, s.out, s.t, weights)
-            logits = form.mix(logits, s.out, s.ptr)  # a phrase that returns copies the earlier one
+            # Each only where some row uses it: a batch without a seed skips the short-term model, and one
+            # where no phrase is returning skips the copy (a conditional, not a mask: it is not computed).
+            # What they read of the stream is taken first, so the conditional holds that, not the stream.
+            context = short_term.context(s.out, s.t)
+            logits = ops.cond(
+                ops.any(weights > 0), lambda: short_term.mix(logits, context, s.t, weights), lambda: logits
+            )
+            copied = form.copied(s.out, s.ptr)  # a phrase that returns copies the earlier one
+            logits = ops.cond(ops.any(s.ptr >= 0), lambda: form.mix(logits, copied, s.ptr), lambda: logits)
             kind = ops.take(kinds, s.tok)
             minor, tonic, tok_rel = rules.key(s, limits)
             ok = rules.grammar(s, kind)

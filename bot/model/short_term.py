@@ -98,9 +98,10 @@ class ShortTerm:
         self.closes = ops.cast(closes, "float32")[None, :]  # the tokens that close a frame
         self.span = window + orders  # the slice of the stream a step reads
 
-    def distribution(self, out: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """(probs (B, V), confidence (B,)) of the token after position `t` of `out` (B, S), the stream so
-        far (S must be at least `window + orders`)."""
+    def context(self, out: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """What a step reads of the stream `out` (B, S) at position `t`: the window of the last
+        `window + orders` tokens (tokens not yet written are -1), the last `orders` tokens newest first, and
+        the window's positions. Small, so a conditional that skips the model copies this, not the stream."""
         ops, k, span = self.ops, self.orders, self.span
         b = ops.shape(out)[0]
         start = ops.maximum(t - span + 1, 0)
@@ -110,6 +111,17 @@ class ShortTerm:
         # The last k tokens, newest first; places before the stream (-2) match nothing.
         back = t - ops.arange(k, dtype="int32")
         cur = ops.where(back[None, :] >= 0, ops.take(out, ops.maximum(back, 0), axis=1), -2)
+        return win, cur, pos
+
+    def distribution(self, out: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(probs (B, V), confidence (B,)) of the token after position `t` of `out` (B, S), the stream so
+        far (S must be at least `window + orders`)."""
+        return self.from_context(*self.context(out, t), t)
+
+    def from_context(self, win: Tensor, cur: Tensor, pos: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """`distribution` from what `context` read."""
+        ops, k, span = self.ops, self.orders, self.span
+        b = ops.shape(win)[0]
         padded = ops.concatenate([ops.full((b, k - 1), -1, "int32"), win], axis=1)
         # Candidate c (0 .. span-2) is the place start + c, followed by win[:, c + 1].
         cand = pos[:-1]
@@ -138,10 +150,11 @@ class ShortTerm:
         entropy = -ops.sum(probs * ops.log(ops.maximum(probs, 1e-30)), axis=1)
         return probs, 1.0 - entropy / float(np.log(self.v))
 
-    def mix(self, logits: Tensor, out: Tensor, t: Tensor, weight: Tensor) -> Tensor:
-        """Logits of the network mixed with the short-term model, `weight` (B,) at full confidence."""
+    def mix(self, logits: Tensor, context, t: Tensor, weight: Tensor) -> Tensor:
+        """Logits of the network mixed with the short-term model (read from `context`, what `context()`
+        returns), `weight` (B,) at full confidence."""
         ops = self.ops
-        short, confidence = self.distribution(out, t)
+        short, confidence = self.from_context(*context, t)
         w = (weight * confidence)[:, None]
         network = ops.softmax(logits, axis=-1)
         p = (1.0 - w) * network + w * short
