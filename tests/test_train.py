@@ -155,3 +155,22 @@ def test_eval_prints_both_sections(monkeypatch, capsys):
     assert main(["eval", "--model", "x"]) == 0
     out = capsys.readouterr().out
     assert "9.500" in out and "MUSIC TABLE" in out
+
+
+def test_the_learning_rate_halves_down_to_its_floor_and_the_tutorial_keeps_its_own():
+    from bot.model.train import LR_FACTOR, MIN_LR, slower
+
+    config = M.preset("small", vocab_size=40)
+    net = M.build(config)
+    M.compile_model(net, config)
+    rates = [slower(net) for _ in range(8)]
+    assert rates[0] == pytest.approx(config.learning_rate * LR_FACTOR)
+    assert rates[1] == pytest.approx(config.learning_rate * LR_FACTOR**2)
+    assert rates[-1] == pytest.approx(MIN_LR) and min(rates) >= MIN_LR
+    assert config.lr_patience > 0 and M.preset("tutorial").lr_patience == 0
+
+
+def test_the_card_and_history_say_how_the_rate_moved(tiny_model):
+    _, card = tiny_model
+    assert "learning rate halved after every 2" in card["data"]["regularization"]
+    assert all(e["learning_rate"] > 0 for e in card["training"]["history"])

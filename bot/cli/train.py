@@ -184,7 +184,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "--patience",
         type=int,
         help="epochs without a better validation loss before training stops (the learning rate halves "
-        "on the way; the defaults are bot.model.train's PATIENCE and LR_PATIENCE)",
+        "on the way; the defaults are bot.model.train.PATIENCE and the preset's lr_patience)",
     )
     t.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: one pass)")
     t.add_argument(

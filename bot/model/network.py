@@ -53,6 +53,9 @@ class Config:
     batch_size: int = 64
     learning_rate: float = 3e-3
     optimizer: str = "adam"
+    # Epochs without a better validation loss before the learning rate halves (`bot.model.train`); 0 keeps
+    # it constant, as the tutorial did.
+    lr_patience: int = 2
 
     @classmethod
     def from_dict(cls, d: dict) -> Config:
@@ -89,6 +92,7 @@ PRESETS: dict[str, Config] = {
         batch_size=64,
         learning_rate=1e-3,
         optimizer="rmsprop",
+        lr_patience=0,
     ),
 }
 

@@ -238,9 +238,9 @@ def steps_per_execution() -> int:
     return 32 if backend.accelerator() else 1
 
 
-# Epochs without a better validation loss before the learning rate is halved, and before training stops:
-# at a constant rate the validation loss wanders about 2% from epoch to epoch, and a smaller step settles it.
-LR_PATIENCE = 2
+# Epochs without a better validation loss before training stops; the learning rate halves on the way
+# after every `Config.lr_patience` of them: at a constant rate the validation loss wandered about 2% from
+# epoch to epoch.
 PATIENCE = 6
 LR_FACTOR, MIN_LR = 0.5, 1e-4
 
@@ -374,7 +374,7 @@ def train(
             state["wait"] += 1
             if state["wait"] >= patience:
                 print(f"no better validation loss for {patience} epochs: stopping")
-            elif state["wait"] % LR_PATIENCE == 0:
+            elif config.lr_patience and state["wait"] % config.lr_patience == 0:
                 rate = slower(net)
                 print(f"no better validation loss for {state['wait']} epochs: learning rate {rate:.2g}")
         net.save(ckpt / "model.keras")
@@ -409,7 +409,12 @@ def train(
             else "random transposition by -6..+5 per window and epoch",
             "regularization": (
                 f"dropout {config.dropout}, early stopping on the validation chorales after {patience} "
-                f"epochs without a better loss, the learning rate halved after every {LR_PATIENCE}"
+                "epochs without a better loss"
+                + (
+                    f", the learning rate halved after every {config.lr_patience}"
+                    if config.lr_patience
+                    else ""
+                )
             ),
         },
         "training": {
