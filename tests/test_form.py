@@ -32,9 +32,11 @@ def state(out: list[int], t: int, **fields) -> SimpleNamespace:
 def step(s, nxt: int, phrase_end: bool, u: float = 0.0, form: bool = True, moved: int = 0) -> dict:
     ops = backend.keras().ops
     plans = np.full((1, F.PLAN_PHRASES), u, np.float32)
-    result = F.Form(ops).step(
+    form_ = F.Form(ops)
+    result = form_.step(
         s,
         ops.convert_to_tensor(np.array([nxt], np.int32)),
+        form_.copied(s.out, s.ptr),
         ops.convert_to_tensor(np.array([moved > 0])),
         ops.convert_to_tensor(np.array([moved], np.int32)),
         ops.convert_to_tensor(np.array([False])),

@@ -36,7 +36,9 @@ def test_job_spec_is_plain_json():
 
 
 def test_admission_limits_per_user_and_in_all():
-    sched = Scheduler(None, None, LocalProgress(), queue_max=5, user_running=1, user_waiting=2)
+    sched = Scheduler(
+        MemoryQueue(), MemoryResults(), LocalProgress(), queue_max=5, user_running=1, user_waiting=2
+    )
     assert [sched.admit(spec(user=1)) for _ in range(3)] == [1, 2, 3]
     with pytest.raises(UserLimit, match="3 pieces on the way"):
         sched.admit(spec(user=1))

@@ -86,7 +86,7 @@ async def test_embedded_results_are_kept_until_answered_and_bounded_by_age():
 
 
 def test_scheduler_tracks_releases_and_drains():
-    sched = Scheduler(None, None, LocalProgress(), queue_max=5)
+    sched = Scheduler(MemoryQueue(), MemoryResults(), LocalProgress(), queue_max=5)
     a, b = spec(1), spec(2)
     sched.admit(a)
     sched.track(b)

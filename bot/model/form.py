@@ -90,6 +90,7 @@ class Form:
         self,
         s,
         nxt: Tensor,
+        copied: Tensor,
         shift: Tensor,
         moved: Tensor,
         in_primer: Tensor,
@@ -97,15 +98,15 @@ class Form:
         forms,
         plans,
     ) -> dict:
-        """The plan's state after `nxt` is written at s.t + 1; `shift` marks a shift token, `moved` the steps
-        it moves time on, `phrase_end` marks a token that closes a phrase after the primer, `forms` the requests that
-        follow a plan, `plans` their uniforms.
+        """The plan's state after `nxt` is written at s.t + 1; `copied` is the token the step offered
+        (`copied()`, read once a step), `shift` marks a shift token, `moved` the steps it moves time on,
+        `phrase_end` a token that closes a phrase after the primer, `forms` the requests that follow a plan,
+        `plans` their uniforms.
 
         A phrase begins at its first frame's first pitch, not at the shift before it: the time after a
         fermata stays the network's, and the return starts with the first pitch it writes there.
         """
         ops = self.ops
-        copied = self.copied(s.out, s.ptr)
         # Waiting for the first pitch, a shift keeps the copy where it is; otherwise the copied token moves
         # it on and any other token ends it.
         ptr = ops.where(

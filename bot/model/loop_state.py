@@ -133,10 +133,13 @@ class Book:
             returned=izeros,
         )
 
-    def advance(self, s: Loop, nxt, kind, in_primer, states, chord, final, minor, forms, plans) -> Loop:
+    def advance(
+        self, s: Loop, nxt, kind, in_primer, states, chord, final, minor, forms, plans, copied
+    ) -> Loop:
         """All the loop's book-keeping: the stream, the event count, the caps, the repetition guard,
         the pitches of this frame and the last, the harmonies the end is steered by, and the plan of
-        returning phrases (`forms` the requests that follow one, `plans` its uniforms)."""
+        returning phrases (`forms` the requests that follow one, `plans` its uniforms, `copied` the token
+        a returning phrase offered this step)."""
         ops = self.ops
         nk = ops.take(self.kinds, nxt)
         starts_event = (nk == 1) & (kind != 1)
@@ -158,7 +161,15 @@ class Book:
         heard = ops.matmul(ops.cast(s.sounding, "float32"), self.pitch_class)  # (B, 12) what sounded since
         moved = ops.where(nk == 1, ops.take(self.steps, nxt), 0)
         plan = self.form.step(
-            s, nxt, nk == 1, moved, in_primer, closes & (nxt == self.phrase_id) & ~in_primer, forms, plans
+            s,
+            nxt,
+            copied,
+            nk == 1,
+            moved,
+            in_primer,
+            closes & (nxt == self.phrase_id) & ~in_primer,
+            forms,
+            plans,
         )
         return Loop(
             t=s.t + 1,

@@ -265,7 +265,9 @@ class Sampler:
             nxt = ops.where(in_primer, given, sampled)
             nxt = ops.where(s.done, 0, nxt)
             return (
-                book.advance(s, nxt, kind, in_primer, states, spelt.chord, spelt.final, minor, forms, plans),
+                book.advance(
+                    s, nxt, kind, in_primer, states, spelt.chord, spelt.final, minor, forms, plans, copied
+                ),
             )
 
         def cond(s: Loop):

@@ -43,8 +43,8 @@ WEIGHT = 0.85
 # Without a seed the piece's own model is left out: at 0.85 the 500-note samples `etude eval --listener`
 # reports brought a passage back in 50% of pieces (chorales 45%, before 0%) but closed half as many phrases
 # (0.35 cadences per 16 beats against 0.68 before and the chorales' 0.51-2.18) in a narrower range, and a
-# classifier told them from chorales 98% of the time against 75% before. A weight that fades as a copied
-# run grows would be the next thing to try for unseeded pieces.
+# classifier told them from chorales 98% of the time against 75% before. Their phrases come back by the
+# plan of `bot.model.form` instead.
 UNSEEDED_WEIGHT = 0.0
 # A seed with fewer onsets than this gives the short-term model nothing to bring back: such a request is
 # sampled from the network alone (a passage that returns is 8 onsets long, `stats.REPEAT_ONSETS`).

@@ -43,9 +43,8 @@ class NumpySteps:
         self.k = k
         # A network told where the beat is (`Config.meter_input`) hears the time each row has reached.
         self.meter = meter or Meter()
-        self.start_pos = (
-            self.meter.position(0.0) if start is None else start
-        )  # where the stream's time begins
+        # Where in its bar the stream's time begins: the meter's own phase unless the caller says.
+        self.start_pos = self.meter.position(0.0) if start is None else start
         self.meter_embed = (
             np.asarray(net.get_layer("meter_embed").embeddings, np.float32) if cfg.meter_input else None
         )

@@ -104,11 +104,16 @@ class JobResult:
 
     @classmethod
     def from_json(cls, d: dict) -> JobResult:
+        return cls._from_fields(d, [ResultFile.from_json(f) for f in d.get("files", [])])
+
+    @classmethod
+    def _from_fields(cls, d: dict, files: list[ResultFile]) -> JobResult:
+        """A result from its fields as `to_json` and `to_parts` write them, the files already read."""
         return cls(
             d["job_id"],
             d["ok"],
             d.get("error"),
-            [ResultFile.from_json(f) for f in d.get("files", [])],
+            files,
             d.get("info", {}),
             d.get("timings", {}),
             d.get("worker", ""),
@@ -130,12 +135,4 @@ class JobResult:
         files = [
             ResultFile(f["name"], parts[f"file:{i}"], f["content_type"]) for i, f in enumerate(meta["files"])
         ]
-        return cls(
-            meta["job_id"],
-            meta["ok"],
-            meta.get("error"),
-            files,
-            meta.get("info", {}),
-            meta.get("timings", {}),
-            meta.get("worker", ""),
-        )
+        return cls._from_fields(meta, files)

@@ -139,8 +139,8 @@ class Scheduler:
 
     def __init__(
         self,
-        queue: JobQueue | None,
-        results: Results | None,
+        queue: JobQueue,
+        results: Results,
         progress: Progress,
         *,
         queue_max: int = 50,
