@@ -176,6 +176,15 @@ async def run_all(sched: Scheduler, specs, on_event=None, finished: dict | None 
     return await asyncio.gather(*(one(s) for s in specs))
 
 
+async def drained(redis, poll: float = 0.05) -> None:
+    """Wait until the job stream is empty: a worker stores a result before it deletes the job's entry, so
+    whoever reads the result first may find the entry still there for a moment."""
+    from bot.queue.redis_keys import STREAM
+
+    while await redis.xlen(STREAM):
+        await asyncio.sleep(poll)
+
+
 async def settled(sched: Scheduler, poll: float = 0.05) -> None:
     """Wait until the queue is quiescent: no job waiting, running or being answered, the journal empty and,
     in Redis mode, the stream empty. Past it no answer is on its way, so "exactly once" can be counted.

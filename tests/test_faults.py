@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from processes import RedisServer, Workers, close, free_port, run_all, scheduler_for
+from processes import RedisServer, Workers, close, drained, free_port, run_all, scheduler_for
 
 from bot.options import Options
 from bot.queue.jobs import JobSpec
@@ -75,7 +75,7 @@ async def test_live_workers_are_never_robbed_and_finished_jobs_leave_redis(worke
     redis = client.journal.redis
     # Finished jobs are deleted from the stream (with their tokens); each result stays until its job is
     # answered, then goes.
-    assert await redis.xlen(STREAM) == 0
+    await drained(redis)
     assert all([await redis.exists(RESULT + s.job_id) for s in specs])
     for s in specs:
         await client.answered(s.job_id, delivered=True)
@@ -120,7 +120,7 @@ async def test_a_poison_job_is_set_aside_and_killed_workers_leave_nothing(worker
     kept = await client.journal.redis.xrange(SET_ASIDE)
     assert len(kept) == 1 and kept[0][1][b"job_id"].decode() == poison.job_id
     assert json.loads(kept[0][1][b"spec"])["interaction_token"] is None  # no token left for anyone
-    assert await client.journal.redis.xlen(STREAM) == 0
+    await drained(client.journal.redis)
     workers.wait_healthy(timeout=600, names=["d"])
     assert not [pid for pid in orphans if Path(f"/proc/{pid}").exists() and _not_zombie(pid)]
     assert [p.name for p in tmp.iterdir()] == [f"etude-worker-{workers.pid('d')}"]

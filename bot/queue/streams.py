@@ -15,8 +15,9 @@ The protocol, in the order a job meets it:
   `etude:starts` (starts, not deliveries: a job its dead worker only held, waiting for a free slot, is not
   to blame). A reclaimed job that was started before runs alone: the worker waits until nothing else
   runs, runs it, and waits until it is done, so a second death is that job's strike only.
-- **Set aside.** A reclaimed job already started `MAX_DELIVERIES` times is answered with `POISON_MESSAGE`
-  (a result like any other) and copied, without the user's token, to the stream `etude:set-aside`.
+- **Set aside.** A reclaimed job already started `MAX_DELIVERIES` times is copied, without the user's
+  token, to the stream `etude:set-aside`, then answered with `POISON_MESSAGE` (a result like any other),
+  then acknowledged: whoever reads the answer finds the copy.
 - **Acknowledge.** Only once the job's result is stored: XACK + XDEL + HDEL of its start count, in one
   transaction, so the stream holds only live jobs and a finished job's token and seed leave Redis.
 - **Hand back.** A stopping worker re-adds every entry it holds at the end of the stream and acknowledges
@@ -234,14 +235,16 @@ class JobStream:
     async def _set_aside(self, msg_id: bytes, job_id: str, spec_json: dict, deaths: int) -> None:
         """Answer a poison job with a clear message and keep it, without the user's token, for an operator."""
         log.error("job %s took down %d workers: set aside in %s", job_id, deaths, SET_ASIDE)
-        result = JobResult(job_id, False, error=POISON_MESSAGE.format(n=deaths), info={"set_aside": True})
-        if self.results is not None:
-            await self.results.put(result)
         spec = JobSpec.from_json(spec_json)
         spec.interaction_token = None
         kept = {"job_id": job_id, "deaths": deaths, "at": time.time(), "spec": json.dumps(spec.to_json())}
+        # Kept before it is answered (whoever reads the answer finds it set aside), answered before it
+        # leaves the stream (a worker that dies in between leaves it to be set aside again, not lost).
+        await self.redis.xadd(SET_ASIDE, kept, maxlen=1000, approximate=True)
+        result = JobResult(job_id, False, error=POISON_MESSAGE.format(n=deaths), info={"set_aside": True})
+        if self.results is not None:
+            await self.results.put(result)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(SET_ASIDE, kept, maxlen=1000, approximate=True)
             pipe.xack(STREAM, GROUP, msg_id).xdel(STREAM, msg_id).hdel(STARTS, job_id)
             await pipe.execute()
         self.inflight.pop(msg_id, None)
