@@ -174,3 +174,45 @@ def test_the_card_and_history_say_how_the_rate_moved(tiny_model):
     _, card = tiny_model
     assert "learning rate halved after every 2" in card["data"]["regularization"]
     assert all(e["learning_rate"] > 0 for e in card["training"]["history"])
+
+
+def test_weight_average_is_the_mean_and_survives_a_round_trip(tmp_path):
+    from bot.model.averaging import WeightAverage, best_source
+
+    avg = WeightAverage()
+    runs = [[np.full((2, 3), v, "float32"), np.full(4, -v, "float32")] for v in (1.0, 2.0, 6.0)]
+    for w in runs:
+        avg.add(w)
+    mean = avg.weights(runs[0])
+    assert avg.count == 3 and mean[0].dtype == np.float32
+    np.testing.assert_allclose(mean[0], 3.0)
+    np.testing.assert_allclose(mean[1], -3.0)
+    avg.dump(tmp_path / "a.npz")
+    back = WeightAverage.load(tmp_path / "a.npz")
+    assert back.count == 3 and all(np.array_equal(a, b) for a, b in zip(back.mean, avg.mean))
+    assert not WeightAverage.load(tmp_path / "none.npz").active
+    history = [
+        {"epoch": 1, "val_loss": 2.0},
+        {"epoch": 2, "val_loss": 1.5},
+        {"epoch": 3, "val_loss": 1.6, "val_loss_average": 1.55, "averaged_epochs": 1},
+        {"epoch": 4, "val_loss": 1.7, "val_loss_average": 1.4, "averaged_epochs": 2},
+    ]
+    assert best_source(history) == "the mean of epochs 3-4"
+    assert best_source(history[:3]) == "epoch 2"
+
+
+def test_the_plateau_is_averaged_and_a_resumed_run_goes_on_averaging(tmp_path, midi_folder):
+    """At a learning rate of 0 every epoch after the first is a plateau: each is averaged and scored, the
+    mean of unchanged weights scores what they score, and a resumed run counts on from its checkpoint."""
+    out = tmp_path / "flat"
+    flat = {**TINY, "learning_rate": 0.0, "lr_patience": 0}
+    train(str(midi_folder), out, preset="small", epochs=3, patience=10, overrides=flat, verbose=0)
+    card = train(str(midi_folder), out, preset="small", epochs=4, patience=10, overrides=flat, verbose=0)
+    history = card["training"]["history"]
+    assert "val_loss_average" not in history[0]
+    assert [h["averaged_epochs"] for h in history[1:]] == [1, 2, 3]
+    for h in history[1:]:
+        assert h["val_loss_average"] == pytest.approx(h["val_loss"], rel=1e-5)
+    assert card["training"]["best_weights"] == "epoch 1"
+    assert "averaged over the epochs of the plateau" in card["data"]["regularization"]
+    assert M.preset("etude").average and not M.preset("tutorial").average

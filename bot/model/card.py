@@ -104,7 +104,8 @@ def card_markdown(card: dict) -> str:
         "",
         f"- time: {train.get('seconds', 0) / 60:.1f} minutes, "
         f"{train.get('epochs', '?')} epochs, on {train.get('machine', '?')}",
-        f"- best validation loss: {train.get('best_val_loss', '?')} nats per token (192-token windows)",
+        f"- best validation loss: {train.get('best_val_loss', '?')} nats per token (192-token windows)"
+        + (f", from {train['best_weights']}" if train.get("best_weights") else ""),
     ]
     lines += [f"- {key}: {train[key]}" for key in ("command", "note") if train.get(key)]
     lines.append("")

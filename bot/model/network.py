@@ -56,6 +56,8 @@ class Config:
     # Epochs without a better validation loss before the learning rate halves (`bot.model.train`); 0 keeps
     # it constant, as the tutorial did.
     lr_patience: int = 2
+    # Average the weights over the epochs of the plateau (`bot.model.averaging`); the tutorial did not.
+    average: bool = True
 
     @classmethod
     def from_dict(cls, d: dict) -> Config:
@@ -93,6 +95,7 @@ PRESETS: dict[str, Config] = {
         learning_rate=1e-3,
         optimizer="rmsprop",
         lr_patience=0,
+        average=False,
     ),
 }
 

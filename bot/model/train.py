@@ -17,6 +17,7 @@ import numpy as np
 from bot.errors import BadData
 from bot.model import backend
 from bot.model import network as M
+from bot.model.averaging import WeightAverage, best_source
 from bot.music.corpus import KEY_MODES, expand, transpose_windows, windows
 from bot.music.encoding import Vocabulary
 from bot.music.meter import Meter, stream_meter_ids
@@ -316,6 +317,8 @@ def train(
 
     ckpt.mkdir(parents=True, exist_ok=True)
     best_path = ckpt / "best.keras"
+    average_path = ckpt / "average.npz"
+    average = WeightAverage.load(average_path) if state["epoch"] else WeightAverage()
     train_meters = meter_inputs(vocab, td.train, td.meta.get("train_meters"))
     valid_meters = meter_inputs(vocab, td.valid, td.meta.get("valid_meters"))
     if config.targets == "every_step":
@@ -356,20 +359,30 @@ def train(
         logs = run_epoch(epoch)
         epoch += 1
         val = float(logs["val_loss"])
+        entry = {
+            "epoch": epoch,
+            "loss": float(logs["loss"]),
+            "val_loss": val,
+            "learning_rate": float(net.optimizer.learning_rate.numpy()),
+        }
+        best = state["best_val_loss"]
+        improved = best is None or val < best
+        if improved:
+            state["best_val_loss"] = best = val
+            net.save(best_path)
+        if config.average and (average.active or not improved):  # the plateau: from here on, averaged
+            average.add(net.get_weights())
+            entry["val_loss_average"] = val_average = average.score(net, validation, config.batch_size)
+            entry["averaged_epochs"] = average.count
+            if val_average < best:
+                state["best_val_loss"], improved = val_average, True
+                average.save_into(net, best_path)
+            average.dump(average_path)
         state["seconds"] += time.monotonic() - t0
         state["epoch"] = epoch
-        state["history"].append(
-            {
-                "epoch": epoch,
-                "loss": float(logs["loss"]),
-                "val_loss": val,
-                "learning_rate": float(net.optimizer.learning_rate.numpy()),
-                "seconds": round(state["seconds"], 1),
-            }
-        )
-        if state["best_val_loss"] is None or val < state["best_val_loss"]:
-            state["best_val_loss"], state["wait"] = val, 0
-            net.save(best_path)
+        state["history"].append({**entry, "seconds": round(state["seconds"], 1)})
+        if improved:
+            state["wait"] = 0
         else:
             state["wait"] += 1
             if state["wait"] >= patience:
@@ -415,12 +428,14 @@ def train(
                     if config.lr_patience
                     else ""
                 )
+                + (", the weights averaged over the epochs of the plateau" if config.average else "")
             ),
         },
         "training": {
             "seconds": round(state["seconds"], 1),
             "epochs": state["epoch"],
             "best_val_loss": round(state["best_val_loss"], 4) if state["best_val_loss"] else None,
+            "best_weights": best_source(state["history"]),
             "budget_minutes": minutes,
             "machine": machine_name(),
             "backend": backend.describe(),
