@@ -101,6 +101,13 @@ def cmd_eval(args) -> int:
         print(json.dumps(result) if args.json else harmony_table(result))
         return 0
 
+    if args.methods:
+        from bot.eval.listener_eval import evaluate_methods
+        from bot.eval.methods import methods_table
+
+        result = evaluate_methods(model, quick=args.quick)
+        print(json.dumps(result) if args.json else methods_table(result["methods"]))
+        return 0
     if args.fidelity or args.listener:
         result = {}
         if args.fidelity:
@@ -258,6 +265,12 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="only seed fidelity: held-out pieces (every trained style, and piano music) cut into a seed and "
         "its real next part; the continuation's distance to the seed beside the real part's and a chorale's",
+    )
+    e.add_argument(
+        "--methods",
+        action="store_true",
+        help="only seed fidelity of four ways to listen to the seed: the network alone, the short-term "
+        "model, dynamic evaluation (gradient steps on the seed), both",
     )
     e.add_argument(
         "--listener",

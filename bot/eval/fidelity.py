@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -235,12 +235,14 @@ def summarize(rows: Sequence[dict]) -> dict:
     }
 
 
-def continue_seeds(composer, cuts: Sequence[Cut], rng_seed: int = RNG_SEED) -> list[list[Event]]:
+def continue_seeds(
+    composer, cuts: Sequence[Cut], rng_seed: int = RNG_SEED, compose: Callable | None = None
+) -> list[list[Event]]:
     """Each seed continued at the defaults for as many onsets as its real next part, on the seed's clock.
 
     A seed goes through the same path as a user's file (written as MIDI, read by the bounded reader) and
     the continuation keeps its first N onsets: the closing cadence the composer may add is not the part
-    being compared.
+    being compared. `compose` (default: the composer's, one batch) turns the jobs into compositions.
     """
     from bot.music.midi_out import midi_bytes
     from bot.options import Options
@@ -250,7 +252,7 @@ def continue_seeds(composer, cuts: Sequence[Cut], rng_seed: int = RNG_SEED) -> l
         seed = composer.seed(midi_bytes(c.seed, tempo=c.tempo), c.name)
         jobs.append((Options(length=len(onsets(c.real)), rng_seed=rng_seed + i, include_seed=True), seed))
     out = []
-    for c, done in zip(cuts, composer.compose(jobs)):
+    for c, done in zip(cuts, (compose or composer.compose)(jobs)):
         seed_part, new = done.events[: done.seed_events], done.events[done.seed_events :]
         # The reader may time the seed from another origin; put the continuation on the cut's clock.
         shift = min(e.onset for e in c.seed) - min((e.onset for e in seed_part), default=0.0)
@@ -266,12 +268,16 @@ def continue_seeds(composer, cuts: Sequence[Cut], rng_seed: int = RNG_SEED) -> l
 
 
 def fidelity_section(
-    composer, pieces: Sequence[Piece], chorales: Sequence[Piece], rng_seed: int = RNG_SEED
+    composer,
+    pieces: Sequence[Piece],
+    chorales: Sequence[Piece],
+    rng_seed: int = RNG_SEED,
+    compose: Callable | None = None,
 ) -> dict:
     """Cut, continue and score every piece; one summary per group (piano, trained styles)."""
     t0 = time.monotonic()
     cuts = [c for p in pieces if (c := cut(p)) is not None]
-    continuations = continue_seeds(composer, cuts, rng_seed)
+    continuations = continue_seeds(composer, cuts, rng_seed, compose)
     rows = [
         score_seed(c, cont, chorale_excerpt(chorales, i, c.beats, skip=c.name))
         for i, (c, cont) in enumerate(zip(cuts, continuations))

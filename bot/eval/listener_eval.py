@@ -14,17 +14,33 @@ from bot.model.composer import Composer
 from bot.options import Options
 
 
+def fidelity_pieces(quick: bool = False) -> tuple[list, list]:
+    """The pieces cut into seeds (validation chorales, then held-out pieces of every style and piano music)
+    and the validation chorales the chorale excerpts come from."""
+    chorales = validation_chorales()
+    n_chorales = F.QUICK_CHORALE_SEEDS if quick else F.CHORALE_SEEDS
+    return chorales[:n_chorales] + held_out_pieces(F.QUICK_PER_STYLE if quick else None), chorales
+
+
 def evaluate_fidelity(model_dir: str | None = None, quick: bool = False, write_card: bool = False) -> dict:
     """The seed-fidelity section of `etude eval`: held-out pieces of every trained style and piano music,
     and validation chorales as the chorale style's seeds (with `quick`, a few of each)."""
     m = M.load(model_dir)
-    chorales = validation_chorales()
-    n_chorales = F.QUICK_CHORALE_SEEDS if quick else F.CHORALE_SEEDS
-    pieces = chorales[:n_chorales] + held_out_pieces(F.QUICK_PER_STYLE if quick else None)
+    pieces, chorales = fidelity_pieces(quick)
     result = {"model": m.name, "fidelity": F.fidelity_section(Composer(m), pieces, chorales)}
     if write_card:
         store_section(m.path, "fidelity", result["fidelity"])
     return result
+
+
+def evaluate_methods(model_dir: str | None = None, quick: bool = False) -> dict:
+    """Seed fidelity of each way to listen to the seed (`bot.eval.methods`), on the fidelity section's
+    seeds."""
+    from bot.eval.methods import methods_section
+
+    m = M.load(model_dir)
+    pieces, chorales = fidelity_pieces(quick)
+    return {"model": m.name, "methods": methods_section(Composer(m), pieces, chorales)}
 
 
 def evaluate_listener(model_dir: str | None = None, quick: bool = False, write_card: bool = False) -> dict:

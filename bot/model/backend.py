@@ -145,7 +145,8 @@ def compile_loop(fn: Callable, params, jit: bool = True) -> Callable:
     """`fn(params, *arrays, steps)` compiled once per shape, returned as `call(*arrays, steps)` -> numpy.
 
     `params` (a nested structure of weight arrays) is put on the device once and stays there; `steps` is
-    a Python int that sizes the loop's output buffer, a static value for the compiler. `jit` chooses XLA
+    a Python int that sizes the loop's output buffer, a static value for the compiler; `call.reload(params)`
+    swaps in new arrays of the same shapes without compiling again. `jit` chooses XLA
     under TensorFlow; JAX always compiles (op by op from Python would be far too slow to offer). The
     returned call's `traces()` counts the shapes compiled so far.
     """
@@ -161,13 +162,17 @@ def compile_loop(fn: Callable, params, jit: bool = True) -> Callable:
     if name() == "jax":
         import jax
 
-        on_device = jax.tree_util.tree_map(jax.numpy.asarray, params)
+        on_device = [jax.tree_util.tree_map(jax.numpy.asarray, params)]
         compiled = jax.jit(traced_fn, static_argnums=(_arity(fn) - 1,))
 
         def call_jax(*args):
-            return jax.tree_util.tree_map(np.asarray, compiled(on_device, *args))
+            return jax.tree_util.tree_map(np.asarray, compiled(on_device[0], *args))
+
+        def reload_jax(new_params) -> None:  # arguments, not constants: the compiled loop is kept
+            on_device[0] = jax.tree_util.tree_map(jax.numpy.asarray, new_params)
 
         call_jax.traces = lambda: traces[0]
+        call_jax.reload = reload_jax
         return call_jax
 
     import tensorflow as tf
@@ -185,7 +190,11 @@ def compile_loop(fn: Callable, params, jit: bool = True) -> Callable:
         out = traced(*[tf.constant(a) for a in arrays], steps)
         return tf.nest.map_structure(lambda t: t.numpy(), out)
 
+    def reload_tf(new_params) -> None:  # the graph reads the variables: assigned, nothing is traced again
+        tf.nest.map_structure(lambda var, w: var.assign(w), held, new_params)
+
     call_tf.traces = lambda: traces[0]
+    call_tf.reload = reload_tf
     return call_tf
 
 

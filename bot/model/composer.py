@@ -203,6 +203,9 @@ class Composer:
 
     def __init__(self, model: LoadedModel | str | Path | None = None):
         self.model = model if isinstance(model, LoadedModel) else load_model(model)
+        # The short-term model's weight for every seed, None for `short_term_weight`'s: `etude eval
+        # --methods` sets 0 to hear the network alone.
+        self.seed_short_term: float | None = None
         try:
             self.sampler = Sampler(self.model)
         except Exception as e:  # weights that load but do not fit the config or vocabulary beside them
@@ -273,7 +276,9 @@ class Composer:
                 o.rng_seed,
                 grid=s.grid if s is not None else 0,
                 phase=round(plan[4] * GRID) % GRID,
-                short_term=short_term_weight(s),
+                short_term=short_term_weight(s)
+                if s is None or self.seed_short_term is None
+                else self.seed_short_term,
                 bar=s.meter.bar_steps if s is not None else 4 * GRID,
                 bar_pos=s.meter.position(plan[4]) if s is not None else 0,
                 form=s is None,  # a seed's own phrases come back through the short-term model

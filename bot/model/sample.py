@@ -102,19 +102,10 @@ class Sampler:
         self.model = model
         self.vocab = v = model.vocab
         net, cfg = model.net, model.config
-        cells = [net.get_layer(f"lstm_{i}").cell for i in range(cfg.layers)]
+        self.cells = cells = [net.get_layer(f"lstm_{i}").cell for i in range(cfg.layers)]
         self.activations = [(c.activation, c.recurrent_activation) for c in cells]
         self.hidden = cfg.hidden
         self.scale = float(len(v))
-        # One matrix per layer for [input, state] -> gates: a single matmul per layer and step. Keras's own
-        # cell makes eight when the layer was trained with recurrent dropout, as the tutorial's was.
-        lstm = [
-            (
-                np.concatenate([_array(c.kernel), _array(c.recurrent_kernel)], 0),
-                _array(c.bias) if c.use_bias else np.zeros(4 * c.units, np.float32),
-            )
-            for c in cells
-        ]
         # The embedding and the head run as the model's own layers, called statelessly on these weights.
         self.embed = net.get_layer("embed") if cfg.input_mode == "embedding" else None
         self.meter_embed = net.get_layer("meter_embed") if cfg.meter_input else None
@@ -126,6 +117,26 @@ class Sampler:
         self.head_kwargs = [
             {"training": False} if "training" in inspect.signature(layer.call).parameters else {}
             for layer in self.head
+        ]
+        self._loop = backend.compile_loop(self._generate, self._params())
+        self.on_gpu = backend.accelerator() is not None
+
+    def reload(self) -> None:
+        """Hand the compiled loop the network's weights as they are now (after `set_weights`), without
+        compiling it again: the shapes are the same."""
+        self._loop.reload(self._params())
+
+    def _params(self) -> dict:
+        """The network's weights as the loop reads them, with the vocabulary's tables."""
+        v, cfg, cells = self.vocab, self.model.config, self.cells
+        # One matrix per layer for [input, state] -> gates: a single matmul per layer and step. Keras's own
+        # cell makes eight when the layer was trained with recurrent dropout, as the tutorial's was.
+        lstm = [
+            (
+                np.concatenate([_array(c.kernel), _array(c.recurrent_kernel)], 0),
+                _array(c.bias) if c.use_bias else np.zeros(4 * c.units, np.float32),
+            )
+            for c in cells
         ]
         # An embedded token (and its metrical id) enters the network only through the first layer's input
         # weights, so their products are tables read once a step instead of a matrix product: the first
@@ -152,8 +163,7 @@ class Sampler:
             "steps": v.shift_table().copy(),
             "chords": chord_table(),
         }
-        self._loop = backend.compile_loop(self._generate, params)
-        self.on_gpu = backend.accelerator() is not None
+        return params
 
     # -- one step of the network ------------------------------------------------------------------------
     def _logits(self, params, tokens, bar_pos, bars, states):
