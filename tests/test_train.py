@@ -201,18 +201,22 @@ def test_weight_average_is_the_mean_and_survives_a_round_trip(tmp_path):
     assert best_source(history[:3]) == "epoch 2"
 
 
-def test_the_plateau_is_averaged_and_a_resumed_run_goes_on_averaging(tmp_path, midi_folder):
-    """At a learning rate of 0 every epoch after the first is a plateau: each is averaged and scored, the
-    mean of unchanged weights scores what they score, and a resumed run counts on from its checkpoint."""
+def test_the_run_ends_with_averaged_epochs_and_a_resumed_run_goes_on_averaging(tmp_path, midi_folder):
+    """At a learning rate of 0 the second epoch does not improve: with a patience of 1 the main run stops
+    there and the averaging epochs begin; each is averaged and scored (the mean of unchanged weights scores
+    what they score), a resumed run counts on from its checkpoint, and the phase ends after its epochs."""
+    from bot.model.averaging import AVERAGE_EPOCHS
+
     out = tmp_path / "flat"
     flat = {**TINY, "learning_rate": 0.0, "lr_patience": 0}
-    train(str(midi_folder), out, preset="small", epochs=3, patience=10, overrides=flat, verbose=0)
-    card = train(str(midi_folder), out, preset="small", epochs=4, patience=10, overrides=flat, verbose=0)
+    train(str(midi_folder), out, preset="small", epochs=4, patience=1, overrides=flat, verbose=0)
+    card = train(str(midi_folder), out, preset="small", epochs=50, patience=1, overrides=flat, verbose=0)
     history = card["training"]["history"]
-    assert "val_loss_average" not in history[0]
-    assert [h["averaged_epochs"] for h in history[1:]] == [1, 2, 3]
-    for h in history[1:]:
+    assert len(history) == 2 + AVERAGE_EPOCHS
+    assert not any("val_loss_average" in h for h in history[:2])
+    assert [h["averaged_epochs"] for h in history[2:]] == list(range(1, AVERAGE_EPOCHS + 1))
+    for h in history[2:]:
         assert h["val_loss_average"] == pytest.approx(h["val_loss"], rel=1e-5)
     assert card["training"]["best_weights"] == "epoch 1"
-    assert "averaged over the epochs of the plateau" in card["data"]["regularization"]
+    assert f"then {AVERAGE_EPOCHS} epochs at 0.5 of the first rate" in card["data"]["regularization"]
     assert M.preset("etude").average and not M.preset("tutorial").average

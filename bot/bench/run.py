@@ -26,9 +26,9 @@ import numpy as np
 from bot.cards import DEFAULT_MODEL, REPO_MODELS
 from bot.errors import ModelNotFound
 from bot.model import backend
+from bot.model.backend import machine_name
 from bot.model.network import load as load_model
 from bot.model.sample import Request, Sampler
-from bot.model.train import machine_name
 
 SECTIONS = ("sampler", "train", "e2e", "render", "perform", "worker", "cold")
 CPU_BATCHES, GPU_BATCHES = (1, 4, 16, 64), (1, 16, 256, 1024, 4096)

@@ -1,13 +1,17 @@
-"""The mean of the network's weights over the epochs of its plateau (stochastic weight averaging).
+"""The mean of the network's weights over the last epochs of training (stochastic weight averaging).
 
 Once the validation loss stops improving, the weights wander around a minimum from epoch to epoch; their
 mean sits nearer its centre than any one epoch's weights and usually scores better on pieces the network
 has not seen (Izmailov et al. 2018, "Averaging weights leads to wider optima and better generalization").
+So, as that paper does, `bot.model.train` ends a run with `AVERAGE_EPOCHS` more epochs from the main
+run's last weights at a steady rate (`AVERAGE_RATE` of the first), adds the weights of every epoch from the
+first that does not improve, scores the mean on the validation pieces after each, and keeps it as the
+best model when it scores better than any epoch. Averaging from the first non-improving epoch of the main
+run instead lagged behind: its mean held weights of epochs the network had long improved on (0.9425
+against 0.9386 nats per token at the end of such a run).
+
 The network has no batch normalization (the tutorial's head is the one exception, and it does not
 average), so the mean needs no statistics recomputed: it is scored as it is.
-
-`bot.model.train` adds every epoch's weights from the first epoch that did not improve, scores the mean on
-the validation pieces after each, and keeps it as the best model when it scores better than any epoch.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
+AVERAGE_EPOCHS = 8
+AVERAGE_RATE = 0.5
 
 
 class WeightAverage:
@@ -48,6 +55,16 @@ class WeightAverage:
             return validation_loss(net, validation, batch_size)
         finally:
             net.set_weights(own)
+
+    def step(self, net, entry: dict, best: float, validation, batch_size: int, best_path: Path) -> bool:
+        """Add the epoch's weights and score the mean into `entry`; a mean better than `best` is saved at
+        `best_path` (and True returned)."""
+        self.add(net.get_weights())
+        entry["val_loss_average"] = score = self.score(net, validation, batch_size)
+        entry["averaged_epochs"] = self.count
+        if score < best:
+            self.save_into(net, best_path)
+        return score < best
 
     def save_into(self, net, path: Path) -> None:
         """Save `net` with the mean's weights at `path`; the network's own weights are put back."""

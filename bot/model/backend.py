@@ -9,8 +9,10 @@ only when it is the backend.
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from bot.settings import Environment
 
@@ -202,3 +204,16 @@ def _arity(fn: Callable) -> int:
     import inspect
 
     return len(inspect.signature(fn).parameters)
+
+
+def machine_name() -> str:
+    """This machine as a card or a benchmark names it: cores and CPU model."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()}-core CPU ({cpu})"

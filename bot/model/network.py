@@ -56,7 +56,7 @@ class Config:
     # Epochs without a better validation loss before the learning rate halves (`bot.model.train`); 0 keeps
     # it constant, as the tutorial did.
     lr_patience: int = 2
-    # Average the weights over the epochs of the plateau (`bot.model.averaging`); the tutorial did not.
+    # End with epochs whose weights are averaged (`bot.model.averaging`); the tutorial did not.
     average: bool = True
 
     @classmethod

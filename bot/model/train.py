@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +16,8 @@ import numpy as np
 from bot.errors import BadData
 from bot.model import backend
 from bot.model import network as M
-from bot.model.averaging import WeightAverage, best_source
+from bot.model.averaging import AVERAGE_EPOCHS, AVERAGE_RATE, WeightAverage, best_source
+from bot.model.backend import machine_name
 from bot.music.corpus import KEY_MODES, expand, transpose_windows, windows
 from bot.music.encoding import Vocabulary
 from bot.music.meter import Meter, stream_meter_ids
@@ -36,20 +36,6 @@ METER_TEXT = (
 )
 
 log = logging.getLogger(__name__)
-
-
-def machine_name() -> str:
-    import os
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core CPU ({cpu})"
 
 
 # -- the data: token streams, from a corpus or from a tokens file ------------------------------------------
@@ -352,41 +338,44 @@ def train(
     epoch = state["epoch"]
     if deadline is not None and time.monotonic() >= deadline:
         print("training budget already spent")
-    while epoch < epochs and state["wait"] < patience:
-        if deadline is not None and time.monotonic() >= deadline:
+    while epoch < epochs:
+        if state["wait"] >= patience and "average_until" not in state:
+            if not config.average:
+                break
+            # The main run is over: from its last weights, a fixed number of epochs at a steady rate,
+            # their weights averaged (`bot.model.averaging`).
+            state["average_until"], state["wait"] = epoch + AVERAGE_EPOCHS, 0
+            net.optimizer.learning_rate.assign(config.learning_rate * AVERAGE_RATE)
+            print(f"averaging the weights of {AVERAGE_EPOCHS} more epochs")
+        if epoch >= state.get("average_until", epochs) or (deadline and time.monotonic() >= deadline):
             break
         t0 = time.monotonic()
         logs = run_epoch(epoch)
         epoch += 1
-        val = float(logs["val_loss"])
         entry = {
             "epoch": epoch,
             "loss": float(logs["loss"]),
-            "val_loss": val,
+            "val_loss": float(logs["val_loss"]),
             "learning_rate": float(net.optimizer.learning_rate.numpy()),
         }
         best = state["best_val_loss"]
-        improved = best is None or val < best
+        improved = best is None or entry["val_loss"] < best
         if improved:
-            state["best_val_loss"] = best = val
+            state["best_val_loss"] = best = entry["val_loss"]
             net.save(best_path)
-        if config.average and (average.active or not improved):  # the plateau: from here on, averaged
-            average.add(net.get_weights())
-            entry["val_loss_average"] = val_average = average.score(net, validation, config.batch_size)
-            entry["averaged_epochs"] = average.count
-            if val_average < best:
-                state["best_val_loss"], improved = val_average, True
-                average.save_into(net, best_path)
+        if "average_until" in state and (average.active or not improved):
+            if average.step(net, entry, best, validation, config.batch_size, best_path):
+                state["best_val_loss"], improved = entry["val_loss_average"], True
             average.dump(average_path)
         state["seconds"] += time.monotonic() - t0
         state["epoch"] = epoch
         state["history"].append({**entry, "seconds": round(state["seconds"], 1)})
         if improved:
             state["wait"] = 0
-        else:
+        elif "average_until" not in state:
             state["wait"] += 1
             if state["wait"] >= patience:
-                print(f"no better validation loss for {patience} epochs: stopping")
+                print(f"no better validation loss for {patience} epochs: the main run stops")
             elif config.lr_patience and state["wait"] % config.lr_patience == 0:
                 rate = slower(net)
                 print(f"no better validation loss for {state['wait']} epochs: learning rate {rate:.2g}")
@@ -428,7 +417,12 @@ def train(
                     if config.lr_patience
                     else ""
                 )
-                + (", the weights averaged over the epochs of the plateau" if config.average else "")
+                + (
+                    f", then {AVERAGE_EPOCHS} epochs at {AVERAGE_RATE:g} of the first rate with their weights "
+                    "averaged"
+                    if config.average
+                    else ""
+                )
             ),
         },
         "training": {
