@@ -44,7 +44,7 @@ def test_the_seed_trains_as_training_reads_a_piece(own, chorales):
     style, _ = own.style(Options(), seed)
     _, _, primer, _, last = own.plan(Options(), seed, style)
     start = bar_start(own.vocab, primer, seed.meter.bar_steps, seed.meter.position(last))
-    (x, ids), y, w = seed_arrays(own.model, primer, seed.meter.bar_steps, start)
+    (x, ids), y, w = seed_arrays(own.model, primer, seed.meter, start)
     n = len(primer) - 1
     assert x.shape == y.shape == w.shape == (1, MAX_PRIMER_TOKENS)
     assert list(x[0, :n]) == list(primer[:-1]) and list(y[0, :n]) == list(primer[1:])

@@ -24,14 +24,14 @@ import numpy as np
 from bot.eval import fidelity as F
 from bot.model import network as M
 from bot.model.sample import MAX_PRIMER_TOKENS, bar_start
-from bot.music.meter import meter_ids
+from bot.music.meter import Meter, stream_meter_ids
 
 STEPS = 8
 RATE = 3e-4
 METHODS = ("network alone", "short-term model", "dynamic evaluation", "both")
 
 
-def seed_arrays(model: M.LoadedModel, primer: Sequence[int], bar_steps: int, start: int):
+def seed_arrays(model: M.LoadedModel, primer: Sequence[int], meter: Meter, start: int):
     """(inputs, targets, weights) of one primer as training reads a piece: each token beside where its
     time stands in the bar once it is read (`start`: where the primer's time begins), padded to
     `MAX_PRIMER_TOKENS` (weight 0) so every seed trains through one compiled step."""
@@ -42,9 +42,8 @@ def seed_arrays(model: M.LoadedModel, primer: Sequence[int], bar_steps: int, sta
     x[:n], y[:n], w[:n] = tokens[:-1], tokens[1:], 1.0
     if not model.config.meter_input:
         return x[None], y[None], w[None]
-    positions = (start + np.cumsum(model.vocab.shift_table()[tokens])) % bar_steps
     ids = pad.copy()
-    ids[:n] = np.asarray(meter_ids(positions.astype(np.int32), bar_steps), np.int32)[:-1]
+    ids[:n] = stream_meter_ids(model.vocab.shift_table()[tokens], meter, start)[:-1]
     return [x[None], ids[None]], y[None], w[None]
 
 
@@ -82,7 +81,7 @@ class Adapted:
             if not v.path.endswith("learning_rate"):
                 v.assign(np.zeros(v.shape, v.dtype))
         start = bar_start(m.vocab, primer, seed.meter.bar_steps, seed.meter.position(last_frame))
-        x, y, w = seed_arrays(m, primer, seed.meter.bar_steps, start)
+        x, y, w = seed_arrays(m, primer, seed.meter, start)
         m.net.fit(x, y, sample_weight=w, epochs=self.steps, batch_size=1, shuffle=False, verbose=0)
         c.sampler.reload()
         self.seconds.append(time.perf_counter() - t0)

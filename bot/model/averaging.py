@@ -16,6 +16,7 @@ average), so the mean needs no statistics recomputed: it is scored as it is.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -47,14 +48,20 @@ class WeightAverage:
         """The mean in the dtypes of `like` (the network's own weights)."""
         return [m.astype(w.dtype) for m, w in zip(self.mean, like, strict=True)]
 
-    def score(self, net, validation, batch_size: int) -> float:
-        """The validation loss of the mean; the network's own weights are put back afterwards."""
+    @contextmanager
+    def worn_by(self, net):
+        """`net` with the mean's weights inside the block, its own put back after."""
         own = net.get_weights()
         net.set_weights(self.weights(own))
         try:
-            return validation_loss(net, validation, batch_size)
+            yield net
         finally:
             net.set_weights(own)
+
+    def score(self, net, validation, batch_size: int) -> float:
+        """The validation loss of the mean."""
+        with self.worn_by(net):
+            return validation_loss(net, validation, batch_size)
 
     def step(self, net, entry: dict, best: float, validation, batch_size: int, best_path: Path) -> bool:
         """Add the epoch's weights and score the mean into `entry`; a mean better than `best` is saved at
@@ -63,17 +70,9 @@ class WeightAverage:
         entry["val_loss_average"] = score = self.score(net, validation, batch_size)
         entry["averaged_epochs"] = self.count
         if score < best:
-            self.save_into(net, best_path)
+            with self.worn_by(net):
+                net.save(best_path)
         return score < best
-
-    def save_into(self, net, path: Path) -> None:
-        """Save `net` with the mean's weights at `path`; the network's own weights are put back."""
-        own = net.get_weights()
-        net.set_weights(self.weights(own))
-        try:
-            net.save(path)
-        finally:
-            net.set_weights(own)
 
     def dump(self, path: Path) -> None:
         if self.mean is None:

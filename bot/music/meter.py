@@ -195,11 +195,13 @@ def meter_ids(positions, bar_steps, minimum=None):
     return (quarters - 1) * (METER_QUARTERS * GRID) + beat * GRID + positions % GRID
 
 
-def stream_meter_ids(shift_steps: np.ndarray, meter: Meter) -> np.ndarray:
+def stream_meter_ids(shift_steps: np.ndarray, meter: Meter, start: int | None = None) -> np.ndarray:
     """`meter_ids` for every token of a stream whose time starts at 0 (a piece as the corpus encodes it):
     `shift_steps` is how many steps each token moves time (0 for all but shifts); each token's id is
-    where the time stands once it is read."""
-    positions = (meter.position(0.0) + np.cumsum(shift_steps)) % meter.bar_steps
+    where the time stands once it is read. `start`: where in its bar the stream's time begins (steps from
+    the downbeat), by default the meter's own phase (a primer cut from a seed begins elsewhere)."""
+    first = meter.position(0.0) if start is None else start
+    positions = (first + np.cumsum(shift_steps)) % meter.bar_steps
     return meter_ids(positions.astype(np.int32), meter.bar_steps).astype(np.int32)
 
 
