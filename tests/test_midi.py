@@ -309,6 +309,23 @@ def test_many_tempo_changes_keep_every_onset_on_the_grid() -> None:
     assert piece.meta["tempo_changes"] == len(bpms)
 
 
+def test_a_seed_that_slows_into_its_end_is_continued_at_its_pace() -> None:
+    # 12 beats at 100 bpm, then a ritardando to 60 over the last 4 (a tempo a beat, as this project's own
+    # performed files write it): the continuation goes on at 100, not at the ritardando's 60.
+    tpb = 480
+    bpms = [100] * 12 + [90, 80, 70, 60]
+    conductor = tempo(round(60e6 / bpms[0])) + b"".join(
+        tempo(round(60e6 / bpm), delta=tpb) for bpm in bpms[1:]
+    )
+    notes = b"".join(note(60 + i % 7, tpb // 2) for i in range(2 * len(bpms)))
+    piece = expect_piece(smf([conductor, notes], division=tpb))
+    assert piece.tempo == pytest.approx(100, abs=0.01)
+    # A slower tempo taken for good (the last 8 beats at 60) is where the seed has got to: it goes on.
+    conductor = tempo(round(60e6 / 100)) + tempo(round(60e6 / 60), delta=8 * tpb)
+    piece = expect_piece(smf([conductor, notes], division=tpb))
+    assert piece.tempo == pytest.approx(60, abs=0.01)
+
+
 def test_tempo_changes_measured_in_real_time_for_the_limits() -> None:
     # Ten quarters at 120 bpm (5 s), then 20 bpm: a note held 10 quarters after the change lasts 30 s,
     # past max_note_seconds (20 s here), and is cut at 20 s: 20 s at 20 bpm is 6.67 quarters.

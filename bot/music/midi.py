@@ -20,7 +20,7 @@ import numpy as np
 
 from bot.errors import BadSeed
 from bot.music.events import Piece, group_notes
-from bot.music.midi_tempo import DEFAULT_US_PER_BEAT, TempoMap
+from bot.music.midi_tempo import TempoMap, continuation_tempo
 from bot.paths import checked_file, size_text
 
 log = logging.getLogger(__name__)
@@ -351,8 +351,7 @@ class _Reader:
         order = order[over:]
         on_q, dur_q, pitch, velocity, us = on_q[order], dur_q[order], pitch[order], velocity[order], us[order]
 
-        # The continuation is played at the tempo where the seed ends: the one in force at its last onset.
-        tempo = 60e6 / float(us[-1]) if len(us) else 60e6 / DEFAULT_US_PER_BEAT
+        tempo = continuation_tempo(on_q, us)
         shift = 0.0
         if over and len(on_q):
             # The kept notes start late in the file: move them to the front by whole 4/4 bars.

@@ -70,3 +70,31 @@ class TempoMap:
     def beats_at_seconds(self, seconds: np.ndarray) -> np.ndarray:
         i = np.searchsorted(self.second, seconds, side="right") - 1
         return self.beat[i] + (seconds - self.second[i]) * 1e6 / self.us[i]
+
+
+# A seed whose last tempo is below `RITARDANDO` of its pace (the tempo `PACE_PERCENTILE`% of the notes of
+# its last `PACE_BEATS` beats are played at or under) and sets fewer than `NEW_TEMPO_ONSETS` onsets is
+# slowing into its end (a ritardando, a cadence held), and its continuation goes on "a tempo", at that
+# pace. A slower tempo held for more notes is a new tempo, and goes on; a seed of fewer than twice as many
+# onsets in those beats has no pace to go back to, and goes on where it ends.
+PACE_BEATS = 16.0
+PACE_PERCENTILE = 75
+RITARDANDO = 0.9
+NEW_TEMPO_ONSETS = 4
+
+
+def continuation_tempo(onsets: np.ndarray, us_per_beat: np.ndarray) -> float:
+    """The tempo (bpm) a seed's continuation is played at, from its notes' onsets in beats (sorted) and the
+    tempo in force at each: the one at its last onset, where the seed has got to (an accelerando, or a new
+    tempo, goes on), unless the seed is slowing into its end; then its pace. A performed piece that slows
+    at its last cadence (as this project's own `.mid` files do) goes on at the pace it was played at, not
+    at the end of its ritardando."""
+    if not len(us_per_beat):
+        return 60e6 / DEFAULT_US_PER_BEAT
+    end = 60e6 / float(us_per_beat[-1])
+    other = np.flatnonzero(us_per_beat != us_per_beat[-1])
+    held = len(np.unique(onsets[other[-1] + 1 :] if len(other) else onsets))
+    recent = 60e6 / us_per_beat[onsets >= onsets[-1] - PACE_BEATS].astype(float)
+    pace = float(np.percentile(recent, PACE_PERCENTILE))
+    slowing = end < RITARDANDO * pace and held < NEW_TEMPO_ONSETS
+    return pace if slowing and len(np.unique(onsets[-len(recent) :])) >= 2 * NEW_TEMPO_ONSETS else end
