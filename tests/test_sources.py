@@ -116,6 +116,19 @@ def test_folk_data_choice_names_every_collection_and_keeps_the_held_out_pieces_o
     check_held_out(list(HELD_OUT))
 
 
+def test_a_share_of_a_source_is_every_nth_of_its_pieces(tmp_path):
+    from bot.music.corpus import thinned
+
+    # `folk/4`: each folk collection read as `folk` reads it, then every 4th tune kept.
+    assert expand("music21+folk/4") == list(MUSIC21_SOURCES) + [(f"{s}/4", n) for s, n in FOLK_SOURCES]
+    assert thinned("folk:airdsAirs/4") == ("folk:airdsAirs", 4) and thinned("chorales") == ("chorales", 1)
+    # A folder's path is never read as a share, whatever its last part.
+    assert thinned(str(tmp_path / "2")) == (str(tmp_path / "2"), 1)
+    assert thinned("corpus:palestrina/2") == ("corpus:palestrina", 2)
+    with pytest.raises(BadData, match="palestrina is not trained on"):
+        load_pieces("corpus:palestrina/2")
+
+
 def test_training_from_folk_writes_the_sources_on_the_card(tmp_path):
     """A model of folk tunes: the card's table lists the source with its pieces and terms, and what was
     refused."""

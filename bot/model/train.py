@@ -18,7 +18,7 @@ from bot.model import backend
 from bot.model import network as M
 from bot.model.averaging import AVERAGE_EPOCHS, AVERAGE_RATE, WeightAverage, best_source
 from bot.model.backend import machine_name
-from bot.music.corpus import KEY_MODES, expand, transpose_windows, windows
+from bot.music.corpus import KEY_MODES, expand, thinned, transpose_windows, windows
 from bot.music.encoding import Vocabulary
 from bot.music.meter import Meter, stream_meter_ids
 from bot.music.sources import card_sources
@@ -295,7 +295,7 @@ def train(
     # The card's sources and their licences, checked before any training: a source without an entry in
     # bot/music/sources.py (or one not to be trained on) stops here. A tokens file from before sources
     # were counted names them by its `--data` value alone.
-    sources = card_sources(td.meta.get("sources") or {name: None for name, _ in expand(source)})
+    sources = card_sources(td.meta.get("sources") or {thinned(name)[0]: None for name, _ in expand(source)})
     print(
         f"{len(td.train)} training pieces, {len(td.valid)} validation pieces, vocabulary {len(vocab)}, "
         f"{M.parameter_count(net):,} parameters ({config.preset}), {backend.describe()}"

@@ -31,7 +31,7 @@ from bot.music.scores import (  # noqa: F401  (cache_dir, piece_from_stream, rea
     read_score_file,
     save_cache,
 )
-from bot.music.sources import FOLK_SOURCES, check_trainable, entry
+from bot.music.sources import FOLK_SOURCES, check_trainable, entry, is_folder
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +82,13 @@ def load_pieces(source: str = DEFAULT_DATA, limit: int | None = None, workers: i
     """
     sources = expand(source)
     for part, _ in sources:
-        check_trainable(part)
-    if len(sources) > 1 or sources[0][1] > 1:
+        check_trainable(thinned(part)[0])
+    if len(sources) > 1 or sources[0][1] > 1 or thinned(sources[0][0])[1] > 1:
         out: list[Piece] = []
         for part, every in sources:
+            name, thin = thinned(part)
             try:
-                out += _load_one(part, None, workers, every)
+                out += _load_one(name, None, workers, every)[::thin]
             except BadData as e:  # a corpus this music21 does not bundle: train on the rest
                 log.warning("skipping %s: %s", part, e)
         if limit:
@@ -99,12 +100,24 @@ def load_pieces(source: str = DEFAULT_DATA, limit: int | None = None, workers: i
 
 
 def expand(source: str) -> list[tuple[str, int]]:
-    """The sources a `--data` value names, each with the share of its items taken (every n-th)."""
+    """The sources a `--data` value names, each with the share of its items taken (every n-th). A part
+    `NAME/N` (a registered source or a named set, not a folder) keeps every N-th piece of what NAME reads,
+    and each of its sources carries the `/N`."""
     named = {"music21": MUSIC21_SOURCES, "folk": FOLK_SOURCES}
     out: list[tuple[str, int]] = []
     for part in source.split("+") if "+" in source else [source]:
-        out += list(named.get(part, [(part, 1)]))
+        name, thin = thinned(part)
+        suffix = f"/{thin}" if thin > 1 else ""
+        out += [(s + suffix, every) for s, every in named.get(name, [(name, 1)])]
     return out
+
+
+def thinned(part: str) -> tuple[str, int]:
+    """A `--data` part and the share of its pieces kept: `folk/4` is (`folk`, 4), a folder is itself."""
+    name, _, n = part.rpartition("/")
+    if name and n.isdigit() and int(n) > 0 and (name in {"music21", "folk"} or not is_folder(name)):
+        return name, int(n)
+    return part, 1
 
 
 def _load_one(source: str, limit: int | None, workers: int, every: int = 1) -> list[Piece]:
