@@ -15,7 +15,7 @@ from bot.music.events import Event
 from bot.music.midi_out import midi_bytes
 from bot.render.audio import find_soundfont
 from bot.render.files import render_here
-from bot.render.parts import Part, _timeline, play_parts, split_midi
+from bot.render.parts import Part, _timeline, mix, play_parts, split_midi
 from bot.render.pool import RenderPool, render_on
 from bot.render.synth import Synth, SynthSettings
 from tests.test_render import kinds, needs_renderer, piece, request, sound
@@ -73,6 +73,33 @@ def test_a_short_piece_or_a_single_synth_is_not_cut() -> None:
     buf = io.BytesIO()
     silent.save(file=buf)
     assert split_midi(buf.getvalue(), 2, RATE) == [Part(0, buf.getvalue())]
+
+
+@needs_renderer
+@pytest.mark.timeout(120)
+def test_a_synth_reuses_its_buffers_and_plays_the_same_samples() -> None:
+    """Rendering into the synth's kept buffer (the worker's and `etude compose`'s way) gives what a fresh
+    array gets, grows for a longer piece, and mixing in the scratch buffer adds up as a new one does."""
+    short, long = midi_bytes(piece(20.0)), midi_bytes(piece(40.0))
+    synth = Synth(find_soundfont(), SynthSettings(reverb=False))
+    try:
+        synth.render(long, 600)  # the first render of a synth loads its samples and differs a little
+        fresh = [synth.render(m, 600) for m in (short, long, short)]
+        kept = []
+        for m in (short, long, short):  # the second outgrows the buffer, the third fits in it
+            kept.append(synth.render(m, 600, reuse=True).copy())
+        for a, b in zip(fresh, kept):
+            assert a.shape == b.shape and np.array_equal(a, b)
+        again = synth.render(short, 600, reuse=True)
+        assert np.shares_memory(again, synth.render(short, 600, reuse=True))
+        assert not np.shares_memory(fresh[0], synth.render(short, 600))
+        played = [(p.offset, synth.render(p.midi, 600)) for p in split_midi(long, 2, RATE)]
+        assert len(played) == 2
+        synth.scratch(len(fresh[1]) + 10)[:] = 7.0  # whatever the buffer held before is not added in
+        in_scratch = mix(played, into=synth.scratch)
+        assert np.shares_memory(in_scratch, synth.scratch(1)) and np.array_equal(mix(played), in_scratch)
+    finally:
+        synth.close()
 
 
 @needs_renderer

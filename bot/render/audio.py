@@ -82,7 +82,9 @@ def ffmpeg_path() -> str:
     return path
 
 
-def run_ffmpeg(args: list[str], timeout: float, slow: str, failed: str, stdin: bytes | None = None) -> None:
+def run_ffmpeg(
+    args: list[str], timeout: float, slow: str, failed: str, stdin: bytes | memoryview | None = None
+) -> None:
     """One quiet ffmpeg run on `args`, never reading the terminal; a `RenderError` when it cannot start,
     takes longer than `timeout` (saying `slow`) or fails (`failed`, then ffmpeg's last line)."""
     try:
@@ -185,7 +187,9 @@ def opus_kbps(seconds: float, max_bytes: int) -> int | None:
     return kbps if kbps >= OPUS_MIN_KBPS else None
 
 
-def _ffmpeg_to_bytes(pcm: bytes, rate: int, output: list[str], suffix: str, timeout: float) -> bytes:
+def _ffmpeg_to_bytes(
+    pcm: bytes | memoryview, rate: int, output: list[str], suffix: str, timeout: float
+) -> bytes:
     """One ffmpeg run from float stereo `pcm` to a file made by `output` (codec and format arguments)."""
     with tempfile.TemporaryDirectory(prefix="etude-audio-") as tmp:
         path = Path(tmp) / f"a.{suffix}"
@@ -221,7 +225,7 @@ def encode(
 ) -> tuple[bytes | None, bytes]:
     """(Ogg Opus at `kbps` or None, WAV as `wav` plans) from float stereo: two ffmpeg runs at once, each
     on a core of its own, the WAV's in a thread while this one waits for the Opus."""
-    pcm = np.ascontiguousarray(audio, "<f4").tobytes()
+    pcm = memoryview(np.ascontiguousarray(audio, "<f4")).cast("B")  # the samples themselves, not a copy
     with ThreadPoolExecutor(1, thread_name_prefix="etude-wav") as side:
         wav_data = side.submit(_ffmpeg_to_bytes, pcm, rate, _wav_args(wav), "wav", timeout)
         ogg_data = _ffmpeg_to_bytes(pcm, rate, _opus_args(kbps), "ogg", timeout) if kbps is not None else None

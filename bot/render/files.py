@@ -154,7 +154,7 @@ def render_piece(
         png = side.submit(_png, request)
         t = time.perf_counter()
         if audio is None:
-            audio = synth.render(request.midi, MAX_AUDIO_SECONDS)
+            audio = synth.render(request.midi, MAX_AUDIO_SECONDS, reuse=True)
         audio = master(trim(audio, rate), rate)  # EBU R128 loudness, peaks under the ceiling
         timings["synth"] = time.perf_counter() - t
         seconds = len(audio) / rate
@@ -253,12 +253,12 @@ class MixRequest:
 def serve_request(request: RenderRequest | PartRequest | MixRequest, synth: Synth) -> object:
     """What a render process of the pool does with each request it is sent."""
     if isinstance(request, PartRequest):
-        audio = synth.render(request.midi, MAX_AUDIO_SECONDS)
+        audio = synth.render(request.midi, MAX_AUDIO_SECONDS, reuse=True)
         np.ascontiguousarray(audio, np.float32).tofile(request.path)
         return len(audio)
     if isinstance(request, MixRequest):
         parts = [(offset, np.fromfile(path, np.float32).reshape(-1, 2)) for offset, path in request.parts]
-        return render_piece(request.request, synth, mix(parts), len(parts))
+        return render_piece(request.request, synth, mix(parts, into=synth.scratch), len(parts))
     return render_piece(request, synth)
 
 
@@ -273,9 +273,10 @@ def render_here(
     parts = split_midi(request.midi, len(synths), synths[0].settings.sample_rate)
     if len(parts) <= 1:
         return render_piece(request, synths[0])
-    players = [lambda midi, s=s: s.render(midi, MAX_AUDIO_SECONDS) for s in synths]
+    # Every buffer is the synths' own, reused from piece to piece (`Synth.render`).
+    players = [lambda midi, s=s: s.render(midi, MAX_AUDIO_SECONDS, reuse=True) for s in synths]
     t = time.perf_counter()
-    audio = play_parts(parts, players)
+    audio = play_parts(parts, players, into=synths[0].scratch)
     played = time.perf_counter() - t
     rendered = render_piece(request, synths[0], audio, len(parts))
     rendered.timings["synth"] += played

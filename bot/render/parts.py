@@ -148,17 +148,29 @@ def split_midi(midi: bytes, most: int, rate: int, min_seconds: float = MIN_PART_
     return parts
 
 
-def mix(parts: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
-    """Rendered parts (offset in frames, float frames × channels; at least one) added into one piece."""
-    channels = parts[0][1].shape[1]
-    out = np.zeros((max(offset + len(audio) for offset, audio in parts), channels), np.float32)
+def mix(
+    parts: Sequence[tuple[int, np.ndarray]], into: Callable[[int], np.ndarray] | None = None
+) -> np.ndarray:
+    """Rendered parts (offset in frames, float frames × channels; at least one) added into one piece, in
+    the buffer `into(frames)` gives (float32 stereo, overwritten) or a new one."""
+    frames = max(offset + len(audio) for offset, audio in parts)
+    if into is None:
+        out = np.zeros((frames, parts[0][1].shape[1]), np.float32)
+    else:
+        out = into(frames)
+        out[:] = 0.0
     for offset, audio in parts:
         out[offset : offset + len(audio)] += audio
     return out
 
 
-def play_parts(parts: Sequence[Part], players: Sequence[Callable[[bytes], np.ndarray]]) -> np.ndarray:
-    """Each part played by its own player at once (threads: the synth runs outside the GIL), then mixed."""
+def play_parts(
+    parts: Sequence[Part],
+    players: Sequence[Callable[[bytes], np.ndarray]],
+    into: Callable[[int], np.ndarray] | None = None,
+) -> np.ndarray:
+    """Each part played by its own player at once (threads: the synth runs outside the GIL), then mixed
+    (in `into`'s buffer, as `mix` does)."""
     with ThreadPoolExecutor(len(parts), thread_name_prefix="etude-part") as threads:
         audio = list(threads.map(lambda i: players[i](parts[i].midi), range(len(parts))))
-    return mix([(p.offset, a) for p, a in zip(parts, audio)])
+    return mix([(p.offset, a) for p, a in zip(parts, audio)], into)

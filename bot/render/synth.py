@@ -133,9 +133,16 @@ class Synth:
             raise RenderError(f"FluidSynth cannot load the soundfont {soundfont}")
         fl._etude_interp(self.synth.synth, -1, settings.interpolation)
         self.load_seconds = time.perf_counter() - t0
+        self._kept = np.zeros((0, 2), np.float32)  # `render`'s buffer when it may reuse one
+        self._scratch = np.zeros((0, 2), np.float32)
 
-    def render(self, midi: bytes, max_seconds: float) -> np.ndarray:
-        """`midi` played to the end plus the release tail, at most `max_seconds`: float32, (frames, 2)."""
+    def render(self, midi: bytes, max_seconds: float, reuse: bool = False) -> np.ndarray:
+        """`midi` played to the end plus the release tail, at most `max_seconds`: float32, (frames, 2).
+
+        With `reuse` the frames go into a buffer the synth keeps (the longest piece it has played so far)
+        and the result is a view of it, good until its next render: a piece's hundreds of megabytes of
+        samples are not allocated and faulted in afresh for every job (on this project's 2-core machine
+        that cost as much as a second a piece)."""
         fl, synth = self.fl, self.synth.synth
         rate = self.settings.sample_rate
         # FluidSynth accepts any bytes here and plays silence for what it cannot parse.
@@ -151,14 +158,18 @@ class Synth:
                 raise RenderError("FluidSynth cannot read the MIDI file")
             fl.fluid_player_play(player)
             limit = int(max_seconds * rate)
-            chunks: list[np.ndarray] = []
+            kept = self._kept if reuse else np.zeros((0, 2), np.float32)
+            chunks: list[np.ndarray] = []  # the blocks past the end of `kept`
             frames = 0
             tail_left = int(TAIL_SECONDS * rate)
             while frames < limit:
-                block = np.empty((BLOCK, 2), np.float32)
+                if frames + BLOCK <= len(kept):
+                    block = kept[frames : frames + BLOCK]
+                else:
+                    block = np.empty((BLOCK, 2), np.float32)
+                    chunks.append(block)
                 ptr = block.ctypes.data
                 fl._etude_write_float(synth, BLOCK, ptr, 0, 2, ptr, 1, 2)
-                chunks.append(block)
                 frames += BLOCK
                 if fl.fluid_player_get_status(player) != fl.FLUID_PLAYER_PLAYING:
                     tail_left -= BLOCK
@@ -168,8 +179,20 @@ class Synth:
         finally:
             fl.delete_fluid_player(player)
             fl._etude_all_sounds_off(synth, -1)
-        audio = np.concatenate(chunks) if chunks else np.zeros((0, 2), np.float32)
+        if not chunks:
+            return kept[: min(frames, limit)]
+        audio = np.concatenate([kept[: frames - len(chunks) * BLOCK], *chunks])
+        if reuse:
+            self._kept = audio
         return audio[:limit]
+
+    def scratch(self, frames: int) -> np.ndarray:
+        """A float32 (frames, 2) buffer this synth keeps for its process's next piece (parts are mixed in
+        it), grown when too short; what it held before is overwritten."""
+        if len(self._scratch) < frames:
+            self._scratch = np.empty((frames, 2), np.float32)
+        return self._scratch[:frames]
 
     def close(self) -> None:
         self.synth.delete()
+        self._kept = self._scratch = np.zeros((0, 2), np.float32)
