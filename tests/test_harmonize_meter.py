@@ -165,3 +165,23 @@ def test_folded_notes_are_named_by_the_bars_of_the_melodys_meter():
     # 3/4 with a one-beat pickup: the pickup is bar 1, beats 1-3 bar 2, beats 4-6 bar 3, beat 7 bar 4.
     assert moved_text(notes, {0: 1, 3: 1, 7: 1}, Meter(3, 4, 1.0)).endswith("bars 1-2, 4")
     assert moved_text(notes, {0: 1, 3: 1, 7: 1}).endswith("bars 1-2")  # 4/4 from the first note
+
+
+def test_the_harmony_prior_reads_the_melodys_bars(composer, monkeypatch):
+    from bot.model.harmony_prior import HarmonyPrior, shipped
+
+    melody = read_melody(midi_file(WALTZ, [(0.0, 1, 4), (1.0, 3, 4)]), "waltz")
+    read = []
+    tables = HarmonyPrior.tables
+
+    def reading(self, notes, minor, meter):
+        read.append(meter)
+        return tables(self, notes, minor, meter)
+
+    monkeypatch.setattr(HarmonyPrior, "tables", reading)
+    harmonize(composer, Options(rng_seed=3), melody)
+    assert read == [Meter(3, 4, 1.0, "file")]
+    # And the shipped prior hears the difference: its bass under the tune is not the one of 4/4 bars.
+    prior = shipped()
+    assert prior is not None
+    assert not np.allclose(prior.bass(melody.notes, False, read[0]), prior.bass(melody.notes, False, Meter()))

@@ -1,11 +1,12 @@
 """`etude eval --harmony`: harmonize the soprano lines of the validation chorales and judge the harmony.
 
 Each validation chorale's soprano goes through the same path a user's melody does (`melody_from_events`,
-then the constrained sampler), and the result is scored with `bot.music.harmony` against Bach's own four
-parts: bass pitch class on the beats, consecutive fifths and octaves, crossings, triads and sevenths. Bach's
-harmonizations are scored the same way, and so is the n-gram baseline sampled under the same constraints
-(and the same harmony prior). Beside them: the network without the harmony prior, and the prior's own most
-likely bass line without the network (only the bass is scored: it writes no other voice).
+with the score's time signature as a melody file's, then the constrained sampler), and the result is scored
+with `bot.music.harmony` against Bach's own four parts: bass pitch class on the beats, consecutive fifths
+and octaves, crossings, triads and sevenths. Bach's harmonizations are scored the same way, and so is the
+n-gram baseline sampled under the same constraints (and the same harmony prior). Beside them: the network
+without the harmony prior, and the prior's own most likely bass line without the network (only the bass is
+scored: it writes no other voice).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from bot.model.harmonize import INNER_WEIGHT, PRIOR_WEIGHT, harmonize_melody
 from bot.model.harmony_prior import HarmonyPrior, chorale_soprano, shipped
 from bot.model.steps import PARTICLES, NgramSteps, NumpySteps
-from bot.music.corpus import chorale_parts
+from bot.music.corpus import Chorale, chorale_parts
 from bot.music.events import Event, transpose
 from bot.music.harmony import FourVoices, bass_on_beats, figures, total
 
@@ -26,7 +27,7 @@ SHOWN = ("four_voices", "parallels_per_change", "crossings", "triads_or_sevenths
 
 
 def harmonize_chorales(
-    chorales: list[tuple[str, list[list[Event]]]],
+    chorales: list[Chorale],
     make_steps,
     vocab,
     temperature: float = 1.0,
@@ -37,8 +38,8 @@ def harmonize_chorales(
 ) -> dict:
     """Figures, summed over `chorales`, of harmonizing each soprano with `make_steps()`."""
     results, seconds, notes = [], 0.0, 0
-    for i, (name, parts) in enumerate(chorales):
-        melody, bach, key = chorale_soprano(name, parts)
+    for i, (name, parts, meter) in enumerate(chorales):
+        melody, bach, key = chorale_soprano(name, parts, meter)
         t0 = time.perf_counter()
         events, _ = harmonize_melody(
             make_steps(),
@@ -50,6 +51,7 @@ def harmonize_chorales(
             rules,
             prior_weight,
             inner_weight,
+            melody.meter,
         )
         seconds += time.perf_counter() - t0
         notes += len(melody.notes)
@@ -57,14 +59,14 @@ def harmonize_chorales(
     return {**total(results), "seconds_per_100_notes": round(100 * seconds / max(notes, 1), 3)}
 
 
-def prior_bass(chorales: list[tuple[str, list[list[Event]]]], prior: HarmonyPrior) -> dict:
+def prior_bass(chorales: list[Chorale], prior: HarmonyPrior) -> dict:
     """Bass on the beats, summed over `chorales`, of the prior's own most likely bass line under each
     soprano: what the prior knows without the network (it writes no other voice)."""
     equal = beats = 0
-    for name, parts in chorales:
-        melody, bach, key = chorale_soprano(name, parts)
+    for name, parts, meter in chorales:
+        melody, bach, key = chorale_soprano(name, parts, meter)
         move = key.to_reference()
-        line = prior.best_line(transpose(melody.notes, move), key.mode == "minor")
+        line = prior.best_line(transpose(melody.notes, move), key.mode == "minor", melody.meter)
         # Any octave will do: the figure compares pitch classes.
         events = [
             Event(n.onset, n.duration, (36 + (b - move) % 12, *n.pitches)) for n, b in zip(melody.notes, line)
@@ -89,7 +91,7 @@ def evaluate_harmony(
     t0 = time.monotonic()
     m = M.load(model_dir)
     chorales = chorale_parts(validation=True, limit=limit)
-    bach = [figures(FourVoices.from_parts(p), FourVoices.from_parts(p)) for _, p in chorales]
+    bach = [figures(FourVoices.from_parts(c.parts), FourVoices.from_parts(c.parts)) for c in chorales]
     rows = {"bach": total(bach)}
     rows["model"] = harmonize_chorales(chorales, lambda: NumpySteps(m), m.vocab, temperature)
     rows["model, no rule"] = harmonize_chorales(
@@ -112,7 +114,7 @@ def evaluate_harmony(
     return {
         "model": m.name,
         "chorales": len(chorales),
-        "melody_notes": int(sum(len(p[0]) for _, p in chorales)),
+        "melody_notes": int(sum(len(c.parts[0]) for c in chorales)),
         "temperature": temperature,
         "particles": PARTICLES,
         "prior_weights": {"bass": PRIOR_WEIGHT, "inner": INNER_WEIGHT} if prior is not None else None,

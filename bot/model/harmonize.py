@@ -20,9 +20,10 @@ particles at once, resampled by how likely the model finds the given tokens afte
 (sequential Monte Carlo): the harmony that survives is the one under which the model itself would have
 sung this melody, its rests and its ending. More particles make more of the chords triads or sevenths.
 
-The network hears where each frame falls in the melody's bar (`Melody.meter`: the file's time signature,
-else the meter its onsets suggest, a pickup included), and the .mid carries that time signature. The output
-keeps the melody exactly: onsets, durations and pitches are copied, never decoded from tokens.
+The network and the harmony prior hear where each frame falls in the melody's bar (`Melody.meter`: the
+file's time signature, else the meter its onsets suggest, a pickup included), and the .mid carries that
+time signature. The output keeps the melody exactly: onsets, durations and pitches are copied, never
+decoded from tokens.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from bot.music.encoding import PIANO_LOW, Vocabulary
 from bot.music.events import GRID, Event, Piece, transpose
 from bot.music.keys import REFERENCE, Key, melody_key
 from bot.music.melody import BadMelody, Melody, fold_line, moved_text
+from bot.music.meter import Meter
 from bot.music.perform import seed_style
 from bot.options import Options
 
@@ -375,10 +377,12 @@ def harmonize_melody(
     rules: bool = True,
     prior_weight: float = PRIOR_WEIGHT,
     inner_weight: float = INNER_WEIGHT,
+    meter: Meter | None = None,
 ) -> tuple[list[Event], dict[str, float]]:
     """The four-voice chords for the melody `notes` in `key`, and the time it took.
 
     The melody is moved to C major or A minor for the network (and the harmony prior), and the chords back.
+    The harmony prior places each note in the bars of `meter` (the melody's; by default 4/4 from 0).
     """
     from threadpoolctl import threadpool_limits
 
@@ -390,7 +394,7 @@ def harmonize_melody(
     # The steps are small matrix products: BLAS threads would only wait on each other (and on a busy
     # machine, on everyone else), so one thread does them.
     prior = shipped() if prior_weight > 0 or inner_weight > 0 else None
-    tables = prior.tables(moved, key.mode == "minor") if prior is not None else None
+    tables = prior.tables(moved, key.mode == "minor", meter or Meter()) if prior is not None else None
     with threadpool_limits(1, user_api="blas"):
         rng = np.random.default_rng(rng_seed)
         lower = harmonize_line(
@@ -424,7 +428,7 @@ def harmonize(composer, options: Options, melody: Melody) -> Harmonization:
     # The stream's time starts at the melody's 0, where its first bar (or pickup) starts.
     steps = NumpySteps(composer.model, meter=melody.meter, start=melody.meter.position(0.0))
     events, timings = harmonize_melody(
-        steps, composer.vocab, notes, key, options.temperature, options.rng_seed
+        steps, composer.vocab, notes, key, options.temperature, options.rng_seed, meter=melody.meter
     )
     return Harmonization(
         name=f"chorale-{safe_name(melody.name)}-{options.rng_seed}",

@@ -9,15 +9,18 @@ into the network's distribution of each lower voice (a product of experts) while
 The bass part is a log-linear model (multinomial logistic regression) over the twelve pitch classes, in C
 major or A minor, whose features are conjunctions of the mode with: the soprano's pitch class; that with the
 one after, the one before, both, or the two after or the two before; with the bass under the note before;
-with where the note falls in the bar (downbeat, other beat, between beats), its length and whether it is
-one of the last two. It is fitted with an L2 penalty. The inner voices are counted: P(tenor | mode, soprano,
-bass) and P(alto | mode, soprano, bass, tenor), each backed off to fewer conditions.
+with where the note falls in the melody's bar (`strength`: downbeat, other beat, between beats, by the
+melody's meter, a pickup included), its length and whether it is one of the last two. It is fitted with an
+L2 penalty. The inner voices are counted: P(tenor | mode, soprano, bass) and P(alto | mode, soprano, bass,
+tenor), each backed off to fewer conditions.
 
 Both are learned from the training side of the chorales' split only (`bot.music.corpus.is_validation`), at
 the onsets of the soprano's notes, moved to C major or A minor by the key of the soprano alone, as a user's
-melody is; they are stored as `harmony_prior.npz` beside this module, which
-`python -m bot.model.harmony_prior` rebuilds. They do not depend on the network, so any chorale model
-harmonizes with them.
+melody is, with the meter of the chorale's score (as a melody file with a time signature has it); a
+chorale without one gets the meter its soprano's onsets suggest, as a melody without one does. They are
+stored as `harmony_prior.npz` beside this module, which `python -m bot.model.harmony_prior` rebuilds (and
+then prints the bass's log-loss on the validation chorales). They do not depend on the network, so any
+chorale model harmonizes with them.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.music.corpus import chorale_parts
+from bot.music.corpus import Chorale, chorale_parts
 from bot.music.events import Event, transpose
 from bot.music.keys import Key, melody_key
 from bot.music.melody import BadMelody, Melody, melody_from_events
+from bot.music.meter import Meter
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +49,32 @@ STEPS = 400  # full-batch Adam steps; the loss has flattened well before
 ALPHA = 2.0  # how much the inner voices' counts lean on the counts with one condition fewer
 
 
-def strength(onset: float) -> int:
-    """0 on a downbeat (the melody's bars are four quarters from its first bar), 1 on another beat, 2 between."""
-    if abs(onset / 4 - round(onset / 4)) < 1e-6:
+def beat(meter: Meter) -> float:
+    """Quarters per beat of `meter`, as the prior counts them: three eighths (or sixteenths) in a compound
+    meter (6/8, 9/8, 12/8, 6/16), else the denominator's note but never longer than a quarter. A 3/2 or 2/2
+    melody is counted in quarters, as the chorales move and as the prior learned its beats."""
+    if meter.denominator >= 8 and meter.numerator % 3 == 0 and meter.numerator > 3:
+        return 12 / meter.denominator
+    return min(1.0, 4 / meter.denominator)
+
+
+def strength(onset: float, meter: Meter) -> int:
+    """0 on a downbeat of `meter` (in the melody's times, so a pickup is not a downbeat), 1 on another
+    beat (`beat`), 2 between beats."""
+    t = meter.in_bar(onset)
+    if t < 1e-6 or meter.bar - t < 1e-6:
         return 0
-    return 1 if abs(onset - round(onset)) < 1e-6 else 2
+    k = t / beat(meter)
+    return 1 if abs(k - round(k)) < 1e-6 else 2
 
 
 def length_class(duration: float) -> int:
     return 0 if duration < 1 - 1e-6 else 1 if duration < 1 + 1e-6 else 2
 
 
-def melody_features(notes: Sequence[Event], minor: bool) -> list[list[str]]:
-    """For each melody note (single pitches in C major or A minor), its features that do not hang on the
-    bass before; `features` adds those that do."""
+def melody_features(notes: Sequence[Event], minor: bool, meter: Meter) -> list[list[str]]:
+    """For each melody note (single pitches in C major or A minor, in `meter`), its features that do not
+    hang on the bass before; `features` adds those that do."""
     pcs = [int(n.pitches[0]) % 12 for n in notes]
     n, m = len(notes), "m" if minor else "M"
 
@@ -77,7 +93,7 @@ def melody_features(notes: Sequence[Event], minor: bool) -> list[list[str]]:
                 f"{m}p{p1}s{s}n{n1}",
                 f"{m}s{s}n{n1}n{n2}",
                 f"{m}p{p2}p{p1}s{s}",
-                f"{m}s{s}t{strength(note.onset)}",
+                f"{m}s{s}t{strength(note.onset, meter)}",
                 f"{m}s{s}d{length_class(note.duration)}",
                 f"{m}s{s}e{end}",
             ]
@@ -86,7 +102,7 @@ def melody_features(notes: Sequence[Event], minor: bool) -> list[list[str]]:
 
 
 def features(
-    melody: list[str], note: Event, bass_before: int, soprano: int, before: int, after: int
+    melody: list[str], note: Event, bass_before: int, soprano: int, before: int, after: int, meter: Meter
 ) -> list[str]:
     """A note's features: `melody` (its own from `melody_features`) and those of the bass before."""
     m, b = melody[0][0], bass_before
@@ -97,7 +113,7 @@ def features(
         f"{m}s{soprano}b{b}p{before}",
         f"{m}p{before}s{soprano}b{b}n{after}",
         f"{m}s{soprano}b{b}d{length_class(note.duration)}",
-        f"{m}b{b}t{strength(note.onset)}",
+        f"{m}b{b}t{strength(note.onset, meter)}",
     ]
 
 
@@ -134,31 +150,35 @@ class HarmonyPrior:
         rows = [self.index[f] for f in feats if f in self.index]
         return self.weights[rows].sum(axis=0) if rows else np.zeros(12, np.float32)
 
-    def bass(self, notes: Sequence[Event], minor: bool) -> np.ndarray:
+    def bass(self, notes: Sequence[Event], minor: bool, meter: Meter) -> np.ndarray:
         """(n, 13, 12): log P(bass pitch class | melody, bass before) for each note of a melody in C major
-        or A minor, for each pitch class of the bass before (12: none, before the first note)."""
-        mel = melody_features(notes, minor)
+        or A minor whose bars are `meter`'s, for each pitch class of the bass before (12: none, before the
+        first note)."""
+        mel = melody_features(notes, minor, meter)
         pcs = [int(n.pitches[0]) % 12 for n in notes]
         out = np.zeros((len(notes), NONE + 1, 12))
         for i, note in enumerate(notes):
             before = pcs[i - 1] if i else NONE
             after = pcs[i + 1] if i + 1 < len(notes) else NONE
             z = np.stack(
-                [self.logits(features(mel[i], note, b, pcs[i], before, after)) for b in range(NONE + 1)]
+                [
+                    self.logits(features(mel[i], note, b, pcs[i], before, after, meter))
+                    for b in range(NONE + 1)
+                ]
             ).astype(np.float64)
             z -= z.max(axis=1, keepdims=True)
             out[i] = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
         return out
 
-    def tables(self, notes: Sequence[Event], minor: bool) -> tuple[np.ndarray, np.ndarray]:
+    def tables(self, notes: Sequence[Event], minor: bool, meter: Meter) -> tuple[np.ndarray, np.ndarray]:
         """The bass's table (`bass`) and the inner voices' under each note: (n, 12, 13, 12), by the bass's
         and the tenor's pitch classes (tenor 12: the tenor's own)."""
         pcs = np.array([int(n.pitches[0]) % 12 for n in notes])
-        return self.bass(notes, minor), self.inner[int(minor), pcs].astype(np.float64)
+        return self.bass(notes, minor, meter), self.inner[int(minor), pcs].astype(np.float64)
 
-    def best_line(self, notes: Sequence[Event], minor: bool) -> list[int]:
+    def best_line(self, notes: Sequence[Event], minor: bool, meter: Meter) -> list[int]:
         """The most likely bass pitch classes under a melody by the prior alone (Viterbi over the bass before)."""
-        table = self.bass(notes, minor)
+        table = self.bass(notes, minor, meter)
         best, back = table[0, NONE], []
         for i in range(1, len(notes)):
             total = best[:, None] + table[i, :NONE]  # (bass before, bass)
@@ -194,23 +214,28 @@ def _sounding(line: Sequence[Event]) -> Callable[[float], int | None]:
     return at
 
 
-def chorale_soprano(name: str, parts: Sequence[Sequence[Event]]) -> tuple[Melody, list[list[Event]], Key]:
-    """A chorale's soprano read as a user's melody is (`melody_from_events`), Bach's four parts on that
-    melody's clock, and the melody's key."""
-    melody = melody_from_events(parts[0], name)
+def chorale_soprano(
+    name: str, parts: Sequence[Sequence[Event]], meter: Meter | None = None
+) -> tuple[Melody, list[list[Event]], Key]:
+    """A chorale's soprano read as a user's melody is (`melody_from_events`, with the score's `meter` as a
+    file's time signature, else estimated), Bach's four parts on that melody's clock (where its meter is
+    too), and the melody's key."""
+    melody = melody_from_events(parts[0], name, meter=meter)
     shift = melody.meta["quarters_dropped"]
     bach = [[Event(e.onset - shift, e.duration, e.pitches) for e in part] for part in parts]
     return melody, bach, melody_key(melody.notes)
 
 
-def _voices(chorales) -> Iterator[tuple[list[Event], bool, list[Callable[[float], int | None]]]]:
-    """For each of `chorales` ((name, four parts) each): its soprano as `melody_from_events` reads a user's
-    melody, moved to C major or A minor by the soprano's own key; whether minor; and the pitch class the
-    alto, tenor and bass sound at a time of that melody, moved the same."""
+def _voices(
+    chorales: Sequence[Chorale],
+) -> Iterator[tuple[list[Event], bool, Meter, list[Callable[[float], int | None]]]]:
+    """For each of `chorales`: its soprano as `melody_from_events` reads a user's melody, moved to C major
+    or A minor by the soprano's own key; whether minor; its meter on the melody's clock; and the pitch
+    class the alto, tenor and bass sound at a time of that melody, moved the same."""
 
-    for name, parts in chorales:
+    for name, parts, meter in chorales:
         try:
-            melody, bach, key = chorale_soprano(name, parts)
+            melody, bach, key = chorale_soprano(name, parts, meter)
         except BadMelody:
             continue
         move = key.to_reference()
@@ -218,16 +243,16 @@ def _voices(chorales) -> Iterator[tuple[list[Event], bool, list[Callable[[float]
             _sounding([Event(e.onset, e.duration, ((max(e.pitches) + move) % 12,)) for e in part])
             for part in bach[1:]
         ]
-        yield transpose(melody.notes, move), key.mode == "minor", lines
+        yield transpose(melody.notes, move), key.mode == "minor", melody.meter, lines
 
 
-def examples(chorales) -> tuple[list[list[str]], list[int]]:
+def examples(chorales: Sequence[Chorale]) -> tuple[list[list[str]], list[int]]:
     """(features, bass pitch class) of every soprano note of `chorales`. A note is counted once for each
-    whole beat it covers, with the bass Bach sounds on that beat (what the harmony figures compare), and
+    whole quarter it covers, with the bass Bach sounds on it (the beats the harmony figures compare), and
     once with the bass at its onset when it covers none."""
     xs, ys = [], []
-    for notes, minor, (_, _, bass_at) in _voices(chorales):
-        mel = melody_features(notes, minor)
+    for notes, minor, meter, (_, _, bass_at) in _voices(chorales):
+        mel = melody_features(notes, minor, meter)
         pcs = [int(n.pitches[0]) % 12 for n in notes]
         for i, note in enumerate(notes):
             before = bass_at(notes[i - 1].onset) if i else NONE
@@ -236,7 +261,7 @@ def examples(chorales) -> tuple[list[list[str]], list[int]]:
             beats = np.arange(np.ceil(note.onset - 1e-6), note.onset + note.duration - 1e-6, 1.0)
             targets = [b for b in map(bass_at, [*beats] or [note.onset]) if b is not None]
             after = pcs[i + 1] if i + 1 < len(notes) else NONE
-            feats = features(mel[i], note, before, pcs[i], pcs[i - 1] if i else NONE, after)
+            feats = features(mel[i], note, before, pcs[i], pcs[i - 1] if i else NONE, after, meter)
             xs += [feats] * len(targets)
             ys += targets
     return xs, ys
@@ -273,12 +298,12 @@ def fit(
     return np.array(names), w[:-1].astype(np.float32)
 
 
-def inner_table(chorales, alpha: float = ALPHA) -> np.ndarray:
+def inner_table(chorales: Sequence[Chorale], alpha: float = ALPHA) -> np.ndarray:
     """(2, 12, 12, 13, 12): log P(pitch class | mode, soprano, bass, tenor) of the alto, and at tenor 12
     of the tenor, counted at the onsets of the soprano's notes of `chorales`; each count leans on the one
     with a condition fewer by `alpha` notes' worth, down to P(· | mode, soprano) with one added to each."""
     c = np.zeros((2, 12, 12, NONE + 1, 12))
-    for notes, minor, lines in _voices(chorales):
+    for notes, minor, _, lines in _voices(chorales):
         for note in notes:
             a, t, b = (at(note.onset) for at in lines)
             if a is None or t is None or b is None:
@@ -308,13 +333,24 @@ def build(path: Path = PATH, limit: int | None = None) -> HarmonyPrior:
 
     t0 = time.monotonic()
     # One of each: the corpus holds some chorales twice (as two files with the same name).
-    chorales = list(dict(chorale_parts(validation=False, limit=limit)).items())
+    chorales = list({c.name: c for c in chorale_parts(validation=False, limit=limit)}.values())
     xs, ys = examples(chorales)
     names, weights = fit(xs, ys)
-    prior = HarmonyPrior(names, weights, inner_table(chorales), np.array(sorted(n for n, _ in chorales)))
+    prior = HarmonyPrior(names, weights, inner_table(chorales), np.array(sorted(c.name for c in chorales)))
     prior.save(path)
     log.info("harmony prior: %d features, %d examples, %.0f s", len(names), len(ys), time.monotonic() - t0)
     return HarmonyPrior.load(path)  # as it is stored: in single precision
+
+
+def log_loss(prior: HarmonyPrior, chorales: Sequence[Chorale]) -> tuple[float, float, int]:
+    """The bass's mean log-loss (nats) on `chorales`' examples (`examples`: Bach's bass on each beat), the
+    share of them where Bach's is the likeliest, and how many there are."""
+    xs, ys = examples(chorales)
+    z = np.stack([prior.logits(x) for x in xs]).astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    y = np.asarray(ys)
+    return float(-logp[np.arange(len(y)), y].mean()), float((logp.argmax(axis=1) == y).mean()), len(y)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -325,6 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     prior = build(args.out)
     print(f"saved {args.out}: {len(prior.names)} bass features and the inner voices' table")
+    loss, top, n = log_loss(prior, chorale_parts(validation=True))
+    print(f"validation chorales: bass log-loss {loss:.4f} nats", end=", ")
+    print(f"Bach's bass the likeliest in {100 * top:.1f}% of {n} examples")
     return 0
 
 

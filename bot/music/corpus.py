@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,7 +37,7 @@ from bot.music.sources import FOLK_SOURCES, check_trainable, entry, is_folder
 log = logging.getLogger(__name__)
 
 DEFAULT_DATA = "chorales"
-PARTS_CACHE = "chorale-parts-v2.json"  # the chorales' four parts apart, for the harmony figures
+PARTS_CACHE = "chorale-parts-v3.json"  # the chorales' four parts apart and their meter (v3), for harmony
 VALIDATION_SHARE = 10  # one piece in ten, chosen by a hash of its name
 SCORE_SUFFIXES = {".mxl", ".musicxml", ".xml", ".krn", ".abc"}
 # `--data music21`: music21's polyphonic corpora with the share of each one's scores it takes; the
@@ -226,8 +227,17 @@ def split_by_piece(pieces: Sequence[Piece]) -> tuple[list[Piece], list[Piece]]:
     return train, val
 
 
-def chorale_parts(validation: bool = True, limit: int | None = None) -> list[tuple[str, list[list[Event]]]]:
-    """(name, [soprano, alto, tenor, bass] events) of the four-part chorales on one side of the split.
+class Chorale(NamedTuple):
+    """A four-part chorale: its name, its [soprano, alto, tenor, bass] events, and the score's meter (its
+    time signature and where its bars start, in the events' times; None when it has no time signature)."""
+
+    name: str
+    parts: list[list[Event]]
+    meter: Meter | None
+
+
+def chorale_parts(validation: bool = True, limit: int | None = None) -> list[Chorale]:
+    """The four-part chorales on one side of the split.
 
     Names are those `load_pieces` gives, so the split is the one the model was trained with. Parsed
     parts are cached as JSON beside the corpus cache.
@@ -242,12 +252,17 @@ def chorale_parts(validation: bool = True, limit: int | None = None) -> list[tup
         if name not in cached:
             corpus = music21_module("corpus")
             score = corpus.parse(work)
-            parts = [piece_from_stream(p, name).events for p in score.parts]
-            cached[name] = [[[e.onset, e.duration, list(e.pitches)] for e in part] for part in parts]
+            pieces = [piece_from_stream(p, name) for p in score.parts]
+            cached[name] = {
+                "parts": [[[e.onset, e.duration, list(e.pitches)] for e in p.events] for p in pieces],
+                "meter": pieces[0].meta.get("meter") if pieces else None,
+            }
             changed = True
-        parts = [[Event(on, du, tuple(ps)) for on, du, ps in part] for part in cached[name]]
+        saved = cached[name]
+        parts = [[Event(on, du, tuple(ps)) for on, du, ps in part] for part in saved["parts"]]
         if len(parts) == 4 and all(parts):
-            out.append((name, parts))
+            meter = Meter.from_json(saved["meter"]) if saved["meter"] else None
+            out.append(Chorale(name, parts, meter))
         if limit and len(out) >= limit:
             break
     if changed:
