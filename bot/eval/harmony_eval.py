@@ -36,13 +36,14 @@ def harmonize_chorales(
     prior_weight: float = PRIOR_WEIGHT,
     inner_weight: float = INNER_WEIGHT,
 ) -> dict:
-    """Figures, summed over `chorales`, of harmonizing each soprano with `make_steps()`."""
+    """Figures, summed over `chorales`, of harmonizing each soprano with `make_steps(meter)` (the steps
+    for a melody in that meter, as `/harmonize` makes them)."""
     results, seconds, notes = [], 0.0, 0
     for i, (name, parts, meter) in enumerate(chorales):
         melody, bach, key = chorale_soprano(name, parts, meter)
         t0 = time.perf_counter()
         events, _ = harmonize_melody(
-            make_steps(),
+            make_steps(melody.meter),
             vocab,
             melody.notes,
             key,
@@ -93,14 +94,21 @@ def evaluate_harmony(
     chorales = chorale_parts(validation=True, limit=limit)
     bach = [figures(FourVoices.from_parts(c.parts), FourVoices.from_parts(c.parts)) for c in chorales]
     rows = {"bach": total(bach)}
-    rows["model"] = harmonize_chorales(chorales, lambda: NumpySteps(m), m.vocab, temperature)
+    rows["model"] = harmonize_chorales(
+        chorales, lambda meter: NumpySteps(m, meter=meter), m.vocab, temperature
+    )
     rows["model, no rule"] = harmonize_chorales(
-        chorales, lambda: NumpySteps(m), m.vocab, temperature, rules=False
+        chorales, lambda meter: NumpySteps(m, meter=meter), m.vocab, temperature, rules=False
     )
     prior = shipped()
     if prior is not None:
         rows["network alone"] = harmonize_chorales(
-            chorales, lambda: NumpySteps(m), m.vocab, temperature, prior_weight=0, inner_weight=0
+            chorales,
+            lambda meter: NumpySteps(m, meter=meter),
+            m.vocab,
+            temperature,
+            prior_weight=0,
+            inner_weight=0,
         )
         rows["network alone"]["kind"] = "the network without the harmony prior"
         rows["prior alone"] = prior_bass(chorales, prior)
@@ -109,7 +117,7 @@ def evaluate_harmony(
         # The n-gram learns what the network learned: the training chorales in C major or A minor.
         train_p, _ = split_by_piece(load_pieces("chorales"))
         kn = KneserNey(encode_pieces(train_p, m.vocab), len(m.vocab), order=ngram_order)
-        rows["ngram"] = harmonize_chorales(chorales, lambda: NgramSteps(kn), m.vocab, temperature)
+        rows["ngram"] = harmonize_chorales(chorales, lambda meter: NgramSteps(kn), m.vocab, temperature)
         rows["ngram"]["kind"] = f"interpolated Kneser-Ney, order {ngram_order}, with the same harmony prior"
     return {
         "model": m.name,

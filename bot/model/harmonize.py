@@ -426,7 +426,7 @@ def harmonize(composer, options: Options, melody: Melody) -> Harmonization:
     # Folded after the key's move, from the file's own line, so the notes said to move are the ones that did.
     notes, _, moved = fold_line(transpose(melody.source or melody.notes, semitones))
     # The stream's time starts at the melody's 0, where its first bar (or pickup) starts.
-    steps = NumpySteps(composer.model, meter=melody.meter, start=melody.meter.position(0.0))
+    steps = NumpySteps(composer.model, meter=melody.meter)
     events, timings = harmonize_melody(
         steps, composer.vocab, notes, key, options.temperature, options.rng_seed, meter=melody.meter
     )

@@ -68,6 +68,12 @@ def strength(onset: float, meter: Meter) -> int:
     return 1 if abs(k - round(k)) < 1e-6 else 2
 
 
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """Each row of logits `z` as log-probabilities."""
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
 def length_class(duration: float) -> int:
     return 0 if duration < 1 - 1e-6 else 1 if duration < 1 + 1e-6 else 2
 
@@ -166,8 +172,7 @@ class HarmonyPrior:
                     for b in range(NONE + 1)
                 ]
             ).astype(np.float64)
-            z -= z.max(axis=1, keepdims=True)
-            out[i] = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+            out[i] = log_softmax(z)
         return out
 
     def tables(self, notes: Sequence[Event], minor: bool, meter: Meter) -> tuple[np.ndarray, np.ndarray]:
@@ -346,9 +351,7 @@ def log_loss(prior: HarmonyPrior, chorales: Sequence[Chorale]) -> tuple[float, f
     """The bass's mean log-loss (nats) on `chorales`' examples (`examples`: Bach's bass on each beat), the
     share of them where Bach's is the likeliest, and how many there are."""
     xs, ys = examples(chorales)
-    z = np.stack([prior.logits(x) for x in xs]).astype(np.float64)
-    z -= z.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    logp = log_softmax(np.stack([prior.logits(x) for x in xs]).astype(np.float64))
     y = np.asarray(ys)
     return float(-logp[np.arange(len(y)), y].mean()), float((logp.argmax(axis=1) == y).mean()), len(y)
 

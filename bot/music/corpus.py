@@ -52,6 +52,8 @@ MUSIC21_SOURCES = (
     ("corpus:mozart", 1),
     ("chorales", 1),
 )
+# The `--data` names that stand for several sources.
+NAMED_SETS = {"music21": MUSIC21_SOURCES, "folk": FOLK_SOURCES}
 # Note values each style is read at. The renaissance corpora are written in the old long values (a beat
 # of a half note: their notes move 1.55 beats apart on average, the chorales' 0.63), so they are read at
 # half their written values, as modern editions print them: a beat then means the same pace in every
@@ -84,7 +86,7 @@ def load_pieces(source: str = DEFAULT_DATA, limit: int | None = None, workers: i
     sources = expand(source)
     for part, _ in sources:
         check_trainable(thinned(part)[0])
-    if len(sources) > 1 or sources[0][1] > 1 or thinned(sources[0][0])[1] > 1:
+    if sources != [(source, 1)] or thinned(source)[1] > 1:  # a set, a share or several: part by part
         out: list[Piece] = []
         for part, every in sources:
             name, thin = thinned(part)
@@ -104,19 +106,18 @@ def expand(source: str) -> list[tuple[str, int]]:
     """The sources a `--data` value names, each with the share of its items taken (every n-th). A part
     `NAME/N` (a registered source or a named set, not a folder) keeps every N-th piece of what NAME reads,
     and each of its sources carries the `/N`."""
-    named = {"music21": MUSIC21_SOURCES, "folk": FOLK_SOURCES}
     out: list[tuple[str, int]] = []
     for part in source.split("+") if "+" in source else [source]:
         name, thin = thinned(part)
         suffix = f"/{thin}" if thin > 1 else ""
-        out += [(s + suffix, every) for s, every in named.get(name, [(name, 1)])]
+        out += [(s + suffix, every) for s, every in NAMED_SETS.get(name, [(name, 1)])]
     return out
 
 
 def thinned(part: str) -> tuple[str, int]:
     """A `--data` part and the share of its pieces kept: `folk/4` is (`folk`, 4), a folder is itself."""
     name, _, n = part.rpartition("/")
-    if name and n.isdigit() and int(n) > 0 and (name in {"music21", "folk"} or not is_folder(name)):
+    if name and n.isdigit() and int(n) > 0 and (name in NAMED_SETS or not is_folder(name)):
         return name, int(n)
     return part, 1
 

@@ -94,7 +94,7 @@ def continuation_tempo(onsets: np.ndarray, us_per_beat: np.ndarray) -> float:
     end = 60e6 / float(us_per_beat[-1])
     other = np.flatnonzero(us_per_beat != us_per_beat[-1])
     held = len(np.unique(onsets[other[-1] + 1 :] if len(other) else onsets))
-    recent = 60e6 / us_per_beat[onsets >= onsets[-1] - PACE_BEATS].astype(float)
-    pace = float(np.percentile(recent, PACE_PERCENTILE))
-    slowing = end < RITARDANDO * pace and held < NEW_TEMPO_ONSETS
-    return pace if slowing and len(np.unique(onsets[-len(recent) :])) >= 2 * NEW_TEMPO_ONSETS else end
+    window = onsets >= onsets[-1] - PACE_BEATS
+    pace = float(np.percentile(60e6 / us_per_beat[window].astype(float), PACE_PERCENTILE))
+    enough = len(np.unique(onsets[window])) >= 2 * NEW_TEMPO_ONSETS
+    return pace if enough and end < RITARDANDO * pace and held < NEW_TEMPO_ONSETS else end
