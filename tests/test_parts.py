@@ -15,7 +15,7 @@ from bot.music.events import Event
 from bot.music.midi_out import midi_bytes
 from bot.render.audio import find_soundfont
 from bot.render.files import render_here
-from bot.render.parts import Part, _timeline, mix, play_parts, split_midi
+from bot.render.parts import ONSET_SECONDS, Part, _timeline, mix, play_parts, split_midi
 from bot.render.pool import RenderPool, render_on
 from bot.render.synth import Synth, SynthSettings
 from tests.test_render import kinds, needs_renderer, piece, request, sound
@@ -73,6 +73,22 @@ def test_a_short_piece_or_a_single_synth_is_not_cut() -> None:
     buf = io.BytesIO()
     silent.save(file=buf)
     assert split_midi(buf.getvalue(), 2, RATE) == [Part(0, buf.getvalue())]
+
+
+def test_a_dense_stretch_is_a_shorter_part_so_the_parts_cost_alike() -> None:
+    # 60 s of one note a second, then 60 s of four a second: cut at equal time, the second part would
+    # hold four times the notes.
+    sparse = [Event(float(b), 1.0, (60 + b % 12,), 80) for b in range(60)]
+    dense = [Event(60.0 + b / 4, 0.25, (72 + b % 12,), 80) for b in range(240)]
+    midi = midi_bytes(sparse + dense, tempo=60.0)
+    parts = split_midi(midi, 2, RATE)
+    cut = parts[1].offset / RATE
+    assert 60.0 < cut < 90.0
+    onsets = [n[0] for p in parts for n in notes(p.midi, p.offset / RATE)]
+    first = sum(t < cut for t in onsets)
+    costs = [cut + ONSET_SECONDS * first, (onsets[-1] - cut) + ONSET_SECONDS * (len(onsets) - first)]
+    assert abs(costs[0] - costs[1]) < 0.05 * sum(costs)
+    assert sorted(n for p in parts for n in notes(p.midi, p.offset / RATE)) == notes(midi)
 
 
 @needs_renderer
