@@ -61,6 +61,7 @@ def cmd_train(args) -> int:
                 "batch_size": args.batch_size,
                 "dropout": args.dropout,
                 "learning_rate": args.learning_rate,
+                "stats_input": args.stats_input or None,
             }.items()
             if v is not None
         }
@@ -68,6 +69,7 @@ def cmd_train(args) -> int:
         verbose=1 if sys.stdout.isatty() else 2,
         keys=args.keys,
         tokens=args.tokens,
+        init=args.init,
     )
     t = card["training"]
     print(
@@ -203,6 +205,18 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--learning-rate", type=float, help="the optimizer's step size (default: the preset's)")
     t.add_argument("--limit", type=int, help="use only the first N pieces")
     t.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
+    t.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="start from this model folder's weights (same vocabulary) and go straight to the averaged "
+        "epochs",
+    )
+    t.add_argument(
+        "--stats-input",
+        action="store_true",
+        help="tell the network each piece's statistics (bot/model/conditioning.py); with --init, the new "
+        "inputs start at zero",
+    )
     t.set_defaults(func=cmd_train)
 
 

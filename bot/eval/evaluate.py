@@ -145,7 +145,7 @@ def network_probs(
 
 def tutorial_probs(net, config: M.Config, seq: np.ndarray, vocab_size: int, batch: int = 512) -> np.ndarray:
     """The tutorial's way: each next token predicted from the 100 scaled tokens before it."""
-    from bot.model.train import tutorial_window
+    from bot.model.epochs import tutorial_window
 
     w = np.stack([tutorial_window(seq, t, config.seq_len) for t in range(1, len(seq))])
     x = (w[..., None] / float(vocab_size)).astype("float32")

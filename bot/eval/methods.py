@@ -7,6 +7,9 @@
   2018), the network alone afterwards;
 - **both**: the adapted network mixed with the short-term model.
 
+A network trained told each piece's statistics (`bot.model.conditioning`, as Performance RNN is) is
+measured instead with and without the seed's (`STATS_METHODS`): the third way, beside the short-term model.
+
 Dynamic evaluation changes the weights for one request, so it is run here one seed at a time at batch 1
 (the product's sampler serves a batch of requests with one set of weights). Its settings are fixed
 beforehand, not tuned on these seeds: `STEPS` Adam steps at `RATE` over the whole seed (dropout on, as in
@@ -29,6 +32,8 @@ from bot.music.meter import Meter, stream_meter_ids
 STEPS = 8
 RATE = 3e-4
 METHODS = ("network alone", "short-term model", "dynamic evaluation", "both")
+STATS_METHODS = ("network alone", "seed statistics", "short-term model", "statistics + short-term")
+_NO_SHORT_TERM = ("network alone", "dynamic evaluation", "seed statistics")
 
 
 def seed_arrays(model: M.LoadedModel, primer: Sequence[int], meter: Meter, start: int):
@@ -89,16 +94,18 @@ class Adapted:
 
 
 def methods_section(composer, pieces, chorales, steps: int = STEPS, rate: float = RATE) -> dict:
-    """Seed fidelity of each way (`METHODS`) on the same seeds and RNG seeds."""
+    """Seed fidelity of each way (`METHODS`, or `STATS_METHODS` for a network told statistics) on the same
+    seeds and RNG seeds."""
     t0 = time.monotonic()
     out = {}
-    for method in METHODS:
-        composer.seed_short_term = 0.0 if method in ("network alone", "dynamic evaluation") else None
+    for method in STATS_METHODS if composer.model.config.stats_input else METHODS:
+        composer.seed_short_term = 0.0 if method in _NO_SHORT_TERM else None
+        composer.seed_statistics = method in ("seed statistics", "statistics + short-term")
         adapted = Adapted(composer, steps, rate) if method in ("dynamic evaluation", "both") else None
         try:
             section = F.fidelity_section(composer, pieces, chorales, compose=adapted)
         finally:
-            composer.seed_short_term = None
+            composer.seed_short_term, composer.seed_statistics = None, True
         out[method] = {
             "groups": {
                 name: {k: g[k] for k in ("seeds", "mean_fidelity", "grid_seeds", "grid_kept", "key_kept")}
@@ -115,9 +122,11 @@ def methods_section(composer, pieces, chorales, steps: int = STEPS, rate: float 
 def methods_table(section: dict) -> str:
     methods = section["methods"]
     groups = list(next(iter(methods.values()))["groups"])
+    adapting = "dynamic evaluation" in methods
+    how = f"; dynamic evaluation = {section['steps']} Adam steps at {section['rate']:g} on the seed"
     lines = [
-        f"ways to listen to the seed: mean seed fidelity (1: as close as the real next part, 0: as a "
-        f"chorale); dynamic evaluation = {section['steps']} Adam steps at {section['rate']:g} on the seed",
+        "ways to listen to the seed: mean seed fidelity (1: as close as the real next part, 0: as a "
+        "chorale)" + (how if adapting else "; seed statistics = the network told the seed's"),
         f"{'':22}" + "".join(f"{g:>18}" for g in groups) + f"{'adapting (median)':>20}",
     ]
     for name, m in methods.items():

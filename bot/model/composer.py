@@ -21,6 +21,7 @@ import numpy as np
 
 from bot.errors import ModelNotFound
 from bot.model import short_term
+from bot.model.conditioning import statistics
 from bot.model.network import LoadedModel
 from bot.model.network import load as load_model
 from bot.model.sample import MAX_PRIMER_TOKENS, Request, Sampler, bar_start
@@ -206,6 +207,9 @@ class Composer:
         # The short-term model's weight for every seed, None for `short_term_weight`'s: `etude eval
         # --methods` sets 0 to hear the network alone.
         self.seed_short_term: float | None = None
+        # Whether a network told statistics (`bot.model.conditioning`) hears a seed's; `etude eval
+        # --methods` sets False to hear it without them.
+        self.seed_statistics = True
         try:
             self.sampler = Sampler(self.model)
         except Exception as e:  # weights that load but do not fit the config or vocabulary beside them
@@ -262,6 +266,12 @@ class Composer:
         primer = tuple(self.vocab.trim(ids, MAX_PRIMER_TOKENS))
         return key, source, primer, -octave - key.to_reference(), last_frame
 
+    def told(self, primer: Sequence[int]) -> tuple[float, ...]:
+        """The statistics of a seed's primer, for a network told them; empty otherwise."""
+        if not (self.model.config.stats_input and self.seed_statistics):
+            return ()
+        return tuple(float(x) for x in statistics(self.vocab, primer))
+
     def compose(self, jobs: Sequence[tuple[Options, Seed | None]]) -> list[Composition]:
         """Sample every job in one batch; each result is what it would be alone with the same options."""
         jobs = [(o.check().with_rng_seed(), s) for o, s in jobs]
@@ -282,6 +292,7 @@ class Composer:
                 bar=s.meter.bar_steps if s is not None else 4 * GRID,
                 bar_pos=s.meter.position(plan[4]) if s is not None else 0,
                 form=s is None,  # a seed's own phrases come back through the short-term model
+                stats=self.told(plan[2]) if s is not None else (),
             )
             for (o, s), plan in zip(jobs, plans)
         ]

@@ -22,6 +22,7 @@ from bot.cards import DEFAULT_MODEL, load_card
 from bot.errors import ModelNotFound
 from bot.model import backend
 from bot.model.card import write_card
+from bot.model.conditioning import STATISTICS, told
 from bot.music.encoding import Vocabulary
 from bot.music.meter import METER_IDS, Meter, stream_meter_ids
 from bot.paths import checked_file
@@ -39,6 +40,9 @@ class Config:
     # networks trained before the network was told (they read the token alone).
     meter_input: bool = False
     meter_dim: int = 16
+    # The piece's statistics (`bot.model.conditioning`) beside each token, as Performance RNN is told its
+    # note density and pitch classes: a seed's when continuing it, zeros when not told. Needs meter_input.
+    stats_input: bool = False
     # 2 x 192: at batch 1 a step's weights (2.2 MB) stay in a core's cache, where 2 x 384 (8 MB) ran at a
     # third of the speed on a 2-core CPU (README, "The shipped model").
     hidden: int = 192
@@ -112,7 +116,8 @@ def build(config: Config):
     """A Keras model that maps token windows to next-token logits.
 
     every_step: int ids (batch, time) -> logits (batch, time, vocab); with `meter_input` the inputs are
-                [token ids, meter ids] (both (batch, time)), the two embeddings side by side
+                [token ids, meter ids] (both (batch, time)), the two embeddings side by side; with
+                `stats_input` also the statistics (batch, time, STATISTICS) beside them
     last:       scalars (batch, time, 1) -> logits (batch, vocab)
     """
     keras = backend.keras()
@@ -125,8 +130,11 @@ def build(config: Config):
         if config.meter_input:
             meter = keras.Input((None,), dtype="int32", name="meter")
             where = layers.Embedding(METER_IDS, config.meter_dim, name="meter_embed")(meter)
-            x = layers.Concatenate(name="token_and_meter")([x, where])
-            inputs = [inputs, meter]
+            parts, inputs = [x, where], [inputs, meter]
+            if config.stats_input:
+                stats = keras.Input((None, STATISTICS), dtype="float32", name="stats")
+                parts, inputs = [*parts, stats], [*inputs, stats]
+            x = layers.Concatenate(name="token_and_meter")(parts)
     else:
         inputs = keras.Input((None, 1), dtype="float32", name="scaled_tokens")
         x = inputs
@@ -178,16 +186,19 @@ class LoadedModel:
     def name(self) -> str:
         return self.card.get("name") or self.path.name
 
-    def inputs(self, tokens: np.ndarray, meters: Sequence[Meter] | None = None):
+    def inputs(self, tokens: np.ndarray, meters: Sequence[Meter] | None = None, stats=None):
         """What the network takes for rows of token ids (batch, time), each a stream from its beginning:
         the ids alone, or with their metrical input counted in each row's meter (4/4 from the first
-        downbeat when not given)."""
+        downbeat when not given), and for a network told statistics, `stats` (none: not told)."""
         tokens = np.asarray(tokens, np.int32)
         if not self.config.meter_input:
             return tokens
         table = self.vocab.shift_table()
         meters = meters or [Meter()] * len(tokens)
-        return [tokens, np.stack([stream_meter_ids(table[row], m) for row, m in zip(tokens, meters)])]
+        out = [tokens, np.stack([stream_meter_ids(table[row], m) for row, m in zip(tokens, meters)])]
+        if self.config.stats_input:
+            out.append(np.repeat(told(stats, len(tokens))[:, None], tokens.shape[1], axis=1))
+        return out
 
 
 def save(folder: Path, net, config: Config, vocab: Vocabulary, card: dict | None = None) -> None:

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from bot.errors import BadOption
-from bot.model import backend
+from bot.model import backend, conditioning
+from bot.model.conditioning import STATISTICS
 from bot.model.form import plan_uniforms
 from bot.model.loop_state import Book, Loop
 from bot.model.masks import MAX_CHORD, MAX_QUIET, MAX_SHIFT_CHAIN, Masks, token_kinds, token_pitches
@@ -76,6 +77,8 @@ class Request:
     bar: int = 4 * GRID  # steps per bar (the seed's meter)
     bar_pos: int = 0  # steps from the last downbeat to the primer's last frame (0: a piece from nothing)
     form: bool = False  # whether earlier phrases come back by the plan of `bot.model.form`
+    # The seed's statistics for a network told them (`bot.model.conditioning`); empty: not told.
+    stats: tuple[float, ...] = ()
 
     def check(self) -> None:
         check_sampling(self.length, self.temperature, self.top_p)
@@ -87,6 +90,8 @@ class Request:
             raise BadOption("a request's short-term weight must be in 0-1")
         if not (0 < self.bar <= 32 * 4 * GRID and 0 <= self.bar_pos < self.bar):
             raise BadOption("a request's bar must be 1 to 4,608 steps and its position inside it")
+        if len(self.stats) not in (0, STATISTICS):
+            raise BadOption(f"a request's statistics must be {STATISTICS} numbers, or none")
 
 
 class Sampler:
@@ -150,6 +155,9 @@ class Sampler:
                 tables["meter_gates"] = (_array(self.meter_embed.embeddings) @ meter_kernel).astype(
                     np.float32
                 )
+            if cfg.stats_input:  # a request's statistics are the same at every step: their gates too
+                told = d + cfg.meter_dim
+                tables["stats_gates"] = kernel[told : told + STATISTICS].astype(np.float32)
             lstm[0] = (_array(cells[0].recurrent_kernel).astype(np.float32), lstm[0][1])
         params = {
             "lstm": lstm,
@@ -166,11 +174,13 @@ class Sampler:
         return params
 
     # -- one step of the network ------------------------------------------------------------------------
-    def _logits(self, params, tokens, bar_pos, bars, states):
+    def _logits(self, params, tokens, bar_pos, bars, states, told=None):
         ops = self.ops
         first = x = None
         if self.embed is not None:  # the first layer's input gates, read from the tables
             first = ops.take(params["token_gates"], tokens, axis=0)
+            if told is not None:
+                first = first + told
             if self.meter_embed is not None:
                 ids = meter_ids(bar_pos, bars, minimum=ops.minimum)
                 first = first + ops.take(params["meter_gates"], ids, axis=0)
@@ -208,6 +218,7 @@ class Sampler:
         bar_starts,
         forms,
         plans,
+        stats,
         uniforms,
         max_steps,
     ):
@@ -218,7 +229,8 @@ class Sampler:
         (B,) float32; grids, phases (B,) int32 (`Request.grid`, `Request.phase`); weights (B,) float32 the
         short-term model's (`Request.short_term`); bars, bar_starts (B,) int32 steps per bar and where in
         its bar each primer's time begins; forms (B,) bool `Request.form`, plans (B, PLAN_PHRASES) float32 the
-        numbers its plan draws (`form.plan_uniforms`); uniforms (B, S) float32 in [0, 1); max_steps = S, a
+        numbers its plan draws (`form.plan_uniforms`); stats (B, STATISTICS) float32 `Request.stats` (zeros where
+        not told); uniforms (B, S) float32 in [0, 1); max_steps = S, a
         Python int (a static size for the compiler). Returns tokens (B, S) int32: the whole stream, primer included, and the number of
         steps each request took (B,).
         """
@@ -230,8 +242,10 @@ class Sampler:
         short_term = ShortTerm(ops, v, kinds == 3)
         form = book.form
 
+        told = ops.matmul(stats, params["stats_gates"]) if "stats_gates" in params else None
+
         def body(s: Loop) -> tuple[Loop]:
-            logits, states = self._logits(params, s.tok, s.bar_pos, s.bars, s.states)
+            logits, states = self._logits(params, s.tok, s.bar_pos, s.bars, s.states, told)
             # The piece so far's own model, mixed in before any rule: the rules still decide what may come.
             # Each only where some row uses it: a batch without a seed skips the short-term model, and one
             # where no phrase is returning skips the copy (a conditional, not a mask: it is not computed).
@@ -350,6 +364,7 @@ class Sampler:
             np.array(bar_starts, np.int32),
             np.array([r.form for r in requests], bool),
             plan_uniforms([r.rng_seed for r in requests]),
+            np.concatenate([conditioning.told(r.stats, 1) for r in requests]),
             uniforms,
             steps,
         )

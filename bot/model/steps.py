@@ -11,6 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
+from bot.model.conditioning import told
 from bot.music.meter import Meter, meter_ids
 
 PARTICLES = 4  # rows stepped at once: the harmonizer's proposals per chord (chords about as often triads
@@ -38,9 +39,13 @@ class NumpySteps:
     dense layer) are not stepped here: `supports` says so and `harmonize` refuses them in one line.
     """
 
-    def __init__(self, model, k: int = PARTICLES, meter: Meter | None = None, start: int | None = None):
+    def __init__(
+        self, model, k: int = PARTICLES, meter: Meter | None = None, start: int | None = None, stats=None
+    ):
         net, cfg = model.net, model.config
         self.k = k
+        # A network told statistics (`Config.stats_input`) hears `stats` at every step; none: not told.
+        self.told = told(stats, k) if cfg.stats_input else None
         # A network told where the beat is (`Config.meter_input`) hears the time each row has reached.
         self.meter = meter or Meter()
         # Where in its bar the stream's time begins: the meter's own phase unless the caller says.
@@ -94,6 +99,8 @@ class NumpySteps:
             if self.meter_embed is not None:
                 where = self.meter_embed[meter_ids(self.bar_pos, self.meter.bar_steps)]
                 x = np.concatenate([x, where], axis=1)
+            if self.told is not None:
+                x = np.concatenate([x, self.told[: len(x)]], axis=1)
         else:  # the tutorial's input: the token index divided by the vocabulary size
             x = (tokens.astype(np.float32) / self.scale)[:, None]
         new = []

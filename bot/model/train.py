@@ -16,11 +16,12 @@ import numpy as np
 from bot.errors import BadData
 from bot.model import backend
 from bot.model import network as M
-from bot.model.averaging import AVERAGE_EPOCHS, AVERAGE_RATE, WeightAverage, best_source
+from bot.model.averaging import AVERAGE_EPOCHS, AVERAGE_RATE, WeightAverage, best_source, validation_loss
 from bot.model.backend import machine_name
-from bot.music.corpus import KEY_MODES, expand, thinned, transpose_windows, windows
+from bot.model.conditioning import statistics
+from bot.model.epochs import last_dataset, meter_inputs, step_arrays, warm_start
+from bot.music.corpus import KEY_MODES, expand, thinned
 from bot.music.encoding import Vocabulary
-from bot.music.meter import Meter, stream_meter_ids
 from bot.music.sources import card_sources
 
 ENCODING_TEXT = (
@@ -137,76 +138,6 @@ def load_tokens(path: Path) -> TokenData:
     return TokenData(vocab, train, valid, meta)
 
 
-def meter_inputs(vocab: Vocabulary, seqs, meters: list | None) -> list[np.ndarray]:
-    """The metrical input of every token of each whole piece (`bot.music.meter.stream_meter_ids`), from
-    the pieces' meters as `corpus_tokens` keeps them; 4/4 from the first note where none is kept (a
-    tokens file from before meters were)."""
-    table = vocab.shift_table()
-    meters = meters if meters and len(meters) == len(seqs) else [None] * len(seqs)
-    return [stream_meter_ids(table[s], Meter.from_json(m) if m else Meter()) for s, m in zip(seqs, meters)]
-
-
-# -- what one epoch sees ---------------------------------------------------------------------------------
-def step_arrays(
-    config: M.Config,
-    vocab: Vocabulary,
-    seqs,
-    rng: np.random.Generator | None,
-    transpose_keys: bool = False,
-    meters: list[np.ndarray] | None = None,
-) -> tuple[np.ndarray | list[np.ndarray], np.ndarray, np.ndarray]:
-    """(inputs, targets, weights) of one epoch for an every-step network, as whole arrays.
-
-    With `rng` (training) the windows are cut at a random offset (with `transpose_keys` each moved by a
-    random transposition) and shuffled, so every epoch sees new windows; without it (validation) they are
-    the same each time. Padding targets weigh 0. A network with a metrical input takes [tokens, meter
-    ids] (`meters`: `meter_inputs` of the same pieces), cut at the same places.
-    """
-    offset = int(rng.integers(config.seq_len)) if rng is not None else 0
-    w = windows(seqs, config.seq_len, offset)
-    m = windows(meters, config.seq_len, offset) if config.meter_input else None
-    if rng is not None and transpose_keys:
-        w = transpose_windows(w, vocab, rng)
-    if rng is not None:
-        order = rng.permutation(len(w))
-        w = w[order]
-        m = m[order] if m is not None else None
-    x, y = w[:, :-1], w[:, 1:]
-    inputs = [x, m[:, :-1]] if m is not None else x
-    return inputs, y, (y != 0).astype("float32")
-
-
-def last_dataset(config: M.Config, vocab: Vocabulary, seqs, seed: int, augment: bool, limit=None):
-    """The tutorial's scheme as a Keras dataset: every position a window of seq_len scaled tokens and one
-    target. Too large to hold as one array (a window per token), so it is cut batch by batch."""
-    keras = backend.keras()
-    rng = np.random.default_rng(seed)
-    idx = [(i, t) for i, s in enumerate(seqs) for t in range(1, len(s))]
-    order = rng.permutation(len(idx))[:limit] if limit else rng.permutation(len(idx))
-    idx = [idx[j] for j in order]
-
-    class Last(keras.utils.PyDataset):
-        def __len__(self):
-            return max(1, -(-len(idx) // config.batch_size))
-
-        def __getitem__(self, i):
-            rows = idx[i * config.batch_size : (i + 1) * config.batch_size]
-            w = np.stack([tutorial_window(seqs[s], t, config.seq_len) for s, t in rows])
-            y = np.array([seqs[s][t] for s, t in rows], np.int32)
-            if augment:
-                both = transpose_windows(np.concatenate([w, y[:, None]], 1), vocab, rng)
-                w, y = both[:, :-1], both[:, -1]
-            return (w[..., None] / float(len(vocab))).astype("float32"), y
-
-    return Last()
-
-
-def tutorial_window(seq: np.ndarray, t: int, length: int) -> np.ndarray:
-    """The `length` tokens before position t, left-padded with `<pad>`."""
-    w = seq[max(0, t - length) : t]
-    return np.pad(w, (length - len(w), 0))
-
-
 def budget_callback(deadline: float | None):
     """A callback that stops training at a `time.monotonic()` deadline, checked after every execution."""
     keras = backend.keras()
@@ -254,13 +185,15 @@ def train(
     verbose: int = 1,
     tokens: str | Path | None = None,
     keys: str = "reference",
+    init: str | Path | None = None,
 ) -> dict:
     """Train a model on `data` (a corpus or folder) or on a `tokens` file into the folder `out`; returns
     its card.
 
     Each epoch is handed to Keras as whole arrays (fresh windows and transpositions every epoch), so a
     GPU runs many steps per call. A run that stops (budget, Ctrl-C, a crash) resumes from
-    `out/checkpoint` unless `fresh`.
+    `out/checkpoint` unless `fresh`. With `init` (a model folder) a new run starts from that model's
+    weights (`warm_start`) and goes straight to the averaged epochs.
     """
     keras = backend.keras()
 
@@ -289,6 +222,12 @@ def train(
         net = M.build(config)
         M.compile_model(net, config)
         state = {"epoch": 0, "best_val_loss": None, "seconds": 0.0, "history": [], "wait": 0}
+        if init is not None:
+            source = M.load(init)
+            if source.vocab.to_json() != vocab.to_json():
+                raise BadData(f"{init} has another vocabulary than --data gives; train it afresh")
+            warm_start(net, source.net)
+            state["init"] = str(init)
     # Set before the first fit builds the train function; a checkpoint keeps the value it was saved with.
     net.steps_per_execution = steps_per_execution()
     source = td.meta.get("source", str(tokens))
@@ -307,10 +246,17 @@ def train(
     average = WeightAverage.load(average_path) if state["epoch"] else WeightAverage()
     train_meters = meter_inputs(vocab, td.train, td.meta.get("train_meters"))
     valid_meters = meter_inputs(vocab, td.valid, td.meta.get("valid_meters"))
+    train_stats = [statistics(vocab, s) for s in td.train] if config.stats_input else None
     if config.targets == "every_step":
         validation = step_arrays(config, vocab, td.valid, None, meters=valid_meters)
     else:
         validation = last_dataset(config, vocab, td.valid, 0, augment=False, limit=2048)
+    if "init" in state and not state["epoch"]:
+        # The run begins where the model it starts from stands: its epochs are averaged from the first
+        # that does not improve on it.
+        state["best_val_loss"] = validation_loss(net, validation, config.batch_size)
+        state["wait"] = patience
+        print(f"starting from {state['init']}: validation loss {state['best_val_loss']:.4f}")
 
     def run_epoch(epoch: int) -> dict:
         rng = np.random.default_rng([0, epoch])  # a resumed run cuts the same windows as an unbroken one
@@ -322,7 +268,7 @@ def train(
             validation_data=validation,
         )
         if config.targets == "every_step":
-            x, y, w = step_arrays(config, vocab, td.train, rng, transpose_keys, train_meters)
+            x, y, w = step_arrays(config, vocab, td.train, rng, transpose_keys, train_meters, train_stats)
             if steps_per_epoch:
                 n = steps_per_epoch * config.batch_size
                 x = [a[:n] for a in x] if isinstance(x, list) else x[:n]
@@ -384,6 +330,15 @@ def train(
             json.dumps({**state, "config": asdict(config), "vocab": vocab.to_json(), "keys": keys})
         )
 
+    weights_from = best_source(state["history"])
+    if "init" in state and average.active and not best_path.is_file():
+        # Nothing beat the model it started from on the validation pieces (told no statistics): the result
+        # is still the mean of the epochs trained, what this run learnt (a new input, new data).
+        with average.worn_by(net):
+            net.save(best_path)
+        last = state["history"][-1]
+        state["best_val_loss"] = last["val_loss_average"]
+        weights_from = f"the mean of epochs {last['epoch'] - last['averaged_epochs'] + 1}-{last['epoch']}"
     # Loaded without its optimizer, so the shipped file holds the weights alone (a third of the size).
     best = keras.saving.load_model(best_path, safe_mode=True, compile=False) if best_path.is_file() else net
     card = {
@@ -429,11 +384,12 @@ def train(
             "seconds": round(state["seconds"], 1),
             "epochs": state["epoch"],
             "best_val_loss": round(state["best_val_loss"], 4) if state["best_val_loss"] else None,
-            "best_weights": best_source(state["history"]),
+            "best_weights": weights_from,
             "budget_minutes": minutes,
             "machine": machine_name(),
             "backend": backend.describe(),
             "history": state["history"],
+            **({"init": state["init"]} if "init" in state else {}),
             "wall_seconds_this_run": round(time.monotonic() - t_start, 1),
         },
     }
