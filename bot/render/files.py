@@ -150,16 +150,13 @@ def render_piece(
     rate = synth.settings.sample_rate
     plan_wav(1.0, limit)  # a limit too small for any audio is refused before FluidSynth runs
     with ThreadPoolExecutor(2) as side:
-        # The picture does not need the audio: it is drawn on a core left free, beside FluidSynth when it
-        # plays here on one, else beside the encoders (the WAV's takes half the time the Opus's does), not
-        # on a core the synths of a piece's parts are playing on.
-        png = side.submit(_png, request) if audio is None else None
+        # The picture does not need the audio: it is drawn while FluidSynth plays.
+        png = side.submit(_png, request)
         t = time.perf_counter()
         if audio is None:
             audio = synth.render(request.midi, MAX_AUDIO_SECONDS, reuse=True)
         audio = master(trim(audio, rate), rate)  # EBU R128 loudness, peaks under the ceiling
         timings["synth"] = time.perf_counter() - t
-        png = png or side.submit(_png, request)
         seconds = len(audio) / rate
         wav_plan = plan_wav(seconds, limit)
         kbps = opus_kbps(seconds, limit)
