@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from bot.errors import BadData
+from bot.errors import BadData, BadOption
 from bot.model import network as M
 from bot.model.averaging import AVERAGE_EPOCHS, AVERAGE_RATE
 from bot.model.composer import Composer
@@ -122,3 +122,26 @@ def test_a_seed_is_continued_told_its_statistics_and_the_same_without_them_other
 def test_a_model_of_another_vocabulary_is_refused_as_a_start(tmp_path, midi_folder):
     with pytest.raises(BadData, match="another vocabulary"):
         train(str(midi_folder), tmp_path / "x", preset="small", epochs=1, init=M.DEFAULT_MODEL, verbose=0)
+
+
+def test_a_run_from_a_model_can_end_part_of_the_way_from_it(tmp_path, midi_folder, tiny_model_dir):
+    """With --blend the result is that share of the way from the start's weights to the run's own result
+    (kept as the checkpoint's best), scored on the validation pieces as it is."""
+    out = tmp_path / "blended"
+    card = train(
+        str(midi_folder), out, preset="small", init=tiny_model_dir, blend=0.25, overrides=SHAPE, verbose=0
+    )
+    start = M.load(tiny_model_dir).net.get_weights()
+    ran = keras_model(out / "checkpoint" / "best.keras").get_weights()
+    got = M.load(out).net.get_weights()
+    for a, b, c in zip(start, ran, got, strict=True):
+        assert np.allclose(c, 0.75 * a + 0.25 * b, atol=1e-6)
+    assert card["training"]["best_weights"].startswith(f"0.25 of the way from {tiny_model_dir} to ")
+    with pytest.raises(BadOption, match="--blend needs --init"):
+        train(str(midi_folder), tmp_path / "y", preset="small", blend=0.5, verbose=0)
+
+
+def keras_model(path):
+    from bot.model import backend
+
+    return backend.keras().saving.load_model(path, safe_mode=True, compile=False)

@@ -70,6 +70,7 @@ def cmd_train(args) -> int:
         keys=args.keys,
         tokens=args.tokens,
         init=args.init,
+        blend=args.blend,
     )
     t = card["training"]
     print(
@@ -212,6 +213,13 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "epochs",
     )
     t.add_argument(
+        "--blend",
+        type=float,
+        metavar="SHARE",
+        help="with --init: the result is this share of the way from the start's weights to the run's "
+        "(0.25: a quarter)",
+    )
+    t.add_argument(
         "--stats-input",
         action="store_true",
         help="tell the network each piece's statistics (bot/model/conditioning.py); with --init, the new "
@@ -284,7 +292,8 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         "--methods",
         action="store_true",
         help="only seed fidelity of four ways to listen to the seed: the network alone, the short-term "
-        "model, dynamic evaluation (gradient steps on the seed), both",
+        "model, dynamic evaluation (gradient steps on the seed), both; for a network trained with "
+        "--stats-input, with and without the seed's statistics, alone and with the short-term model",
     )
     e.add_argument(
         "--listener",

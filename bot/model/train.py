@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.errors import BadData
+from bot.errors import BadData, BadOption
 from bot.model import backend
 from bot.model import network as M
 from bot.model.averaging import AVERAGE_EPOCHS, AVERAGE_RATE, WeightAverage, best_source, validation_loss
@@ -186,6 +186,7 @@ def train(
     tokens: str | Path | None = None,
     keys: str = "reference",
     init: str | Path | None = None,
+    blend: float | None = None,
 ) -> dict:
     """Train a model on `data` (a corpus or folder) or on a `tokens` file into the folder `out`; returns
     its card.
@@ -193,8 +194,11 @@ def train(
     Each epoch is handed to Keras as whole arrays (fresh windows and transpositions every epoch), so a
     GPU runs many steps per call. A run that stops (budget, Ctrl-C, a crash) resumes from
     `out/checkpoint` unless `fresh`. With `init` (a model folder) a new run starts from that model's
-    weights (`warm_start`) and goes straight to the averaged epochs.
+    weights (`warm_start`) and goes straight to the averaged epochs; with `blend` the result is that share
+    of the way from the start's weights to the run's.
     """
+    if blend is not None and not (init is not None and 0.0 < blend <= 1.0):
+        raise BadOption("--blend needs --init and a share of the way in (0, 1]")
     keras = backend.keras()
 
     t_start = time.monotonic()
@@ -341,6 +345,16 @@ def train(
         weights_from = f"the mean of epochs {last['epoch'] - last['averaged_epochs'] + 1}-{last['epoch']}"
     # Loaded without its optimizer, so the shipped file holds the weights alone (a third of the size).
     best = keras.saving.load_model(best_path, safe_mode=True, compile=False) if best_path.is_file() else net
+    if blend is not None:
+        # Part of the way from the model it started from to what this run learnt (WiSE-FT, Wortsman et al.
+        # 2022): the start's figures on its own music are kept better than by the run's end alone.
+        start = M.build(config)
+        warm_start(start, M.load(state["init"]).net)
+        mixed = [(1 - blend) * a + blend * b for a, b in zip(start.get_weights(), best.get_weights())]
+        best.set_weights(mixed)
+        net.set_weights(mixed)  # the training network, compiled, scores it
+        state["best_val_loss"] = validation_loss(net, validation, config.batch_size)
+        weights_from = f"{blend:g} of the way from {state['init']} to {weights_from}"
     card = {
         "name": out.name,
         "summary": (
