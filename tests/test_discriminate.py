@@ -36,6 +36,15 @@ def test_two_samples_of_one_source_cannot_be_told_apart() -> None:
     result = D.discriminate(a, b)
     assert 0.25 <= result["accuracy"] <= 0.75
     assert result["excerpts"] == {"real": 28, "generated": 28}
+    low, high = result["accuracy_spread"]
+    assert low <= 0.5 <= high and high - low > 0.05  # other pieces of one source: anywhere about chance
+
+
+def test_the_spread_brackets_the_accuracy_and_narrows_where_the_sources_differ() -> None:
+    rng = np.random.default_rng(8)
+    far = D.discriminate([hymn(rng) for _ in range(10)], [runs(rng) for _ in range(10)])
+    low, high = far["accuracy_spread"]
+    assert 0.9 <= low <= far["accuracy"] <= high <= 1.0
 
 
 def test_clearly_different_sources_are_told_apart() -> None:

@@ -31,6 +31,7 @@ from bot.music.phrases import passage_returns, phrase_cadences_per_16_beats
 EXCERPT_BEATS = 32
 MAX_EXCERPTS = 4  # per piece, so that long samples do not outweigh short chorales
 FOLDS = 5
+SPREAD_ROUNDS = 200  # sets of pieces drawn again for the accuracy's spread
 L2 = 1.0
 TEXTURE_BEATS = 8.0
 RNG_SEED = 5000  # sample i is drawn with RNG seed RNG_SEED + i
@@ -208,6 +209,26 @@ def cross_validate(x: np.ndarray, y: np.ndarray, groups: Sequence[str], k: int =
     return float(np.mean([np.mean(pred[y == c] == c) for c in (0, 1)]))
 
 
+def accuracy_spread(
+    x: np.ndarray, y: np.ndarray, groups: Sequence[str], rounds: int = SPREAD_ROUNDS, seed: int = 0
+) -> tuple[float, float]:
+    """The 5th and 95th percentiles of the cross-validated accuracy over sets of pieces drawn again from
+    each side's own (with replacement, a piece's excerpts together): how far the figure would move with
+    other samples and other chorales of the same sources. A piece drawn twice stays one group, so its
+    copies share a fold and never test each other."""
+    rng = np.random.default_rng(seed)
+    groups = np.asarray(groups)
+    rows = {g: np.flatnonzero(groups == g) for g in set(groups.tolist())}
+    sides = [sorted({g for g, t in zip(groups.tolist(), y) if t == c}) for c in (0, 1)]
+    scores = []
+    for _ in range(rounds):
+        picked = [g for side in sides for g in rng.choice(side, len(side))]
+        idx = np.concatenate([rows[g] for g in picked])
+        scores.append(cross_validate(x[idx], y[idx], groups[idx].tolist()))
+    low, high = np.percentile(scores, [5, 95])
+    return float(low), float(high)
+
+
 def discriminate(
     real: Sequence[Sequence[Event]],
     generated: Sequence[Sequence[Event]],
@@ -229,6 +250,7 @@ def discriminate(
     x = np.array([[np.nan if r[n] is None else r[n] for n in names] for r in rows], float)
     y_arr = np.array(y)
     accuracy = cross_validate(x, y_arr, groups)
+    spread = accuracy_spread(x, y_arr, groups)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a statistic no excerpt of one side shows
         means = [np.nanmean(x[y_arr == c], 0) for c in (0, 1)]
@@ -237,6 +259,7 @@ def discriminate(
     order = np.argsort(-np.abs(w))[:telling]
     return {
         "accuracy": round(accuracy, 4),
+        "accuracy_spread": [round(spread[0], 4), round(spread[1], 4)],
         "excerpts": {"real": int((y_arr == 0).sum()), "generated": int((y_arr == 1).sum())},
         "pieces": {"real": len(real), "generated": len(generated)},
         "features": len(names),
@@ -305,6 +328,14 @@ def _form_rows(form: dict) -> list[tuple[str, str, str]]:
     ]
 
 
+def _spread_text(d: dict) -> str:
+    """The accuracy's spread as the printout and the card say it; nothing for a section from before it."""
+    if "accuracy_spread" not in d:
+        return ""
+    low, high = d["accuracy_spread"]
+    return f"; {low * 100:.0f}-{high * 100:.0f}% over sets of the same pieces drawn again, 5th to 95th percentile"
+
+
 def listener_table(section: dict) -> str:
     """`etude eval --listener`'s printout."""
     d, s = section["discriminator"], section["samples"]
@@ -313,7 +344,8 @@ def listener_table(section: dict) -> str:
         f"{s['rng_seeds'][0]}-{s['rng_seeds'][1]}) beside {d['pieces']['real']} validation chorales",
         f"discriminator: {d['accuracy'] * 100:.0f}% balanced accuracy telling {d['excerpts']['generated']} "
         f"sample excerpts from {d['excerpts']['real']} chorale excerpts of {EXCERPT_BEATS} beats "
-        f"({d['features']} statistics, logistic regression, {FOLDS}-fold by piece; 50%: cannot tell)",
+        f"({d['features']} statistics, logistic regression, {FOLDS}-fold by piece; 50%: cannot tell"
+        f"{_spread_text(d)})",
         f"{'what tells them apart most':32} {'weight':>7} {'chorales':>9} {'samples':>9}",
     ]
     lines += [
@@ -334,8 +366,8 @@ def card_markdown(section: dict) -> list[str]:
         f"{s['pieces']} unseeded samples of {s['length']} notes at the defaults (RNG seeds {s['rng_seeds'][0]}-"
         f"{s['rng_seeds'][1]}) beside {d['pieces']['real']} validation chorales. A logistic regression on "
         f"{d['features']} listener statistics of {EXCERPT_BEATS}-beat excerpts, cross-validated by piece, "
-        f"tells them apart **{d['accuracy'] * 100:.0f}%** of the time (balanced accuracy; 50% = cannot tell; "
-        "`bot/eval/discriminate.py`). What tells them apart most:",
+        f"tells them apart **{d['accuracy'] * 100:.0f}%** of the time (balanced accuracy; 50% = cannot tell"
+        f"{_spread_text(d)}; `bot/eval/discriminate.py`). What tells them apart most:",
         "",
         "| statistic | weight (+: samples) | chorales | samples |",
         "| --- | --- | --- | --- |",
