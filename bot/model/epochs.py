@@ -10,7 +10,7 @@ from bot.errors import BadData
 from bot.model import backend
 from bot.model import network as M
 from bot.model.conditioning import DROP, STATISTICS
-from bot.music.corpus import transpose_windows, windows
+from bot.music.corpus import transpose_windows, window_counts, windows
 from bot.music.encoding import Vocabulary
 from bot.music.meter import Meter, stream_meter_ids
 
@@ -70,7 +70,7 @@ def step_arrays(
         w = transpose_windows(w, vocab, rng)
     told = None
     if config.stats_input:
-        counts = [len(windows([s], config.seq_len, offset)) for s in seqs]
+        counts = window_counts(seqs, config.seq_len, offset)
         told = (
             np.repeat(np.stack(stats), counts, axis=0) if rng is not None else np.zeros((len(w), STATISTICS))
         )

@@ -156,8 +156,8 @@ class Sampler:
                     np.float32
                 )
             if cfg.stats_input:  # a request's statistics are the same at every step: their gates too
-                told = d + cfg.meter_dim
-                tables["stats_gates"] = kernel[told : told + STATISTICS].astype(np.float32)
+                rows = d + cfg.meter_dim  # the kernel's rows for the statistics follow the meter's
+                tables["stats_gates"] = kernel[rows : rows + STATISTICS].astype(np.float32)
             lstm[0] = (_array(cells[0].recurrent_kernel).astype(np.float32), lstm[0][1])
         params = {
             "lstm": lstm,

@@ -333,14 +333,25 @@ def windows(seqs: Sequence[np.ndarray], length: int, offset: int = 0) -> np.ndar
     `offset` moves the cut points so that successive epochs see different windows; short tails are
     padded with `<pad>` (id 0), which the loss ignores.
     """
-    out = []
-    for seq in seqs:
-        first = offset % length if len(seq) > length + 1 else 0
-        cuts = [0] + list(range(first or length, len(seq) - 1, length)) + [len(seq) - 1]
-        for a, b in zip(cuts, cuts[1:]):  # each target token lands in exactly one window
-            if b > a:
-                out.append(np.pad(seq[a : b + 1], (0, length + 1 - (b + 1 - a))))
+    out = [
+        np.pad(seq[a : b + 1], (0, length + 1 - (b + 1 - a)))
+        for seq in seqs
+        for a, b in _spans(len(seq), length, offset)
+    ]
     return np.stack(out).astype(np.int32) if out else np.zeros((0, length + 1), np.int32)
+
+
+def window_counts(seqs: Sequence[np.ndarray], length: int, offset: int = 0) -> list[int]:
+    """How many of `windows`' rows each sequence gives, in order."""
+    return [len(_spans(len(seq), length, offset)) for seq in seqs]
+
+
+def _spans(n: int, length: int, offset: int) -> list[tuple[int, int]]:
+    """The (first, last) token of each window of a sequence of `n` tokens: each target token lands in
+    exactly one."""
+    first = offset % length if n > length + 1 else 0
+    cuts = [0] + list(range(first or length, n - 1, length)) + [n - 1]
+    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
 def transpose_windows(
