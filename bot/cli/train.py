@@ -81,11 +81,12 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from bot.cards import DEFAULT_MODEL
     from bot.eval.evaluate import evaluate
     from bot.eval.music_eval import evaluate_music, music_table, sweep_table
     from bot.settings import get_settings
 
-    model = args.model or get_settings().model_dir
+    model = args.model or get_settings().model_dir or str(DEFAULT_MODEL)
     if args.previous:
         if not args.write_card:
             raise BadOption("--previous goes with --write-card: it stores the figures in the card")
