@@ -158,7 +158,11 @@ def test_the_composer_continues_a_seed_at_its_level() -> None:
     piece = composer.compose_one(Options(length=24, rng_seed=3, include_seed=True), seed)
     notes = [n for n in played(piece.midi()) if n[1] >= 0]
     assert [v for _, _, v in notes[:16]] == [36, 44] * 8
-    assert abs(np.median([v for _, _, v in notes[16:]]) - 40) <= 10
+    # The phrases' arches lift a continuation a little above the seed's level (40), far below the level
+    # the same notes are played at with no seed heard.
+    carried = np.median([v for _, _, v in notes[16:]])
+    alone = np.median([n.velocity for n in perform(piece.events[piece.seed_events :], piece.tempo, 0).notes])
+    assert abs(carried - 40) <= 12 and alone - carried >= 20
     plain = composer.compose_one(Options(length=24, rng_seed=3, include_seed=True, performance="plain"), seed)
     assert plain.midi() == midi_bytes(plain.events, plain.tempo, 0, plain.name)
 

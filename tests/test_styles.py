@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from bot.errors import BadOption
-from bot.model.styles import default_style, known_styles, seed_losses
+from bot.model.styles import default_style, known_styles, offered_styles, seed_losses
+from bot.music.events import Event
 from bot.music.midi_out import midi_bytes
 from bot.options import STYLES, Options
 
@@ -21,9 +22,21 @@ def shipped():
 
 
 def test_the_shipped_model_knows_the_offered_styles(shipped):
-    assert known_styles(shipped.model) == ("chorale", "renaissance", "classical")  # most pieces first
-    assert set(known_styles(shipped.model)) == set(STYLES) and default_style(shipped.model) == "chorale"
+    assert known_styles(shipped.model) == ("chorale", "folk", "renaissance", "classical")  # most pieces first
+    assert offered_styles(shipped.model) == ("chorale", "renaissance", "classical") == STYLES
+    assert default_style(shipped.model) == "chorale"
     assert shipped.style(Options(rng_seed=1), None) == ("chorale", "default")
+
+
+def test_a_style_heard_too_faintly_to_write_is_neither_offered_nor_fitted(shipped, chorales):
+    """The shipped model heard folk tunes but writes four parts under their token: a tune of one line is
+    fitted to an offered style, and folk cannot be asked for."""
+    tune = [Event(e.onset, e.duration, (max(e.pitches),)) for e in chorales[3].events[:40]]  # a top line
+    seed = shipped.seed(midi_bytes(tune), "tune")
+    style, source = shipped.style(Options(rng_seed=1), seed)
+    assert source == "seed" and style in STYLES and set(seed.meta["style_losses"]) == set(STYLES)
+    with pytest.raises(BadOption, match="style must be one of: chorale, renaissance, classical"):
+        Options(style="folk").check()
 
 
 def test_a_chorale_seed_is_continued_as_a_chorale_and_the_reply_says_so(shipped, chorales):

@@ -26,7 +26,7 @@ from bot.model.network import LoadedModel
 from bot.model.network import load as load_model
 from bot.model.sample import MAX_PRIMER_TOKENS, Request, Sampler, bar_start
 from bot.model.steps import NumpySteps
-from bot.model.styles import check_style, default_style, known_styles, seed_losses
+from bot.model.styles import check_style, default_style, offered_styles, seed_losses
 from bot.music.encoding import PIANO_HIGH, PIANO_LOW, Vocabulary
 from bot.music.events import GRID, Event, Piece, fold_pitch, transpose
 from bot.music.keys import Key, draw_key, estimate_key, key_fit
@@ -226,11 +226,11 @@ class Composer:
 
     def style(self, options: Options, seed: Seed | None) -> tuple[str, str]:
         """The style to write in and where it came from ("asked", "seed" or "default"); with a seed and no
-        style asked for, the one of the model's styles under which the network finds the seed likeliest."""
+        style asked for, the one of the offered styles under which the network finds the seed likeliest."""
         if options.style:
             check_style(self.model, options.style)
             return options.style, "asked"
-        known = known_styles(self.model)
+        known = offered_styles(self.model)
         if seed is None or len(known) < 2 or not NumpySteps.supports(self.model):
             return default_style(self.model), "default"
         _, _, primer, _, last_frame = self.plan(options, seed, known[0])

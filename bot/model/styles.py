@@ -1,8 +1,9 @@
 """The style a piece is written in: the one asked for, the one that fits the seed best, or the default.
 
 A style is a token after `<start>` (`bot.music.encoding`); the network learnt each with the pieces that
-opened with it (`card.json`: `data.styles`). The style that fits a seed best is the one under which the
-network finds the seed's own tokens likeliest: one pass over the primer, one row per style.
+opened with it (`card.json`: `data.styles`). The style that fits a seed best is the one of the offered
+styles under which the network finds the seed's own tokens likeliest: one pass over the primer, one row
+per style.
 """
 
 from __future__ import annotations
@@ -15,12 +16,20 @@ from bot.errors import BadOption
 from bot.model.network import LoadedModel
 from bot.model.steps import NumpySteps
 from bot.music.meter import Meter
+from bot.options import STYLES
 
 
 def known_styles(model: LoadedModel) -> tuple[str, ...]:
     """The styles the model learnt, most pieces first; empty when its card does not say."""
     counts = (model.card.get("data") or {}).get("styles") or {}
     return tuple(s for s in sorted(counts, key=lambda s: -counts[s]) if s in model.vocab.styles)
+
+
+def offered_styles(model: LoadedModel) -> tuple[str, ...]:
+    """The styles the model learnt that the bot offers (`bot.options.STYLES`), most pieces first: the
+    ones a seed may be fitted to. A style heard in training but too faintly to write in (the shipped
+    model's folk tunes, README "Training data and licences") is neither asked for nor picked."""
+    return tuple(s for s in known_styles(model) if s in STYLES)
 
 
 def default_style(model: LoadedModel) -> str:
