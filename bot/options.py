@@ -43,11 +43,11 @@ KEYS: tuple[str, ...] = tuple(f"{t} major" for t in _MAJOR_TONICS) + tuple(
     f"{t} minor" for t in _MINOR_TONICS
 )
 KEY_HELP = "The key to write in; without it, the seed's key or one drawn as often as in the music it learned"
-# The styles the shipped model learned and writes, each a token after `<start>` (`bot.music.encoding.STYLES`):
-# the Bach chorales, the Monteverdi madrigals and Josquin's masses and motets, the Haydn and Mozart quartets.
-# It heard `<folk>` tunes too faintly to write them (README, "Training data and licences"), and `<other>`
-# opened no training piece.
-STYLES: tuple[str, ...] = ("chorale", "renaissance", "classical")
+# The styles the shipped model writes, each a token after `<start>` (`bot.music.encoding.STYLES`): the Bach
+# chorales, the Monteverdi madrigals and Josquin's masses and motets, the Haydn and Mozart quartets, and
+# the folk tunes of O'Neill's, Ryan's and Aird's collections, which a network of their own writes
+# (`bot.model.styles`). `<other>` opened no training piece.
+STYLES: tuple[str, ...] = ("chorale", "renaissance", "classical", "folk")
 STYLE_HELP = "The music to write like; without it, the style that fits the seed best, or chorale"
 _LETTERS = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
 

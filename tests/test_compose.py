@@ -329,7 +329,7 @@ def test_compose_command_writes_its_files(tiny_model_dir, tmp_path, chorales):
         (["--length", "0"], {}, "length"),
         (["--temperature", "-1"], {}, "temperature"),
         (["--key", "H major"], {}, "key"),
-        (["--style", "jazz"], {}, "style must be one of: chorale, renaissance, classical"),
+        (["--style", "jazz"], {}, "style must be one of: chorale, renaissance, classical, folk"),
         (["--model", "/nonexistent/model"], {}, "no model folder"),
         (["--seed", "/nonexistent/seed.mid"], {}, "seed"),
         ([], {"SOUNDFONT": "/nonexistent/font.sf2"}, "soundfont"),

@@ -99,7 +99,7 @@ def test_the_style_option_is_the_same_everywhere():
     from bot.chat.commands import ComposeCog
     from bot.options import STYLE_HELP, STYLES
 
-    assert STYLES == ("chorale", "renaissance", "classical")  # the styles the shipped model learnt
+    assert STYLES == ("chorale", "renaissance", "classical", "folk")  # the styles the shipped model writes
     params = {p.name: p for p in ComposeCog.compose.parameters}
     assert [c.value for c in params["style"].choices] == list(STYLES)
     assert params["style"].description == STYLE_HELP[:100]
@@ -113,4 +113,4 @@ def test_the_style_option_is_the_same_everywhere():
 def test_a_style_not_offered_is_one_line(bad):
     with pytest.raises(BadOption) as err:
         Options(style=bad).check()
-    assert str(err.value) == "style must be one of: chorale, renaissance, classical"
+    assert str(err.value) == "style must be one of: chorale, renaissance, classical, folk"

@@ -22,11 +22,19 @@ import numpy as np
 from bot.errors import ModelNotFound
 from bot.model import short_term
 from bot.model.conditioning import statistics
+from bot.model.form import PLANNED_STYLES
 from bot.model.network import LoadedModel
 from bot.model.network import load as load_model
 from bot.model.sample import MAX_PRIMER_TOKENS, Request, Sampler, bar_start
 from bot.model.steps import NumpySteps
-from bot.model.styles import check_style, default_style, offered_styles, seed_losses
+from bot.model.styles import (
+    check_style,
+    default_style,
+    offered_styles,
+    seed_losses,
+    style_network,
+    style_network_names,
+)
 from bot.music.encoding import PIANO_HIGH, PIANO_LOW, Vocabulary
 from bot.music.events import GRID, Event, Piece, fold_pitch, transpose
 from bot.music.keys import Key, draw_key, estimate_key, key_fit
@@ -210,6 +218,7 @@ class Composer:
         # Whether a network told statistics (`bot.model.conditioning`) hears a seed's; `etude eval
         # --methods` sets False to hear it without them.
         self.seed_statistics = True
+        self._writers: dict[str, Composer] = {}
         try:
             self.sampler = Sampler(self.model)
         except Exception as e:  # weights that load but do not fit the config or vocabulary beside them
@@ -221,16 +230,35 @@ class Composer:
     def vocab(self) -> Vocabulary:
         return self.model.vocab
 
+    @cached_property
+    def own_network_styles(self) -> tuple[str, ...]:
+        """The styles a network of their own writes beside this model (`bot.model.styles`)."""
+        return style_network_names(self.model)
+
+    def writer(self, style: str) -> Composer:
+        """The composer whose network writes `style`: the style's own network (loaded the first time it
+        is asked for or fitted to a seed), or this one."""
+        if style not in self.own_network_styles:
+            return self
+        if style not in self._writers:
+            self._writers[style] = Composer(style_network(self.model, style))
+        return self._writers[style]
+
     def seed(self, data: bytes, name: str = "seed", limits: SeedLimits = DEFAULT_LIMITS) -> Seed:
         return prepare_seed(data, self.vocab, name, limits)
 
     def style(self, options: Options, seed: Seed | None) -> tuple[str, str]:
         """The style to write in and where it came from ("asked", "seed" or "default"); with a seed and no
-        style asked for, the one of the offered styles under which the network finds the seed likeliest."""
+        style asked for, the one of the network's offered styles under which it finds the seed likeliest.
+
+        A style a network of its own writes is written only when asked for: inside one network the style
+        token barely moves a seed's likelihood, and two networks' likelihoods differ by how well each
+        learnt music at all, not by style (README, "Training data and licences")."""
         if options.style:
-            check_style(self.model, options.style)
+            if options.style not in self.own_network_styles:
+                check_style(self.model, options.style)
             return options.style, "asked"
-        known = offered_styles(self.model)
+        known = [s for s in offered_styles(self.model) if s not in self.own_network_styles]
         if seed is None or len(known) < 2 or not NumpySteps.supports(self.model):
             return default_style(self.model), "default"
         _, _, primer, _, last_frame = self.plan(options, seed, known[0])
@@ -291,13 +319,22 @@ class Composer:
                 else self.seed_short_term,
                 bar=s.meter.bar_steps if s is not None else 4 * GRID,
                 bar_pos=s.meter.position(plan[4]) if s is not None else 0,
-                form=s is None,  # a seed's own phrases come back through the short-term model
-                stats=self.told(plan[2]) if s is not None else (),
+                # A seed's own phrases come back through the short-term model.
+                form=s is None and style in PLANNED_STYLES,
+                stats=self.writer(style).told(plan[2]) if s is not None else (),
             )
-            for (o, s), plan in zip(jobs, plans)
+            for (o, s), plan, (style, _) in zip(jobs, plans, styles)
         ]
         t0 = time.perf_counter()
-        streams = self.sampler.sample(requests)
+        # One batch per network: a style with a network of its own is sampled by it.
+        batches: dict[str | None, list[int]] = {}
+        for i, (style, _) in enumerate(styles):
+            batches.setdefault(style if style in self.own_network_styles else None, []).append(i)
+        streams: list = [None] * len(requests)
+        for style, mine in batches.items():
+            sampler = self.sampler if style is None else self.writer(style).sampler
+            for i, stream in zip(mine, sampler.sample([requests[i] for i in mine])):
+                streams[i] = stream
         sample_s = time.perf_counter() - t0
         out = []
         for (opts, seed), (key, source, _, back, last_frame), (style, style_source), tokens in zip(
@@ -335,7 +372,7 @@ class Composer:
                     seed_events=len(seed_events),
                     tempo=float(tempo),
                     options=opts,
-                    model=self.model.name,
+                    model=self.writer(style).model.name,
                     key=key.name,
                     timings={"sample": sample_s, "decode": time.perf_counter() - t1},
                     key_source=source,

@@ -33,6 +33,10 @@ import numpy as np
 
 from bot.music.events import GRID
 
+# The styles whose pieces follow the plan: music in parts, whose phrases close on V-I chords. A folk tune
+# is one line, which the plan's chord cadences would turn into parts (a tune steered to its first cadence
+# went on in chords), so its phrases are the network's own.
+PLANNED_STYLES = ("chorale", "renaissance", "classical")
 WEIGHT = 0.95  # the copied token's weight in the mixture while a phrase returns
 FIRST = 0.5  # chance that the first phrase returns after the second (bar form's Stollen)
 FOLLOW = 0.9  # chance that, the first having returned, the second follows it

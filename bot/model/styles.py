@@ -1,9 +1,11 @@
 """The style a piece is written in: the one asked for, the one that fits the seed best, or the default.
 
 A style is a token after `<start>` (`bot.music.encoding`); the network learnt each with the pieces that
-opened with it (`card.json`: `data.styles`). The style that fits a seed best is the one of the offered
-styles under which the network finds the seed's own tokens likeliest: one pass over the primer, one row
-per style.
+opened with it (`card.json`: `data.styles`). A style the main network heard too faintly to write can have
+a network of its own beside it (`<model>/styles/<style>/`, a model folder of the same vocabulary): the
+shipped model's folk tunes are written so, when asked for. The style that fits a seed best is the one of
+the main network's offered styles under which it finds the seed's own tokens likeliest: one pass over
+the primer, one row per style.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bot.errors import BadOption
-from bot.model.network import LoadedModel
+from bot.errors import BadOption, ModelNotFound
+from bot.model.network import LoadedModel, load
 from bot.model.steps import NumpySteps
 from bot.music.meter import Meter
 from bot.options import STYLES
@@ -25,10 +27,29 @@ def known_styles(model: LoadedModel) -> tuple[str, ...]:
     return tuple(s for s in sorted(counts, key=lambda s: -counts[s]) if s in model.vocab.styles)
 
 
+STYLE_NETWORKS = "styles"  # the subfolder of a model folder that holds a network per style
+
+
+def style_network_names(model: LoadedModel) -> tuple[str, ...]:
+    """The offered styles (`bot.options.STYLES`) that a network of their own writes beside `model`
+    (`<model>/styles/<style>/`), read from the folder's names alone."""
+    folder = model.path / STYLE_NETWORKS
+    names = {sub.name for sub in folder.iterdir() if sub.is_dir()} if folder.is_dir() else set()
+    return tuple(s for s in STYLES if s in names)
+
+
+def style_network(model: LoadedModel, style: str) -> LoadedModel:
+    """The network that writes `style` beside `model`. It must share the model's vocabulary and have
+    learnt the style: one that does not is a `ModelNotFound`, as a broken model folder is."""
+    folder = model.path / STYLE_NETWORKS / style
+    net = load(folder)
+    if net.vocab.to_json() != model.vocab.to_json() or style not in known_styles(net):
+        raise ModelNotFound(f"{folder} is not a network of {model.name}'s vocabulary that learnt {style}")
+    return net
+
+
 def offered_styles(model: LoadedModel) -> tuple[str, ...]:
-    """The styles the model learnt that the bot offers (`bot.options.STYLES`), most pieces first: the
-    ones a seed may be fitted to. A style heard in training but too faintly to write in (the shipped
-    model's folk tunes, README "Training data and licences") is neither asked for nor picked."""
+    """The styles the model learnt that the bot offers (`bot.options.STYLES`), most pieces first."""
     return tuple(s for s in known_styles(model) if s in STYLES)
 
 
