@@ -56,6 +56,7 @@ GROUPS = {
     "piano": ("piano",),
     "songs": ("song",),
     "trained styles": ("chorale", "renaissance", "classical"),
+    "folk": ("folk",),
 }
 
 

@@ -46,6 +46,7 @@ class HeldOut:
 
 _NO_TERMS = "no terms in the file; music21's corpus notice applies"
 _KERN = "KernScores encoding (Craig Stuart Sapp); no terms in the file; music21's corpus notice applies"
+_RYAN = "Ryan's Mammoth Collection (1883), public domain; ABC transcription stating no restriction"
 HELD_OUT: tuple[HeldOut, ...] = (
     # Renaissance polyphony: Palestrina, whom no source trains on, and two composers no source reads.
     HeldOut("palestrina/Agnus_00.krn", "renaissance", "Copyright 2000 John Miller (encoding), in music21"),
@@ -71,6 +72,11 @@ HELD_OUT: tuple[HeldOut, ...] = (
     HeldOut("liliuokalani/aloha_oe.mxl", "song", "public domain; encoding CC0 (M. S. A. Cuthbert)"),
     HeldOut("johnson_j_r/lift_every_voice.mxl", "song", "public domain; encoding CC0 (M. S. A. Cuthbert)"),
     HeldOut("leadSheet/fosterBrownHair.mxl", "song", "public domain (stated in the file)"),
+    # Folk tunes: files of Ryan's Mammoth Collection that `--data folk` does not read (it reads every 4th).
+    HeldOut("ryansMammoth/AWillieWeHaveMissdYouStrathspey.abc", "folk", _RYAN),
+    HeldOut("ryansMammoth/AcrobatsHornpipe.abc", "folk", _RYAN),
+    HeldOut("ryansMammoth/AdmiralsHornpipe.abc", "folk", _RYAN),
+    HeldOut("ryansMammoth/AlhambraReel.abc", "folk", _RYAN),
 )
 STYLE_NOTE_VALUES = {"renaissance": NOTE_VALUES.get("renaissance", 1.0)}  # read as training reads them
 
