@@ -20,6 +20,7 @@ def state(out: list[int], t: int, **fields) -> SimpleNamespace:
     """The loop's fields the plan reads, for one row."""
     ops = backend.keras().ops
     row = {"ptr": -1, "returned": 0, "ph_prev": -1, "ph_start": 0, "phrases": 0, "ph_steps": 0, "bar_pos": 0}
+    row.update(bar_no=0, bars=4 * GRID)
     waiting = fields.pop("waiting", False)
     row.update(fields)
     s = {k: ops.convert_to_tensor(np.array([v], np.int32)) for k, v in row.items()}
@@ -29,7 +30,7 @@ def state(out: list[int], t: int, **fields) -> SimpleNamespace:
     return SimpleNamespace(out=ops.convert_to_tensor(buffer), t=ops.convert_to_tensor(t, "int32"), **s)
 
 
-def step(s, nxt: int, phrase_end: bool, u: float = 0.0, form: bool = True, moved: int = 0) -> dict:
+def step(s, nxt: int, phrase_end: bool, u: float = 0.0, form: int = F.FERMATAS, moved: int = 0) -> dict:
     ops = backend.keras().ops
     plans = np.full((1, F.PLAN_PHRASES), u, np.float32)
     form_ = F.Form(ops)
@@ -41,7 +42,7 @@ def step(s, nxt: int, phrase_end: bool, u: float = 0.0, form: bool = True, moved
         ops.convert_to_tensor(np.array([moved], np.int32)),
         ops.convert_to_tensor(np.array([False])),
         ops.convert_to_tensor(np.array([phrase_end])),
-        ops.convert_to_tensor(np.array([form])),
+        ops.convert_to_tensor(np.array([form], np.int32)),
         ops.convert_to_tensor(plans),
     )
     return {k: int(np.asarray(v)[0]) for k, v in result.items()}
@@ -81,11 +82,12 @@ def test_a_return_starts_at_a_phrase_end_follows_the_copy_and_ends_where_the_dra
         "ph_start": -1,
         "phrases": 2,
         "ph_steps": 0,
+        "bar_no": 0,
     }
     # The draw above the chance: no return; the phrases still move on.
     assert step(s, 19, phrase_end=True, u=F.FIRST + 0.01)["ptr"] == -1
     # A request without a plan never returns.
-    assert step(s, 19, phrase_end=True, u=0.0, form=False)["ptr"] == -1
+    assert step(s, 19, phrase_end=True, u=0.0, form=0)["ptr"] == -1
     # The shifts after the fermata are the network's: the copy waits at the first pitch...
     after = state(
         [0, 1, 13, 14, 15, 19, 1, 16, 17, 19],
@@ -120,11 +122,49 @@ def test_a_return_starts_at_a_phrase_end_follows_the_copy_and_ends_where_the_dra
 
 def test_a_long_phrase_is_due_its_cadence_on_a_beat_only():
     ops = backend.keras().ops
-    form = ops.convert_to_tensor(np.array([True]))
+    form = ops.convert_to_tensor(np.array([F.FERMATAS], np.int32))
     due = lambda **f: bool(np.asarray(F.Form(ops).due(state([0], 0, **f), form))[0])  # noqa: E731
     assert due(ph_steps=F.PHRASE_BEATS * GRID, bar_pos=GRID)
     assert not due(ph_steps=F.PHRASE_BEATS * GRID, bar_pos=GRID // 2)
     assert not due(ph_steps=F.PHRASE_BEATS * GRID - 1, bar_pos=0)
+
+
+def test_a_tunes_phrases_end_on_the_downbeat_of_every_group_of_bars():
+    """A `BARS` plan ends a phrase at the shift that lands on the downbeat beginning a group of
+    `PHRASE_BARS` bars; a shift past it ends none, a fermata ends none, and a tune is never due a
+    cadence. A `FERMATAS` plan ends them at its fermatas."""
+    ops = backend.keras().ops
+    bar = 4 * GRID
+
+    def ends(form, bar_no, bar_pos, moved, fermata=False, in_primer=False) -> bool:
+        s = state([0], 0, bar_no=bar_no, bar_pos=bar_pos)
+        t = lambda x, kind="int32": ops.convert_to_tensor(np.array([x], kind))  # noqa: E731
+        return bool(
+            np.asarray(F.Form(ops).phrase_end(s, t(moved), t(fermata, bool), t(form), t(in_primer, bool)))[0]
+        )
+
+    last_beat = bar - GRID
+    group = F.PHRASE_BARS - 1  # the bars begun before the last bar of the first group
+    assert ends(F.BARS, group, last_beat, GRID)
+    assert not ends(F.BARS, group, last_beat, GRID + GRID // 2)  # past the downbeat: no return off the beat
+    assert not ends(F.BARS, group - 1, last_beat, GRID) or F.PHRASE_BARS == 1  # a downbeat inside the group
+    assert not ends(F.BARS, group, last_beat, GRID // 2)
+    assert not ends(F.BARS, group, last_beat, 0, fermata=True)
+    assert not ends(F.BARS, group, last_beat, GRID, in_primer=True)
+    assert ends(F.FERMATAS, 0, 5, 0, fermata=True) and not ends(F.FERMATAS, group, last_beat, GRID)
+    # Passing a downbeat counts a bar whatever the plan.
+    s = state([0], 0, bar_no=3, bar_pos=last_beat)
+    assert (
+        int(np.asarray(F.Form(ops).bars_after(s, ops.convert_to_tensor(np.array([2 * bar], np.int32))))[0])
+        == 5
+    )
+    tune = ops.convert_to_tensor(np.array([F.BARS], np.int32))
+    # No shift of a tune may pass the next group's downbeat; other plans' shifts are free.
+    left = F.Form(ops).steps_to_group(state([0], 0, bar_no=F.PHRASE_BARS - 1, bar_pos=GRID), tune)
+    assert int(np.asarray(left)[0]) == bar - GRID
+    chorale = ops.convert_to_tensor(np.array([F.FERMATAS], np.int32))
+    assert int(np.asarray(F.Form(ops).steps_to_group(state([0], 0), chorale))[0]) > 1000 * bar
+    assert not bool(np.asarray(F.Form(ops).due(state([0], 0, ph_steps=99 * GRID), tune))[0])
 
 
 def test_the_plans_numbers_come_from_the_rng_seed_alone():
@@ -180,3 +220,34 @@ def test_the_first_phrase_comes_back_after_the_second(shipped):
         starts = phrase_starts(vocab, tokens)
         if len(starts) > 3:
             assert tokens[starts[2] : starts[3]] != tokens[starts[0] : starts[1]]
+
+
+def test_a_tunes_first_bars_come_back_after_its_next_ones(shipped):
+    """The folk network's unseeded tunes follow the `BARS` plan: where the plan draws a return at the
+    second phrase end, the bars after it copy the tune's first bars from their downbeat on, at least
+    until the copy was left; without the plan the network rarely writes them again."""
+    from bot.model.sample import Request
+    from bot.music.phrases import passage_returns
+
+    folk = shipped.writer("folk")
+    vocab = folk.vocab
+    head = tuple(vocab.head("major", "folk"))
+    group = F.PHRASE_BARS * 4  # beats in a phrase of a tune in 4/4
+    seeds = [s for s in range(40) if F.plan_uniforms([s])[0, 2] < F.FIRST - 0.05][:3]
+
+    def shared(events) -> float:
+        """How much of the tune's first group of bars the third copies, from its downbeat on."""
+        first = [(e.onset, e.pitches) for e in events if e.onset < group]
+        third = [(e.onset - 2 * group, e.pitches) for e in events if 2 * group <= e.onset < 3 * group]
+        same = next((i for i, (a, b) in enumerate(zip(first, third)) if a != b), min(len(first), len(third)))
+        return same / max(1, len(first))
+
+    planned, plain = [], []
+    for seed in seeds:
+        events = vocab.decode(folk.sampler.sample([Request(head, 100, rng_seed=seed, form=F.BARS)])[0])
+        planned.append(shared(events))
+        assert any(e.onset == 2 * group for e in events)  # the third group begins on its downbeat
+        plain.append(shared(vocab.decode(folk.sampler.sample([Request(head, 100, rng_seed=seed)])[0])))
+    assert max(planned) == 1.0 and np.mean(planned) > 0.5
+    assert np.mean(plain) < 0.5 * np.mean(planned)
+    assert passage_returns(events)

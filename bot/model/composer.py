@@ -320,7 +320,7 @@ class Composer:
                 bar=s.meter.bar_steps if s is not None else 4 * GRID,
                 bar_pos=s.meter.position(plan[4]) if s is not None else 0,
                 # A seed's own phrases come back through the short-term model.
-                form=s is None and style in PLANNED_STYLES,
+                form=PLANNED_STYLES.get(style, 0) if s is None else 0,
                 stats=self.writer(style).told(plan[2]) if s is not None else (),
             )
             for (o, s), plan, (style, _) in zip(jobs, plans, styles)

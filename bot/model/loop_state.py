@@ -49,6 +49,7 @@ class Loop(NamedTuple):
     clock: object  # steps from the last beat of the seed's file (mod GRID) to the last frame sampled
     bars: object  # steps per bar (the seed's meter; 4/4 without one)
     bar_pos: object  # steps from the last downbeat to the time the stream has reached, primer included
+    bar_no: object  # downbeats the stream has passed, primer included
     phrases: object  # phrases closed after the primer
     ph_steps: object  # steps since the current phrase began
     ph_start: object  # stream position of the current phrase's first pitch, -1 until it is written
@@ -124,6 +125,7 @@ class Book:
             clock=phases,
             bars=bars,
             bar_pos=bar_starts,
+            bar_no=izeros,
             phrases=izeros,
             ph_steps=izeros,
             ph_start=izeros - 1,
@@ -167,7 +169,7 @@ class Book:
             nk == 1,
             moved,
             in_primer,
-            closes & (nxt == self.phrase_id) & ~in_primer,
+            self.form.phrase_end(s, moved, closes & (nxt == self.phrase_id) & ~in_primer, forms, in_primer),
             forms,
             plans,
         )

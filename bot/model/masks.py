@@ -131,6 +131,12 @@ class Masks:
         wanted = (self.kinds[None, :] != 1) | lands | (grids == 0)[:, None]
         return _prefer(ops, ok, wanted)
 
+    def shifts_within(self, ok: Tensor, left: Tensor) -> Tensor:
+        """`ok` with only the shifts that move time on by at most `left` steps, where one is allowed at all
+        (a steer, as `on_grid` is)."""
+        fits = (self.kinds[None, :] != 1) | (self.steps[None, :] <= left[:, None])
+        return _prefer(self.ops, ok, fits)
+
     def frame(self, s, tonic: Tensor, minor: Tensor) -> Frame:
         """The frame so far: its pitch classes, its chord, and whether it closes a cadence."""
         ops = self.ops

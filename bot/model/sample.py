@@ -34,7 +34,7 @@ import numpy as np
 from bot.errors import BadOption
 from bot.model import backend, conditioning
 from bot.model.conditioning import STATISTICS
-from bot.model.form import plan_uniforms
+from bot.model.form import BARS, FERMATAS, plan_uniforms
 from bot.model.loop_state import Book, Loop
 from bot.model.masks import MAX_CHORD, MAX_QUIET, MAX_SHIFT_CHAIN, Masks, token_kinds, token_pitches
 from bot.model.network import LoadedModel
@@ -76,7 +76,7 @@ class Request:
     short_term: float = SHORT_TERM_WEIGHT  # the short-term model's weight in the mixture, 0 for none
     bar: int = 4 * GRID  # steps per bar (the seed's meter)
     bar_pos: int = 0  # steps from the last downbeat to the primer's last frame (0: a piece from nothing)
-    form: bool = False  # whether earlier phrases come back by the plan of `bot.model.form`
+    form: int = 0  # the plan by which earlier phrases come back (`bot.model.form`: FERMATAS, BARS; 0 none)
     # The seed's statistics for a network told them (`bot.model.conditioning`); empty: not told.
     stats: tuple[float, ...] = ()
 
@@ -90,6 +90,8 @@ class Request:
             raise BadOption("a request's short-term weight must be in 0-1")
         if not (0 < self.bar <= 32 * 4 * GRID and 0 <= self.bar_pos < self.bar):
             raise BadOption("a request's bar must be 1 to 4,608 steps and its position inside it")
+        if self.form not in (0, FERMATAS, BARS):
+            raise BadOption(f"a request's plan must be 0, {FERMATAS} or {BARS}")
         if len(self.stats) not in (0, STATISTICS):
             raise BadOption(f"a request's statistics must be {STATISTICS} numbers, or none")
 
@@ -228,7 +230,7 @@ class Sampler:
         end the piece, limits (B,) the most onsets it may add before it must end; temperature, top_p
         (B,) float32; grids, phases (B,) int32 (`Request.grid`, `Request.phase`); weights (B,) float32 the
         short-term model's (`Request.short_term`); bars, bar_starts (B,) int32 steps per bar and where in
-        its bar each primer's time begins; forms (B,) bool `Request.form`, plans (B, PLAN_PHRASES) float32 the
+        its bar each primer's time begins; forms (B,) int32 `Request.form`, plans (B, PLAN_PHRASES) float32 the
         numbers its plan draws (`form.plan_uniforms`); stats (B, STATISTICS) float32 `Request.stats` (zeros where
         not told); uniforms (B, S) float32 in [0, 1); max_steps = S, a
         Python int (a static size for the compiler). Returns tokens (B, S) int32: the whole stream, primer included, and the number of
@@ -260,6 +262,7 @@ class Sampler:
             minor, tonic, tok_rel = rules.key(s, limits)
             ok = rules.grammar(s, kind)
             ok = rules.on_grid(ok, s, grids)
+            ok = rules.shifts_within(ok, form.steps_to_group(s, forms))
             spelt = rules.frame(s, tonic, minor)
             ok, left = rules.ending(ok, s, kind, lengths, limits, spelt.final)
             # A phrase that has run long is steered to its cadence as the piece's end is (two onsets
@@ -362,7 +365,7 @@ class Sampler:
             np.array([r.short_term for r in requests], np.float32),
             np.array([r.bar for r in requests], np.int32),
             np.array(bar_starts, np.int32),
-            np.array([r.form for r in requests], bool),
+            np.array([int(r.form) for r in requests], np.int32),
             plan_uniforms([r.rng_seed for r in requests]),
             np.concatenate([conditioning.told(r.stats, 1) for r in requests]),
             uniforms,
