@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bot.eval import discriminate as D
+from bot.eval import listener_card as L
 from bot.music.events import Event
 
 pytestmark = pytest.mark.timeout(120)
@@ -82,3 +83,39 @@ def test_texture_variation_sees_a_texture_that_thins_and_thickens() -> None:
     thinning = [Event(i, 1, (48, 55, 64, 72) if (i // 8) % 2 == 0 else (72,)) for i in range(32)]
     assert D.excerpt_features(steady)["texture variation per 8 beats"] == pytest.approx(0.0)
     assert D.excerpt_features(thinning)["texture variation per 8 beats"] == pytest.approx(0.6)
+
+
+def test_the_folk_part_is_measured_and_shown_beside_the_chorales() -> None:
+    """With meters the form section counts repeated bars on both sides; a listener section with a folk
+    part prints and renders it after the chorales' part, with the tunes' figures beside the samples'."""
+    from bot.music.meter import Meter
+
+    rng = np.random.default_rng(3)
+    tunes = [runs(rng, 16) * 1 for _ in range(4)]
+    tunes = [t + [Event(e.onset + 16, e.duration, e.pitches) for e in t] for t in tunes]  # played twice
+    others = [runs(rng, 32) for _ in range(4)]
+    form = D.form_section(tunes, others, ([Meter(2, 4)] * 4, [Meter()] * 4))
+    assert form["real"]["repeated_bars"]["median"] == pytest.approx(0.5)
+    assert form["generated"]["repeated_bars"]["median"] == 0.0
+    assert "repeated_bars" not in D.form_section(tunes, others)["real"]
+    chorales = [hymn(rng) for _ in range(6)]
+    part = {
+        "samples": {"pieces": 4, "length": 128, "rng_seeds": [5000, 5003]},
+        "discriminator": D.discriminate(tunes, others),
+        "form": form,
+    }
+    section = {
+        "samples": {"pieces": 6, "length": 64, "rng_seeds": [5000, 5005]},
+        "discriminator": D.discriminate(chorales, [hymn(rng) for _ in range(6)]),
+        "form": D.form_section(chorales, chorales),
+        "folk": part,
+    }
+    card = "\n".join(L.card_markdown(section))
+    assert card.index("## Can a listener tell?") < card.index("### Folk tunes")
+    folk = card[card.index("### Folk tunes") :]
+    assert "4 unseeded tunes of 128 notes in the folk style" in folk
+    assert "| bars that repeat an earlier bar | 0.50 [0.50, 0.50] | 0.00 |" in folk
+    assert "phrase cadences" not in folk  # a single line closes no chord cadences to count
+    printed = L.listener_table(section)
+    assert "folk: 4 unseeded tunes" in printed and "tunes: median [5th, 95th]" in printed
+    assert "### Folk" not in "\n".join(L.card_markdown({k: v for k, v in section.items() if k != "folk"}))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bot.music.events import Event
-from bot.music.phrases import passage_returns, phrase_cadences, phrase_cadences_per_16_beats
+from bot.music.meter import Meter
+from bot.music.phrases import passage_returns, phrase_cadences, phrase_cadences_per_16_beats, repeated_bars
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,3 +50,15 @@ def test_a_passage_of_eight_notes_that_comes_back() -> None:
     assert not passage_returns(varied)
     late = [Event(i * 5, 1, (p,)) for i, p in enumerate(tune + [59] + tune)]  # returns after beat 64
     assert not passage_returns(late)
+
+
+def test_a_strain_played_twice_repeats_half_its_bars() -> None:
+    """Bars are read from the meter's downbeats: a 4-bar strain played twice repeats 4 of its 8 bars; a
+    bar whose notes come back elsewhere in the bar, or a line read against the wrong downbeat, does not."""
+    strain = [Event(b * 3 + i, 1.0, (60 + b + i,)) for b in range(4) for i in range(3)]
+    twice = strain + [Event(e.onset + 12, 1.0, e.pitches) for e in strain]
+    assert repeated_bars(twice, Meter(3, 4)) == pytest.approx(0.5)
+    assert repeated_bars(twice, Meter(3, 4, downbeat=1.0)) == pytest.approx(3 / 9)  # the join cut in a bar
+    moved = strain + [Event(e.onset + 12.5, 1.0, e.pitches) for e in strain]
+    assert repeated_bars(moved, Meter(3, 4)) == 0.0
+    assert repeated_bars([Event(0, 1, ())]) is None

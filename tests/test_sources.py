@@ -116,6 +116,19 @@ def test_folk_data_choice_names_every_collection_and_keeps_the_held_out_pieces_o
     check_held_out(list(HELD_OUT))
 
 
+def test_the_listener_hears_folk_tunes_no_run_reads_nor_the_plan_was_chosen_on():
+    from bot.eval.heldout import HELD_OUT, LISTENER_TUNES, listener_tunes, training_works
+    from bot.music.folk import folk_files
+
+    tunes = listener_tunes()
+    works = [t.meta["work"] for t in tunes]
+    assert len(set(works)) == LISTENER_TUNES and all(t.meta.get("meter") and t.events for t in tunes)
+    free = [w for w in folk_files("folk:ryansMammoth") if w not in training_works()]
+    chosen_on = set([w for w in free if w not in {h.work for h in HELD_OUT}][1::7])  # `bot.model.form`
+    assert set(works) <= set(free) and not set(works) & chosen_on
+    assert not set(works) & {h.work for h in HELD_OUT}
+
+
 def test_a_share_of_a_source_is_every_nth_of_its_pieces(tmp_path):
     from bot.music.corpus import thinned
 

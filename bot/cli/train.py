@@ -125,8 +125,8 @@ def cmd_eval(args) -> int:
         if args.json:
             print(json.dumps(result))
         else:
-            from bot.eval.discriminate import listener_table
             from bot.eval.fidelity import fidelity_table
+            from bot.eval.listener_card import listener_table
 
             parts = [fidelity_table(result["fidelity"])] if "fidelity" in result else []
             parts += [listener_table(result["listener"])] if "listener" in result else []

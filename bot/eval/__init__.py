@@ -5,4 +5,4 @@ the listener) with `bot.model.card`, so any path that stores one, every one of w
 writes a README that shows them.
 """
 
-from bot.eval import discriminate, fidelity  # noqa: F401  (registers their card sections)
+from bot.eval import fidelity, listener_card  # noqa: F401  (registers their card sections)

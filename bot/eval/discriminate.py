@@ -9,8 +9,7 @@ Two measures on unseeded samples at the defaults beside the validation chorales:
 - phrases and form: cadences that close a phrase on a beat per 16 beats, and the share of pieces in which
   a passage of 8 onsets comes back within 64 beats (`bot.music.phrases`).
 
-The card's listener section is rendered here, beside the measures, and registered with `bot.model.card`
-(which may not import evaluation) when this module is imported.
+The printout and the card's section are rendered by `bot.eval.listener_card`.
 """
 
 from __future__ import annotations
@@ -21,12 +20,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from bot.eval.fidelity import class_histogram, clip, on_grid_share, onsets
-from bot.model.card import register_section
 from bot.music import analysis
 from bot.music import stats as S
 from bot.music.events import Event
 from bot.music.keys import MODES, Key, key_profile, pitch_class_weights
-from bot.music.phrases import passage_returns, phrase_cadences_per_16_beats
+from bot.music.meter import Meter
+from bot.music.phrases import passage_returns, phrase_cadences_per_16_beats, repeated_bars
 
 EXCERPT_BEATS = 32
 MAX_EXCERPTS = 4  # per piece, so that long samples do not outweigh short chorales
@@ -37,6 +36,7 @@ TEXTURE_BEATS = 8.0
 RNG_SEED = 5000  # sample i is drawn with RNG seed RNG_SEED + i
 PIECES, LENGTH = 16, 500
 QUICK_PIECES, QUICK_LENGTH = 6, 200
+FOLK_LENGTH, QUICK_FOLK_LENGTH, QUICK_TUNES = 200, 100, 8  # a folk tune: about 110 notes, played twice
 
 
 # -- listener statistics of one excerpt ---------------------------------------------------------------------
@@ -292,94 +292,23 @@ def _spread(values: Sequence[float | None]) -> dict:
     }
 
 
-def form_section(real: Sequence[Sequence[Event]], generated: Sequence[Sequence[Event]]) -> dict:
+def form_section(
+    real: Sequence[Sequence[Event]],
+    generated: Sequence[Sequence[Event]],
+    meters: tuple[Sequence[Meter | None], Sequence[Meter | None]] | None = None,
+) -> dict:
     """Phrase cadences per 16 beats (median, 5th-95th percentiles) and the share of pieces in which a
-    passage of 8 onsets comes back within 64 beats, for both sides."""
-    return {
-        side: {
+    passage of 8 onsets comes back within 64 beats, for both sides; with each piece's meter (`meters`:
+    the real pieces', the generated ones'), the share of bars that repeat an earlier one as well."""
+    out = {}
+    for i, (side, pieces) in enumerate((("real", real), ("generated", generated))):
+        out[side] = {
             "phrase_cadences_per_16_beats": _spread([phrase_cadences_per_16_beats(p) for p in pieces]),
             "passage_returns": round(float(np.mean([passage_returns(p) for p in pieces])), 4)
             if pieces
             else None,
             "pieces": len(pieces),
         }
-        for side, pieces in (("real", real), ("generated", generated))
-    }
-
-
-def _num(v: float | None) -> str:
-    return "—" if v is None else f"{v:.3g}"
-
-
-def _form_rows(form: dict) -> list[tuple[str, str, str]]:
-    real, gen = form["real"], form["generated"]
-    r, g = real["phrase_cadences_per_16_beats"], gen["phrase_cadences_per_16_beats"]
-    return [
-        (
-            "phrase cadences on a beat per 16 beats",
-            f"{r['median']:.2f} [{r['p5']:.2f}, {r['p95']:.2f}]" if r.get("n") else "—",
-            f"{g['median']:.2f}" if g.get("n") else "—",
-        ),
-        (
-            "a passage of 8 onsets returns within 64 beats",
-            f"{real['passage_returns'] * 100:.0f}%",
-            f"{gen['passage_returns'] * 100:.0f}%",
-        ),
-    ]
-
-
-def _spread_text(d: dict) -> str:
-    """The accuracy's spread as the printout and the card say it; nothing for a section from before it."""
-    if "accuracy_spread" not in d:
-        return ""
-    low, high = d["accuracy_spread"]
-    return f"; {low * 100:.0f}-{high * 100:.0f}% over sets of the same pieces drawn again, 5th to 95th percentile"
-
-
-def listener_table(section: dict) -> str:
-    """`etude eval --listener`'s printout."""
-    d, s = section["discriminator"], section["samples"]
-    lines = [
-        f"listener: {s['pieces']} unseeded samples of {s['length']} notes at the defaults (rng seeds "
-        f"{s['rng_seeds'][0]}-{s['rng_seeds'][1]}) beside {d['pieces']['real']} validation chorales",
-        f"discriminator: {d['accuracy'] * 100:.0f}% balanced accuracy telling {d['excerpts']['generated']} "
-        f"sample excerpts from {d['excerpts']['real']} chorale excerpts of {EXCERPT_BEATS} beats "
-        f"({d['features']} statistics, logistic regression, {FOLDS}-fold by piece; 50%: cannot tell"
-        f"{_spread_text(d)})",
-        f"{'what tells them apart most':32} {'weight':>7} {'chorales':>9} {'samples':>9}",
-    ]
-    lines += [
-        f"{t['feature']:32} {t['weight']:>7.2f} {_num(t['real']):>9} {_num(t['generated']):>9}"
-        for t in d["telling"]
-    ]
-    lines += ["", f"{'':46} {'chorales: median [5th, 95th]':>28} {'samples':>8}"]
-    lines += [f"{a:46} {b:>28} {c:>8}" for a, b, c in _form_rows(section["form"])]
-    return "\n".join(lines)
-
-
-def card_markdown(section: dict) -> list[str]:
-    """The model card's section on telling samples from chorales."""
-    d, s = section["discriminator"], section["samples"]
-    lines = [
-        "## Can a listener tell? (samples beside the validation chorales)",
-        "",
-        f"{s['pieces']} unseeded samples of {s['length']} notes at the defaults (RNG seeds {s['rng_seeds'][0]}-"
-        f"{s['rng_seeds'][1]}) beside {d['pieces']['real']} validation chorales. A logistic regression on "
-        f"{d['features']} listener statistics of {EXCERPT_BEATS}-beat excerpts, cross-validated by piece, "
-        f"tells them apart **{d['accuracy'] * 100:.0f}%** of the time (balanced accuracy; 50% = cannot tell"
-        f"{_spread_text(d)}; `bot/eval/discriminate.py`). What tells them apart most:",
-        "",
-        "| statistic | weight (+: samples) | chorales | samples |",
-        "| --- | --- | --- | --- |",
-    ]
-    lines += [
-        f"| {t['feature']} | {t['weight']:.2f} | {_num(t['real'])} | {_num(t['generated'])} |"
-        for t in d["telling"]
-    ]
-    lines += ["", "| phrases and form | chorales: median [5th, 95th] | samples |", "| --- | --- | --- |"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in _form_rows(section["form"])]
-    lines.append("")
-    return lines
-
-
-register_section("listener", card_markdown)
+        if meters is not None:
+            out[side]["repeated_bars"] = _spread([repeated_bars(p, m) for p, m in zip(pieces, meters[i])])
+    return out

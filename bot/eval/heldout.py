@@ -31,7 +31,7 @@ from bot.music.corpus import (
 )
 from bot.music.events import Event, Piece
 
-CACHE_FILE = "heldout-v1.json"
+CACHE_FILE = "heldout-v2.json"  # 2: a piece keeps its meter
 
 
 @dataclass(frozen=True)
@@ -86,11 +86,15 @@ def _to_json(p: Piece) -> dict:
         "name": p.name,
         "tempo": p.tempo,
         "events": [[e.onset, e.duration, list(e.pitches)] for e in p.events],
+        "meter": p.meta.get("meter"),
     }
 
 
 def _from_json(d: dict) -> Piece:
-    return Piece(d["name"], [Event(on, du, tuple(ps)) for on, du, ps in d["events"]], d["tempo"])
+    piece = Piece(d["name"], [Event(on, du, tuple(ps)) for on, du, ps in d["events"]], d["tempo"])
+    if d.get("meter"):
+        piece.meta["meter"] = list(d["meter"])
+    return piece
 
 
 def _cached_parse(works: list[str]) -> dict[str, Piece]:
@@ -155,6 +159,26 @@ def held_out_pieces(per_style: int | None = None) -> list[Piece]:
         p.meta.update(style=h.style, terms=h.terms, work=h.work)
         out.append(p)
     return out
+
+
+# Folk tunes the listener section's folk samples are heard beside: Ryan's Mammoth files no source reads and
+# `HELD_OUT` does not list, every seventh from the fifth (those from the second were the ones the plan of
+# a tune's phrases was chosen on: `bot.model.form`).
+LISTENER_TUNES, TUNES_FROM, TUNES_EVERY = 30, 4, 7
+
+
+def listener_tunes(count: int = LISTENER_TUNES) -> list[Piece]:
+    """`count` held-out folk tunes with their meters, each with `style` and `terms` in meta."""
+    from bot.music.folk import folk_files
+
+    listed = {h.work for h in HELD_OUT}
+    trained = training_works()
+    free = [w for w in folk_files("folk:ryansMammoth") if w not in trained and w not in listed]
+    works = free[TUNES_FROM::TUNES_EVERY][:count]
+    parsed = _cached_parse(works)
+    for w in works:
+        parsed[w].meta.update(style="folk", terms=_RYAN, work=w)
+    return [parsed[w] for w in works]
 
 
 def validation_chorales(limit: int | None = None) -> list[Piece]:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from bot.music.analysis import TICKS, harmonies, is_tonic_triad, leads_to, moments
 from bot.music.events import Event
 from bot.music.keys import estimate_key
+from bot.music.meter import Meter
 from bot.music.stats import ARRIVAL_BEATS, KEY_WINDOW, repeats_early
 
 ON_BEAT = TICKS // 40  # an arrival within 1/40 of a beat of a whole beat is on it
@@ -55,3 +56,23 @@ def phrase_cadences_per_16_beats(events: Sequence[Event]) -> float | None:
 def passage_returns(events: Sequence[Event]) -> bool:
     """Whether a passage of 8 onsets of the tune comes back within 64 beats (`stats.repeats_early`)."""
     return repeats_early(moments([e for e in events if e.pitches]))
+
+
+def repeated_bars(events: Sequence[Event], meter: Meter | None = None) -> float | None:
+    """The share of bars (those that start a note) that start the same notes at the same places in the
+    bar as an earlier bar: a tune's strain played again, a phrase that comes back. Bars are counted from
+    the meter's downbeats (4/4 from time 0 without one); None for a piece without notes."""
+    meter = meter or Meter()
+    bars: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
+    for e in sorted((e for e in events if e.pitches), key=lambda e: (e.onset, e.pitches)):
+        start = meter.bar_start(e.onset)
+        bars.setdefault(round(start / meter.bar), []).append((round((e.onset - start) * 48), e.pitches))
+    if not bars:
+        return None
+    seen: set[tuple] = set()
+    again = 0
+    for b in sorted(bars):
+        notes = tuple(bars[b])
+        again += notes in seen
+        seen.add(notes)
+    return again / len(bars)
