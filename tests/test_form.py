@@ -62,11 +62,16 @@ def test_the_copied_token_gets_the_weight_and_other_rows_keep_their_logits():
     form, ptr = F.Form(ops), ops.convert_to_tensor(np.array([2, -1], np.int32))
     copied = form.copied(ops.convert_to_tensor(out), ptr)
     assert np.asarray(copied)[0] == 4
-    mixed = np.asarray(form.mix(ops.convert_to_tensor(logits), copied, ptr))
+    ones = ops.convert_to_tensor(np.ones(2, np.float32))
+    mixed = np.asarray(form.mix(ops.convert_to_tensor(logits), copied, ptr, ones))
     p = np.exp(mixed)
     assert p[0, 4] == pytest.approx(F.WEIGHT + (1 - F.WEIGHT) / V, rel=1e-5)
     assert p[0].sum() == pytest.approx(1.0, rel=1e-5)
     assert np.array_equal(mixed[1], logits[1])
+    # At another temperature the sampler's division gives back the same mixture: the copy is not tempered.
+    hot = np.asarray(form.mix(ops.convert_to_tensor(logits), copied, ptr, ones * 1.5))
+    assert np.exp(hot[0] / 1.5) == pytest.approx(p[0], rel=1e-5)
+    assert np.array_equal(hot[1], logits[1])
 
 
 def test_a_return_starts_at_a_phrase_end_follows_the_copy_and_ends_where_the_draw_leaves_it():

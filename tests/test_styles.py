@@ -55,6 +55,23 @@ def test_folk_is_written_by_a_network_of_its_own(shipped):
     assert [p.midi() for p in both] == [folk.midi(), chorale.midi()]
 
 
+def test_each_style_is_sampled_at_its_own_temperature_unless_one_is_asked_for(shipped):
+    """Without a temperature a piece is sampled at its style's (`bot.options.STYLE_TEMPERATURES`), which
+    the piece's options then carry; one asked for is kept; the same options still give the same piece."""
+    from bot.options import DEFAULT_TEMPERATURE, STYLE_TEMPERATURES
+
+    folk = shipped.compose_one(Options(length=30, rng_seed=5, style="folk"))
+    chorale = shipped.compose_one(Options(length=30, rng_seed=5))
+    assert folk.options.temperature == STYLE_TEMPERATURES["folk"] != DEFAULT_TEMPERATURE
+    assert chorale.options.temperature == DEFAULT_TEMPERATURE
+    asked = Options(length=30, rng_seed=5, style="folk", temperature=STYLE_TEMPERATURES["folk"])
+    assert shipped.compose_one(asked).midi() == folk.midi()
+    cooler = shipped.compose_one(Options(length=30, rng_seed=5, style="folk", temperature=1.0))
+    assert cooler.options.temperature == 1.0 and cooler.midi() != folk.midi()
+    assert Options().for_style("renaissance").temperature == DEFAULT_TEMPERATURE
+    assert Options(temperature=0.5).for_style("folk").temperature == 0.5
+
+
 def test_a_tune_is_continued_as_one_and_folk_is_written_only_when_asked(shipped):
     """A style's own network is not fitted to seeds: inside one network the style token barely moves a
     seed's likelihood. A tune of one line goes on as one either way."""

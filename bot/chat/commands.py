@@ -74,7 +74,7 @@ class ComposeCog(commands.Cog):
         interaction: discord.Interaction,
         length: Length = SPECS["length"].default,
         seed: discord.Attachment | None = None,
-        temperature: Temperature = SPECS["temperature"].default,
+        temperature: Temperature | None = None,
         top_p: TopP = SPECS["top_p"].default,
         instrument: app_commands.Choice[int] | None = None,
         tempo: Tempo | None = None,

@@ -74,7 +74,7 @@ class HarmonizeCog(commands.Cog):
         interaction: discord.Interaction,
         melody: discord.Attachment,
         key: app_commands.Choice[str] | None = None,
-        temperature: Temperature = SPECS["temperature"].default,
+        temperature: Temperature | None = None,
         tempo: Tempo | None = None,
         instrument: app_commands.Choice[int] | None = None,
         rng_seed: RngSeed | None = None,

@@ -16,6 +16,7 @@ import numpy as np
 from bot.eval.evaluate import validation_source
 from bot.model import network as M
 from bot.model.card import store_section as _store_in_card
+from bot.model.styles import default_style
 from bot.music import stats as S
 from bot.music.corpus import load_pieces, split_by_piece
 from bot.music.keys import estimate_key, fifths_distance
@@ -67,7 +68,9 @@ def music_section(
     validation pieces' (whole pieces: each is shorter than a sample)."""
     t0 = time.monotonic()
     defaults = Options()
-    temperature = defaults.temperature if temperature is None else temperature
+    temperature = (
+        defaults.for_style(default_style(composer.model)).temperature if temperature is None else temperature
+    )
     top_p = defaults.top_p if top_p is None else top_p
     reference, ref_durations = reference_music(train_p, val_p)
     (samples,) = sample_music(composer, [(temperature, top_p)], pieces, length)

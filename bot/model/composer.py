@@ -304,6 +304,7 @@ class Composer:
         """Sample every job in one batch; each result is what it would be alone with the same options."""
         jobs = [(o.check().with_rng_seed(), s) for o, s in jobs]
         styles = [self.style(o, s) for o, s in jobs]
+        jobs = [(o.for_style(style), s) for (o, s), (style, _) in zip(jobs, styles)]
         plans = [self.plan(o, s, style) for (o, s), (style, _) in zip(jobs, styles)]
         requests = [
             Request(

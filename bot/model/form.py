@@ -93,12 +93,15 @@ class Form:
         """The token each row's returning phrase copies next (`out[ptr]`; meaningless where ptr < 0)."""
         return self.ops.take_along_axis(out, self.ops.maximum(ptr, 0)[:, None], axis=1)[:, 0]
 
-    def mix(self, logits: Tensor, copied: Tensor, ptr: Tensor) -> Tensor:
-        """Logits with the copied token mixed in where a phrase returns (ptr >= 0)."""
+    def mix(self, logits: Tensor, copied: Tensor, ptr: Tensor, temperature: Tensor) -> Tensor:
+        """Logits with the copied token mixed in where a phrase returns (ptr >= 0). The mixture is not
+        tempered: its log is scaled by the request's `temperature`, which the sampler divides by, so a
+        copy is as likely at any temperature (at 1 nothing changes)."""
         ops = self.ops
         onehot = ops.one_hot(copied, ops.shape(logits)[1], dtype="float32")
         p = (1.0 - WEIGHT) * ops.softmax(logits, axis=-1) + WEIGHT * onehot
-        return ops.where((ptr >= 0)[:, None], ops.log(ops.maximum(p, 1e-30)), logits)
+        mixed = ops.log(ops.maximum(p, 1e-30)) * temperature[:, None]
+        return ops.where((ptr >= 0)[:, None], mixed, logits)
 
     def due(self, s, forms: Tensor) -> Tensor:
         """Whether the frame being written, on a beat, should bring the phrase to its cadence: it has run

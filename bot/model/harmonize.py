@@ -417,7 +417,7 @@ def harmonize(composer, options: Options, melody: Melody) -> Harmonization:
     """A four-part chorale on `melody` with the composer's model; the same options and RNG seed give the same."""
     from bot.model.composer import safe_name
 
-    options = options.check().with_rng_seed()
+    options = options.check().with_rng_seed().for_style("chorale")
     if not NumpySteps.supports(composer.model):
         raise ModelNotFound(
             f"the model {composer.model.name} cannot harmonize: its head is not a linear layer"

@@ -57,6 +57,8 @@ TOKENS_PER_ONSET_CAP = (1 + MAX_QUIET) * (MAX_SHIFT_CHAIN + MAX_CHORD + 1)
 def check_sampling(length: int, temperature: float, top_p: float) -> None:
     """Raise `BadOption` for a length, temperature or top-p the sampler does not take."""
     SPECS["length"].check(length)
+    if temperature is None:
+        raise BadOption("a request needs a temperature")
     SPECS["temperature"].check(temperature)
     SPECS["top_p"].check(top_p)
 
@@ -257,7 +259,9 @@ class Sampler:
                 ops.any(weights > 0), lambda: short_term.mix(logits, context, s.t, weights), lambda: logits
             )
             copied = form.copied(s.out, s.ptr)  # a phrase that returns copies the earlier one
-            logits = ops.cond(ops.any(s.ptr >= 0), lambda: form.mix(logits, copied, s.ptr), lambda: logits)
+            logits = ops.cond(
+                ops.any(s.ptr >= 0), lambda: form.mix(logits, copied, s.ptr, temperature), lambda: logits
+            )
             kind = ops.take(kinds, s.tok)
             minor, tonic, tok_rel = rules.key(s, limits)
             ok = rules.grammar(s, kind)
