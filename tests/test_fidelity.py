@@ -81,6 +81,22 @@ def test_fidelity_is_one_for_the_real_continuation_and_zero_for_the_chorale() ->
     assert real["grid_seeds"] == 1 and real["grid_kept"] == 1 and like_chorale["grid_kept"] == 1
 
 
+def test_a_seeds_tune_brought_back_is_counted_on_each_side() -> None:
+    """A continuation that plays 8 notes of the seed's tune again brings it back; the same notes a step
+    higher, or blocks of another tune, do not; the summary counts each side and prints the counts."""
+    c = F.cut(Piece("piece", eighths(140)))
+    chorale = blocks(int(c.beats), start=64)
+    higher = [Event(e.onset, e.duration, tuple(p + 2 for p in e.pitches)) for e in c.real]
+    rows = [F.score_seed(c, c.real, chorale), F.score_seed(c, higher, chorale)]
+    assert [r["model_brings_back"] for r in rows] == [True, False]
+    assert rows[0]["real_brings_back"] and not rows[0]["chorale_brings_back"]
+    g = F.summarize(rows)
+    assert (g["brought_back_model"], g["brought_back_real"], g["brought_back_chorale"]) == (1, 2, 0)
+    assert "motifs: in 1 of 2 continuations a passage of 8 notes of the seed's tune comes back" in "\n".join(
+        F._count_lines(g)
+    )
+
+
 def test_a_tiny_or_negative_denominator_gives_no_ratio() -> None:
     assert F.fidelity(0.2, 0.3, 0.5) == pytest.approx(2 / 3)
     assert F.fidelity(0.30, 0.1, 0.31) is None  # chorale and real next within MIN_GAP

@@ -30,6 +30,7 @@ import numpy as np
 from bot.model.card import register_section
 from bot.music import analysis, keys
 from bot.music.events import Event, Piece
+from bot.music.phrases import seed_passage_returns
 from bot.music.stats import DURATION_CLASSES, duration_histogram, histogram_distance, notes_per_onset
 
 SEED_BEATS = 64
@@ -43,6 +44,7 @@ CHORALE_SEEDS, QUICK_CHORALE_SEEDS = 8, 2
 QUICK_PER_STYLE = 2
 POSITIONS = 12  # onset positions inside the beat, in twelfths (the encoding's grid)
 
+SIDES = ("real", "model", "chorale")  # the real next part, the continuation, a chorale excerpt
 FEATURES: tuple[tuple[str, str], ...] = (
     ("pitch_classes", "pitch-class histogram (TV)"),
     ("notes_per_onset", "notes per onset (abs. log ratio)"),
@@ -184,8 +186,10 @@ def fidelity(real: float, model: float, chorale: float) -> float | None:
 
 # -- one seed, a group of seeds -----------------------------------------------------------------------------
 def score_seed(c: Cut, continuation: Sequence[Event], chorale: Sequence[Event]) -> dict:
-    """The three distances to the seed per feature, and whether grid and key are kept."""
+    """The three distances to the seed per feature, whether grid and key are kept, and whether a passage of
+    8 notes of the seed's tune comes back."""
     f_seed = features(c.seed)
+    sides = {"real": c.real, "model": continuation, "chorale": chorale}
     seed_key = keys.estimate_key(c.seed, min_fit=None)
 
     def keeps_key(events: Sequence[Event]) -> bool | None:
@@ -205,6 +209,7 @@ def score_seed(c: Cut, continuation: Sequence[Event], chorale: Sequence[Event]) 
         "model_on_grid": on_grid_share(continuation) >= GRID_SHARE,
         "real_keeps_key": keeps_key(c.real),
         "model_keeps_key": keeps_key(continuation),
+        **{f"{side}_brings_back": seed_passage_returns(c.seed, p) for side, p in sides.items()},
     }
 
 
@@ -233,6 +238,7 @@ def summarize(rows: Sequence[dict]) -> dict:
         "key_seeds": len(keyed),
         "key_kept": sum(bool(r["model_keeps_key"]) for r in keyed),
         "key_kept_real": sum(bool(r["real_keeps_key"]) for r in keyed),
+        **{f"brought_back_{side}": sum(bool(r.get(f"{side}_brings_back")) for r in rows) for side in SIDES},
     }
 
 
@@ -303,16 +309,29 @@ def _cell(v: float | None, digits: int = 2) -> str:
 
 
 def _count_lines(g: dict) -> list[str]:
+    """The group's counts: a seed's tune brought back (a section from before it has none), grid, key."""
+    lines = []
+    if "brought_back_model" in g:
+        lines.append(
+            f"motifs: in {g['brought_back_model']} of {g['seeds']} continuations a passage of 8 notes of the "
+            f"seed's tune comes back (the real next parts: {g['brought_back_real']}; the chorale excerpts: "
+            f"{g['brought_back_chorale']})"
+        )
     if not g["grid_seeds"]:
-        grid = f"grid: no seed keeps to an eighth-note grid (at least {GRID_SHARE:.0%} of onsets on beats or half-beats)"
-        return [grid, _count_lines({**g, "grid_seeds": 1})[1]]
-    return [
-        f"grid: {g['grid_kept']} of {g['grid_seeds']} seeds on an eighth-note grid (at least "
-        f"{GRID_SHARE:.0%} of onsets on beats or half-beats) are continued on it (the real next parts: "
-        f"{g['grid_kept_real']})",
+        lines.append(
+            f"grid: no seed keeps to an eighth-note grid (at least {GRID_SHARE:.0%} of onsets on beats or half-beats)"
+        )
+    else:
+        lines.append(
+            f"grid: {g['grid_kept']} of {g['grid_seeds']} seeds on an eighth-note grid (at least "
+            f"{GRID_SHARE:.0%} of onsets on beats or half-beats) are continued on it (the real next parts: "
+            f"{g['grid_kept_real']})"
+        )
+    lines.append(
         f"key: {g['key_kept']} of {g['key_seeds']} continuations stay within a fifth of the seed's key "
-        f"(the real next parts: {g['key_kept_real']})",
-    ]
+        f"(the real next parts: {g['key_kept_real']})"
+    )
+    return lines
 
 
 def fidelity_table(section: dict) -> str:

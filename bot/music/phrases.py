@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bot.music.analysis import TICKS, harmonies, is_tonic_triad, leads_to, moments
+from bot.music.analysis import TICKS, harmonies, is_tonic_triad, leads_to, melody, moments
 from bot.music.events import Event
 from bot.music.keys import estimate_key
 from bot.music.meter import Meter
-from bot.music.stats import ARRIVAL_BEATS, KEY_WINDOW, repeats_early
+from bot.music.stats import ARRIVAL_BEATS, KEY_WINDOW, REPEAT_ONSETS, repeats_early
 
 ON_BEAT = TICKS // 40  # an arrival within 1/40 of a beat of a whole beat is on it
 
@@ -76,3 +76,19 @@ def repeated_bars(events: Sequence[Event], meter: Meter | None = None) -> float 
         again += notes in seen
         seen.add(notes)
     return again / len(bars)
+
+
+def tune_passages(events: Sequence[Event], n: int = REPEAT_ONSETS) -> set[tuple]:
+    """Every passage of `n` successive notes of the tune (the top voice): its first pitch, then each next
+    note's time after the one before and pitch, as `stats.repeats_early` compares them."""
+    tune = melody(moments([e for e in events if e.pitches]))
+    return {
+        (tune[i][1],)
+        + tuple((round((tune[k][0] - tune[k - 1][0]) * TICKS), tune[k][1]) for k in range(i + 1, i + n))
+        for i in range(len(tune) - n + 1)
+    }
+
+
+def seed_passage_returns(seed: Sequence[Event], later: Sequence[Event]) -> bool:
+    """Whether a passage of 8 notes of the seed's tune comes back, note for note, in `later`."""
+    return not tune_passages(seed).isdisjoint(tune_passages(later))
