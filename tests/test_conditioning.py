@@ -119,8 +119,25 @@ def test_a_seed_is_continued_told_its_statistics_and_the_same_without_them_other
     assert composer.compose([(Options(length=20, rng_seed=3), None)])[0].events == alone.events
 
 
-def test_a_model_of_another_vocabulary_is_refused_as_a_start(tmp_path, midi_folder):
-    with pytest.raises(BadData, match="another vocabulary"):
+def test_a_run_keeps_its_starts_vocabulary_and_refuses_a_start_of_another_shape(
+    tmp_path, midi_folder, tiny_model_dir
+):
+    """The data is encoded with the start's vocabulary (the same tokens over the piano; the start's range
+    and keys kept, whatever the data spans); a start whose layers have other shapes is refused."""
+    import shutil
+
+    from bot.music.midi_out import write_midi
+
+    wider = tmp_path / "wider"
+    shutil.copytree(midi_folder, wider)
+    start = M.load(tiny_model_dir).vocab
+    high = [Event(float(i), 1.0, (start.pitch_high + 5 - i % 3,)) for i in range(40)]
+    write_midi(high, wider / "high.mid", tempo=100)
+    train(
+        str(wider), tmp_path / "w", preset="small", epochs=1, init=tiny_model_dir, overrides=SHAPE, verbose=0
+    )
+    assert M.load(tmp_path / "w").vocab.to_json() == start.to_json()
+    with pytest.raises(BadData, match="cannot start"):
         train(str(midi_folder), tmp_path / "x", preset="small", epochs=1, init=M.DEFAULT_MODEL, verbose=0)
 
 

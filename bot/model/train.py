@@ -206,6 +206,10 @@ def train(
     state_path = ckpt / "state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() and not fresh else None
     vocab = Vocabulary.from_json(state["vocab"]) if state else None
+    # A run that starts from a model encodes its data with that model's vocabulary: the same tokens (they
+    # cover the piano) whatever range the new data spans, and the start's range and keys kept.
+    source = M.load(init) if init is not None and not state else None
+    vocab = vocab or (source.vocab if source is not None else None)
     if tokens is not None:
         td = load_tokens(Path(tokens))
         if vocab is not None and td.vocab.to_json() != vocab.to_json():
@@ -226,10 +230,9 @@ def train(
         net = M.build(config)
         M.compile_model(net, config)
         state = {"epoch": 0, "best_val_loss": None, "seconds": 0.0, "history": [], "wait": 0}
-        if init is not None:
-            source = M.load(init)
-            if source.vocab.to_json() != vocab.to_json():
-                raise BadData(f"{init} has another vocabulary than --data gives; train it afresh")
+        if source is not None:
+            if source.vocab.tokens != vocab.tokens:
+                raise BadData(f"{init} has other tokens than --data gives; train it afresh")
             warm_start(net, source.net)
             state["init"] = str(init)
     # Set before the first fit builds the train function; a checkpoint keeps the value it was saved with.
