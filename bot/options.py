@@ -52,7 +52,8 @@ STYLE_HELP = "The music to write like; without it, the style that fits the seed 
 # The temperature a style is sampled at when none is asked for. 1.0 is the setting `etude eval --sweep`
 # found closest to the validation chorales. The folk network's tunes at 1.0 repeat a note twice as often
 # as real tunes do: at 1.1 a classifier told 32 of them from held-out tunes 73% of the time against 87%
-# (`bot/model/form.py` names the tuning tunes; the tunes `etude eval --listener` reports are others).
+# (78% against 84% with the network trained on all the tunes; `bot/model/form.py` names the tuning tunes,
+# and the tunes `etude eval --listener` reports are others).
 DEFAULT_TEMPERATURE = 1.0
 STYLE_TEMPERATURES: dict[str, float] = {"folk": 1.1}
 _LETTERS = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
