@@ -28,8 +28,10 @@ from bot.model.network import load as load_model
 from bot.model.sample import MAX_PRIMER_TOKENS, Request, Sampler, bar_start
 from bot.model.steps import NumpySteps
 from bot.model.styles import (
+    LINE_STYLE,
     check_style,
     default_style,
+    is_one_line,
     offered_styles,
     seed_losses,
     style_network,
@@ -112,11 +114,10 @@ class Composition:
     def said(self) -> list[str]:
         """What a reply tells the user beyond the options: the style that fits the seed best, a meter that
         was assumed, not read, a seed too short for the short-term model."""
-        said = (
-            [f"written as {self.style}, the style that fits the seed best"]
-            if self.style_source == "seed"
-            else []
-        )
+        said = {
+            "seed": [f"written as {self.style}, the style that fits the seed best"],
+            "line": [f"written as {self.style}: the seed is a single line, a tune"],
+        }.get(self.style_source, [])
         said += [self.meter.assumed] if self.meter.assumed else []
         return said + ([short_term.FALLBACK_NOTE] if self.network_alone else [])
 
@@ -248,8 +249,9 @@ class Composer:
         return prepare_seed(data, self.vocab, name, limits)
 
     def style(self, options: Options, seed: Seed | None) -> tuple[str, str]:
-        """The style to write in and where it came from ("asked", "seed" or "default"); with a seed and no
-        style asked for, the one of the network's offered styles under which it finds the seed likeliest.
+        """The style to write in and where it came from ("asked", "line", "seed" or "default"); with a seed
+        and no style asked for, `LINE_STYLE` for a seed of one line when a network of its own writes it,
+        else the one of the network's offered styles under which it finds the seed likeliest.
 
         A style a network of its own writes is written only when asked for: inside one network the style
         token barely moves a seed's likelihood, and two networks' likelihoods differ by how well each
@@ -258,6 +260,8 @@ class Composer:
             if options.style not in self.own_network_styles:
                 check_style(self.model, options.style)
             return options.style, "asked"
+        if seed is not None and LINE_STYLE in self.own_network_styles and is_one_line(seed.events):
+            return LINE_STYLE, "line"
         known = [s for s in offered_styles(self.model) if s not in self.own_network_styles]
         if seed is None or len(known) < 2 or not NumpySteps.supports(self.model):
             return default_style(self.model), "default"
