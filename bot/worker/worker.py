@@ -141,7 +141,8 @@ class Worker:
         )
 
     def warm(self) -> None:
-        """Compile the sampler for every batch size it will be given, at `warm_length`.
+        """Compile the sampler for every batch size it will be given, at `warm_length`, and each style
+        network's at batch 1.
 
         Compiling is per shape: a one-note warm-up left the first 500-note request 3 times slower than the
         second. A seed changes no shape; other lengths compile on first use, once per power of two of their
@@ -154,6 +155,12 @@ class Worker:
             t = time.perf_counter()
             self.composer.compose([(Options(length=self.warm_length, rng_seed=i), None) for i in range(size)])
             log.debug("sampler warm at batch %d in %.2f s", size, time.perf_counter() - t)
+        # A style with a network of its own (the tunes a single-line seed goes to) has its own loop: warm at
+        # batch 1, its usual batch, so its first piece does not wait seconds for the compiler.
+        for style in self.composer.own_network_styles:
+            if self.closing.is_set():
+                return
+            self.composer.compose([(Options(length=self.warm_length, rng_seed=0, style=style), None)])
 
     def compose(self, jobs: list[tuple[Options, Seed | None]]) -> list[Composition]:
         """`Composer.compose`, with the batch rounded up to a size `warm` compiled (fillers are dropped)."""
