@@ -66,14 +66,8 @@ def listener_table(section: dict) -> str:
         f"sample excerpts from {d['excerpts']['real']} chorale excerpts of {EXCERPT_BEATS} beats "
         f"({d['features']} statistics, logistic regression, {FOLDS}-fold by piece; 50%: cannot tell"
         f"{_spread_text(d)})",
-        f"{'what tells them apart most':32} {'weight':>7} {'chorales':>9} {'samples':>9}",
     ]
-    lines += [
-        f"{t['feature']:32} {t['weight']:>7.2f} {_num(t['real']):>9} {_num(t['generated']):>9}"
-        for t in d["telling"]
-    ]
-    lines += ["", f"{'':46} {'chorales: median [5th, 95th]':>28} {'samples':>8}"]
-    lines += [f"{a:46} {b:>28} {c:>8}" for a, b, c in _form_rows(section["form"])]
+    lines += _printed_part(d, section["form"], "chorales")
     if section.get("folk"):
         f, d = section["folk"], section["folk"]["discriminator"]
         lines += [
@@ -81,15 +75,31 @@ def listener_table(section: dict) -> str:
             f"folk: {_folk_intro(f)}",
             f"discriminator: {d['accuracy'] * 100:.0f}% balanced accuracy telling {d['excerpts']['generated']} "
             f"sample excerpts from {d['excerpts']['real']} tune excerpts{_spread_text(d)}",
-            f"{'what tells them apart most':32} {'weight':>7} {'tunes':>9} {'samples':>9}",
         ]
-        lines += [
-            f"{t['feature']:32} {t['weight']:>7.2f} {_num(t['real']):>9} {_num(t['generated']):>9}"
-            for t in d["telling"]
-        ]
-        lines += ["", f"{'':46} {'tunes: median [5th, 95th]':>28} {'samples':>8}"]
-        lines += [f"{a:46} {b:>28} {c:>8}" for a, b, c in _form_rows(f["form"], cadences=False)]
+        lines += _printed_part(d, f["form"], "tunes", cadences=False)
     return "\n".join(lines)
+
+
+def _printed_part(d: dict, form: dict, real: str, cadences: bool = True) -> list[str]:
+    """The statistics that tell most and the form table, as the printout shows them."""
+    lines = [f"{'what tells them apart most':32} {'weight':>7} {real:>9} {'samples':>9}"]
+    lines += [
+        f"{t['feature']:32} {t['weight']:>7.2f} {_num(t['real']):>9} {_num(t['generated']):>9}"
+        for t in d["telling"]
+    ]
+    lines += ["", f"{'':46} {real + ': median [5th, 95th]':>28} {'samples':>8}"]
+    return lines + [f"{a:46} {b:>28} {c:>8}" for a, b, c in _form_rows(form, cadences)]
+
+
+def _card_part(d: dict, form: dict, real: str, cadences: bool = True) -> list[str]:
+    """The statistics that tell most and the form table, as the card shows them."""
+    lines = [f"| statistic | weight (+: samples) | {real} | samples |", "| --- | --- | --- | --- |"]
+    lines += [
+        f"| {t['feature']} | {t['weight']:.2f} | {_num(t['real'])} | {_num(t['generated'])} |"
+        for t in d["telling"]
+    ]
+    lines += ["", f"| phrases and form | {real}: median [5th, 95th] | samples |", "| --- | --- | --- |"]
+    return lines + [f"| {a} | {b} | {c} |" for a, b, c in _form_rows(form, cadences)] + [""]
 
 
 def _folk_intro(folk: dict) -> str:
@@ -113,16 +123,8 @@ def card_markdown(section: dict) -> list[str]:
         f"tells them apart **{d['accuracy'] * 100:.0f}%** of the time (balanced accuracy; 50% = cannot tell"
         f"{_spread_text(d)}; `bot/eval/discriminate.py`). What tells them apart most:",
         "",
-        "| statistic | weight (+: samples) | chorales | samples |",
-        "| --- | --- | --- | --- |",
     ]
-    lines += [
-        f"| {t['feature']} | {t['weight']:.2f} | {_num(t['real'])} | {_num(t['generated'])} |"
-        for t in d["telling"]
-    ]
-    lines += ["", "| phrases and form | chorales: median [5th, 95th] | samples |", "| --- | --- | --- |"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in _form_rows(section["form"])]
-    lines.append("")
+    lines += _card_part(d, section["form"], "chorales")
     if section.get("folk"):
         f, d = section["folk"], section["folk"]["discriminator"]
         lines += [
@@ -132,16 +134,8 @@ def card_markdown(section: dict) -> list[str]:
             f"time{_spread_aside(d)}. "
             "What tells them apart most:",
             "",
-            "| statistic | weight (+: samples) | tunes | samples |",
-            "| --- | --- | --- | --- |",
         ]
-        lines += [
-            f"| {t['feature']} | {t['weight']:.2f} | {_num(t['real'])} | {_num(t['generated'])} |"
-            for t in d["telling"]
-        ]
-        lines += ["", "| phrases and form | tunes: median [5th, 95th] | samples |", "| --- | --- | --- |"]
-        lines += [f"| {a} | {b} | {c} |" for a, b, c in _form_rows(f["form"], cadences=False)]
-        lines.append("")
+        lines += _card_part(d, f["form"], "tunes", cadences=False)
     return lines
 
 
