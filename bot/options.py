@@ -56,6 +56,13 @@ STYLE_HELP = "The music to write like; without it, the style that fits the seed 
 # and the tunes `etude eval --listener` reports are others).
 DEFAULT_TEMPERATURE = 1.0
 STYLE_TEMPERATURES: dict[str, float] = {"folk": 1.1}
+
+
+def style_temperature(style: str | None) -> float:
+    """The temperature `style` is sampled at when none is asked for."""
+    return STYLE_TEMPERATURES.get(style or "", DEFAULT_TEMPERATURE)
+
+
 _LETTERS = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
 
 
@@ -278,9 +285,7 @@ class Options:
 
     def for_style(self, style: str | None) -> Options:
         """These options with the temperature the piece is sampled at: the one asked for, or the style's."""
-        if self.temperature is not None:
-            return self
-        return replace(self, temperature=STYLE_TEMPERATURES.get(style or "", DEFAULT_TEMPERATURE))
+        return self if self.temperature is not None else replace(self, temperature=style_temperature(style))
 
     def with_rng_seed(self) -> Options:
         """These options with an RNG seed: the given one, or a fresh random one."""

@@ -87,7 +87,6 @@ def test_a_return_starts_at_a_phrase_end_follows_the_copy_and_ends_where_the_dra
         "ph_start": -1,
         "phrases": 2,
         "ph_steps": 0,
-        "bar_no": 0,
     }
     # The draw above the chance: no return; the phrases still move on.
     assert step(s, 19, phrase_end=True, u=F.FIRST + 0.01)["ptr"] == -1
@@ -144,8 +143,12 @@ def test_a_tunes_phrases_end_on_the_downbeat_of_every_group_of_bars():
     def ends(form, bar_no, bar_pos, moved, fermata=False, in_primer=False) -> bool:
         s = state([0], 0, bar_no=bar_no, bar_pos=bar_pos)
         t = lambda x, kind="int32": ops.convert_to_tensor(np.array([x], kind))  # noqa: E731
+        form_ = F.Form(ops)
+        bar_no = form_.bars_after(s, t(moved))
         return bool(
-            np.asarray(F.Form(ops).phrase_end(s, t(moved), t(fermata, bool), t(form), t(in_primer, bool)))[0]
+            np.asarray(form_.phrase_end(s, t(moved), t(fermata, bool), t(form), t(in_primer, bool), bar_no))[
+                0
+            ]
         )
 
     last_beat = bar - GRID

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bot.cli.args import option_help, option_type
 from bot.errors import BadOption, EtudeError
-from bot.options import SPECS, Options
+from bot.options import SPECS, style_temperature
 
 
 def _positive_minutes(s: str) -> float:
@@ -99,7 +99,7 @@ def cmd_eval(args) -> int:
         result = evaluate_harmony(
             model,
             limit=args.chorales,
-            temperature=Options(temperature=args.temperature).for_style("chorale").temperature,
+            temperature=style_temperature("chorale") if args.temperature is None else args.temperature,
             baseline=not args.no_baseline,
         )
         print(json.dumps(result) if args.json else harmony_table(result))

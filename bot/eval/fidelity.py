@@ -189,7 +189,7 @@ def score_seed(c: Cut, continuation: Sequence[Event], chorale: Sequence[Event]) 
     """The three distances to the seed per feature, whether grid and key are kept, and whether a passage of
     8 notes of the seed's tune comes back."""
     f_seed = features(c.seed)
-    sides = {"real": c.real, "model": continuation, "chorale": chorale}
+    sides = dict(zip(SIDES, (c.real, continuation, chorale)))
     seed_key = keys.estimate_key(c.seed, min_fit=None)
 
     def keeps_key(events: Sequence[Event]) -> bool | None:

@@ -12,7 +12,7 @@ from bot.model import network as M
 from bot.model.card import store_section
 from bot.model.composer import Composer
 from bot.model.styles import offered_styles
-from bot.music.meter import Meter
+from bot.music.corpus import piece_meter
 from bot.options import Options
 
 
@@ -45,48 +45,33 @@ def evaluate_methods(model_dir: str | None = None, quick: bool = False) -> dict:
     return {"model": m.name, "methods": methods_section(Composer(m), pieces, chorales)}
 
 
-def _meter(piece) -> Meter | None:
-    return Meter.from_json(piece.meta["meter"]) if piece.meta.get("meter") else None
+def _heard(composer: Composer, real: list, length: int, pieces: int, style: str | None = None) -> dict:
+    """`pieces` unseeded samples of `length` notes at the defaults (in `style`) beside the `real` pieces:
+    the discriminator and the form, each piece's bars read from its meter."""
+    jobs = [(Options(length=length, rng_seed=D.RNG_SEED + i, style=style), None) for i in range(pieces)]
+    done = composer.compose(jobs)
+    samples, events = [c.events for c in done], [p.events for p in real]
+    return {
+        "samples": {"pieces": pieces, "length": length, "rng_seeds": [D.RNG_SEED, D.RNG_SEED + pieces - 1]},
+        "discriminator": D.discriminate(events, samples),
+        "form": D.form_section(events, samples, ([piece_meter(p) for p in real], [c.meter for c in done])),
+    }
 
 
 def evaluate_listener(model_dir: str | None = None, quick: bool = False, write_card: bool = False) -> dict:
     """Unseeded samples at the defaults beside the validation chorales: the discriminator and the form;
-    for a model that offers the folk style, its tunes beside held-out folk tunes as well."""
+    for a model that offers the folk style, its tunes beside held-out folk tunes as well (a single line
+    closes no chord cadences, so passages that return and bars that repeat tell its form)."""
     t0 = time.monotonic()
     m = M.load(model_dir)
     composer = Composer(m)
     pieces, length = (D.QUICK_PIECES, D.QUICK_LENGTH) if quick else (D.PIECES, D.LENGTH)
-    chorales = validation_chorales()
-    jobs = [(Options(length=length, rng_seed=D.RNG_SEED + i), None) for i in range(pieces)]
-    done = composer.compose(jobs)
-    samples = [c.events for c in done]
-    section = {
-        "samples": {"pieces": pieces, "length": length, "rng_seeds": [D.RNG_SEED, D.RNG_SEED + pieces - 1]},
-        "discriminator": D.discriminate([p.events for p in chorales], samples),
-        "form": D.form_section(
-            [p.events for p in chorales], samples, ([_meter(p) for p in chorales], [c.meter for c in done])
-        ),
-        "seconds": 0.0,
-    }
+    section = {**_heard(composer, validation_chorales(), length, pieces), "seconds": 0.0}
     if "folk" in offered_styles(m):
-        section["folk"] = folk_listener(composer, quick)
+        length = D.QUICK_FOLK_LENGTH if quick else D.FOLK_LENGTH
+        tunes = listener_tunes(D.QUICK_TUNES if quick else LISTENER_TUNES)
+        section["folk"] = _heard(composer, tunes, length, pieces, "folk")
     section["seconds"] = round(time.monotonic() - t0, 1)
     if write_card:
         store_section(m.path, "listener", section)
     return {"model": m.name, "listener": section}
-
-
-def folk_listener(composer: Composer, quick: bool = False) -> dict:
-    """Unseeded tunes in the folk style beside folk tunes no training source reads: the discriminator,
-    passages that return and bars that repeat (a single line closes no chord cadences to count)."""
-    pieces, length = (D.QUICK_PIECES, D.QUICK_FOLK_LENGTH) if quick else (D.PIECES, D.FOLK_LENGTH)
-    tunes = listener_tunes(D.QUICK_TUNES if quick else LISTENER_TUNES)
-    jobs = [(Options(length=length, rng_seed=D.RNG_SEED + i, style="folk"), None) for i in range(pieces)]
-    done = composer.compose(jobs)
-    samples = [c.events for c in done]
-    real = [p.events for p in tunes]
-    return {
-        "samples": {"pieces": pieces, "length": length, "rng_seeds": [D.RNG_SEED, D.RNG_SEED + pieces - 1]},
-        "discriminator": D.discriminate(real, samples),
-        "form": D.form_section(real, samples, ([_meter(p) for p in tunes], [c.meter for c in done])),
-    }

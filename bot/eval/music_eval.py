@@ -20,7 +20,7 @@ from bot.model.styles import default_style
 from bot.music import stats as S
 from bot.music.corpus import load_pieces, split_by_piece
 from bot.music.keys import estimate_key, fifths_distance
-from bot.options import Options
+from bot.options import Options, style_temperature
 
 # Piece i of a run is sampled with RNG seed MUSIC_RNG_SEED + i, so every run hears the same pieces.
 MUSIC_RNG_SEED = 1000
@@ -68,9 +68,7 @@ def music_section(
     validation pieces' (whole pieces: each is shorter than a sample)."""
     t0 = time.monotonic()
     defaults = Options()
-    temperature = (
-        defaults.for_style(default_style(composer.model)).temperature if temperature is None else temperature
-    )
+    temperature = style_temperature(default_style(composer.model)) if temperature is None else temperature
     top_p = defaults.top_p if top_p is None else top_p
     reference, ref_durations = reference_music(train_p, val_p)
     (samples,) = sample_music(composer, [(temperature, top_p)], pieces, length)

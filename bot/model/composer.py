@@ -253,9 +253,9 @@ class Composer:
         and no style asked for, `LINE_STYLE` for a seed of one line when a network of its own writes it,
         else the one of the network's offered styles under which it finds the seed likeliest.
 
-        A style a network of its own writes is written only when asked for: inside one network the style
+        A style a network of its own writes is never fitted by likelihood: inside one network the style
         token barely moves a seed's likelihood, and two networks' likelihoods differ by how well each
-        learnt music at all, not by style (README, "Training data and licences")."""
+        learnt music at all, not by style (README, "Training data and licences"). Its texture decides."""
         if options.style:
             if options.style not in self.own_network_styles:
                 check_style(self.model, options.style)

@@ -120,12 +120,14 @@ class Form:
         """The bars begun since the stream's start once the token moves time on by `moved` steps."""
         return s.bar_no + self.ops.floor_divide(s.bar_pos + moved, s.bars)
 
-    def phrase_end(self, s, moved: Tensor, fermata: Tensor, forms: Tensor, in_primer: Tensor) -> Tensor:
+    def phrase_end(
+        self, s, moved: Tensor, fermata: Tensor, forms: Tensor, in_primer: Tensor, bar_no: Tensor
+    ) -> Tensor:
         """Where a phrase ends after the primer: for a `BARS` plan, at the shift that lands on the downbeat
         of a new group of `PHRASE_BARS` bars (one that moves past it ends none, so a return never starts
-        off the beat); otherwise at a `fermata`, the closing token of a phrase's last frame."""
+        off the beat); otherwise at a `fermata`, the closing token of a phrase's last frame. `bar_no` is
+        `bars_after(s, moved)`, which the loop counts once a step."""
         ops = self.ops
-        bar_no = self.bars_after(s, moved)
         lands = (moved > 0) & (ops.mod(s.bar_pos + moved, s.bars) == 0) & (ops.mod(bar_no, PHRASE_BARS) == 0)
         return ops.where(forms == BARS, lands & ~in_primer, fermata)
 
@@ -168,5 +170,4 @@ class Form:
             "ph_start": ops.where(phrase_end, -1, ops.where(begins, s.t + 1, s.ph_start)),
             "phrases": phrases,
             "ph_steps": ops.where(phrase_end, 0, s.ph_steps + moved),
-            "bar_no": self.bars_after(s, moved),
         }

@@ -162,6 +162,8 @@ class Book:
         new_harmony = onset & (chord >= 0) & (chord != s.harm)
         heard = ops.matmul(ops.cast(s.sounding, "float32"), self.pitch_class)  # (B, 12) what sounded since
         moved = ops.where(nk == 1, ops.take(self.steps, nxt), 0)
+        bar_no = self.form.bars_after(s, moved)
+        fermata = closes & (nxt == self.phrase_id) & ~in_primer
         plan = self.form.step(
             s,
             nxt,
@@ -169,7 +171,7 @@ class Book:
             nk == 1,
             moved,
             in_primer,
-            self.form.phrase_end(s, moved, closes & (nxt == self.phrase_id) & ~in_primer, forms, in_primer),
+            self.form.phrase_end(s, moved, fermata, forms, in_primer, bar_no),
             forms,
             plans,
         )
@@ -204,7 +206,8 @@ class Book:
             minor=minor,
             clock=ops.where((nk == 1) & ~in_primer, (s.clock + ops.take(self.steps, nxt)) % GRID, s.clock),
             bars=s.bars,
-            bar_pos=ops.where(nk == 1, (s.bar_pos + ops.take(self.steps, nxt)) % s.bars, s.bar_pos),
+            bar_pos=(s.bar_pos + moved) % s.bars,
+            bar_no=bar_no,
             **plan,
         )
 

@@ -10,7 +10,7 @@ from bot.music.analysis import TICKS, harmonies, is_tonic_triad, leads_to, melod
 from bot.music.events import Event
 from bot.music.keys import estimate_key
 from bot.music.meter import Meter
-from bot.music.stats import ARRIVAL_BEATS, KEY_WINDOW, REPEAT_ONSETS, repeats_early
+from bot.music.stats import ARRIVAL_BEATS, KEY_WINDOW, passages, repeats_early
 
 ON_BEAT = TICKS // 40  # an arrival within 1/40 of a beat of a whole beat is on it
 
@@ -66,7 +66,7 @@ def repeated_bars(events: Sequence[Event], meter: Meter | None = None) -> float 
     bars: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
     for e in sorted((e for e in events if e.pitches), key=lambda e: (e.onset, e.pitches)):
         start = meter.bar_start(e.onset)
-        bars.setdefault(round(start / meter.bar), []).append((round((e.onset - start) * 48), e.pitches))
+        bars.setdefault(round(start / meter.bar), []).append((round((e.onset - start) * TICKS), e.pitches))
     if not bars:
         return None
     seen: set[tuple] = set()
@@ -78,17 +78,10 @@ def repeated_bars(events: Sequence[Event], meter: Meter | None = None) -> float 
     return again / len(bars)
 
 
-def tune_passages(events: Sequence[Event], n: int = REPEAT_ONSETS) -> set[tuple]:
-    """Every passage of `n` successive notes of the tune (the top voice): its first pitch, then each next
-    note's time after the one before and pitch, as `stats.repeats_early` compares them."""
-    tune = melody(moments([e for e in events if e.pitches]))
-    return {
-        (tune[i][1],)
-        + tuple((round((tune[k][0] - tune[k - 1][0]) * TICKS), tune[k][1]) for k in range(i + 1, i + n))
-        for i in range(len(tune) - n + 1)
-    }
-
-
 def seed_passage_returns(seed: Sequence[Event], later: Sequence[Event]) -> bool:
     """Whether a passage of 8 notes of the seed's tune comes back, note for note, in `later`."""
-    return not tune_passages(seed).isdisjoint(tune_passages(later))
+
+    def tune(events: Sequence[Event]) -> set[tuple]:
+        return set(passages(melody(moments([e for e in events if e.pitches]))))
+
+    return not tune(seed).isdisjoint(tune(later))

@@ -198,16 +198,22 @@ def repeats_early(ms: Sequence[Moment]) -> bool:
         return False
     t0 = ms[0].time
     tune = [(t, p) for t, p in melody(ms) if t - t0 < REPEAT_BEATS]
-    n = REPEAT_ONSETS
     seen: dict[tuple, int] = {}
-    for i in range(len(tune) - n + 1):
-        gram = (tune[i][1],) + tuple(
-            (round((tune[k][0] - tune[k - 1][0]) * TICKS), tune[k][1]) for k in range(i + 1, i + n)
-        )
+    for i, gram in enumerate(passages(tune)):
         first = seen.setdefault(gram, i)
-        if i - first >= n:
+        if i - first >= REPEAT_ONSETS:
             return True
     return False
+
+
+def passages(tune: Sequence[tuple[float, int]], n: int = REPEAT_ONSETS) -> list[tuple]:
+    """Each passage of `n` successive notes of a tune ((time, pitch) pairs, `analysis.melody`), in order:
+    its first pitch, then each next note's time after the one before (in ticks) and pitch."""
+    return [
+        (tune[i][1],)
+        + tuple((round((tune[k][0] - tune[k - 1][0]) * TICKS), tune[k][1]) for k in range(i + 1, i + n))
+        for i in range(len(tune) - n + 1)
+    ]
 
 
 # -- one piece, many pieces --------------------------------------------------------------------------------
