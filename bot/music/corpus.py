@@ -6,7 +6,6 @@ import hashlib
 import logging
 import zlib
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
@@ -25,6 +24,7 @@ from bot.music.scores import (  # noqa: F401  (cache_dir, piece_from_stream, rea
     load_cache,
     music21_module,
     parse_corpus_work,
+    parse_pool,
     piece_from_json,
     piece_from_stream,
     piece_to_json,
@@ -166,7 +166,7 @@ def _load_one(source: str, limit: int | None, workers: int, every: int = 1) -> l
             todo.append(item)
     if todo:
         log.info("parsing %d scores from %s", len(todo), source)
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with parse_pool(workers) as pool:
             if parse is not None:
                 for item, piece in zip(todo, pool.map(parse, todo, chunksize=8)):
                     pieces[item] = piece

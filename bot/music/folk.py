@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from bot.errors import BadData
@@ -17,6 +16,7 @@ from bot.music.events import Piece
 from bot.music.scores import (
     cache_dir,
     load_cache,
+    parse_pool,
     piece_from_json,
     piece_from_stream,
     piece_to_json,
@@ -74,7 +74,7 @@ def load_folk(source: str, every: int = 1, workers: int = 2, files: int | None =
     todo = [f for f in chosen if f not in cached]
     if todo:
         log.info("parsing %d ABC files from %s", len(todo), source)
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with parse_pool(workers) as pool:
             for work, tunes in zip(todo, pool.map(parse_folk_file, todo)):
                 cached[work] = [piece_to_json(p) for p in tunes]
         save_cache(path, cached)

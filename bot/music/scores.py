@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from bot.errors import BadData, EtudeError
@@ -13,6 +15,13 @@ from bot.music.meter import Meter, score_meter, valid_signature
 
 CACHE_VERSION = 3  # 2: events carry the fermata mark; 3: pieces carry their meter
 MIDI_SUFFIXES = {".mid", ".midi", ".smf"}
+
+
+def parse_pool(workers: int) -> ProcessPoolExecutor:
+    """Processes to parse scores in, started from a fresh server process rather than forked from this
+    one: a fork of a process that holds TensorFlow's runtime (training, evaluation, the tests) can crash
+    when the child frees one of the runtime's objects, as music21's pickling of a parsed score may."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
 
 
 def cache_dir() -> Path:
