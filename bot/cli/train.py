@@ -171,8 +171,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "--data",
         help="'chorales' (371 Bach chorales, bundled with music21; the default), 'music21' (the chorales with music21's "
         "Monteverdi, Josquin and Haydn and Mozart quartets, each with a style token), 'folk' (a share of "
-        "music21's O'Neill's, Ryan's and Aird's folk tunes), 'corpus:<composer>', 'folk:<collection>', a "
-        "folder, or several joined by '+'; each source needs an entry in bot/music/sources.py",
+        "music21's O'Neill's, Ryan's and Aird's folk tunes), 'lieder' (OpenScore's songs for voice and piano, "
+        "kept in data/), 'corpus:<composer>', 'folk:<collection>', a folder, or several joined by '+'; each source needs an entry in bot/music/sources.py",
     )
     t.add_argument(
         "--keys",

@@ -127,6 +127,10 @@ def _load_one(source: str, limit: int | None, workers: int, every: int = 1) -> l
         from bot.music.folk import load_folk
 
         return _finish(load_folk(source, every, workers, files=limit)[:limit], source)
+    if source == "lieder":
+        from bot.music.lieder import load_lieder
+
+        return _finish(load_lieder()[::every][:limit], source)
     if source == "chorales" or source.startswith("corpus:"):
         items = corpus_works(source)
         parse = parse_corpus_work

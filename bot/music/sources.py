@@ -133,6 +133,18 @@ SOURCES: dict[str, Source] = {
             "distributed by music21 with its author's permission; credited here",
         ),
         Source(
+            "lieder",
+            "classical",
+            "the OpenScore Lieder Corpus (github.com/OpenScore/Lieder, commit bca1224), 19th-century songs "
+            "for voice and piano transcribed by volunteers, parsed into data/openscore-lieder.json.gz",
+            "the OpenScore Lieder Corpus's LICENSE.txt: CC0 1.0 Universal (a public domain dedication) for "
+            "every score in it",
+            True,
+            "dedicated to the public domain (CC0), the music itself out of copyright; the corpus is credited "
+            "here. Its songs are art music of the concert repertoire, learnt under the `classical` token "
+            "with the quartets; one song in ten, and Aloha 'Oe, are held out (bot/music/lieder.py)",
+        ),
+        Source(
             "corpus:essenFolksong",
             "folk",
             _M21.format("essenFolksong"),
