@@ -44,9 +44,10 @@ KEYS: tuple[str, ...] = tuple(f"{t} major" for t in _MAJOR_TONICS) + tuple(
 )
 KEY_HELP = "The key to write in; without it, the seed's key or one drawn as often as in the music it learned"
 # The styles the shipped model writes, each a token after `<start>` (`bot.music.encoding.STYLES`): the Bach
-# chorales, the Monteverdi madrigals and Josquin's masses and motets, the Haydn and Mozart quartets, and
-# the folk tunes of O'Neill's, Ryan's and Aird's collections, which a network of their own writes
-# (`bot.model.styles`). `<other>` opened no training piece.
+# chorales, the Monteverdi madrigals and Josquin's masses and motets, the Haydn and Mozart quartets with
+# the 19th-century songs for voice and piano of the OpenScore Lieder Corpus, and the folk tunes of
+# O'Neill's, Ryan's and Aird's collections, which a network of their own writes (`bot.model.styles`).
+# `<other>` opened no training piece.
 STYLES: tuple[str, ...] = ("chorale", "renaissance", "classical", "folk")
 STYLE_HELP = "The music to write like; without it, the style that fits the seed best, or chorale"
 # The temperature a style is sampled at when none is asked for. 1.0 is the setting `etude eval --sweep`

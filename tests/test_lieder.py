@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 
 from bot.errors import BadData
+from bot.eval.heldout import HELD_OUT
 from bot.music import lieder
 from bot.music.corpus import load_pieces
 from bot.music.sources import card_sources, sources_markdown
@@ -66,7 +68,10 @@ def test_the_shipped_songs_train_under_the_classical_token_and_the_held_out_ones
         "lieder"
     }
     assert not {p.name for p in songs} & {p.name for p in held}
-    assert not any("Aloha_Oe" in p.name for p in songs)
+    # No song `etude eval` continues as a held-out seed is trained on under another name.
+    titles = {Path(h.work).stem.lower().replace("_", "") for h in HELD_OUT if h.style == "song"}
+    assert not any(t in p.name.lower().replace("_", "") for t in titles for p in songs)
+    assert "alohaoe" in titles
     # Voice and piano: most songs sound more than four notes at once somewhere, as no chorale does.
     wide = [p for p in songs if max(len(e.pitches) for e in p.events) > 4]
     assert len(wide) > len(songs) / 2

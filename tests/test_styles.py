@@ -44,7 +44,9 @@ def jig() -> list[Event]:
 def test_folk_is_written_by_a_network_of_its_own(shipped):
     """The shipped network heard the folk tunes too faintly to write them: a network beside it that
     learnt them writes the folk style, a single line where the others write parts."""
-    assert shipped.own_network_styles == ("folk",) and set(offered_styles(shipped.model)) == set(STYLES)
+    assert shipped.own_network_styles == ("classical", "folk") and set(offered_styles(shipped.model)) == set(
+        STYLES
+    )
     folk = shipped.compose_one(Options(length=40, rng_seed=2, style="folk"))
     chorale = shipped.compose_one(Options(length=40, rng_seed=2, style="chorale"))
     assert (folk.style, folk.style_source, chorale.model) == ("folk", "asked", "etude-chorales")
@@ -91,6 +93,25 @@ def test_a_tune_is_continued_by_the_network_of_tunes_and_two_lines_are_fitted(sh
     legato = [Event(e.onset, 0.6, e.pitches) for e in jig()]  # each note held a little into the next
     broken = [Event(0.25 * i, 2.0, (60 + (0, 4, 7, 12)[i % 4],)) for i in range(32)]  # held, as a prelude's
     assert is_one_line(legato) and not is_one_line(broken)
+
+
+def test_a_song_for_voice_and_piano_is_continued_by_the_network_that_learnt_the_songs(shipped, chorales):
+    """The classical network heard the songs of the OpenScore Lieder Corpus: a song none of its runs read
+    is likelier under it than under any of the main network's styles, so that network continues it, and
+    the reply says so; a chorale stays with the main network."""
+    from bot.music.lieder import load_lieder
+
+    song = next(p for p in load_lieder(held_out=True) if "Aloha" not in p.name)
+    seed = shipped.seed(midi_bytes(song.events[:120]), "song")
+    piece = shipped.compose_one(Options(length=16, rng_seed=4), seed)
+    losses = seed.meta["style_losses"]
+    assert set(losses) == set(STYLES) - {"folk"} and min(losses, key=losses.get) == "classical"
+    assert (piece.style, piece.style_source, piece.model) == ("classical", "seed", "etude-chorales/classical")
+    assert "written as classical, the style that fits the seed best" in piece.said
+    chorale = shipped.compose_one(
+        Options(length=12, rng_seed=4), shipped.seed(midi_bytes(chorales[0].events[:60]))
+    )
+    assert (chorale.style, chorale.model) == ("chorale", "etude-chorales")
 
 
 def test_a_style_network_of_another_vocabulary_is_refused(tmp_path, tiny_model_dir):

@@ -28,6 +28,7 @@ from bot.model.network import load as load_model
 from bot.model.sample import MAX_PRIMER_TOKENS, Request, Sampler, bar_start
 from bot.model.steps import NumpySteps
 from bot.model.styles import (
+    FITTED_NETWORK_STYLES,
     LINE_STYLE,
     check_style,
     default_style,
@@ -251,11 +252,13 @@ class Composer:
     def style(self, options: Options, seed: Seed | None) -> tuple[str, str]:
         """The style to write in and where it came from ("asked", "line", "seed" or "default"); with a seed
         and no style asked for, `LINE_STYLE` for a seed of one line when a network of its own writes it,
-        else the one of the network's offered styles under which it finds the seed likeliest.
+        else the one of the network's offered styles (and of the fitted styles' own networks) under which
+        the seed is likeliest.
 
-        A style a network of its own writes is never fitted by likelihood: inside one network the style
-        token barely moves a seed's likelihood, and two networks' likelihoods differ by how well each
-        learnt music at all, not by style (README, "Training data and licences"). Its texture decides."""
+        A style a network of its own writes is fitted by likelihood only when that network learnt all the
+        main network's music and more (`FITTED_NETWORK_STYLES`): otherwise two networks' likelihoods differ
+        by how well each learnt music at all, not by style (README, "Training data and licences"), and the
+        seed's texture decides."""
         if options.style:
             if options.style not in self.own_network_styles:
                 check_style(self.model, options.style)
@@ -269,8 +272,12 @@ class Composer:
         # The primer's time begins where the seed's last frame lies in its bar, less the time it spans.
         start = bar_start(self.vocab, primer, seed.meter.bar_steps, seed.meter.position(last_frame))
         losses = seed_losses(self.model, primer, known, seed.meter, start)
+        for style in (s for s in FITTED_NETWORK_STYLES if s in self.own_network_styles):
+            network = self.writer(style).model
+            if NumpySteps.supports(network):
+                losses.update(seed_losses(network, primer, [style], seed.meter, start))
         seed.meta["style_losses"] = {s: round(v, 4) for s, v in losses.items()}
-        return min(known, key=lambda s: losses[s]), "seed"
+        return min(losses, key=losses.__getitem__), "seed"
 
     def plan(
         self, options: Options, seed: Seed | None, style: str | None = None
