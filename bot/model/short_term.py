@@ -127,20 +127,22 @@ class ShortTerm:
         cand = pos[:-1]
         valid = (cand >= t - self.window) & (cand < t)
         nxt = win[:, 1:]
+        # How many tokens ending at each candidate equal the last ones written, up to k: the contexts
+        # matched are nested (a match of order i is one of every lower order), so their count is the length.
         matched = ops.broadcast_to(valid[None, :], ops.shape(nxt))
-        orders = []
+        length = ops.zeros(ops.shape(nxt), "int32")
         for i in range(k):
             matched = matched & (padded[:, k - 1 - i : k - 1 - i + span - 1] == cur[:, i : i + 1])
-            orders.append(matched)
-        # counts (B, k, V): one segment per (row, order, token), summed over the candidates.
-        hits = ops.cast(ops.stack(orders, axis=1), "float32")  # (B, k, span-1)
-        row = ops.arange(b, dtype="int32")[:, None, None] * (k * self.v)
-        order = ops.arange(k, dtype="int32")[None, :, None] * self.v
-        ids = row + order + ops.maximum(nxt, 0)[:, None, :]
-        counts = ops.segment_sum(
-            ops.reshape(hits, (-1,)), ops.reshape(ids, (-1,)), num_segments=b * k * self.v
+            length = length + ops.cast(matched, "int32")
+        # exact (B, k + 1, V): one segment per (row, match length, token), so each candidate is counted once
+        # (length 0 counts for no order); a candidate of length m counts for every order up to m.
+        row = ops.arange(b, dtype="int32")[:, None] * ((k + 1) * self.v)
+        ids = row + length * self.v + ops.maximum(nxt, 0)
+        exact = ops.segment_sum(
+            ops.ones((b * (span - 1),), "float32"), ops.reshape(ids, (-1,)), num_segments=b * (k + 1) * self.v
         )
-        counts = ops.reshape(counts, (b, k, self.v))
+        exact = ops.reshape(exact, (b, k + 1, self.v))[:, 1:, :]
+        counts = ops.flip(ops.cumsum(ops.flip(exact, axis=1), axis=1), axis=1)
         probs = ops.full((b, self.v), 1.0 / self.v, "float32")
         for i in range(k):
             c = counts[:, i, :]
