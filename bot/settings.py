@@ -29,6 +29,9 @@ class Environment(BaseSettings):
 
     # "tensorflow" or "jax"; unset, bot.model.backend chooses by what is installed.
     keras_backend: str | None = None
+    # CPU threads a process that serves requests (a worker, `etude compose`) computes on: see
+    # `bot.model.backend.serving`.
+    sampler_threads: int = Field(1, ge=1)
     etude_cache: str | None = None
     xdg_cache_home: str | None = None
 

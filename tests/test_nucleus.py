@@ -1,4 +1,4 @@
-"""How the sampler draws a token from the nucleus.
+"""How the sampler draws a token from the nucleus, and the CPU threads a serving process samples on.
 
 The nucleus is counted, not sorted for (`bot.model.sample._nucleus`): held here against the plain rule,
 written with a sort, on distributions with ties, zeros, a top-p that keeps one token and one that keeps all.
@@ -6,10 +6,18 @@ written with a sort, on distributions with ties, zeros, a top-p that keeps one t
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from bot.model import backend
 from bot.model.sample import _nucleus
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def nucleus_reference(p: np.ndarray, top_p: float, u: float) -> int:
@@ -53,3 +61,34 @@ def test_the_counted_nucleus_draws_what_the_sorted_one_does():
     # A top-p that keeps one token keeps the likeliest, whatever u draws.
     tiny = top_p == np.float32(0.0001)
     assert tiny.any() and all(got[tiny] == [min(range(v), key=lambda j: (-p[j], j)) for p in probs[tiny]])
+
+
+def threads_of(serving: bool, **env: str) -> list[int]:
+    """(threads the backend computes on, the sampler's shards' bound) in a fresh process."""
+    code = (
+        "from bot.model import backend\n"
+        + ("backend.serving()\n" if serving else "")
+        + "from bot.model.network import load\nfrom bot.model.sample import Sampler\n"
+        "print(backend.compute_threads(), Sampler(load()).threads)"
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in ("SAMPLER_THREADS", "TF_NUM_INTRAOP_THREADS")}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [int(n) for n in out.stdout.split()]
+
+
+@pytest.mark.skipif(backend.name() != "tensorflow", reason="the thread setting sizes TensorFlow's pools")
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every process computes on one thread")
+def test_a_serving_process_samples_on_sampler_threads_and_training_on_every_core():
+    cores = os.cpu_count() or 1
+    assert threads_of(serving=True) == [1, 1]  # the default: a worker, `etude compose`
+    assert threads_of(serving=True, SAMPLER_THREADS="2") == [2, 2]
+    assert threads_of(serving=False) == [cores, cores]  # training, evaluation: every core
+    # TensorFlow's own setting, where someone made it, is theirs.
+    assert threads_of(serving=True, TF_NUM_INTRAOP_THREADS="2") == [2, 2]

@@ -228,9 +228,19 @@ def run_bench(args) -> None:
             f"unknown bench section {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}"
         )
     length = 100 if quick else 500
+    # The sections that serve (sampling, end to end, the worker) measure what a worker runs, on its threads
+    # (`backend.serving`). A process has one thread count and training uses every core, so a run that
+    # trains measures everything on every core, and says so.
+    if "train" not in sections:
+        backend.serving()
     _say(f"etude bench on {machine_name()}, {platform.python_implementation()} {platform.python_version()}")
     _say(backend.describe())
     on_gpu = backend.accelerator() is not None
+    if "train" in sections and sections - {"train"} and not on_gpu:
+        _say(
+            "  (every section on every core, as training needs; a worker samples on SAMPLER_THREADS, "
+            "measured by `etude bench --sections sampler,e2e`)"
+        )
     model_dir = _model_dir(args)
     shipped = load_model(model_dir)
     sampler = None

@@ -158,10 +158,12 @@ def _piece_to_files(
     ffmpeg and the soundfont, then what `read` reads) is checked before the model loads; then `make` the
     piece and write its files. The options are the fields of `Options` that the command's parser defines;
     the others keep their defaults."""
+    from bot.model import backend
     from bot.model.composer import Composer
     from bot.render.files import write_outputs
     from bot.settings import get_settings
 
+    backend.serving()
     settings = get_settings()
     soundfont = args.soundfont or settings.soundfont
     checked = options_from_args(args)

@@ -29,17 +29,21 @@ def cmd_bot(args) -> int:
 def embedded_worker(settings: Settings, publish: Publish) -> LocalWorker:
     """The bot's own worker, which the queue's runtime asks for only when `REDIS_URL` is unset: the model
     is imported then, as the queue starts (after /healthz is up), and never in Redis mode."""
+    from bot.model import backend
     from bot.worker.worker import Worker
 
+    backend.serving()
     return Worker.from_settings(settings, publish)
 
 
 def cmd_worker(args) -> int:
     import asyncio
 
+    from bot.model import backend
     from bot.settings import get_settings
     from bot.worker.worker import serve_worker
 
+    backend.serving()
     logging.getLogger().setLevel(logging.INFO)
     asyncio.run(serve_worker(get_settings()))
     return 0

@@ -30,8 +30,10 @@ def _default() -> str:
 
 # Keras reads KERAS_BACKEND from the environment when it is first imported (else ~/.keras/keras.json), so
 # the setting (from the environment or .env) is written back there before anything imports Keras.
-_BACKEND = Environment().keras_backend or _default()
+_ENVIRONMENT = Environment()
+_BACKEND = _ENVIRONMENT.keras_backend or _default()
 os.environ["KERAS_BACKEND"] = _BACKEND
+_threads: list[int] = []  # the CPU threads asked for by `serving()`, before the backend loaded
 
 BACKENDS = ("tensorflow", "jax")
 
@@ -56,10 +58,45 @@ def _check() -> str:
     return name()
 
 
+def serving() -> None:
+    """Make this process one that serves requests (a worker, `etude compose`): under TensorFlow it computes
+    on `SAMPLER_THREADS` CPU threads (default 1). Call it before anything loads the backend; training and
+    evaluation never call it and use every core.
+
+    One thread, because the sampler's loop is a long chain of small steps: at one request, two threads
+    hand each step's pieces from core to core, which costs more than sharing them saves (500 notes at
+    batch 1 take 0.29 s on one thread of a 2-core VM, 0.49 s on two). A worker's rendering wants the other
+    cores anyway: its jobs per second are the same on one thread as on two. More requests at once on more
+    cores come from more workers, one per core. JAX sizes its own thread pool; this changes nothing there.
+    """
+    threads = _ENVIRONMENT.sampler_threads
+    if "keras" in sys.modules:  # too late to size the pools; say so rather than pretend
+        import logging
+
+        logging.getLogger(__name__).warning("the backend loaded before serving(): SAMPLER_THREADS unused")
+        return
+    if name() == "tensorflow" and "TF_NUM_INTRAOP_THREADS" not in os.environ:
+        _threads[:] = [threads]
+
+
+def compute_threads() -> int:
+    """How many CPU threads the backend computes one call on (the sampler's shards on a CPU follow it)."""
+    keras()
+    if name() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.config.threading.get_intra_op_parallelism_threads() or (os.cpu_count() or 1)
+    return os.cpu_count() or 1
+
+
 def keras():
     """`keras`, on the chosen backend; TensorFlow's start-up lines on stderr are swallowed."""
     if "keras" not in sys.modules and _check() == "tensorflow":
         _quiet_import_tensorflow()
+        if _threads:  # before TensorFlow runs anything: its pools are sized once
+            import tensorflow as tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(_threads[0])
     import keras
 
     if name() == "jax" and "tensorflow" not in sys.modules:
@@ -140,7 +177,11 @@ def describe() -> str:
         import tensorflow as tf
 
         version = f"TensorFlow {tf.__version__}"
-    return f"Keras {k.__version__} on {version}, device: {accelerator() or 'CPU'}"
+    device = accelerator()
+    if device is None:
+        threads = compute_threads()
+        device = f"CPU, {threads} compute thread{'s' if threads != 1 else ''}"
+    return f"Keras {k.__version__} on {version}, device: {device}"
 
 
 def compile_loop(fn: Callable, params, jit: bool = True) -> Callable:

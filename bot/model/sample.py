@@ -129,6 +129,9 @@ class Sampler:
         ]
         self._loop = backend.compile_loop(self._generate, self._params())
         self.on_gpu = backend.accelerator() is not None
+        # A CPU batch is cut into one shard per thread the backend computes on (`backend.serving`): on a
+        # single thread shards would only wait for each other.
+        self.threads = backend.compute_threads()
 
     def reload(self) -> None:
         """Hand the compiled loop the network's weights as they are now (after `set_weights`), without
@@ -318,13 +321,13 @@ class Sampler:
         """The new tokens of each request (without its primer), each ending with `<end>` (unless its buffer
         ran out first, which the caps make all but impossible).
 
-        On a CPU a large batch is cut into one shard per core, sampled side by side: two half batches on
-        two threads do about 1.8 times the work of one whole batch. Each request's result is the same in
-        any shard.
+        On a CPU computing on several threads a large batch is cut into one shard per thread, sampled side
+        by side: two half batches on two threads do about 1.8 times the work of one whole batch. Each
+        request's result is the same in any shard.
         """
         for r in requests:
             r.check()
-        shards = 1 if self.on_gpu else max(1, min(os.cpu_count() or 1, len(requests) // MIN_SHARD))
+        shards = 1 if self.on_gpu else max(1, min(self.threads, len(requests) // MIN_SHARD))
         if shards == 1:
             return self._sample_batch(requests)
         size = -(-len(requests) // shards)
