@@ -33,7 +33,7 @@ def _default() -> str:
 _ENVIRONMENT = Environment()
 _BACKEND = _ENVIRONMENT.keras_backend or _default()
 os.environ["KERAS_BACKEND"] = _BACKEND
-_threads: list[int] = []  # the CPU threads asked for by `serving()`, before the backend loaded
+_serving_threads: int | None = None  # the CPU threads `serving()` asked for, before the backend loaded
 
 BACKENDS = ("tensorflow", "jax")
 
@@ -69,14 +69,14 @@ def serving() -> None:
     cores anyway: its jobs per second are the same on one thread as on two. More requests at once on more
     cores come from more workers, one per core. JAX sizes its own thread pool; this changes nothing there.
     """
-    threads = _ENVIRONMENT.sampler_threads
+    global _serving_threads
     if "keras" in sys.modules:  # too late to size the pools; say so rather than pretend
         import logging
 
         logging.getLogger(__name__).warning("the backend loaded before serving(): SAMPLER_THREADS unused")
         return
     if name() == "tensorflow" and "TF_NUM_INTRAOP_THREADS" not in os.environ:
-        _threads[:] = [threads]
+        _serving_threads = _ENVIRONMENT.sampler_threads
 
 
 def compute_threads() -> int:
@@ -93,10 +93,10 @@ def keras():
     """`keras`, on the chosen backend; TensorFlow's start-up lines on stderr are swallowed."""
     if "keras" not in sys.modules and _check() == "tensorflow":
         _quiet_import_tensorflow()
-        if _threads:  # before TensorFlow runs anything: its pools are sized once
+        if _serving_threads:  # before TensorFlow runs anything: its pools are sized once
             import tensorflow as tf
 
-            tf.config.threading.set_intra_op_parallelism_threads(_threads[0])
+            tf.config.threading.set_intra_op_parallelism_threads(_serving_threads)
     import keras
 
     if name() == "jax" and "tensorflow" not in sys.modules:

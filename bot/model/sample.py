@@ -388,7 +388,7 @@ def _nucleus(ops, probs, top_p, u):
     """
     ids = ops.arange(ops.shape(probs)[1], dtype="int32")
     p_i, p_j = probs[:, :, None], probs[:, None, :]
-    ahead = (p_j > p_i) | ((p_j == p_i) & (ids[None, None, :] < ids[:, None][None]))
+    ahead = (p_j > p_i) | ((p_j == p_i) & (ids[None, None, :] < ids[None, :, None]))
     before = ops.sum(ops.where(ahead, p_j, 0.0), axis=2)  # (B, V) the mass ranked before each token
     kept = (before < top_p[:, None]) & (probs > 0)
     x = u * ops.sum(ops.where(kept, probs, 0.0), axis=1)
